@@ -1,0 +1,43 @@
+"""DeepLab v2: the dilated ResNet backbone followed by the ASPP classifier."""
+
+import torch.nn as nn
+
+from .resnet import ResNetBackbone
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling as in DeepLab v2 (Caffe's ``fc1_*_c0..c3``).
+
+    Parallel 3x3 convolutions with different dilation rates each predict the
+    class scores directly; their outputs are summed. (DeepLab v3's ASPP, with
+    BatchNorm, image pooling and a projection, is a different module.)
+    """
+
+    def __init__(self, in_ch, n_classes, rates):
+        super().__init__()
+        for i, rate in enumerate(rates):
+            conv = nn.Conv2d(in_ch, n_classes, 3, 1, padding=rate, dilation=rate, bias=True)
+            # Caffe's gaussian filler (std 0.01) and constant-zero bias.
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(conv.bias)
+            self.add_module(f"c{i}", conv)
+
+    def forward(self, x):
+        branches = iter(self.children())
+        out = next(branches)(x)
+        for conv in branches:
+            out = out + conv(x)
+        return out
+
+
+class DeepLabV2(nn.Module):
+    """Single-scale DeepLab v2: logits at 1/8 of the input resolution."""
+
+    def __init__(self, n_classes, n_blocks=(3, 4, 23, 3), atrous_rates=(6, 12, 18, 24)):
+        super().__init__()
+        self.n_classes = n_classes
+        self.backbone = ResNetBackbone(n_blocks)
+        self.aspp = ASPP(ResNetBackbone.out_channels, n_classes, atrous_rates)
+
+    def forward(self, x):
+        return self.aspp(self.backbone(x))

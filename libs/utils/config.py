@@ -1,0 +1,194 @@
+"""Load and validate the YAML experiment configs in ``config/``.
+
+The YAML file is the single source of truth for every default, so the loader is
+strict: a key that is missing, misspelled, unknown or of the wrong type is a
+:class:`ConfigError` whose one-line message names the file and the dotted key.
+Catching such mistakes at start-up is far cheaper than discovering them hours
+into a training run.
+"""
+
+from pathlib import Path
+
+import yaml
+from addict import Dict
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and key."""
+
+
+class Optional:
+    """Schema marker: the value may be ``null`` or match ``inner``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+
+class ListOf:
+    """Schema marker: a list whose items match ``item`` (and of length ``length`` if set)."""
+
+    def __init__(self, item, length=None, min_length=0):
+        self.item = item
+        self.length = length
+        self.min_length = min_length
+
+
+# The shape of every config. Leaves are types (or Optional/ListOf markers);
+# nested dicts are sections. Values live only in the YAML files.
+SCHEMA = {
+    "EXP": {
+        "ID": str,  # names the run: checkpoints go to OUTPUT_DIR/ID, logs to LOG_DIR/ID
+        "OUTPUT_DIR": str,
+        "LOG_DIR": str,
+        "SEED": int,
+    },
+    "DATASET": {
+        "NAME": str,  # cocostuff10k | cocostuff164k
+        "ROOT": str,
+        "LABELS": str,  # "id<TAB>name" file with the class names
+        "N_CLASSES": int,
+        "IGNORE_LABEL": int,
+        "SPLIT": {"TRAIN": str, "TEST": str},
+        "SKIP_BAD_SAMPLES": bool,
+        "SYNTHETIC": Optional(
+            {  # when set, the dataset is generated at ROOT on first use
+                "N_TRAIN": int,
+                "N_TEST": int,
+                "HEIGHT": int,
+                "WIDTH": int,
+            }
+        ),
+    },
+    "DATALOADER": {"NUM_WORKERS": int},
+    "IMAGE": {
+        "MEAN": {"B": float, "G": float, "R": float},
+        "SIZE": {
+            "TRAIN": int,  # random crop side during training
+            "TEST": int,  # side that evaluation images are warped to
+        },
+        "EVAL_ORIGINAL_SIZE": bool,  # score at the annotation's own resolution
+    },
+    "AUGMENTATION": {
+        "SCALES": ListOf(float, length=2),  # [min, max] of the random rescale
+        "FLIP": bool,
+    },
+    "MODEL": {
+        "NAME": str,
+        "N_BLOCKS": ListOf(int, length=4),
+        "ATROUS_RATES": ListOf(int, min_length=1),
+        "MSC_SCALES": ListOf(float),
+        "INIT_MODEL": Optional(str),
+    },
+    "SOLVER": {
+        "BATCH_SIZE": {"TRAIN": int, "TEST": int},
+        "ITER_SIZE": int,
+        "ITER_MAX": int,
+        "ITER_SNAP": int,
+        "ITER_TB": int,
+        "LR": float,
+        "LR_DECAY": int,
+        "LR_MULT": {"BACKBONE": float, "ASPP_WEIGHT": float, "ASPP_BIAS": float},
+        "MOMENTUM": float,
+        "WEIGHT_DECAY": float,
+        "POLY_POWER": float,
+        "AVERAGE_LOSS": int,
+        "AMP": bool,
+    },
+    "CRF": {
+        "ITER_MAX": int,
+        "POS_W": float,
+        "POS_XY_STD": float,
+        "BI_W": float,
+        "BI_XY_STD": float,
+        "BI_RGB_STD": float,
+        "PRUNE_THRESHOLD": Optional(float),
+        "LEGACY_MEAN_SUBTRACTED_IMAGE": bool,
+    },
+}
+
+
+def _type_name(spec):
+    if isinstance(spec, Optional):
+        return f"{_type_name(spec.inner)} or null"
+    if isinstance(spec, ListOf):
+        n = f" of length {spec.length}" if spec.length is not None else ""
+        return f"a list{n} of {_type_name(spec.item)}"
+    if isinstance(spec, dict):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}[spec]
+
+
+def _check(value, spec, key, path):
+    """Return ``value`` converted to the schema (ints widened to floats) or raise."""
+
+    def fail(problem):
+        raise ConfigError(f"{path}: key {key}: {problem}")
+
+    if isinstance(spec, Optional):
+        return None if value is None else _check(value, spec.inner, key, path)
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            fail(f"expected a mapping, got {value!r}")
+        unknown = sorted(set(value) - set(spec))
+        if unknown:
+            prefix = f"{key}." if key else ""
+            raise ConfigError(f"{path}: unknown key {prefix}{unknown[0]}")
+        out = {}
+        for name, sub in spec.items():
+            dotted = f"{key}.{name}" if key else name
+            if name not in value:
+                raise ConfigError(f"{path}: missing key {dotted}")
+            out[name] = _check(value[name], sub, dotted, path)
+        return out
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            fail(f"expected {_type_name(spec)}, got {value!r}")
+        if spec.length is not None and len(value) != spec.length:
+            fail(f"expected {_type_name(spec)}, got {len(value)} items")
+        if len(value) < spec.min_length:
+            fail(f"expected at least {spec.min_length} items, got {len(value)}")
+        return [_check(v, spec.item, f"{key}[{i}]", path) for i, v in enumerate(value)]
+    # Scalars. bool is a subclass of int in Python, so check it explicitly.
+    if spec is bool:
+        if not isinstance(value, bool):
+            fail(f"expected true/false, got {value!r}")
+        return value
+    if spec is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"expected an integer, got {value!r}")
+        return value
+    if spec is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"expected a number, got {value!r}")
+        return float(value)
+    if spec is str:
+        if not isinstance(value, str):
+            fail(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"bad schema entry for {key}: {spec!r}")  # pragma: no cover
+
+
+def load_config(path):
+    """Read ``path`` with ``yaml.safe_load``, validate it against :data:`SCHEMA`.
+
+    Returns an :class:`addict.Dict`, frozen so that a typo such as
+    ``cfg.SOLVER.LRR`` raises instead of silently yielding an empty dict.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    cfg = Dict(_check(raw, SCHEMA, "", path))
+    cfg.freeze()
+    return cfg
