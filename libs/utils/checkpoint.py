@@ -1,0 +1,100 @@
+"""Reading and writing weight files safely.
+
+Two kinds of file are accepted wherever a model path is asked for: a plain
+state dict (what convert.py writes) and a training checkpoint, a dict whose
+``"model"`` entry is the state dict (what train.py writes). Everything is read
+with ``weights_only=True`` so a weight file can never run code, and written
+atomically so an interrupted save never leaves a half-written file behind.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used; the message names the file."""
+
+
+def save_atomic(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_file(path, map_location="cpu"):
+    """Load a weight file with ``weights_only=True``; one clear error if that fails."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weight file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weight file (truncated or corrupt?): {reason}"
+        ) from None
+
+
+def state_dict_of(obj, path="<checkpoint>"):
+    """The model state dict inside a loaded checkpoint or plain state dict."""
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds no model state dict")
+    return obj
+
+
+def load_weights(path, map_location="cpu"):
+    """The model state dict stored in ``path`` (a checkpoint or a plain state dict)."""
+    return state_dict_of(load_file(path, map_location), path)
+
+
+def n_classes_of(state_dict):
+    """The class count of a DeepLab state dict (rows of its first ASPP branch), or None."""
+    for key in ("base.aspp.c0.weight", "aspp.c0.weight"):
+        if key in state_dict:
+            return state_dict[key].shape[0]
+    return None
+
+
+def load_model_weights(model, path, n_classes, map_location="cpu"):
+    """Load a full DeepLab model's weights from ``path``, checking the class count first.
+
+    A checkpoint trained for another number of classes would otherwise fail
+    with a long size-mismatch report; this names the file and both counts.
+    """
+    state_dict = load_weights(path, map_location)
+    found = n_classes_of(state_dict)
+    if found is not None and found != n_classes:
+        raise CheckpointError(
+            f"{path}: weights are for {found} classes but the config asks for {n_classes}"
+        )
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", wrong_shape)):
+            if keys:
+                problems.append(f"{len(keys)} {label} (first: {keys[0]})")
+        raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+    return model
