@@ -1,0 +1,270 @@
+"""A small synthetic segmentation dataset in the exact COCO-Stuff 10k layout.
+
+Real COCO-Stuff cannot be downloaded everywhere (and weighs 2 GB), yet tests and
+first-time users need to run the whole pipeline: data loading, training, evaluation,
+CRF, demo. This module writes ``images/<id>.jpg``, ``annotations/<id>.mat`` (key
+``S``: 0 = unlabeled, 1..8 = classes) and ``imageLists/{train,test,all}.txt``, so the
+COCO-Stuff 10k reader consumes it unchanged.
+
+Each image is one or two textured backgrounds with a few coloured shapes on top.
+Every class differs from the others in colour *and* texture or shape, so a tiny
+DeepLab (``n_blocks=(1,1,1,1)``) learns them within minutes on a CPU. A one-pixel
+band on each shape outline is left unlabeled (``S=0``) to exercise the ignore label.
+
+Usage::
+
+    python -m libs.datasets.synthetic --root data/datasets/synthetic \\
+        --n-train 200 --n-test 40 --height 120 --width 160 --seed 0
+"""
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+import scipy.io
+
+from .errors import DatasetError
+
+# Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
+GRASS, WATER, SAND, BALL, CRATE, KITE, CLOUD, TILE = range(8)
+N_CLASSES = 8
+BACKGROUND_CLASSES = (GRASS, WATER, SAND)
+SHAPE_CLASSES = (BALL, CRATE, KITE, CLOUD, TILE)
+
+# Base BGR colour of each class; every image jitters it a little.
+BASE_COLOUR_BGR = {
+    GRASS: (40, 140, 50),
+    WATER: (170, 90, 30),
+    SAND: (120, 180, 215),
+    BALL: (40, 40, 215),
+    CRATE: (30, 100, 170),
+    KITE: (200, 50, 200),
+    CLOUD: (240, 240, 240),
+    TILE: (210, 200, 40),
+}
+
+COLOUR_JITTER = 15  # per-image, per-channel shift of a class colour
+PIXEL_NOISE_STD = 5.0  # sensor-like noise over the whole image
+JPEG_QUALITY = 90
+MAX_SHAPES = 4
+SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
+MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
+
+# scipy writes the wall-clock time into the MAT header; a fixed header keeps the
+# generator byte-for-byte deterministic for a seed.
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(
+    116, b" "
+)
+
+
+def image_ids(n_train, n_test, rng):
+    """COCO-style ids (``COCO_train2014_000000000077``), unique across both splits."""
+    numbers = rng.choice(600_000, size=n_train + n_test, replace=False)
+    train = [f"COCO_train2014_{n:012d}" for n in sorted(numbers[:n_train])]
+    test = [f"COCO_val2014_{n:012d}" for n in sorted(numbers[n_train:])]
+    return train, test
+
+
+def _texture(class_id, height, width, rng):
+    """A float32 HxWx3 BGR texture of the class, covering the whole canvas."""
+    colour = np.array(BASE_COLOUR_BGR[class_id], np.float32)
+    colour = colour + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3).astype(np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi)
+    if class_id == GRASS:  # vertical blades
+        pattern = 25 * np.sin(2 * np.pi * x / 4 + phase) + rng.normal(0, 8, (height, width))
+    elif class_id == WATER:  # horizontal ripples
+        pattern = 22 * np.sin(2 * np.pi * y / 7 + 1.5 * np.sin(x / 5) + phase)
+    elif class_id == SAND:  # coarse speckle
+        pattern = rng.normal(0, 22, (height, width))
+    elif class_id == BALL:  # smooth shading
+        pattern = 30 * np.sin(x / 9 + phase) * np.cos(y / 9)
+    elif class_id == CRATE:  # checkerboard planks
+        pattern = 35 * (((x // 5) + (y // 5)) % 2 * 2 - 1)
+    elif class_id == KITE:  # flat
+        pattern = np.zeros((height, width), np.float32)
+    elif class_id == CLOUD:  # soft blotches
+        pattern = -20 * (np.sin(x / 6 + phase) * np.sin(y / 6)) ** 2
+    else:  # TILE: diagonal stripes
+        pattern = 35 * np.sign(np.sin(2 * np.pi * (x + y) / 8 + phase))
+    return colour[None, None, :] + pattern.astype(np.float32)[:, :, None]
+
+
+def _shape_mask(class_id, height, width, rng):
+    """A uint8 mask (1 inside) of one shape of the class at a random place and size."""
+    mask = np.zeros((height, width), np.uint8)
+    side = min(height, width)
+    r = int(round(side * rng.uniform(*SHAPE_SIZE_RANGE)))
+    r = max(r, 3)
+    cx = int(rng.integers(0, width))
+    cy = int(rng.integers(0, height))
+    if class_id == BALL:
+        cv2.circle(mask, (cx, cy), r, 1, thickness=-1)
+    elif class_id == CRATE:  # axis-aligned square
+        cv2.rectangle(mask, (cx - r, cy - r), (cx + r, cy + r), 1, thickness=-1)
+    elif class_id == KITE:  # upward triangle
+        pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
+        cv2.fillPoly(mask, [pts], 1)
+    elif class_id == CLOUD:  # wide ellipse
+        cv2.ellipse(mask, (cx, cy), (int(1.6 * r), max(r // 2, 2)), 0, 0, 360, 1, -1)
+    else:  # TILE: tall rectangle
+        cv2.rectangle(mask, (cx - r // 2, cy - r), (cx + r // 2, cy + r), 1, thickness=-1)
+    return mask
+
+
+def make_sample(height, width, rng):
+    """One ``(image uint8 HxWx3 BGR, S uint8 HxW)`` pair; S is 0 (unlabeled) or class + 1."""
+    classes = np.empty((height, width), np.int64)
+    image = np.empty((height, width, 3), np.float32)
+
+    first, second = rng.choice(BACKGROUND_CLASSES, size=2, replace=False)
+    classes[:] = first
+    image[:] = _texture(first, height, width, rng)
+    if rng.random() < 0.5:  # a wavy horizon with a second background below it
+        x = np.arange(width)
+        horizon = height * rng.uniform(0.35, 0.65) + 4 * np.sin(x / rng.uniform(6, 14))
+        below = np.arange(height)[:, None] > horizon[None, :]
+        classes[below] = second
+        image[below] = _texture(second, height, width, rng)[below]
+
+    outline = np.zeros((height, width), np.uint8)
+    for class_id in rng.choice(SHAPE_CLASSES, size=int(rng.integers(1, MAX_SHAPES + 1))):
+        mask = _shape_mask(int(class_id), height, width, rng).astype(bool)
+        classes[mask] = class_id
+        image[mask] = _texture(int(class_id), height, width, rng)[mask]
+        outline[mask] = 0  # a later shape hides the outlines it covers
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(outline, contours, -1, 1, thickness=1)
+
+    image += rng.normal(0, PIXEL_NOISE_STD, image.shape).astype(np.float32)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    s = (classes + 1).astype(np.uint8)
+    s[outline.astype(bool)] = 0
+    return image, s
+
+
+def _write_bytes(path, data):
+    path.write_bytes(data)
+
+
+def _mat_bytes(s):
+    """The .mat file holding ``S``, with a fixed header so equal inputs give equal bytes."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"S": s}, do_compression=True)
+    data = bytearray(buffer.getvalue())
+    data[: len(_MAT_HEADER)] = _MAT_HEADER
+    return bytes(data)
+
+
+def _write_dataset(root, n_train, n_test, height, width, seed):
+    rng = np.random.default_rng(seed)
+    train, test = image_ids(n_train, n_test, rng)
+    for sub in ("images", "annotations", "imageLists"):
+        (root / sub).mkdir(parents=True)
+    for image_id in train + test:
+        image, s = make_sample(height, width, rng)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+            raise DatasetError(f"{root / 'images' / image_id}.jpg: JPEG encoding failed")
+        _write_bytes(root / "images" / f"{image_id}.jpg", jpeg.tobytes())
+        _write_bytes(root / "annotations" / f"{image_id}.mat", _mat_bytes(s))
+    lists = {"train": train, "test": test, "all": sorted(train + test)}
+    for name, ids in lists.items():
+        (root / "imageLists" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    marker = {"n_train": n_train, "n_test": n_test, "height": height, "width": width, "seed": seed}
+    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+
+def generate_synthetic(root, n_train, n_test, height, width, seed):
+    """Write the synthetic dataset to ``root`` (which must not exist or be empty).
+
+    Files are first written into a sibling temporary directory that is then renamed
+    to ``root``, so an interrupted run never leaves a half-written dataset that a
+    later run would mistake for a complete one.
+    """
+    root = Path(root)
+    if n_train < 1 or n_test < 1:
+        raise DatasetError(f"{root}: need at least one train and one test image")
+    if height < 8 or width < 8:
+        raise DatasetError(f"{root}: images must be at least 8x8, got {height}x{width}")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"{root}: already exists and is not empty; choose another --root")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_dataset(staging, n_train, n_test, height, width, seed)
+        os.replace(staging, root)  # replaces an empty directory, fails on a non-empty one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root
+
+
+def _marker_params(cfg):
+    s = cfg.DATASET.SYNTHETIC
+    return {"n_train": s.N_TRAIN, "n_test": s.N_TEST, "height": s.HEIGHT, "width": s.WIDTH}
+
+
+def ensure_synthetic(cfg):
+    """Generate the synthetic dataset at ``DATASET.ROOT`` unless it is already there.
+
+    Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The dataset counts
+    as present when ROOT holds the generator's marker file with the same sizes; the
+    seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
+    the root path, or None when the config does not ask for synthetic data.
+    """
+    if not cfg.DATASET.get("SYNTHETIC"):
+        return None
+    root = Path(cfg.DATASET.ROOT)
+    wanted = _marker_params(cfg)
+    marker = root / MARKER_FILE
+    if not marker.exists():
+        if root.exists() and root.is_dir() and any(root.iterdir()):
+            raise DatasetError(
+                f"{root}: DATASET.SYNTHETIC is set but this non-empty directory holds no "
+                f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
+            )
+        try:
+            generate_synthetic(root, seed=cfg.EXP.SEED, **wanted)
+        except OSError:
+            if not marker.exists():  # not a concurrent generator that won the rename
+                raise
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
+    found = {k: found.get(k) for k in wanted}
+    if found != wanted:
+        raise DatasetError(
+            f"{marker}: the synthetic dataset at {root} was generated with {found}, "
+            f"but DATASET.SYNTHETIC asks for {wanted}; delete {root} to regenerate it"
+        )
+    return root
+
+
+@click.command()
+@click.option("--root", required=True, type=click.Path(), help="Directory to create.")
+@click.option("--n-train", required=True, type=click.IntRange(min=1), help="Training images.")
+@click.option("--n-test", required=True, type=click.IntRange(min=1), help="Test images.")
+@click.option("--height", required=True, type=click.IntRange(min=8), help="Image height.")
+@click.option("--width", required=True, type=click.IntRange(min=8), help="Image width.")
+@click.option("--seed", required=True, type=int, help="Same seed, same bytes.")
+def main(root, n_train, n_test, height, width, seed):
+    """Generate a synthetic dataset in the COCO-Stuff 10k layout (8 classes)."""
+    try:
+        generate_synthetic(root, n_train, n_test, height, width, seed)
+    except (DatasetError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {n_train} train + {n_test} test images to {root}")
+
+
+if __name__ == "__main__":
+    main()
