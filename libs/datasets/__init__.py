@@ -1,0 +1,101 @@
+"""Datasets for the scripts: ``build_dataset(cfg, split, augment)`` is the entry point."""
+
+from pathlib import Path
+
+from .cocostuff import CocoStuff10k, CocoStuff164k, CocoStuffBase
+from .errors import DatasetError
+from .synthetic import ensure_synthetic, generate_synthetic
+from .transforms import resize_label, resize_labels_torch, to_rgb_uint8
+
+DATASETS = {"cocostuff10k": CocoStuff10k, "cocostuff164k": CocoStuff164k}
+
+
+def load_class_names(path):
+    """Class names indexed by id from an ``id<TAB>name`` file (``DATASET.LABELS``).
+
+    Ids must run 0..n-1 without gaps, so ``names[class_id]`` is always right.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: class-name file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read class names ({e})") from None
+    names = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        class_id, sep, name = line.partition("\t")
+        if not sep or not class_id.strip().isdigit() or not name.strip():
+            raise DatasetError(f"{path}: line {number}: expected 'id<TAB>name', got {line!r}")
+        if int(class_id) != len(names):
+            raise DatasetError(
+                f"{path}: line {number}: expected id {len(names)}, got {class_id.strip()}"
+            )
+        names.append(name.strip())
+    if not names:
+        raise DatasetError(f"{path}: class-name file is empty")
+    return names
+
+
+def resolve_split(cfg, split):
+    """``"train"``/``"test"`` mean ``DATASET.SPLIT.TRAIN/TEST``; other names are literal."""
+    key = split.upper()
+    if key in ("TRAIN", "TEST"):
+        return cfg.DATASET.SPLIT[key]
+    return split
+
+
+def build_dataset(cfg, split, augment):
+    """The dataset ``cfg.DATASET.NAME`` for ``split`` with the training or evaluation transform.
+
+    ``split`` is ``"train"`` or ``"test"`` (looked up in ``DATASET.SPLIT``) or a literal
+    split name such as ``"all"`` or ``"val2017"``. ``augment=True`` gives random
+    scale/pad/crop/flip to ``IMAGE.SIZE.TRAIN`` squares (default collate works);
+    ``augment=False`` warps to ``IMAGE.SIZE.TEST`` squares, or keeps the original
+    size when ``IMAGE.EVAL_ORIGINAL_SIZE`` is true. A synthetic dataset
+    (``DATASET.SYNTHETIC``) is generated at ``DATASET.ROOT`` on first use.
+    """
+    name = cfg.DATASET.NAME
+    if name not in DATASETS:
+        raise DatasetError(f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    ensure_synthetic(cfg)
+    class_names = load_class_names(cfg.DATASET.LABELS)
+    if len(class_names) != cfg.DATASET.N_CLASSES:
+        raise DatasetError(
+            f"{cfg.DATASET.LABELS}: {len(class_names)} class names but "
+            f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}"
+        )
+    return DATASETS[name](
+        root=cfg.DATASET.ROOT,
+        split=resolve_split(cfg, split),
+        n_classes=cfg.DATASET.N_CLASSES,
+        ignore_label=cfg.DATASET.IGNORE_LABEL,
+        mean_bgr=cfg.IMAGE.MEAN,
+        augment=augment,
+        crop_size=cfg.IMAGE.SIZE.TRAIN,
+        test_size=cfg.IMAGE.SIZE.TEST,
+        scales=cfg.AUGMENTATION.SCALES,
+        flip=cfg.AUGMENTATION.FLIP,
+        eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
+        skip_bad_samples=cfg.DATASET.SKIP_BAD_SAMPLES,
+        seed=cfg.EXP.SEED,
+        class_names=class_names,
+    )
+
+
+__all__ = [
+    "CocoStuff10k",
+    "CocoStuff164k",
+    "CocoStuffBase",
+    "DATASETS",
+    "DatasetError",
+    "build_dataset",
+    "ensure_synthetic",
+    "generate_synthetic",
+    "load_class_names",
+    "resize_label",
+    "resize_labels_torch",
+    "to_rgb_uint8",
+]

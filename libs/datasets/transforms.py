@@ -1,0 +1,120 @@
+"""Geometric transforms that keep images and label maps aligned.
+
+Images are resized with OpenCV's bilinear filter, which samples at pixel centres
+(source = (dst + 0.5) * src/dst - 0.5). Label maps must be sampled at the same
+positions, so they use a centre-aligned nearest neighbour: source index =
+floor((dst + 0.5) * src/dst). Neither ``cv2.INTER_NEAREST`` (source =
+floor(dst * src/dst), biased to the top-left) nor a naive ``F.interpolate(mode=
+"nearest")`` does that; with them the labels drift by up to half a source pixel
+against the image, which the original implementation suffered from. The index
+arithmetic here is exact integer arithmetic, so results never depend on rounding.
+"""
+
+import cv2
+import numpy as np
+import torch
+
+
+def _centre_indices(src, dst):
+    """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
+    if src < 1 or dst < 1:
+        raise ValueError(f"sizes must be positive, got src={src}, dst={dst}")
+    d = np.arange(dst, dtype=np.int64)
+    return ((2 * d + 1) * src) // (2 * dst)
+
+
+def resize_label(label, size):
+    """Resize an HxW label map (any dtype) to ``size = (height, width)``, centre-aligned nearest."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"expected an HxW label map, got shape {label.shape}")
+    height, width = size
+    rows = _centre_indices(label.shape[0], height)
+    cols = _centre_indices(label.shape[1], width)
+    return label[rows[:, None], cols[None, :]]
+
+
+def resize_labels_torch(labels, size):
+    """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest.
+
+    Used to bring ground truth to each logit resolution; stays on the input's device.
+    """
+    if labels.dim() not in (2, 3):
+        raise ValueError(f"expected NxHxW or HxW labels, got shape {tuple(labels.shape)}")
+    height, width = size
+    rows = torch.from_numpy(_centre_indices(labels.shape[-2], height)).to(labels.device)
+    cols = torch.from_numpy(_centre_indices(labels.shape[-1], width)).to(labels.device)
+    return labels.index_select(-2, rows).index_select(-1, cols)
+
+
+def resize_image(image, size):
+    """Bilinear (pixel-centre aligned) resize of an HxWxC float image to ``(height, width)``."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def augment(image, label, rng, scales, crop_size, flip, ignore_label):
+    """The DeepLab v2 training transform for a mean-subtracted HxWx3 image and HxW label.
+
+    Random rescale by a factor uniform in ``scales = (low, high)``, pad to at least
+    ``crop_size`` (image with 0 = the mean colour, label with ``ignore_label``), a
+    random ``crop_size`` square crop, and a horizontal flip with probability 0.5 if
+    ``flip``. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
+    order, so the same generator state always yields the same sample.
+    """
+    low, high = scales
+    scale = rng.uniform(low, high)
+    height, width = label.shape
+    new_size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+    image = resize_image(image, new_size)
+    label = resize_label(label, new_size)
+
+    pad_h = max(crop_size - new_size[0], 0)
+    pad_w = max(crop_size - new_size[1], 0)
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
+        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=ignore_label)
+
+    top = int(rng.integers(0, label.shape[0] - crop_size + 1))
+    left = int(rng.integers(0, label.shape[1] - crop_size + 1))
+    image = image[top : top + crop_size, left : left + crop_size]
+    label = label[top : top + crop_size, left : left + crop_size]
+
+    do_flip = rng.random() < 0.5
+    if flip and do_flip:
+        image = image[:, ::-1]
+        label = label[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def mean_bgr_array(mean):
+    """Accept ``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence."""
+    if hasattr(mean, "keys"):
+        return np.array([mean["B"], mean["G"], mean["R"]], np.float32)
+    mean = np.asarray(mean, np.float32).reshape(-1)
+    if mean.shape != (3,):
+        raise ValueError(f"expected a BGR mean of 3 values, got {mean.tolist()}")
+    return mean
+
+
+def subtract_mean(image_bgr, mean):
+    """uint8/float HxWx3 BGR image -> float32 with the BGR mean subtracted."""
+    return image_bgr.astype(np.float32) - mean_bgr_array(mean)[None, None, :]
+
+
+def to_rgb_uint8(image, mean):
+    """A mean-subtracted 3xHxW BGR image (tensor or array) -> HxWx3 uint8 RGB.
+
+    What the dense CRF and visualisations need: the picture as a camera saw it.
+    ``mean`` is ``cfg.IMAGE.MEAN`` or a (b, g, r) sequence.
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a 3xHxW image, got shape {image.shape}")
+    bgr = image.transpose(1, 2, 0) + mean_bgr_array(mean)[None, None, :]
+    rgb = np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
