@@ -1,11 +1,12 @@
 """DeepLab v2: the dilated ResNet backbone followed by the ASPP classifier."""
 
+import torch
 import torch.nn as nn
 
 from .resnet import ResNetBackbone
 
 
-class ASPP(nn.Module):
+class ASPP(nn.ModuleDict):
     """Atrous spatial pyramid pooling as in DeepLab v2 (Caffe's ``fc1_*_c0..c3``).
 
     Parallel 3x3 convolutions with different dilation rates each predict the
@@ -20,13 +21,17 @@ class ASPP(nn.Module):
             # Caffe's gaussian filler (std 0.01) and constant-zero bias.
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)
             nn.init.zeros_(conv.bias)
-            self.add_module(f"c{i}", conv)
+            self[f"c{i}"] = conv
 
     def forward(self, x):
-        branches = iter(self.children())
-        out = next(branches)(x)
-        for conv in branches:
-            out = out + conv(x)
+        out = torch.zeros(0)
+        first = True
+        for conv in self.values():
+            if first:
+                out = conv(x)
+                first = False
+            else:
+                out = out + conv(x)
         return out
 
 

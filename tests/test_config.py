@@ -1,0 +1,132 @@
+"""The strict YAML config loader: every defect is one line naming the file and the key."""
+
+import pytest
+import yaml
+
+from libs.utils.config import ConfigError, load_config
+
+
+@pytest.fixture
+def raw():
+    with open("config/cocostuff.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def write(tmp_path, data, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_cocostuff_defaults_match_the_original_protocol():
+    cfg = load_config("config/cocostuff.yaml")
+    assert cfg.DATASET.N_CLASSES == 182 and cfg.DATASET.IGNORE_LABEL == 255
+    assert cfg.MODEL.N_BLOCKS == [3, 4, 23, 3]
+    assert cfg.MODEL.ATROUS_RATES == [6, 12, 18, 24]
+    assert cfg.MODEL.MSC_SCALES == [0.5, 0.75]
+    assert (cfg.SOLVER.BATCH_SIZE.TRAIN, cfg.SOLVER.ITER_SIZE) == (5, 2)
+    assert cfg.SOLVER.ITER_MAX == 20000 and cfg.SOLVER.ITER_SNAP == 5000
+    assert (cfg.SOLVER.LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY) == (2.5e-4, 0.9, 5e-4)
+    assert (cfg.SOLVER.POLY_POWER, cfg.SOLVER.LR_DECAY) == (0.9, 10)
+    assert dict(cfg.SOLVER.LR_MULT) == {"BACKBONE": 1.0, "ASPP_WEIGHT": 10.0, "ASPP_BIAS": 20.0}
+    assert (cfg.IMAGE.SIZE.TRAIN, cfg.IMAGE.SIZE.TEST) == (321, 513)
+    assert cfg.AUGMENTATION.SCALES == [0.5, 1.5]
+    assert dict(cfg.IMAGE.MEAN) == {"B": 104.008, "G": 116.669, "R": 122.675}
+    assert cfg.EXP.LOG_DIR == "runs"
+    assert (cfg.CRF.ITER_MAX, cfg.CRF.POS_W, cfg.CRF.POS_XY_STD) == (10, 3, 1)
+    assert (cfg.CRF.BI_W, cfg.CRF.BI_XY_STD, cfg.CRF.BI_RGB_STD) == (4, 67, 3)
+
+
+def test_toy_config_loads():
+    cfg = load_config("config/toy.yaml")
+    assert cfg.MODEL.N_BLOCKS == [1, 1, 1, 1]
+    assert cfg.DATASET.SYNTHETIC.N_TRAIN > 0
+
+
+def test_loaded_config_is_frozen_against_typos():
+    cfg = load_config("config/cocostuff.yaml")
+    with pytest.raises(KeyError):
+        cfg.SOLVER.LRR
+
+
+def test_missing_key(tmp_path, raw):
+    del raw["SOLVER"]["MOMENTUM"]
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: missing key SOLVER.MOMENTUM"
+
+
+def test_misspelled_key(tmp_path, raw):
+    raw["SOLVER"]["MOMENTUMM"] = raw["SOLVER"].pop("MOMENTUM")
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError, match=r"unknown key SOLVER\.MOMENTUMM$") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+
+
+def test_unknown_top_level_section(tmp_path, raw):
+    raw["EXTRA"] = {"A": 1}
+    with pytest.raises(ConfigError, match="unknown key EXTRA$"):
+        load_config(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("SOLVER", "ITER_MAX", 2.5, "key SOLVER.ITER_MAX: expected an integer, got 2.5"),
+        ("SOLVER", "LR", "fast", "key SOLVER.LR: expected a number, got 'fast'"),
+        ("AUGMENTATION", "FLIP", "yes please", "key AUGMENTATION.FLIP: expected true/false"),
+        ("DATASET", "N_CLASSES", True, "key DATASET.N_CLASSES: expected an integer, got True"),
+        ("MODEL", "N_BLOCKS", [3, 4, 23], "key MODEL.N_BLOCKS: expected a list of length 4"),
+        ("MODEL", "ATROUS_RATES", [6, "x"], "key MODEL.ATROUS_RATES[1]: expected an integer"),
+        ("IMAGE", "SIZE", 321, "key IMAGE.SIZE: expected a mapping"),
+    ],
+)
+def test_wrong_types(tmp_path, raw, section, key, value, message):
+    raw[section][key] = value
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(e.value)
+
+
+def test_integers_are_accepted_as_numbers(tmp_path, raw):
+    raw["SOLVER"]["LR"] = 1
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.SOLVER.LR == 1.0 and isinstance(cfg.SOLVER.LR, float)
+
+
+def test_optional_values(tmp_path, raw):
+    raw["MODEL"]["INIT_MODEL"] = None
+    assert load_config(write(tmp_path, raw)).MODEL.INIT_MODEL is None
+    raw["MODEL"]["INIT_MODEL"] = 3
+    with pytest.raises(ConfigError, match="MODEL.INIT_MODEL: expected a string"):
+        load_config(write(tmp_path, raw))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("SOLVER:\n  LR: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML at line \d+"):
+        load_config(path)
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("EXP: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config(path)
