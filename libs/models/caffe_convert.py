@@ -1,0 +1,325 @@
+"""Turn the layers of a DeepLab v2 ``.caffemodel`` into a state dict for our model.
+
+The conversion is strict in both directions, because a silently half-loaded
+network trains and evaluates without any error, only worse:
+
+* every parameter-carrying Caffe layer maps to a module of the model (layers of
+  the shared-weight multi-scale branches and, for the COCO init model, its
+  classifier are skipped on purpose and reported as such);
+* every tensor of the target (the whole model, or its backbone) is filled
+  exactly once, with exactly the expected shape;
+* the layer geometry in the file (kernel, stride, padding, dilation, BatchNorm
+  eps, max-pooling window and rounding) must equal the module's, so weights can
+  only land in a network that computes what Caffe computed.
+
+Caffe's BatchNorm stores the *sums* of the moving averages in its first two
+blobs and the moving-average normaliser in the third; the statistics are the
+first two divided by the third (a normaliser of 0 means "no statistics yet" and
+gives 0, as in Caffe). The Scale layer after it holds the affine weight and bias.
+
+``num_batches_tracked`` (a PyTorch-only counter) is set to 0: the statistics
+come from Caffe, and the frozen BatchNorm never updates them, so the counter
+has no meaning here; setting it makes ``load_state_dict(strict=True)`` work.
+"""
+
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..utils.caffe_pb import POOL_MAX, ROUND_CEIL, CaffeModelError
+from .caffe_names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target, is_multiscale_copy
+
+BATCHNORM_EPS_RTOL = 1e-5  # float32 storage of 1e-5 differs from it by ~3e-8 (relative)
+BN_BUFFER_COUNTER = "num_batches_tracked"
+
+
+class ConversionError(ValueError):
+    """The caffemodel does not fit the model; the message names the file and the layer."""
+
+
+@dataclass
+class ConversionSummary:
+    """What was read, written and skipped, for the report printed by convert.py."""
+
+    source: str
+    layers_read: int = 0
+    layers_mapped: int = 0
+    tensors_written: int = 0
+    values_written: int = 0
+    counters_zeroed: int = 0
+    skipped: dict = field(default_factory=lambda: defaultdict(list))  # reason -> layer names
+    checked: list = field(default_factory=list)  # geometry-only layers that were verified
+    classifier: list = field(default_factory=list)  # (layer name, outputs) of a skipped head
+
+    def lines(self):
+        out = [
+            f"read {self.layers_read} layers from {self.source}",
+            f"mapped {self.layers_mapped} parameter layers onto {self.tensors_written} tensors "
+            f"({self.values_written:,} values); {self.counters_zeroed} BatchNorm "
+            f"{BN_BUFFER_COUNTER} counters set to 0",
+        ]
+        for line in self.checked:
+            out.append(f"checked {line}")
+        for reason, names in sorted(self.skipped.items()):
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            out.append(f"skipped {len(names)} layers: {reason} ({shown})")
+        return out
+
+
+def _pair(values, name, default):
+    """Caffe's repeated spatial setting: none -> default, one -> square, two -> (h, w)."""
+    values = [int(v) for v in values]
+    if not values:
+        return (default, default)
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return tuple(values)
+    raise ValueError(f"{name} has {len(values)} values, a 2-D layer takes 1 or 2")
+
+
+def _conv_geometry(param):
+    """(kernel, stride, pad, dilation) of a ConvolutionParameter as (h, w) pairs."""
+    if param.HasField("kernel_h") or param.HasField("kernel_w"):
+        kernel = (param.kernel_h, param.kernel_w)
+    else:
+        kernel = _pair(param.kernel_size, "kernel_size", 0)
+    if param.HasField("stride_h") or param.HasField("stride_w"):
+        stride = (param.stride_h, param.stride_w)
+    else:
+        stride = _pair(param.stride, "stride", 1)
+    if param.HasField("pad_h") or param.HasField("pad_w"):
+        pad = (param.pad_h, param.pad_w)
+    else:
+        pad = _pair(param.pad, "pad", 0)
+    dilation = _pair(param.dilation, "dilation", 1)
+    return kernel, stride, pad, dilation
+
+
+def _pool_geometry(param):
+    """(kernel, stride, pad) of a PoolingParameter as (h, w) pairs."""
+    if param.HasField("kernel_h") or param.HasField("kernel_w"):
+        kernel = (param.kernel_h, param.kernel_w)
+    else:
+        kernel = (param.kernel_size, param.kernel_size)
+    if param.HasField("stride_h") or param.HasField("stride_w"):
+        stride = (param.stride_h, param.stride_w)
+    else:
+        stride = (param.stride, param.stride)
+    if param.HasField("pad_h") or param.HasField("pad_w"):
+        pad = (param.pad_h, param.pad_w)
+    else:
+        pad = (param.pad, param.pad)
+    return kernel, stride, pad
+
+
+def _as_pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _strip_leading_ones(shape):
+    shape = list(shape)
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+class _Converter:
+    def __init__(self, layers, model, classifier, backbone_only, source):
+        self.layers = layers
+        self.classifier = classifier
+        self.backbone_only = backbone_only
+        self.source = source
+        self.modules = dict(model.named_modules())
+        full = model.state_dict()
+        prefix = "base.backbone." if backbone_only else ""
+        self.target = OrderedDict(
+            (k, v) for k, v in full.items() if k.startswith(prefix)
+        )
+        self.filled = {}  # key -> Caffe layer that filled it
+        self.out = {}
+        self.batchnorm_seen = {}  # module path -> BatchNorm layer name
+        self.summary = ConversionSummary(source=source)
+
+    def fail(self, layer, problem):
+        raise ConversionError(f"{self.source}: layer {layer.name!r} ({layer.type}): {problem}")
+
+    # -- filling ---------------------------------------------------------
+    def fill(self, layer, key, array, what):
+        if key not in self.target:
+            self.fail(layer, f"maps to {key}, which is not a tensor of the target model")
+        if key in self.filled:
+            self.fail(layer, f"{key} was already filled by layer {self.filled[key]!r}")
+        expected = tuple(self.target[key].shape)
+        got = tuple(array.shape)
+        if got != expected and _strip_leading_ones(got) != _strip_leading_ones(expected):
+            if key.startswith("base.aspp.") and key.endswith("weight") and len(got) == 4:
+                if got[0] != expected[0]:
+                    self.fail(
+                        layer,
+                        f"predicts {got[0]} classes but the model has {expected[0]} classes",
+                    )
+            self.fail(layer, f"{what} has shape {list(got)} but {key} needs {list(expected)}")
+        self.out[key] = torch.from_numpy(np.ascontiguousarray(array).reshape(expected))
+        self.filled[key] = layer.name
+        self.summary.tensors_written += 1
+        self.summary.values_written += int(array.size)
+
+    def blob(self, layer, index):
+        try:
+            return layer.blob(index)
+        except CaffeModelError as e:
+            raise ConversionError(str(e)) from None
+
+    def expect_blobs(self, layer, count):
+        if layer.n_blobs != count:
+            self.fail(layer, f"has {layer.n_blobs} blobs, expected {count}")
+
+    def module(self, layer, path, kinds):
+        module = self.modules.get(path)
+        if module is None:
+            self.fail(layer, f"maps to module {path}, which the model does not have")
+        if not isinstance(module, kinds):
+            self.fail(layer, f"maps to {path}, a {type(module).__name__}")
+        return module
+
+    # -- layer kinds -----------------------------------------------------
+    def convolution(self, layer, path):
+        conv = self.module(layer, path, nn.Conv2d)
+        param = layer.proto.convolution_param
+        try:
+            geometry = _conv_geometry(param)
+        except ValueError as e:
+            self.fail(layer, str(e))
+        names = ("kernel size", "stride", "padding", "dilation")
+        expected = tuple(
+            _as_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+        )
+        for name, got, want in zip(names, geometry, expected):
+            if tuple(got) != want:
+                self.fail(layer, f"{name} {tuple(got)} in the file, {want} in {path}")
+        if param.group != conv.groups or param.axis != 1:
+            self.fail(layer, f"group {param.group} / axis {param.axis} is not supported")
+        has_bias = conv.bias is not None
+        if param.bias_term != has_bias:
+            self.fail(layer, f"bias_term is {param.bias_term} but {path} has_bias={has_bias}")
+        self.expect_blobs(layer, 2 if has_bias else 1)
+        weight = self.blob(layer, 0)
+        if param.HasField("num_output") and weight.ndim and param.num_output != weight.shape[0]:
+            self.fail(layer, f"num_output {param.num_output} but weight blob {weight.shape}")
+        self.fill(layer, f"{path}.weight", weight, "weight blob 0")
+        if has_bias:
+            self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+
+    def batchnorm(self, layer, path):
+        bn = self.module(layer, path, nn.BatchNorm2d)
+        eps = layer.proto.batch_norm_param.eps
+        if abs(eps - bn.eps) > BATCHNORM_EPS_RTOL * bn.eps:
+            self.fail(layer, f"eps {eps:g} in the file, {bn.eps:g} in {path}")
+        self.expect_blobs(layer, 3)
+        factor_blob = self.blob(layer, 2)
+        if factor_blob.size != 1:
+            self.fail(layer, f"moving-average factor blob 2 has {factor_blob.size} values, not 1")
+        factor = float(factor_blob.reshape(-1)[0])
+        scale = 0.0 if factor == 0 else 1.0 / factor
+        mean = self.blob(layer, 0) * np.float32(scale)
+        var = self.blob(layer, 1) * np.float32(scale)
+        self.fill(layer, f"{path}.running_mean", mean, "mean blob 0")
+        self.fill(layer, f"{path}.running_var", var, "variance blob 1")
+        self.batchnorm_seen[path] = layer.name
+
+    def scale(self, layer, path):
+        self.module(layer, path, nn.BatchNorm2d)
+        if path not in self.batchnorm_seen:
+            self.fail(layer, f"no BatchNorm layer for {path} comes before this Scale layer")
+        param = layer.proto.scale_param
+        if not param.bias_term or param.axis != 1 or param.num_axes != 1:
+            self.fail(
+                layer,
+                "expected a per-channel Scale with bias (axis 1, num_axes 1, bias_term true)",
+            )
+        self.expect_blobs(layer, 2)
+        self.fill(layer, f"{path}.weight", self.blob(layer, 0), "scale blob 0")
+        self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+
+    def pooling(self, layer, path):
+        pool = self.module(layer, path, nn.MaxPool2d)
+        param = layer.proto.pooling_param
+        if param.pool != POOL_MAX or param.global_pooling:
+            self.fail(layer, f"is not a windowed MAX pooling, but {path} is")
+        kernel, stride, pad = _pool_geometry(param)
+        expected = tuple(_as_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+        for name, got, want in zip(("kernel size", "stride", "padding"), (kernel, stride, pad),
+                                   expected):
+            if tuple(got) != want:
+                self.fail(layer, f"{name} {tuple(got)} in the file, {want} in {path}")
+        if (param.round_mode == ROUND_CEIL) != bool(pool.ceil_mode):
+            self.fail(layer, f"rounds output sizes differently from {path} (ceil_mode)")
+        if _as_pair(pool.dilation) != (1, 1):
+            self.fail(layer, f"{path} is dilated, Caffe pooling never is")
+        self.expect_blobs(layer, 0)
+        self.summary.checked.append(
+            f"{layer.name}: MAX {kernel[0]}x{kernel[1]} stride {stride[0]} pad {pad[0]} "
+            f"ceil -> {path}"
+        )
+
+    # -- driver ----------------------------------------------------------
+    def run(self):
+        summary = self.summary
+        for layer in self.layers:
+            summary.layers_read += 1
+            target = caffe_target(layer.name, layer.type, self.classifier, self.backbone_only)
+            if target is None:
+                if layer.n_blobs:
+                    self.fail(
+                        layer,
+                        f"carries {layer.n_blobs} blobs but no rule maps it to the model",
+                    )
+                summary.skipped[f"parameter-free {layer.type or 'untyped'}"].append(layer.name)
+                continue
+            if target.kind == SKIP:
+                summary.skipped[target.reason].append(layer.name)
+                if is_multiscale_copy(layer.name) or not layer.n_blobs:
+                    continue
+                outputs = layer.blob_shape(0)[:1] or (layer.proto.convolution_param.num_output,)
+                summary.classifier.append((layer.name, int(outputs[0])))
+                continue
+            handler = {
+                CONV: self.convolution,
+                BATCHNORM: self.batchnorm,
+                SCALE: self.scale,
+                POOL: self.pooling,
+            }[target.kind]
+            handler(layer, target.module)
+            if target.kind != POOL:
+                summary.layers_mapped += 1
+        self.finish()
+        return OrderedDict((k, self.out[k]) for k in self.target), summary
+
+    def finish(self):
+        for key, value in self.target.items():
+            if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:
+                self.out[key] = torch.zeros(value.shape, dtype=value.dtype, device="cpu")
+                self.summary.counters_zeroed += 1
+        missing = [k for k in self.target if k not in self.out]
+        if missing:
+            last = self.layers[-1].name if self.layers else "none"
+            raise ConversionError(
+                f"{self.source}: {len(missing)} tensors of the model got no weights from the "
+                f"file (first: {missing[0]}); the last layer read was {last!r} "
+                "(truncated or incomplete file, or a model deeper than the file?)"
+            )
+
+
+def convert_caffe_layers(layers, model, classifier, backbone_only, source="<caffemodel>"):
+    """Map Caffe ``layers`` (from :func:`read_caffemodel`) onto ``model``'s state dict.
+
+    Returns ``(state_dict, summary)``. With ``backbone_only`` the state dict
+    holds exactly the ``base.backbone.*`` keys. ``model`` is only inspected
+    (module types, geometry, tensor shapes), so it may live on the meta device.
+    Raises :class:`ConversionError` naming the file and layer on any mismatch.
+    """
+    return _Converter(layers, model, classifier, backbone_only, str(source)).run()

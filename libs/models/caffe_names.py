@@ -1,0 +1,134 @@
+"""Where each layer of the DeepLab v2 Caffe models goes in our PyTorch model.
+
+Our module paths mirror the Caffe layer names (see ``resnet.py``), so one rule
+per kind of layer is enough::
+
+    conv1                              -> base.backbone.conv1.conv
+    bn_conv1, scale_conv1              -> base.backbone.conv1.bn
+    res4b22_branch2c                   -> base.backbone.res4.b22.branch2c.conv
+    bn4b22_branch2c, scale4b22_branch2c-> base.backbone.res4.b22.branch2c.bn
+    res3a_branch1                      -> base.backbone.res3.a.branch1.conv
+    pool1                              -> base.backbone.pool1   (checked, no weights)
+    fc1_voc12_c0 .. fc1_voc12_c3       -> base.aspp.c0 .. c3    (VOC 2012 model)
+
+The MSC prototxt repeats every layer for the 0.75x and 0.5x inputs with the
+suffix ``_res075`` / ``_res05``; those copies share the weights of the 1x
+layers, so they are skipped.
+"""
+
+import re
+from dataclasses import dataclass
+
+# Layer kinds returned by caffe_target().
+CONV, BATCHNORM, SCALE, POOL, SKIP = "conv", "batchnorm", "scale", "pool", "skip"
+
+MULTISCALE_TAGS = ("res075", "res05")
+
+_STEM_CONV = re.compile(r"^conv1$")
+_STEM_NORM = re.compile(r"^(bn|scale)_conv1$")
+_BLOCK_CONV = re.compile(r"^res(\d)([a-z]\d*)_branch(1|2[abc])$")
+_BLOCK_NORM = re.compile(r"^(bn|scale)(\d)([a-z]\d*)_branch(1|2[abc])$")
+_POOL = re.compile(r"^pool1$")
+_ASPP = re.compile(r"^(?P<head>.+)_c(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class CaffeTarget:
+    """What to do with one Caffe layer: ``kind`` and the module path it maps to (or why not)."""
+
+    kind: str
+    module: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CaffePreset:
+    """One of the released DeepLab v2 caffemodels and the file it converts into.
+
+    ``classifier`` is the name prefix of the file's classification layers
+    (``fc1_voc12`` gives ``fc1_voc12_c0`` .. ``fc1_voc12_c3``).
+    ``backbone_only`` models have a classifier that is not DeepLab v2's ASPP
+    (the MS-COCO init model); it is skipped and the ASPP keeps its own
+    initialisation. ``n_classes`` is the classifier's output count in the file.
+    """
+
+    caffemodel: str
+    output: str
+    n_classes: int
+    classifier: str
+    backbone_only: bool
+    description: str
+
+
+# Paths and class counts of the original project's convert.py presets.
+CAFFE_PRESETS = {
+    "coco_init": CaffePreset(
+        caffemodel="data/models/deeplab_resnet101/coco_init/init.caffemodel",
+        output="data/models/deeplab_resnet101/coco_init/deeplabv2_resnet101_COCO_init.pth",
+        n_classes=91,
+        classifier="fc",  # any fc* convolution: its exact name is irrelevant, it is skipped
+        backbone_only=True,
+        description="ResNet-101 pre-trained on MS-COCO (init.caffemodel), the start of training",
+    ),
+    "voc12": CaffePreset(
+        caffemodel="data/models/deeplab_resnet101/voc12/train2_iter_20000.caffemodel",
+        output="data/models/deeplab_resnet101/voc12/deeplabv2_resnet101_VOC2012.pth",
+        n_classes=21,
+        classifier="fc1_voc12",
+        backbone_only=False,
+        description="DeepLab v2 MSC trained on PASCAL VOC 2012 (train2_iter_20000.caffemodel)",
+    ),
+}
+# The later upstream README calls the COCO init conversion "--dataset init".
+CAFFE_PRESETS["init"] = CAFFE_PRESETS["coco_init"]
+
+
+def is_multiscale_copy(name):
+    """True for the layers of the shared-weight 0.75x / 0.5x branches."""
+    return any(tag in name for tag in MULTISCALE_TAGS)
+
+
+def _block_path(stage, block, branch):
+    return f"base.backbone.res{stage}.{block}.branch{branch}"
+
+
+def caffe_target(name, layer_type, classifier, backbone_only):
+    """The :class:`CaffeTarget` of Caffe layer ``name`` of type ``layer_type``.
+
+    Returns ``None`` for a parameter layer that no rule covers: the caller
+    decides whether that is an error (it is, when the layer carries blobs).
+    """
+    if is_multiscale_copy(name):
+        return CaffeTarget(SKIP, reason="shared-weight multi-scale branch (res075/res05)")
+    kind = {"Convolution": CONV, "BatchNorm": BATCHNORM, "Scale": SCALE, "Pooling": POOL}.get(
+        layer_type
+    )
+    if kind is None:
+        return None
+    if kind == CONV:
+        if _STEM_CONV.match(name):
+            return CaffeTarget(CONV, "base.backbone.conv1.conv")
+        m = _BLOCK_CONV.match(name)
+        if m:
+            return CaffeTarget(CONV, _block_path(*m.groups()) + ".conv")
+        if name.startswith(classifier):
+            if backbone_only:
+                return CaffeTarget(
+                    SKIP, reason="classifier of the COCO init model (the ASPP keeps its own init)"
+                )
+            m = _ASPP.match(name)
+            if m and m.group("head") == classifier:
+                return CaffeTarget(CONV, f"base.aspp.c{int(m.group('index'))}")
+        return None
+    if kind in (BATCHNORM, SCALE):
+        prefix = "bn" if kind == BATCHNORM else "scale"
+        m = _STEM_NORM.match(name)
+        if m and m.group(1) == prefix:
+            return CaffeTarget(kind, "base.backbone.conv1.bn")
+        m = _BLOCK_NORM.match(name)
+        if m and m.group(1) == prefix:
+            return CaffeTarget(kind, _block_path(*m.groups()[1:]) + ".bn")
+        return None
+    if _POOL.match(name):
+        return CaffeTarget(POOL, "base.backbone.pool1")
+    return None

@@ -1,0 +1,316 @@
+"""Read and write Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
+
+A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead
+of shipping a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a
+protobuf version), the few messages and fields that weight conversion needs are
+declared here in Python and turned into message classes at import time. Field
+numbers, types and defaults are those of Caffe's public ``caffe.proto`` (the
+DeepLab v2 fork uses the same numbers for every field declared here). Fields
+that are not declared are skipped by the parser, so a real file with data
+layers, loss layers, solver settings and so on reads fine.
+
+Values are read with the schema as Caffe declares it (``repeated float data = 5
+[packed = true]``); NumPy converts the parsed field in one C-level copy. For
+writing test fixtures, a second class declares field 5 as raw bytes: a packed
+float array is one length-delimited record on the wire, so encoding the array's
+little-endian bytes produces exactly what Caffe writes, without creating a
+Python float per value.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+_F = descriptor_pb2.FieldDescriptorProto
+OPTIONAL, REPEATED = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
+INT32, INT64, UINT32 = _F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32
+FLOAT, DOUBLE, BOOL = _F.TYPE_FLOAT, _F.TYPE_DOUBLE, _F.TYPE_BOOL
+STRING, BYTES, MESSAGE = _F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_MESSAGE
+
+# Enum values of caffe.proto that the converter compares against. Enum fields
+# are declared as int32 (same varint encoding) so unknown values never vanish.
+POOL_MAX = 0  # PoolingParameter.PoolMethod.MAX
+ROUND_CEIL = 0  # PoolingParameter.RoundMode.CEIL (BVLC field 13; older forks lack it)
+ELTWISE_SUM = 1  # EltwiseParameter.EltwiseOp.SUM
+
+_PACKAGE = "deeplab_caffe_subset"
+
+# message name -> [(field name, number, type, label, message type, default, packed)]
+# Numbers are those of caffe.proto; only what conversion and the test fixtures need.
+_SCHEMA = {
+    "BlobShape": [
+        ("dim", 1, INT64, REPEATED, None, None, True),
+    ],
+    "BlobProto": [
+        ("shape", 7, MESSAGE, OPTIONAL, "BlobShape", None, None),
+        ("data", 5, FLOAT, REPEATED, None, None, True),
+        ("double_data", 8, DOUBLE, REPEATED, None, None, True),
+        # 4-D dimensions of files written before BlobShape existed.
+        ("num", 1, INT32, OPTIONAL, None, "0", None),
+        ("channels", 2, INT32, OPTIONAL, None, "0", None),
+        ("height", 3, INT32, OPTIONAL, None, "0", None),
+        ("width", 4, INT32, OPTIONAL, None, "0", None),
+    ],
+    "ConvolutionParameter": [
+        ("num_output", 1, UINT32, OPTIONAL, None, None, None),
+        ("bias_term", 2, BOOL, OPTIONAL, None, "true", None),
+        ("pad", 3, UINT32, REPEATED, None, None, None),
+        ("kernel_size", 4, UINT32, REPEATED, None, None, None),
+        ("group", 5, UINT32, OPTIONAL, None, "1", None),
+        ("stride", 6, UINT32, REPEATED, None, None, None),
+        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
+        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
+        ("kernel_h", 11, UINT32, OPTIONAL, None, None, None),
+        ("kernel_w", 12, UINT32, OPTIONAL, None, None, None),
+        ("stride_h", 13, UINT32, OPTIONAL, None, None, None),
+        ("stride_w", 14, UINT32, OPTIONAL, None, None, None),
+        ("axis", 16, INT32, OPTIONAL, None, "1", None),
+        ("dilation", 18, UINT32, REPEATED, None, None, None),
+    ],
+    "BatchNormParameter": [
+        ("use_global_stats", 1, BOOL, OPTIONAL, None, None, None),
+        ("moving_average_fraction", 2, FLOAT, OPTIONAL, None, "0.999", None),
+        ("eps", 3, FLOAT, OPTIONAL, None, "1e-05", None),
+    ],
+    "PoolingParameter": [
+        ("pool", 1, INT32, OPTIONAL, None, "0", None),
+        ("kernel_size", 2, UINT32, OPTIONAL, None, None, None),
+        ("stride", 3, UINT32, OPTIONAL, None, "1", None),
+        ("pad", 4, UINT32, OPTIONAL, None, "0", None),
+        ("kernel_h", 5, UINT32, OPTIONAL, None, None, None),
+        ("kernel_w", 6, UINT32, OPTIONAL, None, None, None),
+        ("stride_h", 7, UINT32, OPTIONAL, None, None, None),
+        ("stride_w", 8, UINT32, OPTIONAL, None, None, None),
+        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
+        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
+        ("global_pooling", 12, BOOL, OPTIONAL, None, "false", None),
+        ("round_mode", 13, INT32, OPTIONAL, None, "0", None),
+    ],
+    "ScaleParameter": [
+        ("axis", 1, INT32, OPTIONAL, None, "1", None),
+        ("num_axes", 2, INT32, OPTIONAL, None, "1", None),
+        ("bias_term", 4, BOOL, OPTIONAL, None, "false", None),
+    ],
+    "EltwiseParameter": [
+        ("operation", 1, INT32, OPTIONAL, None, "1", None),
+        ("coeff", 2, FLOAT, REPEATED, None, None, None),
+    ],
+    "ReLUParameter": [
+        ("negative_slope", 1, FLOAT, OPTIONAL, None, "0", None),
+    ],
+    "InterpParameter": [  # DeepLab's resize layer (caffe.proto of deeplab-public-ver2)
+        ("height", 1, INT32, OPTIONAL, None, "0", None),
+        ("width", 2, INT32, OPTIONAL, None, "0", None),
+        ("zoom_factor", 3, INT32, OPTIONAL, None, "1", None),
+        ("shrink_factor", 4, INT32, OPTIONAL, None, "1", None),
+        ("pad_beg", 5, INT32, OPTIONAL, None, "0", None),
+        ("pad_end", 6, INT32, OPTIONAL, None, "0", None),
+    ],
+    "LayerParameter": [
+        ("name", 1, STRING, OPTIONAL, None, None, None),
+        ("type", 2, STRING, OPTIONAL, None, None, None),
+        ("bottom", 3, STRING, REPEATED, None, None, None),
+        ("top", 4, STRING, REPEATED, None, None, None),
+        ("blobs", 7, MESSAGE, REPEATED, "BlobProto", None, None),
+        ("eltwise_param", 110, MESSAGE, OPTIONAL, "EltwiseParameter", None, None),
+        ("convolution_param", 106, MESSAGE, OPTIONAL, "ConvolutionParameter", None, None),
+        ("pooling_param", 121, MESSAGE, OPTIONAL, "PoolingParameter", None, None),
+        ("relu_param", 123, MESSAGE, OPTIONAL, "ReLUParameter", None, None),
+        ("batch_norm_param", 139, MESSAGE, OPTIONAL, "BatchNormParameter", None, None),
+        ("scale_param", 142, MESSAGE, OPTIONAL, "ScaleParameter", None, None),
+        ("interp_param", 143, MESSAGE, OPTIONAL, "InterpParameter", None, None),
+    ],
+    # The pre-2015 layer format; only declared so that such files are recognised.
+    "V1LayerParameter": [
+        ("name", 4, STRING, OPTIONAL, None, None, None),
+        ("type", 5, INT32, OPTIONAL, None, None, None),
+        ("blobs", 6, MESSAGE, REPEATED, "BlobProto", None, None),
+    ],
+    "NetParameter": [
+        ("name", 1, STRING, OPTIONAL, None, None, None),
+        ("layers", 2, MESSAGE, REPEATED, "V1LayerParameter", None, None),
+        ("layer", 100, MESSAGE, REPEATED, "LayerParameter", None, None),
+    ],
+}
+
+
+def _build_classes(blob_data_as_bytes):
+    """Message classes for the schema above, in a private pool (no clash with a real caffe_pb2)."""
+    package = _PACKAGE + ("_raw" if blob_data_as_bytes else "")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name=f"{package}.proto", package=package, syntax="proto2"
+    )
+    for message_name, fields in _SCHEMA.items():
+        message = proto.message_type.add(name=message_name)
+        for name, number, ftype, label, type_name, default, packed in fields:
+            if blob_data_as_bytes and message_name == "BlobProto" and name in (
+                "data",
+                "double_data",
+            ):
+                ftype, packed = BYTES, None
+            f = message.field.add(name=name, number=number, type=ftype, label=label)
+            if type_name is not None:
+                f.type_name = f".{package}.{type_name}"
+            if default is not None:
+                f.default_value = default
+            if packed:
+                f.options.packed = True
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
+        for name in _SCHEMA
+    }
+
+
+_EXACT = _build_classes(blob_data_as_bytes=False)
+_RAW_BLOB = _build_classes(blob_data_as_bytes=True)["BlobProto"]
+
+NetParameter = _EXACT["NetParameter"]
+LayerParameter = _EXACT["LayerParameter"]
+BlobProto = _EXACT["BlobProto"]
+BlobShape = _EXACT["BlobShape"]
+
+
+class CaffeModelError(ValueError):
+    """A .caffemodel that cannot be read; the message names the file (and layer)."""
+
+
+@dataclass
+class CaffeLayer:
+    """One layer of a .caffemodel: its identity, its parameters and its blobs as arrays."""
+
+    name: str
+    type: str
+    bottom: list
+    top: list
+    proto: object  # the LayerParameter message, for the *_param fields
+    blob_protos: list = field(repr=False, default_factory=list)
+    source: str = ""  # file name, for error messages
+
+    @property
+    def n_blobs(self):
+        return len(self.blob_protos)
+
+    def blob(self, index):
+        """Blob ``index`` as a float32 array of its Caffe shape (read on demand)."""
+        return blob_to_array(
+            self.blob_protos[index], f"{self.source}: layer {self.name!r} blob {index}"
+        )
+
+    def blob_shape(self, index):
+        return blob_shape(self.blob_protos[index])
+
+
+def blob_shape(blob):
+    """The blob's shape: ``shape.dim`` if present, else the legacy num/channels/height/width."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    legacy = (blob.num, blob.channels, blob.height, blob.width)
+    if any(legacy):
+        return tuple(int(d) for d in legacy)
+    return ()
+
+
+def blob_to_array(blob, where="blob"):
+    """A float32 NumPy array with the blob's values and shape.
+
+    Checks that the number of values matches the shape: that is how a corrupt
+    shape, or a file cut inside a packed array that still parses, shows up.
+    """
+    shape = blob_shape(blob)
+    values = blob.data if len(blob.data) else blob.double_data
+    values = np.array(values, dtype=np.float32)
+    expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
+    if values.size != expected:
+        raise CaffeModelError(
+            f"{where}: holds {values.size} values but its shape {list(shape)} needs "
+            f"{expected} (truncated or corrupt file)"
+        )
+    return values.reshape(shape if shape else (values.size,))
+
+
+def array_to_blob(array, blob):
+    """Fill an (exact-view) BlobProto with ``array``: its shape and packed float data.
+
+    The values are encoded as raw little-endian bytes (the wire format of a
+    packed float field) and merged into ``blob``, which parses them as floats.
+    """
+    array = np.ascontiguousarray(array, dtype="<f4")
+    encoded = _RAW_BLOB()
+    encoded.shape.dim[:] = [int(d) for d in array.shape]
+    encoded.data.append(array.tobytes())
+    blob.MergeFromString(encoded.SerializeToString())
+    return blob
+
+
+def _describe_decode_error(error):
+    text = str(error).strip()
+    return f" ({text})" if text else ""
+
+
+def read_caffemodel(path):
+    """Parse ``path`` and return its layers as :class:`CaffeLayer` objects, in file order.
+
+    Raises :class:`CaffeModelError` (naming the file) for a missing, unreadable,
+    truncated or corrupt file, for a file without layers and for the legacy V1
+    ``layers`` format, which the DeepLab v2 ResNet models never used.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CaffeModelError(f"{path}: caffemodel not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CaffeModelError(f"{path}: cannot read caffemodel ({e.strerror})") from None
+    net = NetParameter()
+    try:
+        net.ParseFromString(raw)
+    except DecodeError as e:
+        raise CaffeModelError(
+            f"{path}: not a valid Caffe NetParameter, the file is truncated or corrupt"
+            f"{_describe_decode_error(e)}"
+        ) from None
+    del raw
+    if len(net.layers):
+        first = net.layers[0].name or "<unnamed>"
+        raise CaffeModelError(
+            f"{path}: uses the legacy V1 'layers' format ({len(net.layers)} layers, first "
+            f"{first!r}), which is not supported; upgrade it with Caffe's "
+            "upgrade_net_proto_binary tool first"
+        )
+    if not len(net.layer):
+        raise CaffeModelError(f"{path}: contains no layers (empty or not a caffemodel)")
+    layers = []
+    for index, layer in enumerate(net.layer):
+        if not layer.name:
+            raise CaffeModelError(f"{path}: layer #{index} has no name (corrupt file?)")
+        layers.append(
+            CaffeLayer(
+                name=layer.name,
+                type=layer.type,
+                bottom=list(layer.bottom),
+                top=list(layer.top),
+                proto=layer,
+                blob_protos=list(layer.blobs),
+                source=str(path),
+            )
+        )
+    return layers
+
+
+def write_caffemodel(layers, path, name="deeplab"):
+    """Write exact-view ``LayerParameter`` messages as a NetParameter, atomically."""
+    net = NetParameter(name=name)
+    for layer in layers:
+        net.layer.add().CopyFrom(layer)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(net.SerializeToString())
+    os.replace(tmp, path)
+    return path
