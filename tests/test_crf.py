@@ -1,0 +1,132 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from libs.utils.config import load_config
+from libs.utils.crf import DenseCRF, legacy_crf_image, map_crf
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location(
+        "bench_crf", ROOT / "tests" / "benchmarks" / "bench_crf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _random_inputs(rng, n_labels=5, height=24, width=32):
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    prob = rng.random((n_labels, height, width)).astype(np.float32) ** 3
+    prob /= prob.sum(axis=0, keepdims=True)
+    return image, prob
+
+
+def _edge_scene(boundary):
+    """Red left half, blue right half; a blurred unary whose boundary sits at ``boundary``."""
+    height, width = 40, 60
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:, : width // 2] = (200, 30, 30)
+    image[:, width // 2:] = (30, 30, 200)
+    x = np.broadcast_to(np.arange(width, dtype=np.float32), (height, width))
+    left = 1.0 / (1.0 + np.exp((x - boundary) / 3.0))
+    return image, np.stack([left, 1.0 - left]).astype(np.float32)
+
+
+def test_posterior_is_a_distribution_of_the_right_shape():
+    image, prob = _random_inputs(np.random.default_rng(0))
+    posterior = DenseCRF(**PARAMS)(image, prob)
+    assert posterior.shape == prob.shape and posterior.dtype == np.float32
+    assert (posterior >= 0).all()
+    np.testing.assert_allclose(posterior.sum(axis=0), 1.0, atol=1e-5)
+    assert not np.allclose(posterior, prob, atol=1e-3)  # inference did something
+
+
+@pytest.mark.parametrize("unary_boundary", [23.5, 36.5])
+def test_label_boundary_moves_onto_the_colour_edge(unary_boundary):
+    image, prob = _edge_scene(unary_boundary)
+    before = prob.argmax(axis=0)
+    after = DenseCRF(**PARAMS)(image, prob).argmax(axis=0)
+    edge = image.shape[1] // 2
+    assert (before[:, :edge] == 0).mean() < 0.9 or (before[:, edge:] == 1).mean() < 0.9
+    assert (after[:, :edge] == 0).all() and (after[:, edge:] == 1).all()
+
+
+def test_parallel_map_equals_serial_calls():
+    rng = np.random.default_rng(1)
+    items = [(f"img{i}",) + _random_inputs(rng, n_labels=4 + i) for i in range(4)]
+    crf = DenseCRF(**PARAMS)
+    direct = [crf(image, prob) for _, image, prob in items]
+    serial = list(map_crf(crf, items, n_jobs=1))
+    parallel = list(map_crf(crf, iter(items), n_jobs=2))
+    parallel_labels = list(map_crf(crf, items, n_jobs=2, argmax=True))
+    assert [k for k, _ in parallel] == [k for k, _ in serial] == ["img0", "img1", "img2", "img3"]
+    for want, (_, got_serial), (_, got_parallel), (_, labels) in zip(
+            direct, serial, parallel, parallel_labels):
+        np.testing.assert_array_equal(got_serial, want)
+        np.testing.assert_array_equal(got_parallel, want)
+        np.testing.assert_array_equal(labels, want.argmax(axis=0))
+
+
+def test_pruned_crf_agrees_with_full_crf_on_realistic_maps():
+    """Bar: >= 99.9% of pixels get the same label as the full 182-label CRF."""
+    bench = _bench_module()
+    rng = np.random.default_rng(7)
+    full = DenseCRF(**PARAMS)
+    pruned = DenseCRF(**PARAMS, prune_threshold=0.05)
+    same = total = 0
+    for _ in range(3):
+        image, prob, _ = bench.realistic_sample(rng, n_classes=182, size=97)
+        kept = pruned.kept_labels(prob)
+        assert len(kept) < 40  # pruning actually removes most of the 182 labels
+        posterior = pruned(image, prob)
+        dropped = np.setdiff1d(np.arange(182), kept)
+        assert (posterior[dropped] == 0).all()
+        np.testing.assert_allclose(posterior.sum(axis=0), 1.0, atol=1e-5)
+        reference = full(image, prob).argmax(axis=0)
+        same += int((posterior.argmax(axis=0) == reference).sum())
+        total += reference.size
+    assert same / total >= 0.999
+
+
+def test_pruning_to_one_label_gives_certainty():
+    image, prob = _random_inputs(np.random.default_rng(2), n_labels=3)
+    prob[:] = 0.0
+    prob[1] = 1.0
+    posterior = DenseCRF(**PARAMS, prune_threshold=0.5)(image, prob)
+    np.testing.assert_array_equal(posterior[1], 1.0)
+    np.testing.assert_array_equal(posterior[[0, 2]], 0.0)
+
+
+def test_bad_inputs_are_clear_errors():
+    image, prob = _random_inputs(np.random.default_rng(3))
+    crf = DenseCRF(**PARAMS)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        crf(image.astype(np.float32), prob)
+    with pytest.raises(ValueError, match="CxHxW with HxW"):
+        crf(image, prob[:, :10])
+    with pytest.raises(ValueError, match="prune_threshold"):
+        DenseCRF(**PARAMS, prune_threshold=1.5)
+    with pytest.raises(ValueError, match="n_jobs"):
+        list(map_crf(crf, [("a", image, prob)], n_jobs=0))
+
+
+def test_from_config_reads_the_crf_section():
+    cfg = load_config(ROOT / "config" / "cocostuff.yaml")
+    crf = DenseCRF.from_config(cfg.CRF)
+    assert (crf.iter_max, crf.pos_w, crf.pos_xy_std) == (10, 3.0, 1.0)
+    assert (crf.bi_w, crf.bi_xy_std, crf.bi_rgb_std) == (4.0, 67.0, 3.0)
+    assert crf.prune_threshold == cfg.CRF.PRUNE_THRESHOLD
+    assert DenseCRF.from_config(cfg.CRF, prune_threshold=None).prune_threshold is None
+
+
+def test_legacy_image_wraps_the_mean_subtracted_input_like_the_original():
+    chw = np.array([[[-5.7, 130.2]], [[0.0, 255.9]], [[-104.0, 300.0]]], dtype=np.float32)
+    hwc = legacy_crf_image(chw)
+    assert hwc.shape == (1, 2, 3) and hwc.dtype == np.uint8
+    np.testing.assert_array_equal(hwc[0, 0], [251, 0, 152])
+    np.testing.assert_array_equal(hwc[0, 1], [130, 255, 44])
