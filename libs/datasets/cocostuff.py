@@ -193,7 +193,6 @@ class CocoStuffBase(Dataset):
         return image, label
 
     def _transform(self, image, label, index):
-        image = subtract_mean(image, self.mean_bgr)
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             image, label = augment(
@@ -204,11 +203,14 @@ class CocoStuffBase(Dataset):
                 crop_size=self.crop_size,
                 flip=self.flip,
                 ignore_label=self.ignore_label,
+                mean_bgr=self.mean_bgr,
             )
-        elif not self.eval_original_size:
-            size = (self.test_size, self.test_size)
-            image = resize_image(image, size)
-            label = resize_label(label, size)
+        else:
+            image = subtract_mean(image, self.mean_bgr)
+            if not self.eval_original_size:
+                size = (self.test_size, self.test_size)
+                image = resize_image(image, size)
+                label = resize_label(label, size)
         image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         label = torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
         return image, label

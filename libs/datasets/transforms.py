@@ -31,7 +31,8 @@ def resize_label(label, size):
     height, width = size
     rows = _centre_indices(label.shape[0], height)
     cols = _centre_indices(label.shape[1], width)
-    return label[rows[:, None], cols[None, :]]
+    # Two 1-D gathers are several times faster than one 2-D fancy index.
+    return np.take(np.take(label, rows, axis=0), cols, axis=1)
 
 
 def resize_labels_torch(labels, size):
@@ -55,32 +56,38 @@ def resize_image(image, size):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def augment(image, label, rng, scales, crop_size, flip, ignore_label):
-    """The DeepLab v2 training transform for a mean-subtracted HxWx3 image and HxW label.
+def augment(image, label, rng, scales, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0)):
+    """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
 
     Random rescale by a factor uniform in ``scales = (low, high)``, pad to at least
-    ``crop_size`` (image with 0 = the mean colour, label with ``ignore_label``), a
-    random ``crop_size`` square crop, and a horizontal flip with probability 0.5 if
-    ``flip``. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
+    ``crop_size`` (image with the mean colour, label with ``ignore_label``), a random
+    ``crop_size`` square crop, and a horizontal flip with probability 0.5 if ``flip``.
+    Returns the float32 image with ``mean_bgr`` subtracted (so the padding is 0) and
+    the label. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
     order, so the same generator state always yields the same sample.
+
+    The mean is subtracted after cropping, and the crop is taken before padding
+    (equivalent, since the pad only exists along an axis shorter than the crop):
+    both then touch crop-sized arrays instead of the rescaled picture.
     """
     low, high = scales
     scale = rng.uniform(low, high)
     height, width = label.shape
     new_size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
-    image = resize_image(image, new_size)
+    image = resize_image(np.asarray(image, np.float32), new_size)
     label = resize_label(label, new_size)
 
-    pad_h = max(crop_size - new_size[0], 0)
-    pad_w = max(crop_size - new_size[1], 0)
+    top = int(rng.integers(0, max(new_size[0] - crop_size, 0) + 1))
+    left = int(rng.integers(0, max(new_size[1] - crop_size, 0) + 1))
+    image = image[top : top + crop_size, left : left + crop_size]
+    label = label[top : top + crop_size, left : left + crop_size]
+    image = image - mean_bgr_array(mean_bgr)[None, None, :]
+
+    pad_h = crop_size - label.shape[0]
+    pad_w = crop_size - label.shape[1]
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=ignore_label)
-
-    top = int(rng.integers(0, label.shape[0] - crop_size + 1))
-    left = int(rng.integers(0, label.shape[1] - crop_size + 1))
-    image = image[top : top + crop_size, left : left + crop_size]
-    label = label[top : top + crop_size, left : left + crop_size]
 
     do_flip = rng.random() < 0.5
     if flip and do_flip:
