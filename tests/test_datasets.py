@@ -214,6 +214,10 @@ def test_164k_missing_png_and_missing_split_are_clear(tmp_path):
     ds = CocoStuff164k(root, "val2017", **dataset_kwargs())
     with pytest.raises(DatasetError, match=re.escape(f"{png}: annotation file not found")):
         ds[0]
+    other = root / "annotations" / "val2017" / f"{sorted(labels)[1]}.png"
+    other.write_bytes(other.read_bytes()[:20])
+    with pytest.raises(DatasetError, match=re.escape(f"{other}: corrupt annotation")):
+        ds[1]
     with pytest.raises(DatasetError, match=r"images/train2017: image directory not found"):
         CocoStuff164k(root, "train2017", **dataset_kwargs())
 
@@ -413,6 +417,9 @@ def test_skip_mode_replaces_bad_samples_and_counts_them(copy_of_synthetic):
     good = train_set(root, augment=True)
     assert torch.equal(ds[3][1], good[3][1])  # good samples are untouched
     assert len([s for s in DataLoader(ds, batch_size=1)]) == len(ids)
+    assert set(train_set(root, skip_bad_samples=True).check_all()) == {ids[1], ids[2]}
+    with pytest.raises(DatasetError, match=re.escape(f"{ids[1]}.jpg: image file not found")):
+        good.check_all()
 
 
 def test_skip_mode_with_no_readable_sample_is_an_error(copy_of_synthetic):
