@@ -10,10 +10,17 @@ MSC_SCALES = (0.5, 0.75)
 
 
 def DeepLabV2_ResNet101_MSC(
-    n_classes, n_blocks=RESNET101_BLOCKS, atrous_rates=DEEPLABV2_RATES, scales=MSC_SCALES
+    n_classes,
+    n_blocks=RESNET101_BLOCKS,
+    atrous_rates=DEEPLABV2_RATES,
+    scales=MSC_SCALES,
+    base_width=64,
 ):
-    """DeepLab v2 with a ResNet-101 backbone wrapped in MSC; ``.base`` is single-scale."""
-    return MSC(DeepLabV2(n_classes, n_blocks, atrous_rates), scales)
+    """DeepLab v2 with a ResNet-101 backbone wrapped in MSC; ``.base`` is single-scale.
+
+    ``n_blocks`` and ``base_width`` shrink the network for tests and the quick start.
+    """
+    return MSC(DeepLabV2(n_classes, n_blocks, atrous_rates, base_width), scales)
 
 
 MODELS = {"DeepLabV2_ResNet101_MSC": DeepLabV2_ResNet101_MSC}
@@ -32,6 +39,7 @@ def build_model(cfg):
         n_blocks=tuple(cfg.MODEL.N_BLOCKS),
         atrous_rates=tuple(cfg.MODEL.ATROUS_RATES),
         scales=tuple(cfg.MODEL.MSC_SCALES),
+        base_width=cfg.MODEL.BASE_WIDTH,
     )
 
 

@@ -38,11 +38,13 @@ class ASPP(nn.ModuleDict):
 class DeepLabV2(nn.Module):
     """Single-scale DeepLab v2: logits at 1/8 of the input resolution."""
 
-    def __init__(self, n_classes, n_blocks=(3, 4, 23, 3), atrous_rates=(6, 12, 18, 24)):
+    def __init__(
+        self, n_classes, n_blocks=(3, 4, 23, 3), atrous_rates=(6, 12, 18, 24), base_width=64
+    ):
         super().__init__()
         self.n_classes = n_classes
-        self.backbone = ResNetBackbone(n_blocks)
-        self.aspp = ASPP(ResNetBackbone.out_channels, n_classes, atrous_rates)
+        self.backbone = ResNetBackbone(n_blocks, base_width)
+        self.aspp = ASPP(self.backbone.out_channels, n_classes, atrous_rates)
 
     def forward(self, x):
         return self.aspp(self.backbone(x))

@@ -105,20 +105,27 @@ class ResStage(nn.Sequential):
 
 
 class ResNetBackbone(nn.Module):
-    """ResNet with output stride 8: res4 and res5 are dilated (2 and 4) instead of strided."""
+    """ResNet with output stride 8: res4 and res5 are dilated (2 and 4) instead of strided.
 
-    out_channels = 2048
+    ``base_width`` is the stem's channel count (64 in ResNet-101); every stage
+    scales with it. Only the quick-start and test models narrow it, so that a
+    CPU trains them in minutes; ``out_channels`` is ``32 * base_width``.
+    """
 
-    def __init__(self, n_blocks=(3, 4, 23, 3)):
+    def __init__(self, n_blocks=(3, 4, 23, 3), base_width=64):
         super().__init__()
         if len(n_blocks) != 4 or min(n_blocks) < 1:
             raise ValueError(f"n_blocks must be four positive integers, got {list(n_blocks)}")
-        self.conv1 = ConvBnReLU(3, 64, 7, 2, 3, 1)
+        if base_width < 1:
+            raise ValueError(f"base_width must be positive, got {base_width}")
+        w = base_width
+        self.out_channels = 32 * w
+        self.conv1 = ConvBnReLU(3, w, 7, 2, 3, 1)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
-        self.res2 = ResStage(n_blocks[0], 64, 256, stride=1, dilation=1)
-        self.res3 = ResStage(n_blocks[1], 256, 512, stride=2, dilation=1)
-        self.res4 = ResStage(n_blocks[2], 512, 1024, stride=1, dilation=2)
-        self.res5 = ResStage(n_blocks[3], 1024, 2048, stride=1, dilation=4)
+        self.res2 = ResStage(n_blocks[0], w, 4 * w, stride=1, dilation=1)
+        self.res3 = ResStage(n_blocks[1], 4 * w, 8 * w, stride=2, dilation=1)
+        self.res4 = ResStage(n_blocks[2], 8 * w, 16 * w, stride=1, dilation=2)
+        self.res5 = ResStage(n_blocks[3], 16 * w, 32 * w, stride=1, dilation=4)
 
     def forward(self, x):
         x = self.pool1(self.conv1(x))

@@ -75,6 +75,7 @@ SCHEMA = {
     "MODEL": {
         "NAME": str,
         "N_BLOCKS": ListOf(int, length=4),
+        "BASE_WIDTH": int,  # 64 for ResNet-101; smaller only for tiny test/quick-start models
         "ATROUS_RATES": ListOf(int, min_length=1),
         "MSC_SCALES": ListOf(float),
         "INIT_MODEL": Optional(str),

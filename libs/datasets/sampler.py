@@ -1,0 +1,46 @@
+"""A sample order that can be resumed mid-epoch and split across processes."""
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochBatchSampler(Sampler):
+    """The sub-batches of one epoch for one process, from a given position on.
+
+    Each epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into
+    global sub-batches of ``batch_size * world_size`` samples (the incomplete
+    tail is dropped); process ``rank`` takes its ``batch_size`` slice of each.
+    So one process with batch 4 sees exactly the samples that two processes with
+    batch 2 see together, and ``skip`` sub-batches into an epoch is a position
+    that a resumed run can return to exactly.
+    """
+
+    def __init__(self, n_samples, batch_size, seed, epoch, rank=0, world_size=1, skip=0):
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        self.rank = rank
+        self.world_size = world_size
+        self.skip = skip
+        if self.batches_per_epoch(n_samples, batch_size, world_size) < 1:
+            raise ValueError(
+                f"{n_samples} samples cannot fill one batch of {batch_size} x {world_size} "
+                "process(es)"
+            )
+
+    @staticmethod
+    def batches_per_epoch(n_samples, batch_size, world_size=1):
+        return n_samples // (batch_size * world_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n_samples, generator=generator).tolist()
+        global_batch = self.batch_size * self.world_size
+        n_batches = self.batches_per_epoch(self.n_samples, self.batch_size, self.world_size)
+        for k in range(self.skip, n_batches):
+            start = k * global_batch + self.rank * self.batch_size
+            yield order[start : start + self.batch_size]
+
+    def __len__(self):
+        return self.batches_per_epoch(self.n_samples, self.batch_size, self.world_size) - self.skip

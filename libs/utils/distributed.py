@@ -1,0 +1,46 @@
+"""Process-group helpers: the same code runs alone or under ``torchrun``."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun():
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def setup(use_cuda):
+    """Join the process group when launched by torchrun; return ``(rank, world, device)``.
+
+    NCCL on GPUs, Gloo on CPUs. Each process drives the GPU of its LOCAL_RANK.
+    """
+    if not launched_by_torchrun():
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return rank, world, device
+
+
+def is_distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(tensor):
+    """Sum a tensor over all processes (a no-op when running alone)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def cleanup():
+    if is_distributed():
+        dist.destroy_process_group()

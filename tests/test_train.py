@@ -1,0 +1,229 @@
+"""train.py: the poly schedule, parameter groups, accumulation, exact resume, DDP, logging."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import train
+from libs.models import build_model
+from libs.utils.checkpoint import save_atomic
+from libs.utils.loss import msc_loss_sum
+from libs.utils.lr_policy import poly_lr, set_learning_rates
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def small(cfg, **solver):
+    """The shared toy config with a narrow model so each iteration takes a fraction of a second."""
+    cfg.MODEL.BASE_WIDTH = 8
+    cfg.MODEL.INIT_MODEL = None
+    for key, value in solver.items():
+        cfg.SOLVER[key] = value
+    return cfg
+
+
+def write_config(cfg, path):
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def final_weights(cfg):
+    path = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID / "checkpoint_final.pth"
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
+def test_poly_schedule_and_group_learning_rates(toy_cfg):
+    cfg = small(toy_cfg, ITER_MAX=100, LR=1e-3, POLY_POWER=0.9, LR_DECAY=10)
+    model = build_model(cfg)
+    optimizer = train.build_optimizer(model, cfg)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    for iteration, step_start in [(1, 0), (10, 0), (11, 10), (20, 10), (21, 20), (100, 90)]:
+        set_learning_rates(optimizer, 1e-3, iteration, 100, 0.9, 10)
+        expected = 1e-3 * (1 - step_start / 100) ** 0.9
+        assert poly_lr(1e-3, iteration, 100, 0.9, 10) == pytest.approx(expected, rel=1e-12)
+        assert groups["backbone"]["lr"] == pytest.approx(expected, rel=1e-12)
+        assert groups["aspp_weight"]["lr"] == pytest.approx(10 * expected, rel=1e-12)
+        assert groups["aspp_bias"]["lr"] == pytest.approx(20 * expected, rel=1e-12)
+    assert groups["backbone"]["weight_decay"] == groups["aspp_weight"]["weight_decay"] == 5e-4
+    assert groups["aspp_bias"]["weight_decay"] == 0.0
+    # Every trainable parameter is in exactly one group; no BatchNorm parameter is.
+    in_groups = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(in_groups) == sorted(trainable)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert not any(".bn." in names[i] for i in in_groups)
+    assert all(names[id(p)].startswith("base.aspp.") and names[id(p)].endswith("bias")
+               for p in groups["aspp_bias"]["params"])
+    assert len(groups["aspp_weight"]["params"]) == len(groups["aspp_bias"]["params"]) == 4
+    with pytest.raises(ValueError, match="outside 1..100"):
+        poly_lr(1e-3, 101, 100, 0.9, 10)
+
+
+def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
+    cfg = small(toy_cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    images = torch.randn(4, 3, 49, 49)
+    labels = torch.randint(0, cfg.DATASET.N_CLASSES, (4, 49, 49))
+    labels[0, :30] = 255  # sub-batches with different numbers of ignored pixels
+    labels[3, :, :10] = 255
+
+    def gradients(sub_batches):
+        model.zero_grad(set_to_none=True)
+        loss, _ = train.train_step(model, sub_batches, CPU, 255, 1, train.contextlib.nullcontext)
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    ids = ["a"] * 4
+    loss_whole, whole = gradients([(ids, images, labels)])
+    loss_split, split = gradients([(ids[:2], images[:2], labels[:2]),
+                                   (ids[2:], images[2:], labels[2:])])
+    assert loss_split == pytest.approx(loss_whole, rel=1e-6)
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-5, atol=1e-8)
+    # The loss is the sum over the MSC outputs of the mean cross-entropy on valid pixels.
+    with torch.no_grad():
+        outputs = model(images)
+        per_output = msc_loss_sum(outputs, labels, 255)
+        valid = [(train.count_valid(labels, [o.shape[-2:]], 255))[0] for o in outputs]
+    assert len(outputs) == 4
+    assert loss_whole == pytest.approx(sum(s / v for s, v in zip(per_output, valid)).item(),
+                                       rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(toy_cfg, tmp_path):
+    cfg = small(toy_cfg, ITER_MAX=6, ITER_SNAP=3, ITER_SIZE=2, LR_DECAY=2)
+    cfg.SOLVER.BATCH_SIZE.TRAIN = 2  # 12 images: 6 sub-batches per epoch, resume crosses one
+    cfg.EXP.OUTPUT_DIR = str(tmp_path / "full")
+    train.train(cfg, CPU, progress=False)
+    uninterrupted = final_weights(cfg)
+
+    checkpoint = tmp_path / "full" / cfg.EXP.ID / "checkpoint_3.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["iteration"] == 3 and {"model", "optimizer", "rng", "config"} <= set(state)
+    cfg.EXP.OUTPUT_DIR = str(tmp_path / "resumed")
+    train.train(cfg, CPU, resume=checkpoint, progress=False)
+    resumed = final_weights(cfg)
+    assert resumed["iteration"] == 6
+    for key, value in uninterrupted["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    # And the run really moved: the weights after 6 iterations differ from those after 3.
+    assert not torch.equal(state["model"]["base.aspp.c0.weight"],
+                           resumed["model"]["base.aspp.c0.weight"])
+
+
+@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
+def test_two_process_gloo_run_equals_one_process(toy_cfg, tmp_path):
+    cfg = small(toy_cfg, ITER_MAX=3, ITER_SNAP=100, ITER_SIZE=2)
+    cfg.SOLVER.BATCH_SIZE.TRAIN = 2
+    cfg.EXP.OUTPUT_DIR = str(tmp_path / "single")
+    train.train(cfg, CPU, progress=False)
+    single = final_weights(cfg)["model"]
+
+    cfg.SOLVER.BATCH_SIZE.TRAIN = 1  # per process: 2 processes x 1 = the same global batch
+    cfg.EXP.OUTPUT_DIR = str(tmp_path / "ddp")
+    config = write_config(cfg, tmp_path / "ddp.yaml")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO_ROOT / "train.py"), "--config", str(config), "--no-cuda", "--no-eval"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    distributed = final_weights(cfg)["model"]
+    for key, value in single.items():
+        torch.testing.assert_close(distributed[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    assert not (tmp_path / "ddp" / cfg.EXP.ID / "checkpoint_final.pth.tmp").exists()
+
+
+@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
+def test_checkpoints_and_tensorboard_logs(toy_cfg):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small(toy_cfg, ITER_MAX=4, ITER_SNAP=2, ITER_TB=2, AVERAGE_LOSS=20)
+    train.train(cfg, CPU, progress=False)
+    out = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint_2.pth", "checkpoint_4.pth", "checkpoint_final.pth"]
+    events = EventAccumulator(str(Path(cfg.EXP.LOG_DIR) / cfg.EXP.ID),
+                              size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/train", "loss/train_moving_average", "lr/backbone", "lr/aspp_weight",
+            "lr/aspp_bias"} <= set(tags["scalars"])
+    assert {"train/image", "train/ground_truth", "train/prediction"} <= set(tags["images"])
+    assert [e.step for e in events.Images("train/prediction")] == [2, 4]
+    raw = [e.value for e in events.Scalars("loss/train")]
+    average = [e.value for e in events.Scalars("loss/train_moving_average")]
+    assert average[-1] == pytest.approx(sum(raw) / len(raw), rel=1e-5)
+    lrs = {e.step: e.value for e in events.Scalars("lr/aspp_bias")}
+    assert lrs[1] == pytest.approx(20 * cfg.SOLVER.LR, rel=1e-6)
+
+
+def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, capsys):
+    cfg = small(toy_cfg)
+    torch.manual_seed(1)
+    donor = build_model(cfg)
+    backbone = {k: v for k, v in donor.state_dict().items() if ".aspp." not in k}
+    save_atomic(backbone, tmp_path / "init.pth")
+    torch.manual_seed(2)
+    model = build_model(cfg)
+    aspp_before = model.base.aspp.c0.weight.detach().clone()
+    train.load_initial_weights(model, tmp_path / "init.pth")
+    assert "ASPP keeps its initialisation" in capsys.readouterr().out
+    assert torch.equal(model.base.aspp.c0.weight, aspp_before)
+    assert torch.equal(model.base.backbone.conv1.conv.weight, donor.base.backbone.conv1.conv.weight)
+
+    wrong = build_model(cfg.copy() | {"DATASET": cfg.DATASET | {"N_CLASSES": 5}})
+    save_atomic(wrong.state_dict(), tmp_path / "five.pth")
+    with pytest.raises(train.CheckpointError, match=r"five.pth: weights are for 5 classes"):
+        train.load_initial_weights(model, tmp_path / "five.pth")
+    partial = dict(backbone)
+    del partial["base.backbone.res2.a.branch2a.conv.weight"]
+    save_atomic(partial, tmp_path / "partial.pth")
+    with pytest.raises(train.CheckpointError, match="res2.a.branch2a.conv.weight"):
+        train.load_initial_weights(model, tmp_path / "partial.pth")
+
+
+def run_cli(args):
+    return CliRunner().invoke(train.main, args)
+
+
+def test_cli_errors_are_one_line(toy_cfg, tmp_path):
+    bad = toy_cfg.to_dict()
+    bad["SOLVER"]["LRR"] = bad["SOLVER"].pop("LR")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = run_cli(["--config", str(path), "--no-cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {path}: unknown key SOLVER.LRR"
+
+    cfg = small(toy_cfg)
+    cfg.MODEL.INIT_MODEL = str(tmp_path / "missing.pth")
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path / 'missing.pth'}: weight file not found"
+
+    truncated = tmp_path / "truncated.pth"
+    save_atomic(build_model(cfg).state_dict(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    cfg.MODEL.INIT_MODEL = None
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
+                      "--resume", str(truncated)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {truncated}: not a readable PyTorch weight file")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_help():
+    result = run_cli(["--help"])
+    assert result.exit_code == 0
+    assert "--resume" in result.output and "--cuda / --no-cuda" in result.output
