@@ -34,7 +34,7 @@ def _target_model(preset, config_path):
 
 def _verify_loads(state_dict, model, backbone_only, output):
     """The saved dict must load as training and evaluation will load it."""
-    result = model.load_state_dict(state_dict, strict=not backbone_only)
+    result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
     if backbone_only:
         stray = [k for k in result.missing_keys if not k.startswith("base.aspp.")]
         if stray or result.unexpected_keys:

@@ -23,7 +23,7 @@ from libs.utils.caffe_pb import ELTWISE_SUM, POOL_MAX, LayerParameter, array_to_
 
 ELTWISE_PROD, ELTWISE_MAX = 0, 2
 RESNET101_BLOCKS = (3, 4, 23, 3)
-STAGE_CHANNELS = {2: 256, 3: 512, 4: 1024, 5: 2048}
+STAGE_WIDTH = {2: 4, 3: 8, 4: 16, 5: 32}  # output channels in units of the stem width
 STAGE_DILATION = {2: 1, 3: 1, 4: 2, 5: 4}
 BRANCH_SUFFIXES = ("_res075", "_res05")
 
@@ -116,14 +116,14 @@ def _conv_bn(w, name, bn_name, scale_name, bottom, out_ch, in_ch, k, stride, pad
         w.add(name + "_relu", "ReLU", [name], [name], suffix)
 
 
-def _resnet_and_head(w, suffix, n_blocks, head, n_classes, rates, coco_head):
+def _resnet_and_head(w, suffix, n_blocks, head, n_classes, rates, coco_head, width):
     bottom = "data"
-    _conv_bn(w, "conv1", "bn_conv1", "scale_conv1", bottom, 64, 3, 7, 2, 3, 1, True, suffix)
+    _conv_bn(w, "conv1", "bn_conv1", "scale_conv1", bottom, width, 3, 7, 2, 3, 1, True, suffix)
     w.add("pool1", "Pooling", ["conv1"], ["pool1"], suffix,
           pooling_param={"pool": POOL_MAX, "kernel_size": 3, "stride": 2, "pad": 1})
-    bottom, in_ch = "pool1", 64
+    bottom, in_ch = "pool1", width
     for stage, count in zip((2, 3, 4, 5), n_blocks):
-        out_ch, dilation = STAGE_CHANNELS[stage], STAGE_DILATION[stage]
+        out_ch, dilation = STAGE_WIDTH[stage] * width, STAGE_DILATION[stage]
         mid = out_ch // 4
         for i, block in enumerate(caffe_block_names(count)):
             tag = f"{stage}{block}"
@@ -173,12 +173,14 @@ def deeplab_caffe_layers(
     multiscale=True,
     shared_blobs=("conv1", "bn_conv1", "scale_conv1", "fc1_voc12_c0"),
     seed=0,
+    base_width=64,
 ):
     """The layers of a DeepLab v2 (MSC) caffemodel with random weights, in Caffe's order.
 
     ``shared_blobs`` says which ``_res075`` / ``_res05`` copies carry (the
     shared) blobs: "all", "none" or a collection of base layer names. Returns
     the list of ``LayerParameter`` messages; the 1x output blob is ``head``.
+    ``base_width`` narrows the net like the model's own argument (64 is ResNet-101).
     """
     if not isinstance(shared_blobs, str):
         shared_blobs = set(shared_blobs)
@@ -189,11 +191,11 @@ def deeplab_caffe_layers(
               interp_param={"shrink_factor": 4, "zoom_factor": 3})
         w.add("data_res05", "Interp", ["data"], ["data_res05"],
               interp_param={"shrink_factor": 2})
-    out = _resnet_and_head(w, "", n_blocks, head, n_classes, rates, coco_head)
+    out = _resnet_and_head(w, "", n_blocks, head, n_classes, rates, coco_head, base_width)
     if multiscale:
         fused = [out]
         for suffix in BRANCH_SUFFIXES:
-            _resnet_and_head(w, suffix, n_blocks, head, n_classes, rates, coco_head)
+            _resnet_and_head(w, suffix, n_blocks, head, n_classes, rates, coco_head, base_width)
             w.add(f"{head}{suffix}_interp", "Interp", [head + suffix],
                   [f"{head}{suffix}_interp"], interp_param={"zoom_factor": 1})
             fused.append(f"{head}{suffix}_interp")

@@ -224,7 +224,7 @@ class _Converter:
         if factor_blob.size != 1:
             self.fail(layer, f"moving-average factor blob 2 has {factor_blob.size} values, not 1")
         factor = float(factor_blob.reshape(-1)[0])
-        scale = 1.0
+        scale = 0.0 if factor == 0 else 1.0 / factor
         mean = self.blob(layer, 0) * np.float32(scale)
         var = self.blob(layer, 1) * np.float32(scale)
         self.fill(layer, f"{path}.running_mean", mean, "mean blob 0")

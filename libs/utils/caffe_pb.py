@@ -219,8 +219,9 @@ def blob_shape(blob):
 def blob_to_array(blob, where="blob"):
     """A float32 NumPy array with the blob's values and shape.
 
-    Checks that the number of values matches the shape: that is how a corrupt
-    shape, or a file cut inside a packed array that still parses, shows up.
+    Checks that the number of values matches the shape and that all are finite:
+    protobuf has no checksum, so this is how a corrupt shape or damaged float
+    bytes can show up (bytes that still decode to plausible floats cannot).
     """
     shape = blob_shape(blob)
     values = blob.data if len(blob.data) else blob.double_data
@@ -231,26 +232,25 @@ def blob_to_array(blob, where="blob"):
             f"{where}: holds {values.size} values but its shape {list(shape)} needs "
             f"{expected} (truncated or corrupt file)"
         )
+    if not np.isfinite(values).all():
+        raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
     return values.reshape(shape if shape else (values.size,))
 
 
 def array_to_blob(array, blob):
-    """Fill an (exact-view) BlobProto with ``array``: its shape and packed float data.
+    """Set an (exact-view) BlobProto to ``array``: its shape and packed float data.
 
     The values are encoded as raw little-endian bytes (the wire format of a
     packed float field) and merged into ``blob``, which parses them as floats.
     """
     array = np.ascontiguousarray(array, dtype="<f4")
+    for name in ("shape", "data", "double_data", "num", "channels", "height", "width"):
+        blob.ClearField(name)
     encoded = _RAW_BLOB()
     encoded.shape.dim[:] = [int(d) for d in array.shape]
     encoded.data.append(array.tobytes())
     blob.MergeFromString(encoded.SerializeToString())
     return blob
-
-
-def _describe_decode_error(error):
-    text = str(error).strip()
-    return f" ({text})" if text else ""
 
 
 def read_caffemodel(path):
@@ -270,10 +270,10 @@ def read_caffemodel(path):
     net = NetParameter()
     try:
         net.ParseFromString(raw)
-    except DecodeError as e:
+    except DecodeError:
         raise CaffeModelError(
-            f"{path}: not a valid Caffe NetParameter, the file is truncated or corrupt"
-            f"{_describe_decode_error(e)}"
+            f"{path}: not a valid caffemodel, its protobuf data ({len(raw):,} bytes) is "
+            "truncated or corrupt"
         ) from None
     del raw
     if len(net.layers):
