@@ -18,6 +18,10 @@ from libs.utils.lr_policy import poly_lr, set_learning_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+# Measured here: 40 iterations of batch 4 take the tiny net from 0.075 to 0.577 mean IoU on
+# the 4 held-out images (chance is about 1/8 per class); the bar leaves room for BLAS noise.
+LEARN_ITERATIONS = 40
+LEARN_MIOU_BAR = 0.4
 
 
 def small(cfg, **solver):
@@ -227,3 +231,20 @@ def test_help():
     result = run_cli(["--help"])
     assert result.exit_code == 0
     assert "--resume" in result.output and "--cuda / --no-cuda" in result.output
+
+
+@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
+def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
+    """Chance is about 1/8 per class; a tiny net from scratch reaches a mean IoU far above it."""
+    from eval import evaluate
+
+    cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
+    cfg.SOLVER.BATCH_SIZE.TRAIN = 4
+    model = train.train(cfg, CPU, progress=False).eval()
+    torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
+    before = build_model(cfg).eval()
+    trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["Mean IoU"]
+    untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["Mean IoU"]
+    assert untrained < 0.15
+    print(f"mean IoU untrained {untrained:.3f} trained {trained:.3f}")
+    assert trained > LEARN_MIOU_BAR, (trained, untrained)
