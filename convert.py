@@ -21,15 +21,14 @@ from libs.utils.config import ConfigError, load_config
 
 
 def _target_model(preset, config_path):
-    """The model the weights must fit, built on the meta device (shapes only, no memory)."""
-    with torch.device("meta"):
-        if config_path is None:
-            return DeepLabV2_ResNet101_MSC(preset.n_classes), f"{preset.n_classes} classes"
-        try:
-            cfg = load_config(config_path)
-        except ConfigError as e:
-            raise click.ClickException(str(e)) from None
-        return build_model(cfg), f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
+    """The model the weights must fit (only its structure and tensor shapes are used)."""
+    if config_path is None:
+        return DeepLabV2_ResNet101_MSC(preset.n_classes), f"{preset.n_classes} classes"
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    return build_model(cfg), f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
 
 
 def _verify_loads(state_dict, model, backbone_only, output):
