@@ -26,14 +26,23 @@ def _target_model(preset, config_path):
         return DeepLabV2_ResNet101_MSC(preset.n_classes), f"{preset.n_classes} classes"
     try:
         cfg = load_config(config_path)
-    except ConfigError as e:
+    except ConfigError as e:  # its message already names the file
         raise click.ClickException(str(e)) from None
-    return build_model(cfg), f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
+    try:
+        model = build_model(cfg)
+    except ValueError as e:
+        raise click.ClickException(f"{config_path}: {e}") from None
+    return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
 
 
 def _verify_loads(state_dict, model, backbone_only, output):
     """The saved dict must load as training and evaluation will load it."""
-    result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
+    try:
+        result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise click.ClickException(f"{output}: internal error, converted weights do not load "
+                                   f"({first})") from None
     if backbone_only:
         stray = [k for k in result.missing_keys if not k.startswith("base.aspp.")]
         if stray or result.unexpected_keys:

@@ -480,3 +480,21 @@ def test_array_to_blob_writes_what_a_plain_packed_float_field_writes():
     plain.shape.dim.extend([3, 4])
     plain.data.extend(values.ravel().tolist())
     assert fast.SerializeToString() == plain.SerializeToString()
+
+
+def test_classifier_of_another_preset_hints_at_the_dataset_option(coco_full, tmp_path):
+    path, _ = coco_full
+    result = run_cli("--dataset", "voc12", "--caffemodel", path, "--output", tmp_path / "x.pth")
+    assert result.exit_code == 1
+    assert "'fc1' (Convolution): carries 2 blobs but no rule maps it" in result.stderr
+    assert "is --dataset right?" in result.stderr
+
+
+def test_damaged_layer_names_do_not_crash_the_reader(tmp_path):
+    net = NetParameter()
+    net.layer.add(name="x", type="ReLU")
+    raw = net.SerializeToString().replace(b"\x0a\x01x", b"\x0a\x01\xff")  # invalid UTF-8
+    path = tmp_path / "names.caffemodel"
+    path.write_bytes(raw)
+    (layer,) = read_caffemodel(path)
+    assert layer.name == "\ufffd" and layer.type == "ReLU"

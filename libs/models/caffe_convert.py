@@ -65,7 +65,8 @@ class ConversionSummary:
             out.append(f"checked {line}")
         for reason, names in sorted(self.skipped.items()):
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            out.append(f"skipped {len(names)} layers: {reason} ({shown})")
+            noun = "layer" if len(names) == 1 else "layers"
+            out.append(f"skipped {len(names)} {noun}: {reason} ({shown})")
         return out
 
 
@@ -274,9 +275,13 @@ class _Converter:
             target = caffe_target(layer.name, layer.type, self.classifier, self.backbone_only)
             if target is None:
                 if layer.n_blobs:
+                    hint = ""
+                    if layer.name.startswith("fc"):
+                        hint = (f" (this preset's classifier is {self.classifier}_c0.., "
+                                "is --dataset right?)")
                     self.fail(
                         layer,
-                        f"carries {layer.n_blobs} blobs but no rule maps it to the model",
+                        f"carries {layer.n_blobs} blobs but no rule maps it to the model{hint}",
                     )
                 summary.skipped[f"parameter-free {layer.type or 'untyped'}"].append(layer.name)
                 continue

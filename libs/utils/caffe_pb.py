@@ -6,8 +6,9 @@ protobuf version), the few messages and fields that weight conversion needs are
 declared here in Python and turned into message classes at import time. Field
 numbers, types and defaults are those of Caffe's public ``caffe.proto`` (the
 DeepLab v2 fork uses the same numbers for every field declared here). Fields
-that are not declared are skipped by the parser, so a real file with data
-layers, loss layers, solver settings and so on reads fine.
+that are not declared are kept by the parser as unknown bytes and otherwise
+ignored, so a real file with data layers, loss layers, learning-rate settings
+and so on reads fine.
 
 Values are read with the schema as Caffe declares it (``repeated float data = 5
 [packed = true]``); NumPy converts the parsed field in one C-level copy. For
@@ -182,7 +183,11 @@ class CaffeModelError(ValueError):
 
 @dataclass
 class CaffeLayer:
-    """One layer of a .caffemodel: its identity, its parameters and its blobs as arrays."""
+    """One layer of a .caffemodel: its identity, its parameters and its blobs.
+
+    Blobs stay protobuf messages until :meth:`blob` turns one into an array, so
+    skipped layers (e.g. the multi-scale copies) never cost a conversion.
+    """
 
     name: str
     type: str
@@ -253,6 +258,11 @@ def array_to_blob(array, blob):
     return blob
 
 
+def _text(value):
+    """proto2 strings are not validated on parse; damaged ones come back as bytes."""
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
 def read_caffemodel(path):
     """Parse ``path`` and return its layers as :class:`CaffeLayer` objects, in file order.
 
@@ -291,10 +301,10 @@ def read_caffemodel(path):
             raise CaffeModelError(f"{path}: layer #{index} has no name (corrupt file?)")
         layers.append(
             CaffeLayer(
-                name=layer.name,
-                type=layer.type,
-                bottom=list(layer.bottom),
-                top=list(layer.top),
+                name=_text(layer.name),
+                type=_text(layer.type),
+                bottom=[_text(b) for b in layer.bottom],
+                top=[_text(t) for t in layer.top],
                 proto=layer,
                 blob_protos=list(layer.blobs),
                 source=str(path),
@@ -310,7 +320,11 @@ def write_caffemodel(layers, path, name="deeplab"):
         net.layer.add().CopyFrom(layer)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(net.SerializeToString())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(net.SerializeToString())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
