@@ -197,7 +197,7 @@ def save_figure_atomic(figure, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        figure.savefig(tmp, format=fmt)
+        figure.savefig(tmp, format=fmt, dpi=FIGURE_DPI)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,0 +1,194 @@
+"""demo.py: resizing, class shares, the figure's panels, the saved file, and every bad input."""
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import demo
+from libs.datasets.cocostuff import read_image_bgr
+from libs.models import build_model
+from libs.utils.checkpoint import save_atomic
+from libs.utils.config import load_config
+
+CPU = torch.device("cpu")
+SEED = 0
+LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s+([\d.]+)%$")
+
+
+def tiny_setup(cfg, tmp_path, n_classes=None):
+    """A narrow toy config written to YAML and a random-init checkpoint for it."""
+    cfg.MODEL.BASE_WIDTH = 8
+    config_path = tmp_path / "toy.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    model_cfg = cfg.deepcopy()
+    if n_classes is not None:
+        model_cfg.DATASET.N_CLASSES = n_classes
+    torch.manual_seed(SEED)
+    checkpoint = tmp_path / "tiny.pth"
+    save_atomic({"model": build_model(model_cfg).state_dict(), "iteration": 0}, checkpoint)
+    return config_path, checkpoint
+
+
+def first_test_image(synthetic_root):
+    return sorted((Path(synthetic_root) / "images").glob("*.jpg"))[0]
+
+
+def run(*args):
+    return CliRunner().invoke(demo.main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("size, longer, expected", [
+    ((64, 80), 65, (52, 65)),
+    ((480, 640), 513, (385, 513)),
+    ((640, 427), 513, (513, 342)),
+    ((513, 513), 513, (513, 513)),
+])
+def test_longer_side_size_keeps_aspect(size, longer, expected):
+    assert demo.longer_side_size(*size, longer) == expected
+
+
+def test_class_shares_sorted_by_share_and_ignore_absent_classes():
+    label_map = np.array([[2, 2, 2, 0], [2, 5, 5, 0]])
+    shares = demo.class_shares(label_map, n_classes=6)
+    assert [c for c, _ in shares] == [2, 0, 5]
+    assert [s for _, s in shares] == pytest.approx([0.5, 0.25, 0.25])
+
+
+def test_mask_overlay_tints_inside_and_darkens_outside():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[True, False], [False, False]])
+    out = demo.mask_overlay(image, mask, (200, 0, 0))
+    a = demo.MASK_ALPHA
+    assert out[0, 0].tolist() == [round((1 - a) * 100 + a * 200), round((1 - a) * 100),
+                                  round((1 - a) * 100)]
+    assert out[1, 1].tolist() == [round(demo.OUTSIDE_MASK_BRIGHTNESS * 100)] * 3
+
+
+def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    image_path = first_test_image(synthetic_root)
+    output = tmp_path / "figure.png"
+    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "-o", output, "--no-show")
+    assert result.exit_code == 0, result.output
+
+    # Printed: the resized size (64x80 image, longer side IMAGE.SIZE.TEST = 65), then the classes.
+    assert f"{image_path} (52x65)" in result.output
+    printed = [LINE.match(line).groups() for line in result.output.splitlines()
+               if LINE.match(line)]
+    assert len(printed) >= 2, "the seed should give a map with several classes"
+    assert sum(float(share) for _, _, share in printed) == pytest.approx(100, abs=0.05)
+    names = demo.load_class_names(toy_cfg.DATASET.LABELS)
+    assert all(names[int(i)] == name for i, name, _ in printed)
+
+    # The saved figure is a readable image of the figure's size.
+    saved = cv2.imread(str(output))
+    assert saved is not None
+    assert not output.with_name(output.name + ".tmp").exists()
+
+    # The same pipeline in-process: the panels are exactly the printed classes, in order.
+    cfg = load_config(config_path)
+    model = demo.load_demo_model(cfg, checkpoint, CPU)
+    image = demo.resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)
+    _, label_map = demo.segment(model, image, cfg, CPU)
+    shares = demo.class_shares(label_map, cfg.DATASET.N_CLASSES)
+    figure = demo.build_figure(image[:, :, ::-1], label_map, names, shares)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[:3] == ["input", "prediction", "classes"]
+    assert titles[3:] == [f"{name} ({float(share):.1f}%)" for _, name, share in printed]
+    legend = [text.get_text() for text in figure.axes[2].get_legend().get_texts()]
+    assert legend == [name for _, name, _ in printed]
+    width, height = figure.get_size_inches() * figure.dpi
+    assert saved.shape[:2] == (round(height), round(width))
+    # Each class panel shows that class's mask over the image.
+    for ax, (class_id, _) in zip(figure.axes[3:], shares):
+        expected = demo.mask_overlay(image[:, :, ::-1], label_map == class_id,
+                                     demo.palette(len(names))[class_id])
+        np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
+
+
+def test_cli_with_crf(toy_cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    output = tmp_path / "crf.pdf"
+    result = run("-c", config_path, "-m", checkpoint, "-i", first_test_image(synthetic_root),
+                 "-o", output, "--crf", "--no-show")
+    assert result.exit_code == 0, result.output
+    assert "CRF" in result.output
+    assert output.read_bytes().startswith(b"%PDF")
+
+
+def test_default_output_next_to_image(toy_cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    image_path = tmp_path / "picture.jpg"
+    image_path.write_bytes(first_test_image(synthetic_root).read_bytes())
+    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--no-show")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "picture_segmentation.png").is_file()
+
+
+def bad_inputs(cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(cfg, tmp_path)
+    image = first_test_image(synthetic_root)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not an image" * 10)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(image.read_bytes()[:400])
+    wrong_classes = tmp_path / "wrong_classes.pth"
+    torch.manual_seed(SEED)
+    other = cfg.deepcopy()
+    other.DATASET.N_CLASSES = 5
+    save_atomic({"model": build_model(other).state_dict()}, wrong_classes)
+    broken_weights = tmp_path / "broken.pth"
+    broken_weights.write_bytes(checkpoint.read_bytes()[:1000])
+    return {
+        "missing image": ([config_path, checkpoint, tmp_path / "nope.jpg"],
+                          ["nope.jpg", "not found"]),
+        "unreadable image": ([config_path, checkpoint, garbage], ["garbage.jpg", "corrupt"]),
+        "truncated image": ([config_path, checkpoint, truncated], ["truncated.jpg", "truncated"]),
+        "missing checkpoint": ([config_path, tmp_path / "none.pth", image],
+                               ["none.pth", "not found"]),
+        "truncated checkpoint": ([config_path, broken_weights, image], ["broken.pth", "corrupt"]),
+        "wrong class count": ([config_path, wrong_classes, image],
+                              ["wrong_classes.pth", "5 classes", "asks for 8"]),
+        "missing config": ([tmp_path / "none.yaml", checkpoint, image],
+                           ["none.yaml", "not found"]),
+    }
+
+
+def test_bad_inputs_give_one_clear_line_and_keep_existing_output(toy_cfg, synthetic_root,
+                                                                 tmp_path):
+    output = tmp_path / "kept.png"
+    output.write_bytes(b"previous figure")
+    for case, (paths, expected) in bad_inputs(toy_cfg, synthetic_root, tmp_path).items():
+        config_path, model_path, image_path = paths
+        result = run("-c", config_path, "-m", model_path, "-i", image_path, "-o", output,
+                     "--no-show")
+        assert result.exit_code == 1, (case, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (case, result.output)
+        for fragment in expected:
+            assert fragment in lines[0], (case, lines[0])
+        assert output.read_bytes() == b"previous figure", case
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == []
+
+
+def test_unsupported_figure_format_is_one_line(toy_cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    result = run("-c", config_path, "-m", checkpoint, "-i", first_test_image(synthetic_root),
+                 "-o", tmp_path / "figure.xyz", "--no-show")
+    assert result.exit_code == 1
+    assert "figure.xyz: unsupported figure format '.xyz'" in result.output
+    assert not list(tmp_path.glob("figure.xyz*"))
+
+
+def test_show_without_display_is_an_error(toy_cfg, synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "display_available", lambda: False)
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    result = run("-c", config_path, "-m", checkpoint, "-i", first_test_image(synthetic_root), "--show")
+    assert result.exit_code == 1
+    assert "--show: no display available" in result.output
