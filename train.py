@@ -9,7 +9,6 @@ original), or on several processes/machines under ``torchrun``
 import contextlib
 import random
 import sys
-import warnings
 from pathlib import Path
 
 import click
@@ -85,11 +84,8 @@ def load_initial_weights(model, path, log=print):
     missing is an error, since a silently half-loaded model trains to nonsense.
     """
     if path is None:
-        warnings.warn(
-            "MODEL.INIT_MODEL is null: training from randomly initialised weights "
-            "(the published numbers start from the converted COCO init model)",
-            stacklevel=2,
-        )
+        log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
+            "(the published numbers start from the converted COCO init model).")
         return
     state_dict = state_dict_of(load_file(path), path)
     expected = model.state_dict()

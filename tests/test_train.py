@@ -43,7 +43,6 @@ def final_weights(cfg):
     return torch.load(path, weights_only=True)
 
 
-@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
 def test_poly_schedule_and_group_learning_rates(toy_cfg):
     cfg = small(toy_cfg, ITER_MAX=100, LR=1e-3, POLY_POWER=0.9, LR_DECAY=10)
     model = build_model(cfg)
@@ -102,7 +101,6 @@ def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
                                        rel=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=6, ITER_SNAP=3, ITER_SIZE=2, LR_DECAY=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2  # 12 images: 6 sub-batches per epoch, resume crosses one
@@ -124,7 +122,6 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(toy_cfg, tmp_path):
                            resumed["model"]["base.aspp.c0.weight"])
 
 
-@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
 def test_two_process_gloo_run_equals_one_process(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=3, ITER_SNAP=100, ITER_SIZE=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2
@@ -148,7 +145,6 @@ def test_two_process_gloo_run_equals_one_process(toy_cfg, tmp_path):
     assert not (tmp_path / "ddp" / cfg.EXP.ID / "checkpoint_final.pth.tmp").exists()
 
 
-@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
 def test_checkpoints_and_tensorboard_logs(toy_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -185,6 +181,10 @@ def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, cap
     assert "ASPP keeps its initialisation" in capsys.readouterr().out
     assert torch.equal(model.base.aspp.c0.weight, aspp_before)
     assert torch.equal(model.base.backbone.conv1.conv.weight, donor.base.backbone.conv1.conv.weight)
+
+    train.load_initial_weights(model, None)
+    assert "Warning: MODEL.INIT_MODEL is null" in capsys.readouterr().out
+    assert torch.equal(model.base.aspp.c0.weight, aspp_before)
 
     wrong = build_model(cfg.copy() | {"DATASET": cfg.DATASET | {"N_CLASSES": 5}})
     save_atomic(wrong.state_dict(), tmp_path / "five.pth")
@@ -233,7 +233,6 @@ def test_help():
     assert "--resume" in result.output and "--cuda / --no-cuda" in result.output
 
 
-@pytest.mark.filterwarnings("ignore:MODEL.INIT_MODEL is null")
 def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
     """Chance is about 1/8 per class; a tiny net from scratch reaches a mean IoU far above it."""
     from eval import evaluate
