@@ -10,7 +10,6 @@ See docs/convert.md for the mapping rules and what is checked.
 from pathlib import Path
 
 import click
-import torch
 
 from libs.models import DeepLabV2_ResNet101_MSC, build_model
 from libs.models.caffe_convert import ConversionError, convert_caffe_layers
