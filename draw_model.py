@@ -107,6 +107,9 @@ def write_graph(model, image_size, log_dir):
         # The tracer warns that shape arithmetic becomes constants: intended, the
         # graph is drawn for one input size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # add_graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
+        # nothing a user of this script can act on.
+        warnings.simplefilter("ignore", DeprecationWarning)
         with SummaryWriter(str(log_dir)) as writer:
             writer.add_graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
     return log_dir
