@@ -172,9 +172,12 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
             yield key, _finish(result, kept, n_labels, argmax)
         return
 
-    # spawn, not fork: the parent usually has PyTorch's thread pools running,
-    # and forking a multi-threaded process can deadlock the child.
-    context = multiprocessing.get_context("spawn")
+    # fork where available: a spawned worker re-imports the parent's main
+    # script (eval.py and with it PyTorch), which costs seconds per worker. The
+    # workers only run NumPy and pydensecrf, never PyTorch's thread pools, so
+    # forking a process that has them is safe (PyTorch's DataLoader does it too).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(n_jobs) as pool:
         pending = deque()
         for key, image, reduced, kept, n_labels in prepared():

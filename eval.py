@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Score a DeepLab v2 model on the test split (see docs/eval.md).
+
+    python eval.py --config config/cocostuff.yaml --model-path PATH [--crf]
+
+The logits are upsampled bilinearly to the label size, turned into
+probabilities (averaged over the test-time scales and flips when asked),
+optionally refined by the dense CRF, and the argmax is accumulated into one
+confusion matrix over all labelled pixels. The scores go to a JSON file next
+to the model (or ``--output``) and to the terminal.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from libs.datasets import DatasetError, build_dataset, load_class_names, to_rgb_uint8
+from libs.models import build_model
+from libs.utils.checkpoint import CheckpointError, load_model_weights
+from libs.utils.config import ConfigError, load_config
+from libs.utils.crf import DenseCRF, default_n_jobs, legacy_crf_image, map_crf
+from libs.utils.metric import SCORE_NAMES, ConfusionMatrix
+
+
+def upsample_logits(logits, size):
+    """Bilinear upsampling of 1/8-resolution logits to ``size``.
+
+    ``align_corners=True`` because output cell i of this network is centred on
+    input pixel 8i (Caffe's convention: 513 -> 65, 321 -> 41), so the first and
+    last cells sit exactly on the first and last pixels.
+    """
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
+def predict_probs(model, images, size, scales=(1.0,), flip=False):
+    """Class probabilities at ``size``, averaged over input scales and horizontal flips.
+
+    With the single scale 1.0 and no flip this is exactly
+    ``softmax(upsample(model(images)))``.
+    """
+    height, width = images.shape[-2:]
+    total = None
+    n_views = 0
+    for scale in scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            scaled_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
+        views = [False, True] if flip else [False]
+        for flipped in views:
+            x = scaled.flip(-1) if flipped else scaled
+            logits = upsample_logits(model(x), size)
+            if flipped:
+                logits = logits.flip(-1)
+            probs = F.softmax(logits, dim=1)
+            total = probs if total is None else total + probs
+            n_views += 1
+    return total if n_views == 1 else total / n_views
+
+
+def parse_scales(text):
+    """``"0.75,1.0,1.25"`` -> ``(0.75, 1.0, 1.25)``; a click error names the bad part."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
+        raise click.BadParameter(f"scales must be positive numbers, got {text!r}")
+    return scales
+
+
+def _crf_image(image, cfg):
+    if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
+        return legacy_crf_image(image.numpy())
+    return to_rgb_uint8(image, cfg.IMAGE.MEAN)
+
+
+def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
+    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order."""
+    with torch.inference_mode():
+        for _, images, labels in loader:
+            probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]), scales, flip)
+            if not want_crf_inputs:
+                predictions = probs.argmax(dim=1).cpu().numpy()
+                for label, prediction in zip(labels.numpy(), predictions):
+                    yield label, prediction, None
+                continue
+            probs = probs.float().cpu().numpy()
+            for image, label, prob in zip(images, labels.numpy(), probs):
+                yield label, prob, _crf_image(image, cfg)
+
+
+def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, scales=(1.0,),
+             flip=False, limit=None, progress=True):
+    """The confusion matrix of ``model`` (in eval mode) over ``split``.
+
+    ``crf`` is a :class:`DenseCRF` or None; it runs in ``n_jobs`` worker
+    processes (default: all cores) while the model works on the next images.
+    Raises :class:`DatasetError` for a missing or unreadable dataset.
+    """
+    dataset = build_dataset(cfg, split, augment=False)
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    # Images of their own size cannot be stacked into a batch.
+    batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        num_workers=cfg.DATALOADER.NUM_WORKERS)
+    matrix = ConfusionMatrix(cfg.DATASET.N_CLASSES)
+    outputs = _model_outputs(cfg, model, loader, device, scales, flip, crf is not None)
+    if crf is not None:
+        items = ((label, image, prob) for label, prob, image in outputs)
+        outputs = ((label, prediction, None)
+                   for label, prediction in map_crf(crf, items, n_jobs=n_jobs, argmax=True))
+    bar = tqdm(total=len(dataset), desc="eval" + (" + CRF" if crf else ""), unit="img",
+               dynamic_ncols=True, disable=not progress)
+    with bar:
+        for label, prediction, _ in outputs:
+            matrix.update(label, prediction)
+            bar.update(1)
+    return matrix, len(dataset)
+
+
+def _json_number(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def format_table(results):
+    """The four headline scores, then per-class IoU with names ("-": class absent)."""
+    lines = [f"{name:<24}{results[name] * 100:6.2f}%" for name in SCORE_NAMES]
+    lines.append("")
+    lines.append(f"{'id':>4}  {'class':<24}{'IoU':>8}")
+    for entry in results["Class IoU"]:
+        iou = "-" if entry["iou"] is None else f"{entry['iou'] * 100:7.2f}%"
+        lines.append(f"{entry['id']:>4}  {entry['name']:<24}{iou:>8}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(obj, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
+                        scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
+    """Evaluate, print the score table, write the results JSON; return the results dict.
+
+    Used by ``eval.py`` and by ``train.py`` after training. Raises
+    :class:`DatasetError` for dataset problems (nothing is written then).
+    """
+    class_names = load_class_names(cfg.DATASET.LABELS)
+    start = time.perf_counter()
+    matrix, n_images = evaluate(cfg, model, device, split, crf, n_jobs, scales, flip, limit,
+                                progress)
+    elapsed = time.perf_counter() - start
+    scores = matrix.scores()
+    results = dict(extra or {})
+    results.update({
+        "split": split,
+        "n_images": n_images,
+        "n_pixels": int(matrix.hist.sum()),
+        "image_size": None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST,
+        "scales": list(scales),
+        "flip": bool(flip),
+        "crf": None if crf is None else {
+            "iter_max": crf.iter_max, "pos_w": crf.pos_w, "pos_xy_std": crf.pos_xy_std,
+            "bi_w": crf.bi_w, "bi_xy_std": crf.bi_xy_std, "bi_rgb_std": crf.bi_rgb_std,
+            "prune_threshold": crf.prune_threshold,
+            "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE,
+        },
+        "seconds": round(elapsed, 3),
+        "images_per_second": round(n_images / elapsed, 4) if elapsed > 0 else None,
+    })
+    for name in SCORE_NAMES:
+        results[name] = _json_number(scores[name])
+    results["n_classes_in_ground_truth"] = int((matrix.hist.sum(axis=1) > 0).sum())
+    results["Class IoU"] = [
+        {"id": i, "name": class_names[i], "iou": _json_number(scores["Class IoU"][i])}
+        for i in range(cfg.DATASET.N_CLASSES)
+    ]
+    results["confusion_matrix"] = matrix.hist.tolist()
+    if any(results[name] is None for name in SCORE_NAMES):
+        raise DatasetError(f"{cfg.DATASET.ROOT}: split {split!r} has no labelled pixel to score")
+
+    tqdm.write(format_table(results))
+    tqdm.write(f"\n{n_images} images in {elapsed:.1f} s "
+               f"({n_images / max(elapsed, 1e-9):.3f} images/s); results: {output_path}")
+    write_json_atomic(results, output_path)
+    return results
+
+
+def default_output_path(model_path, split, crf, scales, flip):
+    """``<model stem>_<split>[_ms][_flip][_crf].json`` next to the model."""
+    model_path = Path(model_path)
+    suffix = f"_{split}"
+    if tuple(scales) != (1.0,):
+        suffix += "_ms" + "-".join(f"{s:g}" for s in scales)
+    if flip:
+        suffix += "_flip"
+    if crf:
+        suffix += "_crf"
+    return model_path.with_name(model_path.stem + suffix + ".json")
+
+
+def choose_device(cuda):
+    """``cuda`` None means "CUDA when available"; an explicit --cuda without CUDA is an error."""
+    available = torch.cuda.is_available()
+    if cuda and not available:
+        raise click.ClickException("--cuda: CUDA is not available on this machine (use --no-cuda)")
+    return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config, e.g. config/cocostuff.yaml.")
+@click.option("-m", "--model-path", required=True, type=click.Path(dir_okay=False),
+              help="Weights: a converted Caffe model or a train.py checkpoint.")
+@click.option("--crf/--no-crf", default=False, show_default=True,
+              help="Refine with the dense CRF of the config's CRF section.")
+@click.option("--n-jobs", type=click.IntRange(min=1), default=None,
+              help="CRF worker processes  [default: all cores]")
+@click.option("--scales", default="1.0", show_default=True, callback=lambda c, p, v: parse_scales(v),
+              help="Test-time input scales, comma-separated (e.g. 0.75,1.0,1.25); "
+                   "probabilities are averaged.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Also average over horizontally flipped inputs.")
+@click.option("--split", default="test", show_default=True,
+              help="'test'/'train' (DATASET.SPLIT) or a literal split name.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Results JSON  [default: next to the model, "
+                   "<model>_<split>[_ms..][_flip][_crf].json]")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Score only the first N images (quick checks, throughput).")
+@click.option("--cuda/--no-cuda", default=None,
+              help="Run the model on the GPU  [default: when CUDA is available]")
+def main(config_path, model_path, crf, n_jobs, scales, flip, split, output, limit, cuda):
+    """Score a model on the test split: pixel accuracy, mean accuracy, mean IoU, FW IoU."""
+    try:
+        cfg = load_config(config_path)
+        device = choose_device(cuda)
+        model = build_model(cfg)
+        load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
+        model.eval().to(device)
+        dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
+        if dense_crf is not None:
+            tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
+        output = output or default_output_path(model_path, split, crf, scales, flip)
+        evaluate_and_report(
+            cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
+            scales=scales, flip=flip, limit=limit,
+            extra={"config": str(config_path), "model_path": str(model_path)},
+        )
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
