@@ -93,6 +93,20 @@ def test_pruned_crf_agrees_with_full_crf_on_realistic_maps():
     assert same / total >= 0.999
 
 
+def test_flat_distribution_keeps_every_pixel_winner():
+    rng = np.random.default_rng(4)
+    image, _ = _random_inputs(rng, n_labels=3)
+    prob = np.full((50,) + image.shape[:2], 1.0 / 50, dtype=np.float32)
+    prob[7, :, :16] += 0.001
+    prob[9, :, 16:] += 0.001
+    prob /= prob.sum(axis=0, keepdims=True)
+    crf = DenseCRF(**PARAMS, prune_threshold=0.05)
+    np.testing.assert_array_equal(crf.kept_labels(prob), [7, 9])
+    posterior = crf(image, prob)
+    np.testing.assert_allclose(posterior.sum(axis=0), 1.0, atol=1e-5)
+    assert set(np.unique(posterior.argmax(axis=0))) <= {7, 9}
+
+
 def test_pruning_to_one_label_gives_certainty():
     image, prob = _random_inputs(np.random.default_rng(2), n_labels=3)
     prob[:] = 0.0

@@ -31,8 +31,9 @@ class DenseCRF:
 
     ``crf(image, probmap)`` takes an HxWx3 uint8 RGB image and a CxHxW float32
     probability map and returns the CxHxW float32 posterior. With
-    ``prune_threshold`` set, labels whose probability never exceeds it get a
-    posterior of exactly 0 and inference runs over the others only.
+    ``prune_threshold`` set, inference runs only over the labels whose
+    probability exceeds it somewhere or that win some pixel; the others get a
+    posterior of exactly 0.
     """
 
     def __init__(self, iter_max, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std,
@@ -74,11 +75,13 @@ class DenseCRF:
         n_labels = probmap.shape[0]
         if self.prune_threshold is None:
             return np.arange(n_labels)
-        peak = probmap.reshape(n_labels, -1).max(axis=1)
-        kept = np.flatnonzero(peak > self.prune_threshold)
-        if kept.size == 0:  # only possible for a threshold above 1/C: keep the best label
-            kept = np.array([int(np.argmax(peak))])
-        return kept
+        flat = probmap.reshape(n_labels, -1)
+        above = flat.max(axis=1) > self.prune_threshold
+        # A pixel's winner may be below the threshold when its distribution is
+        # flat (an untrained net, say); keeping every winner keeps the CRF's
+        # starting point, the plain argmax, representable.
+        above[np.unique(flat.argmax(axis=0))] = True
+        return np.flatnonzero(above)
 
     def infer(self, image, probmap):
         """Mean-field inference over all labels of ``probmap`` (no pruning)."""
