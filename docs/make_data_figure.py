@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Draw docs/data.png: training images after augmentation beside their label maps.
+
+    python docs/make_data_figure.py [--config config/toy.yaml] [--output docs/data.png]
+
+The samples are exactly what train.py feeds the network (random rescale,
+mean-colour padding, crop, flip), shown as pictures again (mean added back)
+over their label maps, in the colours every other figure uses. Ignored pixels
+(unlabeled, the padding) are black.
+"""
+
+import sys
+from pathlib import Path
+
+import click
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python docs/make_data_figure.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from demo import PANEL_INCHES, DemoError, save_figure_atomic  # noqa: E402
+from libs.datasets import DatasetError, build_dataset, load_class_names, to_rgb_uint8  # noqa: E402
+from libs.utils.config import ConfigError, load_config  # noqa: E402
+from libs.utils.visualize import colorize, palette  # noqa: E402
+
+LEGEND_INCHES = 0.6  # height of the legend strip under the panels
+
+
+def data_figure(cfg, n_samples, split="train"):
+    """A Figure with ``n_samples`` augmented training samples: images on top, labels below."""
+    dataset = build_dataset(cfg, split, augment=True)
+    n_samples = min(n_samples, len(dataset))
+    n_classes = cfg.DATASET.N_CLASSES
+    names = load_class_names(cfg.DATASET.LABELS)
+    figure = Figure(figsize=(n_samples * PANEL_INCHES * 0.7, 2 * PANEL_INCHES * 0.7 + LEGEND_INCHES))
+    for column in range(n_samples):
+        image_id, image, label = dataset[column]
+        top = figure.add_subplot(2, n_samples, column + 1)
+        top.imshow(to_rgb_uint8(image, cfg.IMAGE.MEAN))
+        top.set_title(image_id.rsplit("_", 1)[-1].lstrip("0") or "0", fontsize="small")
+        bottom = figure.add_subplot(2, n_samples, n_samples + column + 1)
+        bottom.imshow(colorize(label.numpy(), n_classes, cfg.DATASET.IGNORE_LABEL),
+                      interpolation="nearest")
+        for ax in (top, bottom):
+            ax.set_axis_off()
+    colours = palette(n_classes) / 255.0
+    handles = [Patch(facecolor=colours[i], edgecolor="black", linewidth=0.5, label=names[i])
+               for i in range(n_classes)]
+    handles.append(Patch(facecolor="black", label="ignored"))
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9),
+                  frameon=False, fontsize="small")
+    figure.suptitle(f"{type(dataset).__name__} {split}: {cfg.IMAGE.SIZE.TRAIN}px crops after "
+                    f"random scaling {cfg.AUGMENTATION.SCALES[0]:g}-{cfg.AUGMENTATION.SCALES[1]:g}"
+                    f"{' and flips' if cfg.AUGMENTATION.FLIP else ''}", fontsize="medium")
+    figure.tight_layout(rect=(0, LEGEND_INCHES / figure.get_size_inches()[1], 1, 1))
+    return figure
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", default="config/toy.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="YAML config of the dataset to draw.")
+@click.option("-o", "--output", default="docs/data.png", show_default=True,
+              type=click.Path(dir_okay=False), help="Figure file.")
+@click.option("-n", "--n-samples", type=click.IntRange(min=1), default=None,
+              help="Samples to draw  [default: one training batch, SOLVER.BATCH_SIZE.TRAIN]")
+def main(config_path, output, n_samples):
+    """Draw augmented training samples beside their label maps (docs/data.png)."""
+    try:
+        cfg = load_config(config_path)
+        figure = data_figure(cfg, n_samples or cfg.SOLVER.BATCH_SIZE.TRAIN)
+        save_figure_atomic(figure, output)
+    except (ConfigError, DatasetError, DemoError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"figure: {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
