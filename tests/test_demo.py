@@ -1,6 +1,7 @@
 """demo.py: resizing, class shares, the figure's panels, the saved file, and every bad input."""
 
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -192,3 +193,26 @@ def test_show_without_display_is_an_error(toy_cfg, synthetic_root, tmp_path, mon
     result = run("-c", config_path, "-m", checkpoint, "-i", first_test_image(synthetic_root), "--show")
     assert result.exit_code == 1
     assert "--show: no display available" in result.output
+
+
+def test_data_figure_shows_augmented_samples_over_their_labels(toy_cfg):
+    sys.path.insert(0, str(Path(demo.__file__).parent / "docs"))
+    try:
+        import make_data_figure
+    finally:
+        sys.path.pop(0)
+    from libs.datasets import build_dataset, to_rgb_uint8
+
+    n_samples = 3
+    figure = make_data_figure.data_figure(toy_cfg, n_samples)
+    assert len(figure.axes) == 2 * n_samples
+    dataset = build_dataset(toy_cfg, "train", augment=True)
+    for column in range(n_samples):
+        _, image, label = dataset[column]
+        shown_image = np.asarray(figure.axes[2 * column].images[0].get_array())
+        shown_label = np.asarray(figure.axes[2 * column + 1].images[0].get_array())
+        np.testing.assert_array_equal(shown_image, to_rgb_uint8(image, toy_cfg.IMAGE.MEAN))
+        np.testing.assert_array_equal(
+            shown_label, demo.colorize(label.numpy(), 8, toy_cfg.DATASET.IGNORE_LABEL))
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend == demo.load_class_names(toy_cfg.DATASET.LABELS) + ["ignored"]
