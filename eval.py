@@ -88,17 +88,17 @@ def _crf_image(image, cfg):
 
 def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
     """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order."""
-    with torch.inference_mode():
-        for _, images, labels in loader:
+    for _, images, labels in loader:
+        # Grad mode is switched off per batch, never across a yield: a suspended
+        # generator would otherwise leave it off in the caller's code.
+        with torch.inference_mode():
             probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]), scales, flip)
-            if not want_crf_inputs:
-                predictions = probs.argmax(dim=1).cpu().numpy()
-                for label, prediction in zip(labels.numpy(), predictions):
-                    yield label, prediction, None
-                continue
-            probs = probs.float().cpu().numpy()
-            for image, label, prob in zip(images, labels.numpy(), probs):
-                yield label, prob, _crf_image(image, cfg)
+            if want_crf_inputs:
+                outputs = probs.float().cpu().numpy()
+            else:
+                outputs = probs.argmax(dim=1).cpu().numpy()
+        for image, label, output in zip(images, labels.numpy(), outputs):
+            yield label, output, (_crf_image(image, cfg) if want_crf_inputs else None)
 
 
 def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, scales=(1.0,),

@@ -16,6 +16,15 @@ from libs.utils.metric import SCORE_NAMES, scores
 evaluation = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny test model is faster on one thread, and far faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _write_config(cfg, path):
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path
@@ -126,10 +135,11 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     _, cfg_path, ckpt, _ = setup
     multi = tmp_path / "multi.json"
     result = _run("-c", cfg_path, "-m", ckpt, "-o", multi, "--scales", "0.75,1.25", "--flip",
-                  "--no-cuda")
+                  "--limit", 2, "--no-cuda")
     assert result.exit_code == 0, result.output
     results = json.loads(multi.read_text())
     assert results["scales"] == [0.75, 1.25] and results["flip"] is True
+    assert results["n_images"] == 2
     assert evaluation.default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
         "checkpoint_2_test_ms0.75-1.25_flip_crf.json")
 
