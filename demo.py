@@ -21,6 +21,7 @@ import cv2
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -186,14 +187,21 @@ def build_figure(image_rgb, label_map, class_names, shares, figure=None):
     return figure
 
 
-def save_figure_atomic(figure, path):
-    """Write ``figure`` to ``path`` via ``path.tmp``; the format follows the suffix."""
+def figure_format(path):
+    """The matplotlib format named by ``path``'s suffix, or :class:`DemoError`."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
-    supported = figure.canvas.get_supported_filetypes()
+    supported = FigureCanvasBase.get_supported_filetypes()
     if fmt not in supported:
         raise DemoError(f"{path}: unsupported figure format {path.suffix!r}; "
                         f"use one of {', '.join('.' + k for k in sorted(supported))}")
+    return fmt
+
+
+def save_figure_atomic(figure, path):
+    """Write ``figure`` to ``path`` via ``path.tmp``; the format follows the suffix."""
+    path = Path(path)
+    fmt = figure_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -245,6 +253,7 @@ def main(config_path, model_path, image_path, crf, output, cuda, show):
     show = display_available() if show is None else show
     output = Path(output) if output else default_output_path(image_path)
     try:
+        figure_format(output)  # before the slow part
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
         image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)

@@ -131,6 +131,16 @@ def open_window():
     return True
 
 
+def check_video_format(path):
+    """The codec for ``path``'s suffix, or :class:`SourceError`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CODECS:
+        raise SourceError(f"{path}: unsupported video format {path.suffix!r}; "
+                          f"use one of {', '.join(sorted(CODECS))}")
+    return CODECS[suffix]
+
+
 class AtomicVideoWriter:
     """A ``cv2.VideoWriter`` on a temporary file that is renamed to ``path`` on close.
 
@@ -141,20 +151,17 @@ class AtomicVideoWriter:
 
     def __init__(self, path, fps, frame_size):
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in CODECS:
-            raise SourceError(f"{self.path}: unsupported video format {self.path.suffix!r}; "
-                              f"use one of {', '.join(sorted(CODECS))}")
+        codec = check_video_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The container follows the file name, so the temporary name keeps the suffix.
         self.tmp = self.path.with_name(f"{self.path.stem}.tmp{self.path.suffix}")
         width, height = frame_size
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*CODECS[suffix]),
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*codec),
                                       float(fps), (int(width), int(height)))
         if not self.writer.isOpened():
             self._discard()
             raise SourceError(f"{self.path}: OpenCV cannot write this video "
-                              f"(codec {CODECS[suffix]})")
+                              f"(codec {codec})")
         self.n_frames = 0
 
     def write(self, frame):
@@ -287,6 +294,8 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, cu
                                    "GUI support): pass --output FILE to write the blended video")
     capture = writer = None
     try:
+        if output is not None:
+            check_video_format(output)  # before the slow part
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
         device = choose_device(cuda)

@@ -113,23 +113,14 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
         np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
 
 
-def test_cli_with_crf(toy_cfg, synthetic_root, tmp_path):
-    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
-    output = tmp_path / "crf.pdf"
-    result = run("-c", config_path, "-m", checkpoint, "-i", first_test_image(synthetic_root),
-                 "-o", output, "--crf", "--no-show")
-    assert result.exit_code == 0, result.output
-    assert "CRF" in result.output
-    assert output.read_bytes().startswith(b"%PDF")
-
-
-def test_default_output_next_to_image(toy_cfg, synthetic_root, tmp_path):
+def test_cli_with_crf_and_default_output_next_to_image(toy_cfg, synthetic_root, tmp_path):
     config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
     image_path = tmp_path / "picture.jpg"
     image_path.write_bytes(first_test_image(synthetic_root).read_bytes())
-    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--no-show")
+    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--crf", "--no-show")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "picture_segmentation.png").is_file()
+    assert "(52x65, CRF)" in result.output
+    assert cv2.imread(str(tmp_path / "picture_segmentation.png")) is not None
 
 
 def bad_inputs(cfg, synthetic_root, tmp_path):
