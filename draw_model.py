@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 import torch
-from torch import nn
 
 from libs.models import build_model
 from libs.models.resnet import ConvBnReLU
