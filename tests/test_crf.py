@@ -88,6 +88,7 @@ def test_pruned_crf_agrees_with_full_crf_on_realistic_maps():
         assert (posterior[dropped] == 0).all()
         np.testing.assert_allclose(posterior.sum(axis=0), 1.0, atol=1e-5)
         reference = full(image, prob).argmax(axis=0)
+        np.testing.assert_array_equal(pruned.predict(image, prob), posterior.argmax(axis=0))
         same += int((posterior.argmax(axis=0) == reference).sum())
         total += reference.size
     assert same / total >= 0.999
@@ -102,6 +103,9 @@ def test_flat_distribution_keeps_every_pixel_winner():
     prob /= prob.sum(axis=0, keepdims=True)
     crf = DenseCRF(**PARAMS, prune_threshold=0.05)
     np.testing.assert_array_equal(crf.kept_labels(prob), [7, 9])
+    spiked = prob.copy()
+    spiked[3, 5, 20] = 0.2  # above the threshold at one pixel: kept too
+    np.testing.assert_array_equal(crf.kept_labels(spiked), [3, 7, 9])
     posterior = crf(image, prob)
     np.testing.assert_allclose(posterior.sum(axis=0), 1.0, atol=1e-5)
     assert set(np.unique(posterior.argmax(axis=0))) <= {7, 9}

@@ -79,9 +79,23 @@ class DenseCRF:
         above = flat.max(axis=1) > self.prune_threshold
         # A pixel's winner may be below the threshold when its distribution is
         # flat (an untrained net, say); keeping every winner keeps the CRF's
-        # starting point, the plain argmax, representable.
-        above[np.unique(flat.argmax(axis=0))] = True
+        # starting point, the plain argmax, representable. Only such pixels
+        # need the (slow, strided) argmax.
+        flat_pixels = flat.max(axis=0) <= self.prune_threshold
+        if flat_pixels.any():
+            above[np.unique(flat[:, flat_pixels].argmax(axis=0))] = True
         return np.flatnonzero(above)
+
+    def predict(self, image, probmap):
+        """The HxW int64 label map after the CRF: ``crf(image, probmap).argmax(0)``, cheaper.
+
+        With pruning, the argmax runs over the kept labels only and no
+        full-size posterior is built, which matters at 182 labels.
+        """
+        image, probmap = _check_inputs(image, probmap)
+        kept = self.kept_labels(probmap)
+        reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
+        return _run_in_worker(self, image, np.ascontiguousarray(reduced), kept, argmax=True)
 
     def infer(self, image, probmap):
         """Mean-field inference over all labels of ``probmap`` (no pruning)."""

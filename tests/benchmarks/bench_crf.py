@@ -142,7 +142,7 @@ def main(size, n_classes, n_images, thresholds, parallel, parallel_threshold, se
 
     def timed(crf, image, prob):
         cpu, wall = time.process_time(), time.perf_counter()
-        labels = crf(image, prob).argmax(axis=0)
+        labels = crf.predict(image, prob)  # what eval.py computes (via map_crf)
         return labels, time.process_time() - cpu, time.perf_counter() - wall
 
     for i, (image, prob, truth) in enumerate(samples):
