@@ -17,23 +17,25 @@ import sys
 from pathlib import Path
 
 import click
-import cv2
 import matplotlib
 import numpy as np
-import torch
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from eval import choose_device, predict_probs
-from libs.datasets import DatasetError, load_class_names
+from libs.datasets import DatasetError, load_checked_class_names
 from libs.datasets.cocostuff import read_image_bgr
-from libs.datasets.transforms import subtract_mean
-from libs.models import build_model
-from libs.utils.checkpoint import CheckpointError, load_model_weights
+from libs.utils.checkpoint import CheckpointError
 from libs.utils.config import ConfigError, load_config
-from libs.utils.crf import DenseCRF, legacy_crf_image
-from libs.utils.visualize import colorize, palette
+from libs.utils.crf import DenseCRF
+from libs.utils.inference import (  # noqa: F401  (re-exported for uvcdemo and tests)
+    choose_device,
+    load_model,
+    longer_side_size,
+    resize_longer_side,
+    segment,
+)
+from libs.utils.visualize import colorize, display_available, palette
 
 # Presentation only (no effect on the segmentation).
 MASK_ALPHA = 0.55  # weight of the class colour over the image inside a class mask
@@ -48,73 +50,6 @@ class DemoError(ValueError):
 
 
 # ------------------------------------------------------------------ model and image
-
-
-def load_demo_model(cfg, model_path, device):
-    """The config's model with the weights of ``model_path``, in eval mode on ``device``.
-
-    Raises :class:`CheckpointError` for a missing or unusable weight file
-    (including one trained for another number of classes).
-    """
-    model = build_model(cfg)
-    load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
-    return model.eval().to(device)
-
-
-def load_checked_class_names(cfg):
-    """``DATASET.LABELS`` as a list, checked against ``DATASET.N_CLASSES``."""
-    names = load_class_names(cfg.DATASET.LABELS)
-    if len(names) != cfg.DATASET.N_CLASSES:
-        raise DatasetError(
-            f"{cfg.DATASET.LABELS}: {len(names)} class names but "
-            f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}"
-        )
-    return names
-
-
-def longer_side_size(height, width, longer_side):
-    """``(height, width)`` scaled so the longer side is ``longer_side``, aspect kept."""
-    scale = longer_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize_longer_side(image, longer_side):
-    """Bilinear resize of an HxWx3 image so its longer side is ``longer_side``."""
-    height, width = longer_side_size(image.shape[0], image.shape[1], longer_side)
-    if (height, width) == image.shape[:2]:
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def network_input(image_bgr, mean):
-    """HxWx3 uint8 BGR -> 1x3xHxW float32 tensor with the config's BGR mean subtracted."""
-    chw = subtract_mean(image_bgr, mean).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(chw))[None]
-
-
-def crf_image(image_bgr, cfg):
-    """The picture the CRF compares colours on, as eval.py gives it (legacy option included)."""
-    if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
-        return legacy_crf_image(subtract_mean(image_bgr, cfg.IMAGE.MEAN).transpose(2, 0, 1))
-    return np.ascontiguousarray(image_bgr[:, :, ::-1])
-
-
-def segment(model, image_bgr, cfg, device, crf=None, output_size=None):
-    """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
-
-    The network sees ``image_bgr`` as given (resize it first); its logits are
-    upsampled to ``output_size`` (default: the image's own size). ``crf`` is a
-    :class:`DenseCRF` or None; it needs ``output_size`` equal to the image size.
-    """
-    size = tuple(output_size or image_bgr.shape[:2])
-    with torch.inference_mode():
-        images = network_input(image_bgr, cfg.IMAGE.MEAN).to(device)
-        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
-    if crf is not None:
-        if size != image_bgr.shape[:2]:
-            raise ValueError("the CRF needs the probabilities at the image's own size")
-        probs = crf(crf_image(image_bgr, cfg), probs)
-    return probs, probs.argmax(axis=0)
 
 
 def class_shares(label_map, n_classes):
@@ -213,13 +148,6 @@ def save_figure_atomic(figure, path):
     return path
 
 
-def display_available():
-    """Whether a window can be opened: always on macOS/Windows, with X11/Wayland elsewhere."""
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 def default_output_path(image_path):
     """``<image folder>/<image stem>_segmentation.png``."""
     image_path = Path(image_path)
@@ -258,7 +186,7 @@ def main(config_path, model_path, image_path, crf, output, cuda, show):
         class_names = load_checked_class_names(cfg)
         image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)
         device = choose_device(cuda)
-        model = load_demo_model(cfg, model_path, device)
+        model = load_model(cfg, model_path, device)
         dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
         _, label_map = segment(model, image_bgr, cfg, device, crf=dense_crf)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)

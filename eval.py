@@ -18,9 +18,7 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -29,44 +27,8 @@ from libs.models import build_model
 from libs.utils.checkpoint import CheckpointError, load_model_weights
 from libs.utils.config import ConfigError, load_config
 from libs.utils.crf import DenseCRF, default_n_jobs, legacy_crf_image, map_crf
+from libs.utils.inference import choose_device, predict_probs
 from libs.utils.metric import SCORE_NAMES, ConfusionMatrix
-
-
-def upsample_logits(logits, size):
-    """Bilinear upsampling of 1/8-resolution logits to ``size``.
-
-    ``align_corners=True`` because output cell i of this network is centred on
-    input pixel 8i (Caffe's convention: 513 -> 65, 321 -> 41), so the first and
-    last cells sit exactly on the first and last pixels.
-    """
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-
-
-def predict_probs(model, images, size, scales=(1.0,), flip=False):
-    """Class probabilities at ``size``, averaged over input scales and horizontal flips.
-
-    With the single scale 1.0 and no flip this is exactly
-    ``softmax(upsample(model(images)))``.
-    """
-    height, width = images.shape[-2:]
-    total = None
-    n_views = 0
-    for scale in scales:
-        if scale == 1.0:
-            scaled = images
-        else:
-            scaled_size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
-        views = [False, True] if flip else [False]
-        for flipped in views:
-            x = scaled.flip(-1) if flipped else scaled
-            logits = upsample_logits(model(x), size)
-            if flipped:
-                logits = logits.flip(-1)
-            probs = F.softmax(logits, dim=1)
-            total = probs if total is None else total + probs
-            n_views += 1
-    return total if n_views == 1 else total / n_views
 
 
 def parse_scales(text):
@@ -217,14 +179,6 @@ def default_output_path(model_path, split, crf, scales, flip):
     if crf:
         suffix += "_crf"
     return model_path.with_name(model_path.stem + suffix + ".json")
-
-
-def choose_device(cuda):
-    """``cuda`` None means "CUDA when available"; an explicit --cuda without CUDA is an error."""
-    available = torch.cuda.is_available()
-    if cuda and not available:
-        raise click.ClickException("--cuda: CUDA is not available on this machine (use --no-cuda)")
-    return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

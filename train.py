@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -30,6 +29,7 @@ from libs.utils.checkpoint import (
     state_dict_of,
 )
 from libs.utils.config import ConfigError, load_config
+from libs.utils.inference import choose_device, upsample_logits
 from libs.utils.loss import count_valid, msc_loss_sum
 from libs.utils.lr_policy import set_learning_rates
 from libs.utils.meters import MovingAverage
@@ -211,9 +211,7 @@ def save_checkpoint(path, model, optimizer, iteration, cfg):
 def log_images(writer, images, labels, fused, cfg, iteration):
     """The first image of the batch, its ground truth and the prediction, in colour."""
     n_classes, ignore = cfg.DATASET.N_CLASSES, cfg.DATASET.IGNORE_LABEL
-    logits = F.interpolate(fused[:1].float(), size=labels.shape[-2:], mode="bilinear",
-                           align_corners=False)
-    prediction = logits.argmax(1)[0].cpu().numpy()
+    prediction = upsample_logits(fused[:1].float(), labels.shape[-2:]).argmax(1)[0].cpu().numpy()
     writer.add_image("train/image", to_rgb_uint8(images[0], cfg.IMAGE.MEAN), iteration,
                      dataformats="HWC")
     writer.add_image("train/ground_truth", colorize(labels[0].numpy(), n_classes, ignore),
@@ -327,8 +325,8 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="YAML config, e.g. config/cocostuff.yaml or config/toy.yaml.")
-@click.option("--cuda/--no-cuda", default=True, show_default=True,
-              help="Use the visible GPUs when CUDA is available.")
+@click.option("--cuda/--no-cuda", default=None,
+              help="Train on the visible GPUs  [default: when CUDA is available]")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue from a training checkpoint exactly where it stopped.")
 @click.option("--eval/--no-eval", "evaluate_after", default=True, show_default=True,
@@ -340,9 +338,7 @@ def main(config_path, cuda, resume, evaluate_after):
     """
     try:
         cfg = load_config(config_path)
-        use_cuda = cuda and torch.cuda.is_available()
-        if cuda and not use_cuda:
-            tqdm.write("CUDA is not available: training on the CPU.")
+        use_cuda = choose_device(cuda).type == "cuda"
         rank, world_size, device = distributed.setup(use_cuda)
         data_parallel = use_cuda and world_size == 1 and torch.cuda.device_count() > 1
         try:

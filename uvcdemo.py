@@ -25,18 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from demo import (
-    display_available,
-    load_checked_class_names,
-    load_demo_model,
-    resize_longer_side,
-    segment,
-)
-from eval import choose_device
-from libs.datasets import DatasetError
+from libs.datasets import DatasetError, load_checked_class_names
 from libs.utils.checkpoint import CheckpointError
 from libs.utils.config import ConfigError, load_config
-from libs.utils.visualize import colorize
+from libs.utils.inference import choose_device, load_model, resize_longer_side, segment
+from libs.utils.visualize import colorize, display_available
 
 WINDOW_NAME = "DeepLab v2 (q or Esc quits)"
 QUIT_KEYS = (ord("q"), 27)  # 27 is Esc
@@ -299,7 +292,7 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, cu
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
         device = choose_device(cuda)
-        model = load_demo_model(cfg, model_path, device)
+        model = load_model(cfg, model_path, device)
         capture, first_frame = open_source(camera_id, video)
         if output is not None:
             fps = capture.get(cv2.CAP_PROP_FPS)

@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 import demo
+from libs.datasets import load_class_names
 from libs.datasets.cocostuff import read_image_bgr
 from libs.models import build_model
 from libs.utils.checkpoint import save_atomic
@@ -84,7 +85,7 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
                if LINE.match(line)]
     assert len(printed) >= 2, "the seed should give a map with several classes"
     assert sum(float(share) for _, _, share in printed) == pytest.approx(100, abs=0.05)
-    names = demo.load_class_names(toy_cfg.DATASET.LABELS)
+    names = load_class_names(toy_cfg.DATASET.LABELS)
     assert all(names[int(i)] == name for i, name, _ in printed)
 
     # The saved figure is a readable image of the figure's size.
@@ -94,7 +95,7 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
 
     # The same pipeline in-process: the panels are exactly the printed classes, in order.
     cfg = load_config(config_path)
-    model = demo.load_demo_model(cfg, checkpoint, CPU)
+    model = demo.load_model(cfg, checkpoint, CPU)
     image = demo.resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)
     _, label_map = demo.segment(model, image, cfg, CPU)
     shares = demo.class_shares(label_map, cfg.DATASET.N_CLASSES)
@@ -206,4 +207,4 @@ def test_data_figure_shows_augmented_samples_over_their_labels(toy_cfg):
         np.testing.assert_array_equal(
             shown_label, demo.colorize(label.numpy(), 8, toy_cfg.DATASET.IGNORE_LABEL))
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
-    assert legend == demo.load_class_names(toy_cfg.DATASET.LABELS) + ["ignored"]
+    assert legend == load_class_names(toy_cfg.DATASET.LABELS) + ["ignored"]

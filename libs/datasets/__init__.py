@@ -39,6 +39,17 @@ def load_class_names(path):
     return names
 
 
+def load_checked_class_names(cfg):
+    """``DATASET.LABELS`` as a list, checked against ``DATASET.N_CLASSES``."""
+    names = load_class_names(cfg.DATASET.LABELS)
+    if len(names) != cfg.DATASET.N_CLASSES:
+        raise DatasetError(
+            f"{cfg.DATASET.LABELS}: {len(names)} class names but "
+            f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}"
+        )
+    return names
+
+
 def resolve_split(cfg, split):
     """``"train"``/``"test"`` mean ``DATASET.SPLIT.TRAIN/TEST``; other names are literal."""
     key = split.upper()
@@ -61,12 +72,7 @@ def build_dataset(cfg, split, augment):
     if name not in DATASETS:
         raise DatasetError(f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     ensure_synthetic(cfg)
-    class_names = load_class_names(cfg.DATASET.LABELS)
-    if len(class_names) != cfg.DATASET.N_CLASSES:
-        raise DatasetError(
-            f"{cfg.DATASET.LABELS}: {len(class_names)} class names but "
-            f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}"
-        )
+    class_names = load_checked_class_names(cfg)
     return DATASETS[name](
         root=cfg.DATASET.ROOT,
         split=resolve_split(cfg, split),
@@ -94,6 +100,7 @@ __all__ = [
     "build_dataset",
     "ensure_synthetic",
     "generate_synthetic",
+    "load_checked_class_names",
     "load_class_names",
     "resize_label",
     "resize_labels_torch",

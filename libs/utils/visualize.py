@@ -1,5 +1,8 @@
 """Colour maps for label maps (TensorBoard, demos, docs figures)."""
 
+import os
+import sys
+
 import numpy as np
 
 
@@ -30,3 +33,10 @@ def colorize(label, n_classes, ignore_label=255, ignore_colour=(0, 0, 0)):
     valid = (label >= 0) & (label < n_classes) & (label != ignore_label)
     out[valid] = palette(n_classes)[label[valid]]
     return out
+
+
+def display_available():
+    """Whether a window can be opened: always on macOS/Windows, with X11/Wayland elsewhere."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

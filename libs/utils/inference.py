@@ -1,0 +1,113 @@
+"""From weights and pixels to class probabilities: shared by eval.py, the demos and train.py."""
+
+import click
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from libs.datasets.transforms import subtract_mean
+from libs.models import build_model
+from libs.utils.checkpoint import load_model_weights
+from libs.utils.crf import legacy_crf_image
+
+
+def choose_device(cuda):
+    """``cuda`` None means "CUDA when available"; an explicit --cuda without CUDA is an error."""
+    available = torch.cuda.is_available()
+    if cuda and not available:
+        raise click.ClickException("--cuda: CUDA is not available on this machine (use --no-cuda)")
+    return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
+
+
+def load_model(cfg, model_path, device):
+    """The config's model with the weights of ``model_path``, in eval mode on ``device``.
+
+    Raises :class:`CheckpointError` for a missing or unusable weight file
+    (including one trained for another number of classes).
+    """
+    model = build_model(cfg)
+    load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
+    return model.eval().to(device)
+
+
+def upsample_logits(logits, size):
+    """Bilinear upsampling of 1/8-resolution logits to ``size``.
+
+    ``align_corners=True`` because output cell i of this network is centred on
+    input pixel 8i (Caffe's convention: 513 -> 65, 321 -> 41), so the first and
+    last cells sit exactly on the first and last pixels.
+    """
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
+def predict_probs(model, images, size, scales=(1.0,), flip=False):
+    """Class probabilities at ``size``, averaged over input scales and horizontal flips.
+
+    With the single scale 1.0 and no flip this is exactly
+    ``softmax(upsample(model(images)))``.
+    """
+    height, width = images.shape[-2:]
+    total = None
+    n_views = 0
+    for scale in scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            scaled_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
+        views = [False, True] if flip else [False]
+        for flipped in views:
+            x = scaled.flip(-1) if flipped else scaled
+            logits = upsample_logits(model(x), size)
+            if flipped:
+                logits = logits.flip(-1)
+            probs = F.softmax(logits, dim=1)
+            total = probs if total is None else total + probs
+            n_views += 1
+    return total if n_views == 1 else total / n_views
+
+
+def longer_side_size(height, width, longer_side):
+    """``(height, width)`` scaled so the longer side is ``longer_side``, aspect kept."""
+    scale = longer_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_longer_side(image, longer_side):
+    """Bilinear resize of an HxWx3 image so its longer side is ``longer_side``."""
+    height, width = longer_side_size(image.shape[0], image.shape[1], longer_side)
+    if (height, width) == image.shape[:2]:
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def network_input(image_bgr, mean):
+    """HxWx3 uint8 BGR -> 1x3xHxW float32 tensor with the config's BGR mean subtracted."""
+    chw = subtract_mean(image_bgr, mean).transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(chw))[None]
+
+
+def crf_image(image_bgr, cfg):
+    """The picture the CRF compares colours on, as eval.py gives it (legacy option included)."""
+    if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
+        return legacy_crf_image(subtract_mean(image_bgr, cfg.IMAGE.MEAN).transpose(2, 0, 1))
+    return np.ascontiguousarray(image_bgr[:, :, ::-1])
+
+
+def segment(model, image_bgr, cfg, device, crf=None, output_size=None):
+    """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
+
+    The network sees ``image_bgr`` as given (resize it first); its logits are
+    upsampled to ``output_size`` (default: the image's own size). ``crf`` is a
+    :class:`DenseCRF` or None; it needs ``output_size`` equal to the image size.
+    """
+    size = tuple(output_size or image_bgr.shape[:2])
+    with torch.inference_mode():
+        images = network_input(image_bgr, cfg.IMAGE.MEAN).to(device)
+        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
+    if crf is not None:
+        if size != image_bgr.shape[:2]:
+            raise ValueError("the CRF needs the probabilities at the image's own size")
+        probs = crf(crf_image(image_bgr, cfg), probs)
+    return probs, probs.argmax(axis=0)
