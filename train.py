@@ -29,6 +29,7 @@ from libs.utils.checkpoint import (
     state_dict_of,
 )
 from libs.utils.config import ConfigError, load_config
+from libs.utils.evaluation import evaluate_and_report
 from libs.utils.inference import choose_device, upsample_logits
 from libs.utils.loss import count_valid, msc_loss_sum
 from libs.utils.lr_policy import set_learning_rates
@@ -346,8 +347,6 @@ def main(config_path, cuda, resume, evaluate_after):
         finally:
             distributed.cleanup()
         if evaluate_after and rank == 0:
-            from eval import evaluate_and_report
-
             evaluate_and_report(cfg, model.eval(), device,
                                 Path(checkpoint_dir(cfg)) / "checkpoint_final.json")
     except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as e:

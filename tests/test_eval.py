@@ -13,7 +13,10 @@ from libs.models import build_model
 from libs.utils.crf import DenseCRF, legacy_crf_image
 from libs.utils.metric import SCORE_NAMES, scores
 
-evaluation = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
+from libs.utils import evaluation  # noqa: E402
+from libs.utils.inference import predict_probs  # noqa: E402
+
+eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +54,7 @@ def setup(toy_cfg, tmp_path):
 
 
 def _run(*args):
-    result = CliRunner().invoke(evaluation.main, [str(a) for a in args])
+    result = CliRunner().invoke(eval_script.main, [str(a) for a in args])
     return result
 
 
@@ -140,7 +143,7 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     results = json.loads(multi.read_text())
     assert results["scales"] == [0.75, 1.25] and results["flip"] is True
     assert results["n_images"] == 2
-    assert evaluation.default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
+    assert eval_script.default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
         "checkpoint_2_test_ms0.75-1.25_flip_crf.json")
 
 
@@ -154,12 +157,12 @@ def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):
                                        align_corners=True), dim=1)
 
     with torch.no_grad():
-        got = evaluation.predict_probs(model, x, size, scales=(0.5, 1.0), flip=True)
+        got = predict_probs(model, x, size, scales=(0.5, 1.0), flip=True)
         small = F.interpolate(x, size=(round(33 * 0.5), round(41 * 0.5)), mode="bilinear",
                               align_corners=False)
         want = (probs(small) + probs(small.flip(-1)).flip(-1) + probs(x)
                 + probs(x.flip(-1)).flip(-1)) / 4
-        plain = evaluation.predict_probs(model, x, size)
+        plain = predict_probs(model, x, size)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(plain, probs(x), rtol=0, atol=0)
     torch.testing.assert_close(got.sum(dim=1), torch.ones(1, *size))

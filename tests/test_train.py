@@ -235,7 +235,7 @@ def test_help():
 
 def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
     """Chance is about 1/8 per class; a tiny net from scratch reaches a mean IoU far above it."""
-    from eval import evaluate
+    from libs.utils.evaluation import evaluate
 
     cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4

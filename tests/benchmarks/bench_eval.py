@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_crf import realistic_sample  # noqa: E402
-from eval import predict_probs  # noqa: E402
+from libs.utils.inference import predict_probs  # noqa: E402
 from libs.datasets import to_rgb_uint8  # noqa: E402
 from libs.models import build_model  # noqa: E402
 from libs.utils.config import load_config  # noqa: E402
