@@ -12,7 +12,6 @@ exists; nothing here ever needs one.
 """
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from matplotlib.patches import Patch
 
 from libs.datasets import DatasetError, load_checked_class_names
 from libs.datasets.cocostuff import read_image_bgr
+from libs.utils.atomic import atomic_path
 from libs.utils.checkpoint import CheckpointError
 from libs.utils.config import ConfigError, load_config
 from libs.utils.crf import DenseCRF
@@ -134,18 +134,11 @@ def figure_format(path):
 
 
 def save_figure_atomic(figure, path):
-    """Write ``figure`` to ``path`` via ``path.tmp``; the format follows the suffix."""
-    path = Path(path)
+    """Write ``figure`` to ``path`` atomically; the format follows the suffix."""
     fmt = figure_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format=fmt, dpi=FIGURE_DPI)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def default_output_path(image_path):

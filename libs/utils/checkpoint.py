@@ -8,10 +8,11 @@ atomically so an interrupted save never leaves a half-written file behind.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from libs.utils.atomic import atomic_path
 
 
 class CheckpointError(ValueError):
@@ -20,19 +21,11 @@ class CheckpointError(ValueError):
 
 def save_atomic(obj, path):
     """``torch.save`` to a temporary file in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_file(path, map_location="cpu"):

@@ -5,15 +5,14 @@ Shared by eval.py and by train.py (which scores the final model).
 
 import json
 import math
-import os
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from libs.datasets import DatasetError, build_dataset, load_class_names, to_rgb_uint8
+from libs.utils.atomic import atomic_path
 from libs.utils.crf import legacy_crf_image, map_crf
 from libs.utils.inference import predict_probs
 from libs.utils.metric import SCORE_NAMES, ConfusionMatrix
@@ -86,15 +85,8 @@ def format_table(results):
 
 
 def write_json_atomic(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
