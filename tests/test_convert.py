@@ -137,6 +137,15 @@ def test_coco_init_converts_the_backbone_only(coco_full, tmp_path):
     assert rel_error(features.double().numpy(), reference) < REL_TOL
     assert "ASPP (base.aspp.*) keeps its own" in result.output
     assert "fc1 (91 outputs)" in result.output
+    # What train.py does with MODEL.INIT_MODEL: the backbone loads, the ASPP keeps its init.
+    import train
+
+    fresh = DeepLabV2_ResNet101_MSC(182)
+    aspp_init = fresh.base.aspp.c0.weight.detach().clone()
+    train.load_initial_weights(fresh, out, log=lambda *_: None)
+    assert torch.equal(fresh.base.aspp.c0.weight, aspp_init)
+    assert torch.equal(fresh.base.backbone.res5.c.branch2c.conv.weight,
+                       state_dict["base.backbone.res5.c.branch2c.conv.weight"])
 
 
 def test_voc12_file_against_a_182_class_config_is_one_clear_error(voc_full, tmp_path):
