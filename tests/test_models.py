@@ -174,6 +174,7 @@ def test_aspp_sums_its_branches():
     assert torch.allclose(aspp(x), aspp["c0"](x) + aspp["c1"](x))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_single_scale_network_scripts_and_msc_exports():
     torch.manual_seed(0)
     model = DeepLabV2_ResNet101_MSC(4, n_blocks=TINY).eval()
