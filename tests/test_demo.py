@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
+from tiny_model import tiny_setup
 
 import demo
 from libs.datasets import load_class_names
@@ -21,20 +21,6 @@ from libs.utils.config import load_config
 CPU = torch.device("cpu")
 SEED = 0
 LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s+([\d.]+)%$")
-
-
-def tiny_setup(cfg, tmp_path, n_classes=None):
-    """A narrow toy config written to YAML and a random-init checkpoint for it."""
-    cfg.MODEL.BASE_WIDTH = 8
-    config_path = tmp_path / "toy.yaml"
-    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
-    model_cfg = cfg.deepcopy()
-    if n_classes is not None:
-        model_cfg.DATASET.N_CLASSES = n_classes
-    torch.manual_seed(SEED)
-    checkpoint = tmp_path / "tiny.pth"
-    save_atomic({"model": build_model(model_cfg).state_dict(), "iteration": 0}, checkpoint)
-    return config_path, checkpoint
 
 
 def first_test_image(synthetic_root):

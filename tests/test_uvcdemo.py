@@ -5,31 +5,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-import yaml
 from click.testing import CliRunner
+from tiny_model import tiny_setup
 
 import uvcdemo
-from libs.models import build_model
-from libs.utils.checkpoint import save_atomic
 
 N_FRAMES = 5
 FRAME_RATE = 7.0
 NO_SUCH_CAMERA = 99
-
-
-def tiny_setup(cfg, tmp_path, n_classes=None):
-    """A narrow toy config written to YAML and a random-init checkpoint for it."""
-    cfg.MODEL.BASE_WIDTH = 8
-    config_path = tmp_path / "toy.yaml"
-    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
-    model_cfg = cfg.deepcopy()
-    if n_classes is not None:
-        model_cfg.DATASET.N_CLASSES = n_classes
-    torch.manual_seed(0)
-    checkpoint = tmp_path / ("tiny.pth" if n_classes is None else f"tiny_{n_classes}.pth")
-    save_atomic({"model": build_model(model_cfg).state_dict()}, checkpoint)
-    return config_path, checkpoint
 
 
 def write_video(path, synthetic_root, n_frames=N_FRAMES):
