@@ -88,6 +88,11 @@ def load_initial_weights(model, path, log=print):
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")
         return
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
+            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
+        )
     state_dict = state_dict_of(load_file(path), path)
     expected = model.state_dict()
     found = n_classes_of(state_dict)

@@ -214,7 +214,9 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     cfg.MODEL.INIT_MODEL = str(tmp_path / "missing.pth")
     result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda"])
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: {tmp_path / 'missing.pth'}: weight file not found"
+    assert result.output.strip() == (
+        f"Error: {tmp_path / 'missing.pth'}: initial weights (MODEL.INIT_MODEL) not found; write "
+        "them with `python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null")
 
     truncated = tmp_path / "truncated.pth"
     save_atomic(build_model(cfg).state_dict(), truncated)
