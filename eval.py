@@ -18,12 +18,11 @@ import click
 from tqdm import tqdm
 
 from libs.datasets import DatasetError
-from libs.models import build_model
-from libs.utils.checkpoint import CheckpointError, load_model_weights
+from libs.utils.checkpoint import CheckpointError
 from libs.utils.config import ConfigError, load_config
 from libs.utils.crf import DenseCRF, default_n_jobs
 from libs.utils.evaluation import evaluate_and_report
-from libs.utils.inference import choose_device
+from libs.utils.inference import choose_device, load_model
 
 
 def parse_scales(text):
@@ -78,9 +77,7 @@ def main(config_path, model_path, crf, n_jobs, scales, flip, split, output, limi
     try:
         cfg = load_config(config_path)
         device = choose_device(cuda)
-        model = build_model(cfg)
-        load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
-        model.eval().to(device)
+        model = load_model(cfg, model_path, device)
         dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
         if dense_crf is not None:
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")

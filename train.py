@@ -24,9 +24,9 @@ from libs.utils import distributed
 from libs.utils.checkpoint import (
     CheckpointError,
     load_file,
-    n_classes_of,
+    load_model_weights,
+    load_state_dict_checked,
     save_atomic,
-    state_dict_of,
 )
 from libs.utils.config import ConfigError, load_config
 from libs.utils.evaluation import evaluate_and_report
@@ -93,21 +93,8 @@ def load_initial_weights(model, path, log=print):
             f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
             "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
         )
-    state_dict = state_dict_of(load_file(path), path)
-    expected = model.state_dict()
-    found = n_classes_of(state_dict)
-    if found is not None and found != expected["base.aspp.c0.weight"].shape[0]:
-        raise CheckpointError(
-            f"{path}: weights are for {found} classes but the config asks for "
-            f"{expected['base.aspp.c0.weight'].shape[0]} (use a backbone-only init model)"
-        )
-    unexpected = [k for k in state_dict if k not in expected]
-    missing = [k for k in expected if k not in state_dict]
-    wrong_shape = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
-    if unexpected or wrong_shape or any(".aspp." not in k for k in missing):
-        first = (unexpected or wrong_shape or [k for k in missing if ".aspp." not in k])[0]
-        raise CheckpointError(f"{path}: does not match the model (first mismatch: {first})")
-    model.load_state_dict(state_dict, strict=False)
+    n_classes = model.base.aspp["c0"].out_channels
+    missing = load_model_weights(model, path, n_classes, optional_prefix="base.aspp.")
     if missing:
         log(f"Loaded backbone weights from {path}; the ASPP keeps its initialisation.")
     else:
@@ -246,13 +233,7 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
         checkpoint = load_file(resume)
         if not isinstance(checkpoint, dict) or not {"model", "optimizer", "iteration"} <= set(checkpoint):
             raise CheckpointError(f"{resume}: not a training checkpoint (no optimizer/iteration)")
-        found = n_classes_of(checkpoint["model"])
-        if found != cfg.DATASET.N_CLASSES:
-            raise CheckpointError(
-                f"{resume}: weights are for {found} classes but the config asks for "
-                f"{cfg.DATASET.N_CLASSES}"
-            )
-        model.load_state_dict(checkpoint["model"])
+        load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
         start = int(checkpoint["iteration"])
         log(f"Resuming from {resume} at iteration {start}.")
     else:

@@ -228,6 +228,15 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     assert result.output.startswith(f"Error: {truncated}: not a readable PyTorch weight file")
     assert len(result.output.strip().splitlines()) == 1
 
+    wider = build_model(cfg.deepcopy() | {"MODEL": cfg.MODEL | {"BASE_WIDTH": 16}})
+    foreign = tmp_path / "foreign.pth"
+    save_atomic({"model": wider.state_dict(), "optimizer": {}, "iteration": 1}, foreign)
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
+                      "--resume", str(foreign)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {foreign}: does not match the model: ")
+    assert "wrong shape" in result.output and len(result.output.strip().splitlines()) == 1
+
 
 def test_help():
     result = run_cli(["--help"])

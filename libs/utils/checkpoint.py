@@ -64,20 +64,30 @@ def n_classes_of(state_dict):
     return None
 
 
-def load_model_weights(model, path, n_classes, map_location="cpu"):
-    """Load a full DeepLab model's weights from ``path``, checking the class count first.
+def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None):
+    """Load a DeepLab model's weights from ``path``; see :func:`load_state_dict_checked`."""
+    state_dict = load_weights(path, map_location)
+    return load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix)
+
+
+def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=None):
+    """Load ``state_dict`` (read from ``path``) into ``model``, checking the class count first.
 
     A checkpoint trained for another number of classes would otherwise fail
     with a long size-mismatch report; this names the file and both counts.
+    Tensors under ``optional_prefix`` (e.g. ``"base.aspp."`` for a backbone-only
+    init model) may be absent and keep their initialisation; anything else
+    missing, unexpected or of the wrong shape is an error. Returns the keys
+    that were absent.
     """
-    state_dict = load_weights(path, map_location)
     found = n_classes_of(state_dict)
     if found is not None and found != n_classes:
         raise CheckpointError(
             f"{path}: weights are for {found} classes but the config asks for {n_classes}"
         )
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    absent = [k for k in expected if k not in state_dict]
+    missing = [k for k in absent if optional_prefix is None or not k.startswith(optional_prefix)]
     unexpected = [k for k in state_dict if k not in expected]
     wrong_shape = [
         k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
@@ -89,5 +99,5 @@ def load_model_weights(model, path, n_classes, map_location="cpu"):
             if keys:
                 problems.append(f"{len(keys)} {label} (first: {keys[0]})")
         raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
-    return model
+    model.load_state_dict(state_dict, strict=not absent)
+    return absent
