@@ -130,3 +130,15 @@ def test_top_level_must_be_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping of sections"):
         load_config(path)
+
+
+def test_cocostuff164k_config_differs_only_in_dataset_and_schedule():
+    ten = load_config("config/cocostuff.yaml").to_dict()
+    big = load_config("config/cocostuff164k.yaml").to_dict()
+    assert big["DATASET"]["NAME"] == "cocostuff164k"
+    assert big["DATASET"]["SPLIT"] == {"TRAIN": "train2017", "TEST": "val2017"}
+    assert big["SOLVER"]["ITER_MAX"] == 100000
+    for section in ("MODEL", "IMAGE", "AUGMENTATION", "CRF"):
+        assert big[section] == ten[section], section
+    same_solver = {k: v for k, v in big["SOLVER"].items() if k != "ITER_MAX"}
+    assert same_solver == {k: v for k, v in ten["SOLVER"].items() if k != "ITER_MAX"}
