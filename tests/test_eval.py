@@ -13,8 +13,7 @@ from libs.models import build_model
 from libs.utils.crf import DenseCRF, legacy_crf_image
 from libs.utils.metric import SCORE_NAMES, scores
 
-from libs.utils import evaluation  # noqa: E402
-from libs.utils.inference import predict_probs  # noqa: E402
+from libs.utils.inference import crf_image, predict_probs  # noqa: E402
 
 eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
@@ -127,10 +126,10 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
 def test_legacy_switch_feeds_the_crf_the_mean_subtracted_image(toy_cfg):
     image = torch.from_numpy(np.random.default_rng(0).normal(0, 60, (3, 5, 7)).astype(np.float32))
     toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE = False
-    np.testing.assert_array_equal(evaluation._crf_image(image, toy_cfg),
+    np.testing.assert_array_equal(crf_image(image, toy_cfg),
                                   to_rgb_uint8(image, toy_cfg.IMAGE.MEAN))
     toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE = True
-    np.testing.assert_array_equal(evaluation._crf_image(image, toy_cfg),
+    np.testing.assert_array_equal(crf_image(image, toy_cfg),
                                   legacy_crf_image(image.numpy()))
 
 

@@ -11,17 +11,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from libs.datasets import DatasetError, build_dataset, load_class_names, to_rgb_uint8
+from libs.datasets import DatasetError, build_dataset, load_class_names
 from libs.utils.atomic import atomic_path
-from libs.utils.crf import legacy_crf_image, map_crf
-from libs.utils.inference import predict_probs
+from libs.utils.crf import map_crf
+from libs.utils.inference import crf_image, predict_probs
 from libs.utils.metric import SCORE_NAMES, ConfusionMatrix
-
-
-def _crf_image(image, cfg):
-    if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
-        return legacy_crf_image(image.numpy())
-    return to_rgb_uint8(image, cfg.IMAGE.MEAN)
 
 
 def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
@@ -36,7 +30,7 @@ def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
             else:
                 outputs = probs.argmax(dim=1).cpu().numpy()
         for image, label, output in zip(images, labels.numpy(), outputs):
-            yield label, output, (_crf_image(image, cfg) if want_crf_inputs else None)
+            yield label, output, (crf_image(image, cfg) if want_crf_inputs else None)
 
 
 def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, scales=(1.0,),

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from libs.datasets.transforms import subtract_mean
+from libs.datasets.transforms import subtract_mean, to_rgb_uint8
 from libs.models import build_model
 from libs.utils.checkpoint import load_model_weights
 from libs.utils.crf import legacy_crf_image
@@ -88,11 +88,18 @@ def network_input(image_bgr, mean):
     return torch.from_numpy(np.ascontiguousarray(chw))[None]
 
 
-def crf_image(image_bgr, cfg):
-    """The picture the CRF compares colours on, as eval.py gives it (legacy option included)."""
+def crf_image(image, cfg):
+    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a network input.
+
+    ``image`` is a mean-subtracted 3xHxW BGR image (tensor or array). The RGB
+    picture is recovered exactly; ``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE`` gives the
+    original implementation's mean-subtracted uint8 cast instead.
+    """
     if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
-        return legacy_crf_image(subtract_mean(image_bgr, cfg.IMAGE.MEAN).transpose(2, 0, 1))
-    return np.ascontiguousarray(image_bgr[:, :, ::-1])
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+        return legacy_crf_image(image)
+    return to_rgb_uint8(image, cfg.IMAGE.MEAN)
 
 
 def segment(model, image_bgr, cfg, device, crf=None, output_size=None):
@@ -109,5 +116,5 @@ def segment(model, image_bgr, cfg, device, crf=None, output_size=None):
     if crf is not None:
         if size != image_bgr.shape[:2]:
             raise ValueError("the CRF needs the probabilities at the image's own size")
-        probs = crf(crf_image(image_bgr, cfg), probs)
+        probs = crf(crf_image(images[0], cfg), probs)
     return probs, probs.argmax(axis=0)

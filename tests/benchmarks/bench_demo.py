@@ -27,6 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import demo  # noqa: E402
+from libs.utils.inference import crf_image, network_input  # noqa: E402
 from libs.models import build_model  # noqa: E402
 from libs.utils.config import load_config  # noqa: E402
 from libs.utils.crf import DenseCRF  # noqa: E402
@@ -70,7 +71,7 @@ def main(config_path, repeats, crf):
           f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f}")
 
     frame_times = timed(lambda: demo.segment(model, image, cfg, device), repeats)
-    x = demo.network_input(image, cfg.IMAGE.MEAN)
+    x = network_input(image, cfg.IMAGE.MEAN)
     with torch.inference_mode():
         single_times = timed(lambda: model.base(x), repeats)
     load_after = os.getloadavg()
@@ -82,7 +83,7 @@ def main(config_path, repeats, crf):
     if crf:
         probs, _ = demo.segment(model, image, cfg, device)
         dense_crf = DenseCRF.from_config(cfg.CRF)
-        rgb = demo.crf_image(image, cfg)
+        rgb = crf_image(network_input(image, cfg.IMAGE.MEAN)[0], cfg)
         crf_times = timed(lambda: dense_crf(rgb, probs), max(1, repeats - 1))
         print(f"{dense_crf}: {describe(crf_times)} "
               f"(ratio to the frame: {statistics.median(crf_times) / frame:.2f})")
