@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from libs.models import DeepLabV2_ResNet101_MSC, build_model
-from libs.models.caffe_convert import ConversionError, convert_caffe_layers
-from libs.models.caffe_names import CAFFE_PRESETS
-from libs.utils.caffe_pb import CaffeModelError, read_caffemodel
-from libs.utils.checkpoint import save_atomic
+from libs.caffe.converter import ConversionError, convert_caffe_layers
+from libs.caffe.names import CAFFE_PRESETS
+from libs.caffe.protobuf import CaffeModelError, read_caffemodel
+from libs.utils.atomic import save_torch
 from libs.utils.config import ConfigError, load_config
 
 
@@ -28,7 +28,7 @@ def _target_model(preset, config_path):
     except ConfigError as e:  # its message already names the file
         raise click.ClickException(str(e)) from None
     try:
-        model = build_model(cfg)
+        model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     except ValueError as e:
         raise click.ClickException(f"{config_path}: {e}") from None
     return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
@@ -117,7 +117,7 @@ def main(dataset, caffemodel, output, config_path):
             "initialisation (gaussian std 0.01, zero bias)."
         )
     try:
-        save_atomic(state_dict, output)
+        save_torch(state_dict, output)
     except OSError as e:
         raise click.ClickException(f"{output}: cannot write ({e.strerror})") from None
     click.echo(f"saved {output}")

@@ -3,7 +3,7 @@
 
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
 
-The image is resized so that its longer side is ``IMAGE.SIZE.TEST`` (aspect
+The image is resized so that its longer side is ``IMAGE.SIZE.DEMO`` (aspect
 kept), segmented, optionally refined by the dense CRF, and drawn as one figure:
 the input, the colour label map, a legend of the classes found, and one panel
 per class with its mask over the image. The classes and their share of the
@@ -25,16 +25,11 @@ from matplotlib.patches import Patch
 from libs.datasets import DatasetError, load_checked_class_names
 from libs.datasets.cocostuff import read_image_bgr
 from libs.utils.atomic import atomic_path
-from libs.utils.checkpoint import CheckpointError
+from libs.models.weights import CheckpointError
 from libs.utils.config import ConfigError, load_config
-from libs.utils.crf import DenseCRF
-from libs.utils.inference import (  # noqa: F401  (re-exported for uvcdemo and tests)
-    choose_device,
-    load_model,
-    longer_side_size,
-    resize_longer_side,
-    segment,
-)
+from libs.inference.crf import DenseCRF
+from libs.inference.predict import load_model, resize_longer_side, segment
+from libs.utils.device import choose_device
 from libs.utils.visualize import colorize, display_available, palette
 
 # Presentation only (no effect on the segmentation).
@@ -177,7 +172,7 @@ def main(config_path, model_path, image_path, crf, output, cuda, show):
         figure_format(output)  # before the slow part
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
-        image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)
+        image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device)
         dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None

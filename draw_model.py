@@ -123,7 +123,7 @@ def main(config_path, size):
     """Write the model graph to TensorBoard (EXP.LOG_DIR/graph) and print a layer summary."""
     try:
         cfg = load_config(config_path)
-        model = build_model(cfg)
+        model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     except ValueError as e:  # e.g. an unknown MODEL.NAME

@@ -18,11 +18,12 @@ import click
 from tqdm import tqdm
 
 from libs.datasets import DatasetError
-from libs.utils.checkpoint import CheckpointError
+from libs.models.weights import CheckpointError
 from libs.utils.config import ConfigError, load_config
-from libs.utils.crf import DenseCRF, default_n_jobs
-from libs.utils.evaluation import evaluate_and_report
-from libs.utils.inference import choose_device, load_model
+from libs.inference.crf import DenseCRF, default_n_jobs
+from libs.inference.evaluation import evaluate_and_report
+from libs.inference.predict import load_model
+from libs.utils.device import choose_device
 
 
 def parse_scales(text):

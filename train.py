@@ -20,19 +20,20 @@ from tqdm import tqdm
 from libs.datasets import DatasetError, build_dataset, to_rgb_uint8
 from libs.datasets.sampler import EpochBatchSampler
 from libs.models import build_model
-from libs.utils import distributed
-from libs.utils.checkpoint import (
+from libs.training import distributed
+from libs.models.weights import (
     CheckpointError,
     load_file,
     load_model_weights,
     load_state_dict_checked,
-    save_atomic,
 )
+from libs.utils.atomic import save_torch
+from libs.utils.device import choose_device
+from libs.models.geometry import upsample_logits
 from libs.utils.config import ConfigError, load_config
-from libs.utils.evaluation import evaluate_and_report
-from libs.utils.inference import choose_device, upsample_logits
-from libs.utils.loss import count_valid, msc_loss_sum
-from libs.utils.lr_policy import set_learning_rates
+from libs.inference.evaluation import evaluate_and_report
+from libs.training.loss import count_valid, msc_loss_sum
+from libs.training.lr_policy import set_learning_rates
 from libs.utils.meters import MovingAverage
 from libs.utils.visualize import colorize
 
@@ -189,7 +190,7 @@ def checkpoint_dir(cfg):
 
 
 def save_checkpoint(path, model, optimizer, iteration, cfg):
-    save_atomic(
+    save_torch(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -226,7 +227,7 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
     random.seed(cfg.EXP.SEED)
     np.random.seed(cfg.EXP.SEED)
 
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     start = 0
     checkpoint = None
     if resume is not None:

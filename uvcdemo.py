@@ -4,7 +4,7 @@
     python uvcdemo.py --config config/cocostuff.yaml --model-path PATH [--camera-id 0]
     python uvcdemo.py --config ... --model-path PATH --video FILE --output blended.mp4
 
-Each frame is resized so its longer side is ``IMAGE.SIZE.TEST`` for the
+Each frame is resized so its longer side is ``IMAGE.SIZE.DEMO`` for the
 network; the label map is upsampled to the frame's own size, coloured, and
 blended with the frame, with the processing rate written in a corner. In a
 window, ``q`` or Esc quits and the class under the mouse pointer is printed.
@@ -26,9 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from libs.datasets import DatasetError, load_checked_class_names
-from libs.utils.checkpoint import CheckpointError
+from libs.models.weights import CheckpointError
 from libs.utils.config import ConfigError, load_config
-from libs.utils.inference import choose_device, load_model, resize_longer_side, segment
+from libs.inference.predict import load_model, resize_longer_side, segment
+from libs.utils.device import choose_device
 from libs.utils.visualize import colorize, display_available
 
 WINDOW_NAME = "DeepLab v2 (q or Esc quits)"
@@ -194,8 +195,8 @@ def draw_rate(frame_bgr, frames_per_second):
 
 
 def segment_frame(model, frame_bgr, cfg, device):
-    """The frame's label map at the frame's own size (network input: longer side IMAGE.SIZE.TEST)."""
-    small = resize_longer_side(frame_bgr, cfg.IMAGE.SIZE.TEST)
+    """The frame's label map at the frame's own size (network input: longer side IMAGE.SIZE.DEMO)."""
+    small = resize_longer_side(frame_bgr, cfg.IMAGE.SIZE.DEMO)
     _, label_map = segment(model, small, cfg, device, output_size=frame_bgr.shape[:2])
     return label_map
 
@@ -300,7 +301,7 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, cu
             writer = AtomicVideoWriter(output, fps if fps > 0 else FALLBACK_FPS, (width, height))
         source = video if video is not None else f"camera {camera_id}"
         click.echo(f"{source}: {first_frame.shape[1]}x{first_frame.shape[0]} frames, network "
-                   f"input longer side {cfg.IMAGE.SIZE.TEST}" + ("; q or Esc quits" if window else ""))
+                   f"input longer side {cfg.IMAGE.SIZE.DEMO}" + ("; q or Esc quits" if window else ""))
         try:
             n_frames, seconds = run(model, cfg, device, capture, first_frame, class_names,
                                     writer=writer, window=window, max_frames=max_frames,

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from libs.utils.caffe_pb import ELTWISE_SUM, POOL_MAX, LayerParameter, array_to_blob
+from libs.caffe.protobuf import ELTWISE_SUM, POOL_MAX, LayerParameter, array_to_blob
 
 ELTWISE_PROD, ELTWISE_MAX = 0, 2
 RESNET101_BLOCKS = (3, 4, 23, 3)

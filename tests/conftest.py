@@ -4,18 +4,15 @@ Other test modules use ``synthetic_root`` (a path) and ``toy_cfg`` (an unfrozen
 ``addict.Dict``) so that nothing in the suite needs the real data or weights.
 """
 
-import sys
 from pathlib import Path
 
 import pytest
 from addict import Dict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from anywhere
-    sys.path.insert(0, str(REPO_ROOT))
+from libs.datasets.synthetic import generate_synthetic
+from libs.utils.config import load_config
 
-from libs.datasets.synthetic import generate_synthetic  # noqa: E402
-from libs.utils.config import load_config  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to generate in well under a second, big enough for batches and crops.
 SYNTHETIC_N_TRAIN = 12
@@ -64,6 +61,7 @@ def toy_cfg(synthetic_root, tmp_path):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.IMAGE.SIZE.TRAIN = TOY_CROP
     cfg.IMAGE.SIZE.TEST = TOY_TEST_SIZE
+    cfg.IMAGE.SIZE.DEMO = TOY_TEST_SIZE
     cfg.MODEL.N_BLOCKS = [1, 1, 1, 1]
     cfg.MODEL.INIT_MODEL = None
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2

@@ -30,7 +30,8 @@ def test_cocostuff_defaults_match_the_original_protocol():
     assert (cfg.SOLVER.POLY_POWER, cfg.SOLVER.LR_DECAY) == (0.9, 10)
     assert dict(cfg.SOLVER.LR_MULT) == {"BACKBONE": 1.0, "ASPP_WEIGHT": 10.0, "ASPP_BIAS": 20.0}
     assert (cfg.IMAGE.SIZE.TRAIN, cfg.IMAGE.SIZE.TEST) == (321, 513)
-    assert cfg.AUGMENTATION.SCALES == [0.5, 1.5]
+    assert cfg.AUGMENTATION.SCALE_RANGE == [0.5, 1.5]
+    assert cfg.IMAGE.SIZE.DEMO == 513
     assert dict(cfg.IMAGE.MEAN) == {"B": 104.008, "G": 116.669, "R": 122.675}
     assert cfg.EXP.LOG_DIR == "runs"
     assert (cfg.CRF.ITER_MAX, cfg.CRF.POS_W, cfg.CRF.POS_XY_STD) == (10, 3, 1)

@@ -15,8 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.models.caffe_convert import ConversionError, convert_caffe_layers
-from libs.models.caffe_names import (
+from libs.caffe.converter import ConversionError, convert_caffe_layers
+from libs.caffe.names import (
     BATCHNORM,
     CAFFE_PRESETS,
     CONV,
@@ -25,7 +25,7 @@ from libs.models.caffe_names import (
     SKIP,
     caffe_target,
 )
-from libs.utils.caffe_pb import (
+from libs.caffe.protobuf import (
     BlobProto,
     CaffeModelError,
     LayerParameter,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from libs.utils.config import load_config
-from libs.utils.crf import DenseCRF, legacy_crf_image, map_crf
+from libs.inference.crf import DenseCRF, legacy_crf_image, map_crf
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)

@@ -27,7 +27,7 @@ from libs.datasets import (
     resize_labels_torch,
     to_rgb_uint8,
 )
-from libs.datasets import synthetic
+from libs.cli import synthetic as synthetic_cli
 from libs.datasets.transforms import augment
 from libs.utils.config import load_config
 
@@ -44,7 +44,7 @@ def dataset_kwargs(**overrides):
         augment=False,
         crop_size=33,
         test_size=513,
-        scales=(0.5, 1.5),
+        scale_range=(0.5, 1.5),
         flip=True,
         eval_original_size=False,
         skip_bad_samples=False,
@@ -496,14 +496,14 @@ def test_synthetic_classes_differ_in_colour(tmp_path):
 def test_generator_cli_and_refusal_to_overwrite(tmp_path):
     runner = CliRunner()
     args = ["--root", str(tmp_path / "cli"), "--n-train", "2", "--n-test", "1", "--height", "16", "--width", "20", "--seed", "1"]
-    result = runner.invoke(synthetic.main, args)
+    result = runner.invoke(synthetic_cli.main, args)
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "cli" / "imageLists" / "all.txt").read_text().split()) == 3
-    again = runner.invoke(synthetic.main, args)
+    again = runner.invoke(synthetic_cli.main, args)
     assert again.exit_code != 0
     assert f"{tmp_path / 'cli'}: already exists and is not empty" in again.output
     help_text = subprocess.run(
-        [sys.executable, "-m", "libs.datasets.synthetic", "--help"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "libs.cli.synthetic", "-h"], cwd=REPO, capture_output=True, text=True
     )
     assert help_text.returncode == 0 and "--n-train" in help_text.stdout
 

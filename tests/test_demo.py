@@ -15,7 +15,7 @@ import demo
 from libs.datasets import load_class_names
 from libs.datasets.cocostuff import read_image_bgr
 from libs.models import build_model
-from libs.utils.checkpoint import save_atomic
+from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
 
 CPU = torch.device("cpu")
@@ -121,7 +121,7 @@ def bad_inputs(cfg, synthetic_root, tmp_path):
     torch.manual_seed(SEED)
     other = cfg.deepcopy()
     other.DATASET.N_CLASSES = 5
-    save_atomic({"model": build_model(other).state_dict()}, wrong_classes)
+    save_torch({"model": build_model(other.MODEL, other.DATASET.N_CLASSES).state_dict()}, wrong_classes)
     broken_weights = tmp_path / "broken.pth"
     broken_weights.write_bytes(checkpoint.read_bytes()[:1000])
     return {

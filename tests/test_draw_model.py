@@ -42,7 +42,7 @@ def test_graph_event_file_and_summary(toy_cfg, tmp_path):
     assert rows["base.backbone.pool1"][1] == "1x8x9x9"
     assert rows["base.aspp.c0"][1] == f"1x{n_classes}x5x5"
     assert rows["base.aspp.c0"][3] == str(1 + len(toy_cfg.MODEL.MSC_SCALES))  # MSC calls
-    model = build_model(toy_cfg)
+    model = build_model(toy_cfg.MODEL, toy_cfg.DATASET.N_CLASSES)
     aspp_params = model.base.aspp["c0"].weight.numel() + model.base.aspp["c0"].bias.numel()
     assert int(rows["base.aspp.c0"][2].replace(",", "")) == aspp_params
     total = sum(p.numel() for p in model.parameters())

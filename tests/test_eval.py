@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from libs.datasets import build_dataset, to_rgb_uint8
 from libs.models import build_model
-from libs.utils.crf import DenseCRF, legacy_crf_image
-from libs.utils.metric import SCORE_NAMES, scores
+from libs.inference.crf import DenseCRF, legacy_crf_image
+from libs.inference.metric import SCORE_NAMES, scores
 
-from libs.utils.inference import crf_image, predict_probs  # noqa: E402
+from libs.inference.predict import crf_image, predict_probs  # noqa: E402
 
 eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
@@ -34,7 +34,7 @@ def _write_config(cfg, path):
 
 def _tiny_model(cfg, seed=0):
     torch.manual_seed(seed)
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     # Random ASPP weights with a spread large enough that every class gets predicted somewhere.
     for name, param in model.named_parameters():
         if ".aspp." in name:
@@ -195,7 +195,7 @@ def test_checkpoint_of_another_class_count_is_one_clear_error(setup, tmp_path):
     other = cfg.deepcopy()
     other.DATASET.N_CLASSES = 5
     ckpt = tmp_path / "five.pth"
-    torch.save({"model": build_model(other).state_dict()}, ckpt)
+    torch.save({"model": build_model(other.MODEL, other.DATASET.N_CLASSES).state_dict()}, ckpt)
     _one_line_error(_run("-c", cfg_path, "-m", ckpt, "--no-cuda"),
                     str(ckpt), "5 classes", "asks for 8")
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from libs.utils.metric import ConfusionMatrix, confusion_matrix, scores, scores_from_confusion
+from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores, scores_from_confusion
 
 
 def test_unequal_class_frequencies_hand_computed():

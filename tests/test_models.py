@@ -35,7 +35,7 @@ def test_full_model_321_gives_41(full_model):
 
 def test_full_model_built_from_the_config():
     cfg = load_config("config/cocostuff.yaml")
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     assert n_params(model) == 55_919_384
     assert model.scales == [0.5, 0.75]
     assert [m.dilation[0] for m in model.base.aspp.values()] == [6, 12, 18, 24]

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 import train
 from libs.models import build_model
-from libs.utils.checkpoint import save_atomic
-from libs.utils.loss import msc_loss_sum
-from libs.utils.lr_policy import poly_lr, set_learning_rates
+from libs.utils.atomic import save_torch
+from libs.training.loss import msc_loss_sum
+from libs.training.lr_policy import poly_lr, set_learning_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -45,7 +45,7 @@ def final_weights(cfg):
 
 def test_poly_schedule_and_group_learning_rates(toy_cfg):
     cfg = small(toy_cfg, ITER_MAX=100, LR=1e-3, POLY_POWER=0.9, LR_DECAY=10)
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     optimizer = train.build_optimizer(model, cfg)
     groups = {g["name"]: g for g in optimizer.param_groups}
     for iteration, step_start in [(1, 0), (10, 0), (11, 10), (20, 10), (21, 20), (100, 90)]:
@@ -73,7 +73,7 @@ def test_poly_schedule_and_group_learning_rates(toy_cfg):
 def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
     cfg = small(toy_cfg)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).train()
     images = torch.randn(4, 3, 49, 49)
     labels = torch.randint(0, cfg.DATASET.N_CLASSES, (4, 49, 49))
     labels[0, :30] = 255  # sub-batches with different numbers of ignored pixels
@@ -171,11 +171,11 @@ def test_checkpoints_and_tensorboard_logs(toy_cfg):
 def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, capsys):
     cfg = small(toy_cfg)
     torch.manual_seed(1)
-    donor = build_model(cfg)
+    donor = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     backbone = {k: v for k, v in donor.state_dict().items() if ".aspp." not in k}
-    save_atomic(backbone, tmp_path / "init.pth")
+    save_torch(backbone, tmp_path / "init.pth")
     torch.manual_seed(2)
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     aspp_before = model.base.aspp.c0.weight.detach().clone()
     train.load_initial_weights(model, tmp_path / "init.pth")
     assert "ASPP keeps its initialisation" in capsys.readouterr().out
@@ -186,13 +186,13 @@ def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, cap
     assert "Warning: MODEL.INIT_MODEL is null" in capsys.readouterr().out
     assert torch.equal(model.base.aspp.c0.weight, aspp_before)
 
-    wrong = build_model(cfg.copy() | {"DATASET": cfg.DATASET | {"N_CLASSES": 5}})
-    save_atomic(wrong.state_dict(), tmp_path / "five.pth")
+    wrong = build_model(cfg.MODEL, 5)
+    save_torch(wrong.state_dict(), tmp_path / "five.pth")
     with pytest.raises(train.CheckpointError, match=r"five.pth: weights are for 5 classes"):
         train.load_initial_weights(model, tmp_path / "five.pth")
     partial = dict(backbone)
     del partial["base.backbone.res2.a.branch2a.conv.weight"]
-    save_atomic(partial, tmp_path / "partial.pth")
+    save_torch(partial, tmp_path / "partial.pth")
     with pytest.raises(train.CheckpointError, match="res2.a.branch2a.conv.weight"):
         train.load_initial_weights(model, tmp_path / "partial.pth")
 
@@ -219,7 +219,7 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
         "them with `python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null")
 
     truncated = tmp_path / "truncated.pth"
-    save_atomic(build_model(cfg).state_dict(), truncated)
+    save_torch(build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).state_dict(), truncated)
     truncated.write_bytes(truncated.read_bytes()[:5000])
     cfg.MODEL.INIT_MODEL = None
     result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
@@ -228,9 +228,9 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     assert result.output.startswith(f"Error: {truncated}: not a readable PyTorch weight file")
     assert len(result.output.strip().splitlines()) == 1
 
-    wider = build_model(cfg.deepcopy() | {"MODEL": cfg.MODEL | {"BASE_WIDTH": 16}})
+    wider = build_model(cfg.MODEL | {"BASE_WIDTH": 16}, cfg.DATASET.N_CLASSES)
     foreign = tmp_path / "foreign.pth"
-    save_atomic({"model": wider.state_dict(), "optimizer": {}, "iteration": 1}, foreign)
+    save_torch({"model": wider.state_dict(), "optimizer": {}, "iteration": 1}, foreign)
     result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
                       "--resume", str(foreign)])
     assert result.exit_code == 1
@@ -246,13 +246,13 @@ def test_help():
 
 def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
     """Chance is about 1/8 per class; a tiny net from scratch reaches a mean IoU far above it."""
-    from libs.utils.evaluation import evaluate
+    from libs.inference.evaluation import evaluate
 
     cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4
     model = train.train(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
-    before = build_model(cfg).eval()
+    before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["Mean IoU"]
     untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["Mean IoU"]
     assert untrained < 0.15

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from libs.models import build_model
-from libs.utils.checkpoint import save_atomic
+from libs.utils.atomic import save_torch
 
 
 def tiny_setup(cfg, folder, n_classes=None, seed=0):
@@ -25,5 +25,5 @@ def tiny_setup(cfg, folder, n_classes=None, seed=0):
         model_cfg.DATASET.N_CLASSES = n_classes
     torch.manual_seed(seed)
     checkpoint = folder / ("tiny.pth" if n_classes is None else f"tiny_{n_classes}.pth")
-    save_atomic({"model": build_model(model_cfg).state_dict(), "iteration": 0}, checkpoint)
+    save_torch({"model": build_model(model_cfg.MODEL, model_cfg.DATASET.N_CLASSES).state_dict(), "iteration": 0}, checkpoint)
     return config_path, checkpoint

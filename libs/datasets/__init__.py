@@ -82,7 +82,7 @@ def build_dataset(cfg, split, augment):
         augment=augment,
         crop_size=cfg.IMAGE.SIZE.TRAIN,
         test_size=cfg.IMAGE.SIZE.TEST,
-        scales=cfg.AUGMENTATION.SCALES,
+        scale_range=cfg.AUGMENTATION.SCALE_RANGE,
         flip=cfg.AUGMENTATION.FLIP,
         eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
         skip_bad_samples=cfg.DATASET.SKIP_BAD_SAMPLES,

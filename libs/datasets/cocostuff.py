@@ -112,7 +112,7 @@ class CocoStuffBase(Dataset):
         augment,
         crop_size,
         test_size,
-        scales,
+        scale_range,
         flip,
         eval_original_size,
         skip_bad_samples,
@@ -127,7 +127,7 @@ class CocoStuffBase(Dataset):
         self.augment = augment
         self.crop_size = crop_size
         self.test_size = test_size
-        self.scales = tuple(scales)
+        self.scale_range = tuple(scale_range)
         self.flip = flip
         self.eval_original_size = eval_original_size
         self.skip_bad_samples = skip_bad_samples
@@ -199,7 +199,7 @@ class CocoStuffBase(Dataset):
                 image,
                 label,
                 rng,
-                scales=self.scales,
+                scale_range=self.scale_range,
                 crop_size=self.crop_size,
                 flip=self.flip,
                 ignore_label=self.ignore_label,

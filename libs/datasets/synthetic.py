@@ -11,9 +11,9 @@ Every class differs from the others in colour *and* texture or shape, so a tiny
 DeepLab (``n_blocks=(1,1,1,1)``) learns them within minutes on a CPU. A one-pixel
 band on each shape outline is left unlabeled (``S=0``) to exercise the ignore label.
 
-Usage::
+Scripts whose config sets ``DATASET.SYNTHETIC`` write it on first use; by hand::
 
-    python -m libs.datasets.synthetic --root data/datasets/synthetic \\
+    python -m libs.cli.synthetic --root data/datasets/synthetic \\
         --n-train 200 --n-test 40 --height 120 --width 160 --seed 0
 """
 
@@ -24,7 +24,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 import scipy.io
@@ -248,23 +247,3 @@ def ensure_synthetic(cfg):
             f"but DATASET.SYNTHETIC asks for {wanted}; delete {root} to regenerate it"
         )
     return root
-
-
-@click.command()
-@click.option("--root", required=True, type=click.Path(), help="Directory to create.")
-@click.option("--n-train", required=True, type=click.IntRange(min=1), help="Training images.")
-@click.option("--n-test", required=True, type=click.IntRange(min=1), help="Test images.")
-@click.option("--height", required=True, type=click.IntRange(min=8), help="Image height.")
-@click.option("--width", required=True, type=click.IntRange(min=8), help="Image width.")
-@click.option("--seed", required=True, type=int, help="Same seed, same bytes.")
-def main(root, n_train, n_test, height, width, seed):
-    """Generate a synthetic dataset in the COCO-Stuff 10k layout (8 classes)."""
-    try:
-        generate_synthetic(root, n_train, n_test, height, width, seed)
-    except (DatasetError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"wrote {n_train} train + {n_test} test images to {root}")
-
-
-if __name__ == "__main__":
-    main()

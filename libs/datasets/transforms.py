@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..utils.sizes import scaled_size
+
 
 def _centre_indices(src, dst):
     """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
@@ -56,10 +58,10 @@ def resize_image(image, size):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def augment(image, label, rng, scales, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0)):
+def augment(image, label, rng, scale_range, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0)):
     """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
 
-    Random rescale by a factor uniform in ``scales = (low, high)``, pad to at least
+    Random rescale by a factor uniform in ``scale_range = (low, high)``, pad to at least
     ``crop_size`` (image with the mean colour, label with ``ignore_label``), a random
     ``crop_size`` square crop, and a horizontal flip with probability 0.5 if ``flip``.
     Returns the float32 image with ``mean_bgr`` subtracted (so the padding is 0) and
@@ -70,10 +72,10 @@ def augment(image, label, rng, scales, crop_size, flip, ignore_label, mean_bgr=(
     (equivalent, since the pad only exists along an axis shorter than the crop):
     both then touch crop-sized arrays instead of the rescaled picture.
     """
-    low, high = scales
+    low, high = scale_range
     scale = rng.uniform(low, high)
     height, width = label.shape
-    new_size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+    new_size = scaled_size((height, width), scale)
     image = resize_image(np.asarray(image, np.float32), new_size)
     label = resize_label(label, new_size)
 

@@ -1,45 +1,55 @@
-"""Model builders. ``build_model(cfg)`` is what the scripts use."""
+"""The networks: ResNet-101 backbone, DeepLab v2, MSC, and their builders.
 
+``build_model(model_cfg, n_classes)`` builds what a config's ``MODEL`` section
+describes; every architectural number then comes from the YAML. The one
+exception is the builder named after the paper's model,
+:func:`DeepLabV2_ResNet101_MSC`, whose defaults *are* the paper's architecture
+(as torchvision's named builders): that function is their only home, and the
+classes under it take required arguments.
+"""
+
+from ..utils.errors import DeepLabError
 from .deeplabv2 import ASPP, DeepLabV2
 from .msc import MSC
 from .resnet import FrozenBatchNorm2d, ResNetBackbone
 
-RESNET101_BLOCKS = (3, 4, 23, 3)
-DEEPLABV2_RATES = (6, 12, 18, 24)
-MSC_SCALES = (0.5, 0.75)
+
+class ModelError(DeepLabError, ValueError):
+    """A model the config asks for that does not exist."""
 
 
 def DeepLabV2_ResNet101_MSC(
     n_classes,
-    n_blocks=RESNET101_BLOCKS,
-    atrous_rates=DEEPLABV2_RATES,
-    scales=MSC_SCALES,
+    n_blocks=(3, 4, 23, 3),
+    atrous_rates=(6, 12, 18, 24),
+    msc_scales=(0.5, 0.75),
     base_width=64,
 ):
-    """DeepLab v2 with a ResNet-101 backbone wrapped in MSC; ``.base`` is single-scale.
+    """DeepLab v2 as published: ResNet-101, ASPP rates 6/12/18/24, MSC at 0.5x and 0.75x.
 
-    ``n_blocks`` and ``base_width`` shrink the network for tests and the quick start.
+    ``.base`` is the single-scale network. ``n_blocks`` and ``base_width``
+    shrink it for tests and the quick start.
     """
-    return MSC(DeepLabV2(n_classes, n_blocks, atrous_rates, base_width), scales)
+    return MSC(DeepLabV2(n_classes, n_blocks, atrous_rates, base_width), msc_scales)
 
 
 MODELS = {"DeepLabV2_ResNet101_MSC": DeepLabV2_ResNet101_MSC}
 
 
-def build_model(cfg):
-    """Build the model that ``cfg.MODEL`` describes, for ``cfg.DATASET.N_CLASSES`` classes."""
+def build_model(model_cfg, n_classes):
+    """The model a config's ``MODEL`` section describes, for ``n_classes`` classes."""
     try:
-        builder = MODELS[cfg.MODEL.NAME]
+        builder = MODELS[model_cfg.NAME]
     except KeyError:
-        raise ValueError(
-            f"unknown MODEL.NAME {cfg.MODEL.NAME!r}; choose one of {sorted(MODELS)}"
+        raise ModelError(
+            f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(MODELS)}"
         ) from None
     return builder(
-        cfg.DATASET.N_CLASSES,
-        n_blocks=tuple(cfg.MODEL.N_BLOCKS),
-        atrous_rates=tuple(cfg.MODEL.ATROUS_RATES),
-        scales=tuple(cfg.MODEL.MSC_SCALES),
-        base_width=cfg.MODEL.BASE_WIDTH,
+        n_classes,
+        n_blocks=tuple(model_cfg.N_BLOCKS),
+        atrous_rates=tuple(model_cfg.ATROUS_RATES),
+        msc_scales=tuple(model_cfg.MSC_SCALES),
+        base_width=model_cfg.BASE_WIDTH,
     )
 
 
@@ -48,7 +58,9 @@ __all__ = [
     "DeepLabV2",
     "DeepLabV2_ResNet101_MSC",
     "FrozenBatchNorm2d",
+    "MODELS",
     "MSC",
+    "ModelError",
     "ResNetBackbone",
     "build_model",
 ]

@@ -38,9 +38,7 @@ class ASPP(nn.ModuleDict):
 class DeepLabV2(nn.Module):
     """Single-scale DeepLab v2: logits at 1/8 of the input resolution."""
 
-    def __init__(
-        self, n_classes, n_blocks=(3, 4, 23, 3), atrous_rates=(6, 12, 18, 24), base_width=64
-    ):
+    def __init__(self, n_classes, n_blocks, atrous_rates, base_width):
         super().__init__()
         self.n_classes = n_classes
         self.backbone = ResNetBackbone(n_blocks, base_width)

@@ -2,16 +2,17 @@
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .geometry import msc_resize_input, msc_resize_logits
 
 
 class MSC(nn.Module):
     """Run a shared network on the input and on down-scaled copies, fuse by max.
 
-    The extra-scale inputs are resized bilinearly to ``floor(side * scale)``
-    per axis, so non-square and odd-sized inputs work. Their logits are
-    upsampled bilinearly to the size of the full-scale logits and the
-    element-wise maximum over all scales is taken.
+    The extra-scale inputs and the way their logits come back to the
+    full-scale logits' size are defined in ``geometry.py``; non-square and
+    odd-sized inputs work. The fused output is the element-wise maximum over
+    all scales.
 
     In training mode the forward returns a list
     ``[full-scale logits, *extra-scale logits at their own sizes, fused logits]``
@@ -19,23 +20,17 @@ class MSC(nn.Module):
     returns only the fused logits.
     """
 
-    def __init__(self, base, scales=(0.5, 0.75)):
+    def __init__(self, base, scales):
         super().__init__()
         self.base = base
         self.scales = [float(s) for s in scales]
 
     def forward(self, x):
         full = self.base(x)
-        h, w = x.shape[-2:]
-        pyramid = []
-        for s in self.scales:
-            size = (max(1, int(h * s)), max(1, int(w * s)))
-            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            pyramid.append(self.base(xs))
+        pyramid = [self.base(msc_resize_input(x, s)) for s in self.scales]
         fused = full
         for logits in pyramid:
-            up = F.interpolate(logits, size=full.shape[-2:], mode="bilinear", align_corners=False)
-            fused = torch.maximum(fused, up)
+            fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:]))
         if self.training:
             return [full] + pyramid + [fused]
         return fused

@@ -112,7 +112,7 @@ class ResNetBackbone(nn.Module):
     CPU trains them in minutes; ``out_channels`` is ``32 * base_width``.
     """
 
-    def __init__(self, n_blocks=(3, 4, 23, 3), base_width=64):
+    def __init__(self, n_blocks, base_width):
         super().__init__()
         if len(n_blocks) != 4 or min(n_blocks) < 1:
             raise ValueError(f"n_blocks must be four positive integers, got {list(n_blocks)}")

@@ -12,8 +12,10 @@ from pathlib import Path
 import yaml
 from addict import Dict
 
+from .errors import DeepLabError
 
-class ConfigError(ValueError):
+
+class ConfigError(DeepLabError, ValueError):
     """A config file that cannot be used; the message names the file and key."""
 
 
@@ -65,11 +67,12 @@ SCHEMA = {
         "SIZE": {
             "TRAIN": int,  # random crop side during training
             "TEST": int,  # side that evaluation images are warped to
+            "DEMO": int,  # longer side of demo images and video frames at the network
         },
         "EVAL_ORIGINAL_SIZE": bool,  # score at the annotation's own resolution
     },
     "AUGMENTATION": {
-        "SCALES": ListOf(float, length=2),  # [min, max] of the random rescale
+        "SCALE_RANGE": ListOf(float, length=2),  # [min, max] of the random rescale
         "FLIP": bool,
     },
     "MODEL": {

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from caffe_reference import deeplab_caffe_layers  # noqa: E402
-from libs.utils.caffe_pb import read_caffemodel, write_caffemodel  # noqa: E402
+from libs.caffe.protobuf import read_caffemodel, write_caffemodel  # noqa: E402
 
 
 def _timed(fn):

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from libs.utils.crf import DenseCRF, map_crf  # noqa: E402
+from libs.inference.crf import DenseCRF, map_crf  # noqa: E402
 
 # The CRF parameters of config/cocostuff.yaml (DeepLab v2's).
 CRF_PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
@@ -179,7 +179,7 @@ def main(size, n_classes, n_images, thresholds, parallel, parallel_threshold, se
             start = time.perf_counter()
             results = [r for _, r in map_crf(crf, items, n_jobs=n_jobs, argmax=True)]
             timings[n_jobs] = time.perf_counter() - start
-        from libs.utils.crf import default_n_jobs
+        from libs.inference.crf import default_n_jobs
         print(f"map_crf ({crf}): 1 worker {timings[1]:.1f}s, "
               f"{default_n_jobs()} workers {timings[None]:.1f}s, "
               f"speed-up {timings[1] / timings[None]:.2f}x")

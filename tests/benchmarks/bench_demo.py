@@ -27,10 +27,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import demo  # noqa: E402
-from libs.utils.inference import crf_image, network_input  # noqa: E402
+from libs.inference.predict import crf_image, network_input  # noqa: E402
 from libs.models import build_model  # noqa: E402
 from libs.utils.config import load_config  # noqa: E402
-from libs.utils.crf import DenseCRF  # noqa: E402
+from libs.inference.crf import DenseCRF  # noqa: E402
 
 PICTURE_SIZE = (480, 640)
 
@@ -60,7 +60,7 @@ def main(config_path, repeats, crf):
     cfg = load_config(config_path)
     device = torch.device("cpu")
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     rng = np.random.default_rng(0)
     picture = rng.integers(0, 256, PICTURE_SIZE + (3,), dtype=np.uint8)
     image = demo.resize_longer_side(picture, cfg.IMAGE.SIZE.TEST)

@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_crf import realistic_sample  # noqa: E402
-from libs.utils.inference import predict_probs  # noqa: E402
+from libs.inference.predict import predict_probs  # noqa: E402
 from libs.datasets import to_rgb_uint8  # noqa: E402
 from libs.models import build_model  # noqa: E402
 from libs.utils.config import load_config  # noqa: E402
-from libs.utils.crf import DenseCRF, default_n_jobs, map_crf  # noqa: E402
-from libs.utils.metric import ConfusionMatrix  # noqa: E402
+from libs.inference.crf import DenseCRF, default_n_jobs, map_crf  # noqa: E402
+from libs.inference.metric import ConfusionMatrix  # noqa: E402
 
 
 @click.command()
@@ -53,7 +53,7 @@ def main(config_path, size, n_images, full_crf, seed):
     mean = np.array([cfg.IMAGE.MEAN.B, cfg.IMAGE.MEAN.G, cfg.IMAGE.MEAN.R], np.float32)
     inputs = [torch.from_numpy((image[..., ::-1] - mean).transpose(2, 0, 1).copy())[None]
               for image, _, _ in samples]
-    model = build_model(cfg).eval()
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     print(f"{cfg.MODEL.NAME} {cfg.MODEL.N_BLOCKS}, {n_classes} classes, {n_images} images "
           f"{size}x{size}, {torch.get_num_threads()} torch threads, "
           f"{default_n_jobs()} CRF workers")

@@ -39,7 +39,7 @@ def median_seconds(fn, repeats):
 def main(config_path, repeats):
     cfg = load_config(config_path)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     device = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 

@@ -18,13 +18,15 @@ little-endian bytes produces exactly what Caffe writes, without creating a
 Python float per value.
 """
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
+
+from ..utils.atomic import write_bytes
+from ..utils.errors import DeepLabError
 
 _F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
@@ -177,7 +179,7 @@ BlobProto = _EXACT["BlobProto"]
 BlobShape = _EXACT["BlobShape"]
 
 
-class CaffeModelError(ValueError):
+class CaffeModelError(DeepLabError, ValueError):
     """A .caffemodel that cannot be read; the message names the file (and layer)."""
 
 
@@ -318,13 +320,4 @@ def write_caffemodel(layers, path, name="deeplab"):
     net = NetParameter(name=name)
     for layer in layers:
         net.layer.add().CopyFrom(layer)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(net.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_bytes(net.SerializeToString(), path)

@@ -29,14 +29,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..utils.caffe_pb import POOL_MAX, ROUND_CEIL, CaffeModelError
-from .caffe_names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target, is_multiscale_copy
+from ..utils.errors import DeepLabError
+from .names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target, is_multiscale_copy
+from .protobuf import POOL_MAX, ROUND_CEIL, CaffeModelError
 
 BATCHNORM_EPS_RTOL = 1e-5  # float32 storage of 1e-5 differs from it by ~3e-8 (relative)
 BN_BUFFER_COUNTER = "num_batches_tracked"
 
 
-class ConversionError(ValueError):
+class ConversionError(DeepLabError, ValueError):
     """The caffemodel does not fit the model; the message names the file and the layer."""
 
 

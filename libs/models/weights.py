@@ -1,31 +1,21 @@
-"""Reading and writing weight files safely.
+"""Reading weight files safely and loading them into a model with checks.
 
 Two kinds of file are accepted wherever a model path is asked for: a plain
 state dict (what convert.py writes) and a training checkpoint, a dict whose
 ``"model"`` entry is the state dict (what train.py writes). Everything is read
-with ``weights_only=True`` so a weight file can never run code, and written
-atomically so an interrupted save never leaves a half-written file behind.
+with ``weights_only=True`` so a weight file can never run code. (Files are
+written by ``libs.utils.atomic.save_torch``.)
 """
 
-import os
 from pathlib import Path
 
 import torch
 
-from libs.utils.atomic import atomic_path
+from ..utils.errors import DeepLabError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DeepLabError, ValueError):
     """A weight file that cannot be used; the message names the file."""
-
-
-def save_atomic(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def load_file(path, map_location="cpu"):

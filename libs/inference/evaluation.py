@@ -3,7 +3,6 @@
 Shared by eval.py and by train.py (which scores the final model).
 """
 
-import json
 import math
 import time
 
@@ -11,11 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from libs.datasets import DatasetError, build_dataset, load_class_names
-from libs.utils.atomic import atomic_path
-from libs.utils.crf import map_crf
-from libs.utils.inference import crf_image, predict_probs
-from libs.utils.metric import SCORE_NAMES, ConfusionMatrix
+from ..datasets import DatasetError, build_dataset, load_class_names
+from ..utils.atomic import write_json
+from .crf import map_crf
+from .predict import crf_image, predict_probs
+from .metric import SCORE_NAMES, ConfusionMatrix
 
 
 def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
@@ -78,11 +77,6 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def write_json_atomic(obj, path):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
 def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
                         scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
     """Evaluate, print the score table, write the results JSON; return the results dict.
@@ -127,5 +121,5 @@ def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None,
     tqdm.write(format_table(results))
     tqdm.write(f"\n{n_images} images in {elapsed:.1f} s "
                f"({n_images / max(elapsed, 1e-9):.3f} images/s); results: {output_path}")
-    write_json_atomic(results, output_path)
+    write_json(results, output_path)
     return results

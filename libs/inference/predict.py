@@ -1,23 +1,16 @@
 """From weights and pixels to class probabilities: shared by eval.py, the demos and train.py."""
 
-import click
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from libs.datasets.transforms import subtract_mean, to_rgb_uint8
-from libs.models import build_model
-from libs.utils.checkpoint import load_model_weights
-from libs.utils.crf import legacy_crf_image
-
-
-def choose_device(cuda):
-    """``cuda`` None means "CUDA when available"; an explicit --cuda without CUDA is an error."""
-    available = torch.cuda.is_available()
-    if cuda and not available:
-        raise click.ClickException("--cuda: CUDA is not available on this machine (use --no-cuda)")
-    return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
+from ..datasets.transforms import subtract_mean, to_rgb_uint8
+from ..models import build_model
+from ..models.geometry import upsample_logits
+from ..models.weights import load_model_weights
+from ..utils.sizes import longer_side_size, scaled_size
+from .crf import legacy_crf_image
 
 
 def load_model(cfg, model_path, device):
@@ -26,36 +19,25 @@ def load_model(cfg, model_path, device):
     Raises :class:`CheckpointError` for a missing or unusable weight file
     (including one trained for another number of classes).
     """
-    model = build_model(cfg)
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
     return model.eval().to(device)
 
 
-def upsample_logits(logits, size):
-    """Bilinear upsampling of 1/8-resolution logits to ``size``.
-
-    ``align_corners=True`` because output cell i of this network is centred on
-    input pixel 8i (Caffe's convention: 513 -> 65, 321 -> 41), so the first and
-    last cells sit exactly on the first and last pixels.
-    """
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-
-
-def predict_probs(model, images, size, scales=(1.0,), flip=False):
+def predict_probs(model, images, size, tta_scales=(1.0,), flip=False):
     """Class probabilities at ``size``, averaged over input scales and horizontal flips.
 
     With the single scale 1.0 and no flip this is exactly
     ``softmax(upsample(model(images)))``.
     """
-    height, width = images.shape[-2:]
     total = None
     n_views = 0
-    for scale in scales:
+    for scale in tta_scales:
         if scale == 1.0:
             scaled = images
         else:
-            scaled_size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
+            scaled = F.interpolate(images, size=scaled_size(images.shape[-2:], scale),
+                                   mode="bilinear", align_corners=False)
         views = [False, True] if flip else [False]
         for flipped in views:
             x = scaled.flip(-1) if flipped else scaled
@@ -66,12 +48,6 @@ def predict_probs(model, images, size, scales=(1.0,), flip=False):
             total = probs if total is None else total + probs
             n_views += 1
     return total if n_views == 1 else total / n_views
-
-
-def longer_side_size(height, width, longer_side):
-    """``(height, width)`` scaled so the longer side is ``longer_side``, aspect kept."""
-    scale = longer_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def resize_longer_side(image, longer_side):

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from libs.datasets.transforms import resize_labels_torch
+from ..datasets.transforms import resize_labels_torch
 
 
 def labels_per_output(labels, outputs):

@@ -1,0 +1,70 @@
+"""The command-line layer: the options every script shares and one error-to-message rule.
+
+This package is the only part of ``libs`` that knows about click. The scripts
+at the top level are thin faces: they declare their options (the shared ones
+from here), wire library calls together inside :func:`one_line_errors`, and
+report. Every error the project raises for bad input derives from
+:class:`~libs.utils.errors.DeepLabError` and becomes one line on the terminal
+(exit status 1) instead of a traceback.
+"""
+
+import contextlib
+import math
+
+import click
+
+from ..models import ModelError
+from ..utils.errors import DeepLabError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def command(**kwargs):
+    """``click.command`` with ``-h`` as well as ``--help``."""
+    return click.command(context_settings=CONTEXT_SETTINGS, **kwargs)
+
+
+def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or config/toy.yaml."):
+    """``-c/--config``: the YAML file that holds every default (required unless ``default``)."""
+    return click.option("-c", "--config", "config_path", required=default is None,
+                        default=default, show_default=default is not None,
+                        type=click.Path(dir_okay=False), help=help)
+
+
+def model_path_option():
+    """``-m/--model-path``: weights to load (a converted Caffe model or a train.py checkpoint)."""
+    return click.option("-m", "--model-path", required=True, type=click.Path(dir_okay=False),
+                        help="Weights: a converted Caffe model or a train.py checkpoint.")
+
+
+def cuda_option(what="Run the model on the GPU"):
+    """``--cuda/--no-cuda``; ``None`` (neither given) means "when CUDA is available"."""
+    return click.option("--cuda/--no-cuda", default=None,
+                        help=f"{what}  [default: when CUDA is available]")
+
+
+def parse_positive_floats(text):
+    """``"0.75,1.0,1.25"`` -> ``(0.75, 1.0, 1.25)``; a click error names the bad part."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise click.BadParameter(f"expected positive numbers, got {text!r}")
+    return values
+
+
+@contextlib.contextmanager
+def one_line_errors(config_path=None):
+    """Turn the project's errors raised inside the block into one-line click errors.
+
+    A :class:`ModelError` (an unknown ``MODEL.NAME``) comes from a config
+    value, so its line is prefixed with ``config_path`` when one is given.
+    """
+    try:
+        yield
+    except ModelError as e:
+        prefix = f"{config_path}: " if config_path is not None else ""
+        raise click.ClickException(f"{prefix}{e}") from None
+    except DeepLabError as e:
+        raise click.ClickException(str(e)) from None

@@ -1,0 +1,1 @@
+"""The training protocol: parameter groups, learning-rate policy, loss, step, loop, checkpoints."""

@@ -1,0 +1,31 @@
+"""Sizes of rescaled images: one rounding rule for every image-to-image resize.
+
+Three different things scale an image in this project, and they have
+distinct names everywhere:
+
+* ``scale_range``: the random rescale of training augmentation
+  (``AUGMENTATION.SCALE_RANGE``);
+* ``msc_scales``: the extra inputs of the multi-scale model (``MODEL.MSC_SCALES``),
+  whose sizes follow the network's logit grid (``libs/models/geometry.py``);
+* ``tta_scales``: test-time augmentation in evaluation (``eval.py --tta-scales``).
+
+Image-to-image resizes (augmentation, test-time scales, the demos' longer
+side) all round a scaled side to the nearest integer (Python's ``round``: ties
+to even), and never below one pixel.
+"""
+
+
+def scaled_side(side, scale):
+    """``side * scale`` rounded to the nearest integer (ties to even), at least 1."""
+    return max(1, int(round(side * scale)))
+
+
+def scaled_size(size, scale):
+    """``(height, width)`` scaled by ``scale`` with :func:`scaled_side` on each axis."""
+    height, width = size
+    return scaled_side(height, scale), scaled_side(width, scale)
+
+
+def longer_side_size(height, width, longer_side):
+    """``(height, width)`` scaled so that the longer side is ``longer_side``, aspect kept."""
+    return scaled_size((height, width), longer_side / max(height, width))
