@@ -11,47 +11,29 @@ from pathlib import Path
 
 import click
 
-from libs.models import DeepLabV2_ResNet101_MSC, build_model
-from libs.caffe.converter import ConversionError, convert_caffe_layers
-from libs.caffe.names import CAFFE_PRESETS
-from libs.caffe.protobuf import CaffeModelError, read_caffemodel
-from libs.utils.atomic import save_torch
-from libs.utils.config import ConfigError, load_config
+from libs.caffe import (
+    CAFFE_PRESETS,
+    backbone_note,
+    check_loads,
+    convert_caffemodel,
+    preset_paths,
+    save_state_dict,
+    target_model,
+)
+from libs.cli import command, one_line_errors
+from libs.utils.config import load_config
 
 
-def _target_model(preset, config_path):
-    """The model the weights must fit (only its structure and tensor shapes are used)."""
+def _target(preset, config_path):
+    """The target model and how the report describes its classes."""
     if config_path is None:
-        return DeepLabV2_ResNet101_MSC(preset.n_classes), f"{preset.n_classes} classes"
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:  # its message already names the file
-        raise click.ClickException(str(e)) from None
-    try:
-        model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
-    except ValueError as e:
-        raise click.ClickException(f"{config_path}: {e}") from None
+        return target_model(preset), f"{preset.n_classes} classes"
+    cfg = load_config(config_path)
+    model = target_model(preset, cfg.MODEL, cfg.DATASET.N_CLASSES)
     return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
 
 
-def _verify_loads(state_dict, model, backbone_only, output):
-    """The saved dict must load as training and evaluation will load it."""
-    try:
-        result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise click.ClickException(f"{output}: internal error, converted weights do not load "
-                                   f"({first})") from None
-    if backbone_only:
-        stray = [k for k in result.missing_keys if not k.startswith("base.aspp.")]
-        if stray or result.unexpected_keys:
-            raise click.ClickException(
-                f"{output}: internal error, backbone state dict does not fit the model "
-                f"({(stray + result.unexpected_keys)[0]})"
-            )
-
-
-@click.command()
+@command()
 @click.option(
     "--dataset",
     required=True,
@@ -89,37 +71,19 @@ def main(dataset, caffemodel, output, config_path):
     and loads with torch.load(path, weights_only=True).
     """
     preset = CAFFE_PRESETS[dataset]
-    caffemodel = Path(caffemodel or preset.caffemodel)
-    output = Path(output or preset.output)
-    if caffemodel.resolve() == output.resolve():
-        raise click.ClickException(f"{output}: output would overwrite the input caffemodel")
-    model, classes = _target_model(preset, config_path)
-    click.echo(f"{dataset}: {preset.description}")
-    click.echo(f"target: {type(model).__name__}, {classes}"
-               + (", backbone only" if preset.backbone_only else ""))
-    try:
-        layers = read_caffemodel(caffemodel)
-        state_dict, summary = convert_caffe_layers(
-            layers, model, preset.classifier, preset.backbone_only, source=caffemodel
-        )
-    except (CaffeModelError, ConversionError) as e:
-        raise click.ClickException(str(e)) from None
-    del layers
-    _verify_loads(state_dict, model, preset.backbone_only, output)
-    for line in summary.lines():
-        click.echo(line)
-    if preset.backbone_only:
-        heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
-        click.echo(
-            f"note: the COCO init model's classifier ({heads}) is not DeepLab v2's ASPP, so "
-            f"only the backbone was converted ({len(state_dict)} base.backbone.* tensors). "
-            "Training loads it with strict=False and the ASPP (base.aspp.*) keeps its own "
-            "initialisation (gaussian std 0.01, zero bias)."
-        )
-    try:
-        save_torch(state_dict, output)
-    except OSError as e:
-        raise click.ClickException(f"{output}: cannot write ({e.strerror})") from None
+    with one_line_errors(config_path):
+        caffemodel, output = preset_paths(preset, caffemodel, output)
+        model, classes = _target(preset, config_path)
+        click.echo(f"{dataset}: {preset.description}")
+        click.echo(f"target: {type(model).__name__}, {classes}"
+                   + (", backbone only" if preset.backbone_only else ""))
+        state_dict, summary = convert_caffemodel(caffemodel, model, preset)
+        check_loads(state_dict, model, preset.backbone_only, output)
+        for line in summary.lines():
+            click.echo(line)
+        if preset.backbone_only:
+            click.echo(backbone_note(summary, len(state_dict)))
+        save_state_dict(state_dict, output)
     click.echo(f"saved {output}")
 
 

@@ -6,39 +6,33 @@ files (~180 MB each, shared by the module).
 """
 
 import os
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from libs.models import DeepLabV2_ResNet101_MSC
-from libs.caffe.converter import ConversionError, convert_caffe_layers
-from libs.caffe.names import (
-    BATCHNORM,
+import convert
+from caffe_reference import caffe_forward, deeplab_caffe_layers
+from libs.caffe import (
     CAFFE_PRESETS,
-    CONV,
-    POOL,
-    SCALE,
-    SKIP,
-    caffe_target,
-)
-from libs.caffe.protobuf import (
-    BlobProto,
     CaffeModelError,
-    LayerParameter,
-    NetParameter,
-    array_to_blob,
+    ConversionError,
+    OutputError,
+    check_loads,
+    convert_caffe_layers,
+    preset_paths,
     read_caffemodel,
+    save_state_dict,
+    target_model,
     write_caffemodel,
 )
+from libs.caffe.names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target
+from libs.caffe.protobuf import BlobProto, LayerParameter, NetParameter, array_to_blob
+from libs.models import DeepLabV2_ResNet101_MSC, ModelError
+from libs.training.checkpoint import load_initial_weights
 from libs.utils.config import load_config
-
-sys.path.insert(0, str(Path(__file__).parent))
-import convert  # noqa: E402
-from caffe_reference import caffe_forward, deeplab_caffe_layers  # noqa: E402
 
 TINY = (1, 1, 1, 1)
 NARROW = 16  # base width of the tiny nets (the toy config's); ResNet-101 has 64
@@ -138,11 +132,9 @@ def test_coco_init_converts_the_backbone_only(coco_full, tmp_path):
     assert "ASPP (base.aspp.*) keeps its own" in result.output
     assert "fc1 (91 outputs)" in result.output
     # What train.py does with MODEL.INIT_MODEL: the backbone loads, the ASPP keeps its init.
-    import train
-
     fresh = DeepLabV2_ResNet101_MSC(182)
     aspp_init = fresh.base.aspp.c0.weight.detach().clone()
-    train.load_initial_weights(fresh, out, log=lambda *_: None)
+    load_initial_weights(fresh, out, log=lambda *_: None)
     assert torch.equal(fresh.base.aspp.c0.weight, aspp_init)
     assert torch.equal(fresh.base.backbone.res5.c.branch2c.conv.weight,
                        state_dict["base.backbone.res5.c.branch2c.conv.weight"])
@@ -188,6 +180,42 @@ def test_help_lists_the_presets():
     result = run_cli("--help")
     assert result.exit_code == 0
     assert "coco_init" in result.output and "voc12" in result.output
+
+
+def test_dash_h_is_help():
+    result = run_cli("-h")
+    assert result.exit_code == 0
+    assert "--dataset" in result.output and "--config" in result.output
+
+
+def test_unknown_model_name_in_the_config_is_one_line(tmp_path):
+    path, _ = tiny_voc(tmp_path, n_classes=8)
+    config = tmp_path / "bad.yaml"
+    config.write_text(open("config/toy.yaml").read().replace(
+        "DeepLabV2_ResNet101_MSC", "NoSuchNet", 1))
+    result = run_cli("--dataset", "voc12", "--caffemodel", path, "--output",
+                     tmp_path / "x.pth", "--config", config)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"Error: {config}: unknown MODEL.NAME 'NoSuchNet'")
+
+
+def test_output_over_the_input_is_refused(tmp_path):
+    path, _ = tiny_voc(tmp_path)
+    raw = path.read_bytes()
+    result = run_cli("--dataset", "voc12", "--caffemodel", path, "--output", path)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}: output would overwrite the input caffemodel\n"
+    assert path.read_bytes() == raw
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    path, _ = tiny_voc(tmp_path, n_classes=8)
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "toy.pth"
+    result = run_cli("--dataset", "voc12", "--caffemodel", path, "--output", out,
+                     "--config", "config/toy.yaml")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"Error: {out}: cannot write (")
 
 
 # -- mapping rules ------------------------------------------------------------------
@@ -510,3 +538,55 @@ def test_damaged_layer_names_do_not_crash_the_reader(tmp_path):
     path.write_bytes(raw)
     (layer,) = read_caffemodel(path)
     assert layer.name == "\ufffd" and layer.type == "ReLU"
+
+
+# -- the library steps convert.py wires together -------------------------------
+
+def test_preset_paths_default_to_the_preset_and_refuse_to_overwrite_the_input(
+        tmp_path, monkeypatch):
+    voc = CAFFE_PRESETS["voc12"]
+    caffemodel, output = preset_paths(voc)
+    assert (str(caffemodel), str(output)) == (voc.caffemodel, voc.output)
+    monkeypatch.chdir(tmp_path)  # the same file spelt two ways
+    with pytest.raises(OutputError, match="output would overwrite the input caffemodel"):
+        preset_paths(voc, tmp_path / "x.caffemodel", "x.caffemodel")
+
+
+def test_target_model_comes_from_the_config_section():
+    cfg = load_config("config/toy.yaml")
+    model = target_model(CAFFE_PRESETS["voc12"], cfg.MODEL, cfg.DATASET.N_CLASSES)
+    assert model.base.aspp["c0"].out_channels == cfg.DATASET.N_CLASSES
+    with pytest.raises(ModelError, match="unknown MODEL.NAME 'NoSuchNet'"):
+        target_model(CAFFE_PRESETS["voc12"], SimpleNamespace(NAME="NoSuchNet"), 8)
+
+
+def tiny_model():
+    return DeepLabV2_ResNet101_MSC(8, n_blocks=TINY, base_width=NARROW)
+
+
+def test_check_loads_accepts_a_complete_state_dict_and_a_backbone():
+    state_dict = tiny_model().state_dict()
+    check_loads(state_dict, tiny_model(), backbone_only=False, output="full.pth")
+    backbone = {k: v for k, v in state_dict.items() if k.startswith("base.backbone.")}
+    check_loads(backbone, tiny_model(), backbone_only=True, output="backbone.pth")
+
+
+def test_check_loads_names_the_output_and_the_first_problem():
+    state_dict = tiny_model().state_dict()
+    del state_dict["base.aspp.c0.bias"]
+    with pytest.raises(ConversionError, match=r"^full.pth: internal error, converted weights "
+                                              r"do not load \(Error\(s\) in loading"):
+        check_loads(state_dict, tiny_model(), backbone_only=False, output="full.pth")
+    backbone = {k: v for k, v in state_dict.items() if k.startswith("base.backbone.")}
+    del backbone["base.backbone.conv1.conv.weight"]
+    with pytest.raises(ConversionError, match=r"backbone state dict does not fit the model "
+                                              r"\(base.backbone.conv1.conv.weight\)"):
+        check_loads(backbone, tiny_model(), backbone_only=True, output="backbone.pth")
+
+
+def test_save_state_dict_turns_os_errors_into_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "x.pth"
+    with pytest.raises(OutputError, match=r"a_file/x.pth: cannot write \(") as error:
+        save_state_dict({"w": torch.zeros(1)}, out)
+    assert "\n" not in str(error.value)

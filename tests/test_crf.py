@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -6,17 +5,10 @@ import pytest
 
 from libs.utils.config import load_config
 from libs.inference.crf import DenseCRF, legacy_crf_image, map_crf
+from tests.benchmarks.bench_crf import realistic_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "bench_crf", ROOT / "tests" / "benchmarks" / "bench_crf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _random_inputs(rng, n_labels=5, height=24, width=32):
@@ -74,13 +66,12 @@ def test_parallel_map_equals_serial_calls():
 
 def test_pruned_crf_agrees_with_full_crf_on_realistic_maps():
     """Bar: >= 99.9% of pixels get the same label as the full 182-label CRF."""
-    bench = _bench_module()
     rng = np.random.default_rng(7)
     full = DenseCRF(**PARAMS)
     pruned = DenseCRF(**PARAMS, prune_threshold=0.05)
     same = total = 0
     for _ in range(3):
-        image, prob, _ = bench.realistic_sample(rng, n_classes=182, size=97)
+        image, prob, _ = realistic_sample(rng, n_classes=182, size=97)
         kept = pruned.kept_labels(prob)
         assert len(kept) < 40  # pruning actually removes most of the 182 labels
         posterior = pruned(image, prob)
@@ -139,7 +130,22 @@ def test_from_config_reads_the_crf_section():
     assert (crf.iter_max, crf.pos_w, crf.pos_xy_std) == (10, 3.0, 1.0)
     assert (crf.bi_w, crf.bi_xy_std, crf.bi_rgb_std) == (4.0, 67.0, 3.0)
     assert crf.prune_threshold == cfg.CRF.PRUNE_THRESHOLD
-    assert DenseCRF.from_config(cfg.CRF, prune_threshold=None).prune_threshold is None
+    full = crf.with_prune_threshold(None)
+    assert full.prune_threshold is None and crf.prune_threshold == cfg.CRF.PRUNE_THRESHOLD
+    assert full.settings() == {"iter_max": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0,
+                               "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "prune_threshold": None}
+    assert list(full.settings()) == list(PARAMS) + ["prune_threshold"]
+    with pytest.raises(ValueError, match="prune_threshold"):
+        crf.with_prune_threshold(1.0)
+
+
+def test_parameters_are_fixed_and_typed_once_built():
+    crf = DenseCRF(**PARAMS, prune_threshold=0.05)
+    assert isinstance(crf.iter_max, int) and isinstance(crf.pos_w, float)
+    assert repr(crf) == ("DenseCRF(iter_max=10, pos_w=3.0, pos_xy_std=1.0, bi_w=4.0, "
+                         "bi_xy_std=67.0, bi_rgb_std=3.0, prune_threshold=0.05)")
+    with pytest.raises(AttributeError):
+        crf.prune_threshold = 0.1
 
 
 def test_legacy_image_wraps_the_mean_subtracted_input_like_the_original():

@@ -12,8 +12,8 @@ from libs.datasets import build_dataset, to_rgb_uint8
 from libs.models import build_model
 from libs.inference.crf import DenseCRF, legacy_crf_image
 from libs.inference.metric import SCORE_NAMES, scores
-
-from libs.inference.predict import crf_image, predict_probs  # noqa: E402
+from libs.inference.predict import crf_image, predict_probs
+from libs.inference.report import default_output_path
 
 eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
@@ -120,6 +120,12 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
     truths, plain_preds, preds = _direct_predictions(cfg, model, crf=crf)
     _assert_same_scores(results, scores(truths, preds, cfg.DATASET.N_CLASSES))
     assert results["crf"]["bi_xy_std"] == cfg.CRF.BI_XY_STD
+    assert results["crf"] == {
+        "iter_max": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0,
+        "bi_rgb_std": 3.0, "prune_threshold": cfg.CRF.PRUNE_THRESHOLD,
+        "legacy_mean_subtracted_image": False,
+    }
+    assert list(results)[:4] == ["config", "model_path", "split", "n_images"]
     assert any((a != b).any() for a, b in zip(preds, plain_preds))  # the CRF changed something
 
 
@@ -142,8 +148,10 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     results = json.loads(multi.read_text())
     assert results["scales"] == [0.75, 1.25] and results["flip"] is True
     assert results["n_images"] == 2
-    assert eval_script.default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
+    assert default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
         "checkpoint_2_test_ms0.75-1.25_flip_crf.json")
+    assert default_output_path(ckpt, "train", False, (1.0,), False).name == (
+        "checkpoint_2_train.json")
 
 
 def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):
@@ -156,7 +164,7 @@ def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):
                                        align_corners=True), dim=1)
 
     with torch.no_grad():
-        got = predict_probs(model, x, size, scales=(0.5, 1.0), flip=True)
+        got = predict_probs(model, x, size, tta_scales=(0.5, 1.0), flip=True)
         small = F.interpolate(x, size=(round(33 * 0.5), round(41 * 0.5)), mode="bilinear",
                               align_corners=False)
         want = (probs(small) + probs(small.flip(-1)).flip(-1) + probs(x)
@@ -210,6 +218,15 @@ def test_missing_dataset_is_one_clear_error(setup, tmp_path):
     _one_line_error(_run("-c", cfg_path, "-m", ckpt, "-o", out, "--no-cuda"),
                     "no-such-dataset", "not found")
     assert not out.exists()
+
+
+def test_unknown_model_name_is_one_clear_error(setup, tmp_path):
+    cfg, _, ckpt, _ = setup
+    cfg = cfg.deepcopy()
+    cfg.MODEL.NAME = "DeepLabV9"
+    cfg_path = _write_config(cfg, tmp_path / "unknown-model.yaml")
+    _one_line_error(_run("-c", cfg_path, "-m", ckpt, "--no-cuda"),
+                    str(cfg_path), "DeepLabV9")
 
 
 def test_bad_options_are_clear_errors(setup):

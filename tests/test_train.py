@@ -1,5 +1,7 @@
-"""train.py: the poly schedule, parameter groups, accumulation, exact resume, DDP, logging."""
+"""Training (libs/training and train.py): the poly schedule, parameter groups, accumulation,
+exact resume, DDP, logging, and the one-line errors of the script."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,9 +14,15 @@ from click.testing import CliRunner
 
 import train
 from libs.models import build_model
-from libs.utils.atomic import save_torch
-from libs.training.loss import msc_loss_sum
+from libs.models.weights import CheckpointError
+from libs.training import TrainingError
+from libs.training.checkpoint import load_initial_weights
+from libs.training.loop import train as run_training
+from libs.training.loss import count_valid, msc_loss_sum
 from libs.training.lr_policy import poly_lr, set_learning_rates
+from libs.training.optim import build_optimizer
+from libs.training.step import train_step
+from libs.utils.atomic import save_torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -46,7 +54,7 @@ def final_weights(cfg):
 def test_poly_schedule_and_group_learning_rates(toy_cfg):
     cfg = small(toy_cfg, ITER_MAX=100, LR=1e-3, POLY_POWER=0.9, LR_DECAY=10)
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
-    optimizer = train.build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.SOLVER)
     groups = {g["name"]: g for g in optimizer.param_groups}
     for iteration, step_start in [(1, 0), (10, 0), (11, 10), (20, 10), (21, 20), (100, 90)]:
         set_learning_rates(optimizer, 1e-3, iteration, 100, 0.9, 10)
@@ -81,7 +89,7 @@ def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
 
     def gradients(sub_batches):
         model.zero_grad(set_to_none=True)
-        loss, _ = train.train_step(model, sub_batches, CPU, 255, 1, train.contextlib.nullcontext)
+        loss, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext)
         return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     ids = ["a"] * 4
@@ -95,7 +103,7 @@ def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
     with torch.no_grad():
         outputs = model(images)
         per_output = msc_loss_sum(outputs, labels, 255)
-        valid = [(train.count_valid(labels, [o.shape[-2:]], 255))[0] for o in outputs]
+        valid = [(count_valid(labels, [o.shape[-2:]], 255))[0] for o in outputs]
     assert len(outputs) == 4
     assert loss_whole == pytest.approx(sum(s / v for s, v in zip(per_output, valid)).item(),
                                        rel=1e-6)
@@ -105,14 +113,14 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=6, ITER_SNAP=3, ITER_SIZE=2, LR_DECAY=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2  # 12 images: 6 sub-batches per epoch, resume crosses one
     cfg.EXP.OUTPUT_DIR = str(tmp_path / "full")
-    train.train(cfg, CPU, progress=False)
+    run_training(cfg, CPU, progress=False)
     uninterrupted = final_weights(cfg)
 
     checkpoint = tmp_path / "full" / cfg.EXP.ID / "checkpoint_3.pth"
     state = torch.load(checkpoint, weights_only=True)
     assert state["iteration"] == 3 and {"model", "optimizer", "rng", "config"} <= set(state)
     cfg.EXP.OUTPUT_DIR = str(tmp_path / "resumed")
-    train.train(cfg, CPU, resume=checkpoint, progress=False)
+    run_training(cfg, CPU, resume=checkpoint, progress=False)
     resumed = final_weights(cfg)
     assert resumed["iteration"] == 6
     for key, value in uninterrupted["model"].items():
@@ -126,7 +134,7 @@ def test_two_process_gloo_run_equals_one_process(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=3, ITER_SNAP=100, ITER_SIZE=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2
     cfg.EXP.OUTPUT_DIR = str(tmp_path / "single")
-    train.train(cfg, CPU, progress=False)
+    run_training(cfg, CPU, progress=False)
     single = final_weights(cfg)["model"]
 
     cfg.SOLVER.BATCH_SIZE.TRAIN = 1  # per process: 2 processes x 1 = the same global batch
@@ -149,7 +157,7 @@ def test_checkpoints_and_tensorboard_logs(toy_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = small(toy_cfg, ITER_MAX=4, ITER_SNAP=2, ITER_TB=2, AVERAGE_LOSS=20)
-    train.train(cfg, CPU, progress=False)
+    run_training(cfg, CPU, progress=False)
     out = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_2.pth", "checkpoint_4.pth", "checkpoint_final.pth"]
@@ -177,24 +185,24 @@ def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, cap
     torch.manual_seed(2)
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     aspp_before = model.base.aspp.c0.weight.detach().clone()
-    train.load_initial_weights(model, tmp_path / "init.pth")
+    load_initial_weights(model, tmp_path / "init.pth")
     assert "ASPP keeps its initialisation" in capsys.readouterr().out
     assert torch.equal(model.base.aspp.c0.weight, aspp_before)
     assert torch.equal(model.base.backbone.conv1.conv.weight, donor.base.backbone.conv1.conv.weight)
 
-    train.load_initial_weights(model, None)
+    load_initial_weights(model, None)
     assert "Warning: MODEL.INIT_MODEL is null" in capsys.readouterr().out
     assert torch.equal(model.base.aspp.c0.weight, aspp_before)
 
     wrong = build_model(cfg.MODEL, 5)
     save_torch(wrong.state_dict(), tmp_path / "five.pth")
-    with pytest.raises(train.CheckpointError, match=r"five.pth: weights are for 5 classes"):
-        train.load_initial_weights(model, tmp_path / "five.pth")
+    with pytest.raises(CheckpointError, match=r"five.pth: weights are for 5 classes"):
+        load_initial_weights(model, tmp_path / "five.pth")
     partial = dict(backbone)
     del partial["base.backbone.res2.a.branch2a.conv.weight"]
     save_torch(partial, tmp_path / "partial.pth")
-    with pytest.raises(train.CheckpointError, match="res2.a.branch2a.conv.weight"):
-        train.load_initial_weights(model, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match="res2.a.branch2a.conv.weight"):
+        load_initial_weights(model, tmp_path / "partial.pth")
 
 
 def run_cli(args):
@@ -238,6 +246,39 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     assert "wrong shape" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+
+def test_unknown_model_and_dataset_too_small_are_one_line(toy_cfg, tmp_path):
+    cfg = small(toy_cfg)
+    cfg.MODEL.NAME = "DeepLabV3"
+    config = write_config(cfg, tmp_path / "model.yaml")
+    result = run_cli(["--config", str(config), "--no-cuda"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {config}: unknown MODEL.NAME 'DeepLabV3'")
+    assert len(result.output.strip().splitlines()) == 1
+
+    cfg.MODEL.NAME = "DeepLabV2_ResNet101_MSC"
+    cfg.SOLVER.BATCH_SIZE.TRAIN = 13  # the synthetic train split has 12 images
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "big.yaml")), "--no-cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (  # after the warning and the bar
+        f"Error: {cfg.DATASET.ROOT}: split 'train' has 12 images, fewer than one batch of "
+        "13 x 1 process(es)")
+
+
+def test_a_non_finite_loss_stops_with_one_line(toy_cfg, tmp_path, monkeypatch):
+    import libs.training.loop
+
+    monkeypatch.setattr(libs.training.loop, "train_step",
+                        lambda *args: (float("nan"), None))
+    cfg = small(toy_cfg, ITER_MAX=3)
+    with pytest.raises(TrainingError, match="loss is nan at iteration 1; stopping"):
+        run_training(cfg, CPU, progress=False)
+    assert issubclass(TrainingError, FloatingPointError)
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: loss is nan at iteration 1; stopping"
+
+
 def test_help():
     result = run_cli(["--help"])
     assert result.exit_code == 0
@@ -250,7 +291,7 @@ def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
 
     cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4
-    model = train.train(cfg, CPU, progress=False).eval()
+    model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["Mean IoU"]

@@ -41,48 +41,6 @@ class CaffeTarget:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class CaffePreset:
-    """One of the released DeepLab v2 caffemodels and the file it converts into.
-
-    ``classifier`` is the name prefix of the file's classification layers
-    (``fc1_voc12`` gives ``fc1_voc12_c0`` .. ``fc1_voc12_c3``).
-    ``backbone_only`` models have a classifier that is not DeepLab v2's ASPP
-    (the MS-COCO init model); it is skipped and the ASPP keeps its own
-    initialisation. ``n_classes`` is the classifier's output count in the file.
-    """
-
-    caffemodel: str
-    output: str
-    n_classes: int
-    classifier: str
-    backbone_only: bool
-    description: str
-
-
-# Paths and class counts of the original project's convert.py presets.
-CAFFE_PRESETS = {
-    "coco_init": CaffePreset(
-        caffemodel="data/models/deeplab_resnet101/coco_init/init.caffemodel",
-        output="data/models/deeplab_resnet101/coco_init/deeplabv2_resnet101_COCO_init.pth",
-        n_classes=91,
-        classifier="fc",  # any fc* convolution: its exact name is irrelevant, it is skipped
-        backbone_only=True,
-        description="ResNet-101 pre-trained on MS-COCO (init.caffemodel), the start of training",
-    ),
-    "voc12": CaffePreset(
-        caffemodel="data/models/deeplab_resnet101/voc12/train2_iter_20000.caffemodel",
-        output="data/models/deeplab_resnet101/voc12/deeplabv2_resnet101_VOC2012.pth",
-        n_classes=21,
-        classifier="fc1_voc12",
-        backbone_only=False,
-        description="DeepLab v2 MSC trained on PASCAL VOC 2012 (train2_iter_20000.caffemodel)",
-    ),
-}
-# The later upstream README calls the COCO init conversion "--dataset init".
-CAFFE_PRESETS["init"] = CAFFE_PRESETS["coco_init"]
-
-
 def is_multiscale_copy(name):
     """True for the layers of the shared-weight 0.75x / 0.5x branches."""
     return any(tag in name for tag in MULTISCALE_TAGS)

@@ -17,6 +17,7 @@ core), so this module offers two speed-ups:
 import multiprocessing
 import os
 from collections import deque
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -26,6 +27,7 @@ import pydensecrf.densecrf as dcrf
 UNARY_CLIP = 1e-5
 
 
+@dataclass(frozen=True)
 class DenseCRF:
     """Dense CRF with a Gaussian (smoothness) and a bilateral (appearance) Potts kernel.
 
@@ -34,32 +36,46 @@ class DenseCRF:
     ``prune_threshold`` set, inference runs only over the labels whose
     probability exceeds it somewhere or that win some pixel; the others get a
     posterior of exactly 0.
+
+    The parameters are fixed once built (the object travels to worker
+    processes and into the results JSON); :meth:`with_prune_threshold` gives a
+    copy that differs in the threshold only.
     """
 
-    def __init__(self, iter_max, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std,
-                 prune_threshold=None):
-        if prune_threshold is not None and not 0.0 <= prune_threshold < 1.0:
-            raise ValueError(f"prune_threshold must be in [0, 1), got {prune_threshold}")
-        self.iter_max = int(iter_max)
-        self.pos_w = float(pos_w)
-        self.pos_xy_std = float(pos_xy_std)
-        self.bi_w = float(bi_w)
-        self.bi_xy_std = float(bi_xy_std)
-        self.bi_rgb_std = float(bi_rgb_std)
-        self.prune_threshold = None if prune_threshold is None else float(prune_threshold)
+    iter_max: int
+    pos_w: float
+    pos_xy_std: float
+    bi_w: float
+    bi_xy_std: float
+    bi_rgb_std: float
+    prune_threshold: float | None = None
+
+    def __post_init__(self):
+        # YAML gives 3 where 3.0 is meant; store each value as its field's type
+        # so that the repr and the results JSON read the same either way.
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                kind = int if field.type is int else float
+                object.__setattr__(self, field.name, kind(value))
+        if self.prune_threshold is not None and not 0.0 <= self.prune_threshold < 1.0:
+            raise ValueError(f"prune_threshold must be in [0, 1), got {self.prune_threshold}")
 
     @classmethod
-    def from_config(cls, crf_cfg, prune_threshold="config"):
-        """Build from a config's ``CRF`` section; ``prune_threshold`` overrides the config's."""
-        if prune_threshold == "config":
-            prune_threshold = crf_cfg.PRUNE_THRESHOLD
-        return cls(crf_cfg.ITER_MAX, crf_cfg.POS_W, crf_cfg.POS_XY_STD, crf_cfg.BI_W,
-                   crf_cfg.BI_XY_STD, crf_cfg.BI_RGB_STD, prune_threshold)
+    def from_config(cls, crf_section):
+        """The CRF of a config's ``CRF`` section (the one place that reads it)."""
+        return cls(iter_max=crf_section.ITER_MAX, pos_w=crf_section.POS_W,
+                   pos_xy_std=crf_section.POS_XY_STD, bi_w=crf_section.BI_W,
+                   bi_xy_std=crf_section.BI_XY_STD, bi_rgb_std=crf_section.BI_RGB_STD,
+                   prune_threshold=crf_section.PRUNE_THRESHOLD)
 
-    def __repr__(self):
-        return (f"DenseCRF(iter_max={self.iter_max}, pos_w={self.pos_w}, "
-                f"pos_xy_std={self.pos_xy_std}, bi_w={self.bi_w}, bi_xy_std={self.bi_xy_std}, "
-                f"bi_rgb_std={self.bi_rgb_std}, prune_threshold={self.prune_threshold})")
+    def with_prune_threshold(self, prune_threshold):
+        """The same CRF with another label-pruning threshold (None: all labels)."""
+        return replace(self, prune_threshold=prune_threshold)
+
+    def settings(self):
+        """The parameters as a plain dict, in field order (for the results JSON)."""
+        return asdict(self)
 
     def __call__(self, image, probmap):
         image, probmap = _check_inputs(image, probmap)

@@ -1,125 +1,118 @@
-"""Scoring a model on a dataset split: one confusion matrix, the score table and JSON.
+"""Scoring a model on a dataset split: one confusion matrix over every labelled pixel.
 
-Shared by eval.py and by train.py (which scores the final model).
+Shared by eval.py and by train.py (which scores the final model). The entry
+points take the config to build the dataset and its loader; everything below
+them takes plain values. What is printed and written is in :mod:`.report`.
 """
 
-import math
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..datasets import DatasetError, build_dataset, load_class_names
-from ..utils.atomic import write_json
+from ..datasets import build_dataset, load_class_names
 from .crf import map_crf
+from .metric import ConfusionMatrix
 from .predict import crf_image, predict_probs
-from .metric import SCORE_NAMES, ConfusionMatrix
+from .report import check_scored, print_and_write, run_settings, score_entries
 
 
-def _model_outputs(cfg, model, loader, device, scales, flip, want_crf_inputs):
-    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order."""
+def _crf_picture(cfg):
+    """``image -> HxWx3 uint8 RGB`` for the CRF, from a mean-subtracted network input.
+
+    The one place that knows how :func:`crf_image` wants the config's
+    ``IMAGE.MEAN`` and ``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``.
+    """
+    return lambda image: crf_image(image, cfg)
+
+
+def _model_outputs(model, loader, device, tta_scales, flip, crf_picture):
+    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order.
+
+    With ``crf_picture`` (see :func:`_crf_picture`) the probabilities and the
+    CRF's image come out; without it only the argmax, which is much smaller.
+    """
     for _, images, labels in loader:
         # Grad mode is switched off per batch, never across a yield: a suspended
         # generator would otherwise leave it off in the caller's code.
         with torch.inference_mode():
-            probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]), scales, flip)
-            if want_crf_inputs:
+            probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]),
+                                  tta_scales, flip)
+            if crf_picture is not None:
                 outputs = probs.float().cpu().numpy()
             else:
                 outputs = probs.argmax(dim=1).cpu().numpy()
         for image, label, output in zip(images, labels.numpy(), outputs):
-            yield label, output, (crf_image(image, cfg) if want_crf_inputs else None)
+            yield label, output, (None if crf_picture is None else crf_picture(image))
 
 
-def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, scales=(1.0,),
+def _predictions(outputs, crf, n_jobs):
+    """``(label, prediction)`` pairs; with ``crf`` the CRF's, computed in worker processes."""
+    if crf is None:
+        return ((label, prediction) for label, prediction, _ in outputs)
+    items = ((label, image, probs) for label, probs, image in outputs)
+    return map_crf(crf, items, n_jobs=n_jobs, argmax=True)
+
+
+def _confusion(predictions, n_classes, n_images, description, progress):
+    """Accumulate ``(label, prediction)`` pairs into a confusion matrix, with a progress bar."""
+    matrix = ConfusionMatrix(n_classes)
+    with tqdm(total=n_images, desc=description, unit="img", dynamic_ncols=True,
+              disable=not progress) as bar:
+        for label, prediction in predictions:
+            matrix.update(label, prediction)
+            bar.update(1)
+    return matrix
+
+
+def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales=(1.0,),
              flip=False, limit=None, progress=True):
-    """The confusion matrix of ``model`` (in eval mode) over ``split``.
+    """The confusion matrix of ``model`` (in eval mode) over ``split``, and the image count.
 
     ``crf`` is a :class:`DenseCRF` or None; it runs in ``n_jobs`` worker
     processes (default: all cores) while the model works on the next images.
-    Raises :class:`DatasetError` for a missing or unreadable dataset.
+    ``tta_scales`` and ``flip`` are the test-time augmentation of
+    :func:`predict_probs`. Raises :class:`DatasetError` for a missing or
+    unreadable dataset.
     """
     dataset = build_dataset(cfg, split, augment=False)
     if limit is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
     # Images of their own size cannot be stacked into a batch.
     batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=cfg.DATALOADER.NUM_WORKERS)
-    matrix = ConfusionMatrix(cfg.DATASET.N_CLASSES)
-    outputs = _model_outputs(cfg, model, loader, device, scales, flip, crf is not None)
-    if crf is not None:
-        items = ((label, image, prob) for label, prob, image in outputs)
-        outputs = ((label, prediction, None)
-                   for label, prediction in map_crf(crf, items, n_jobs=n_jobs, argmax=True))
-    bar = tqdm(total=len(dataset), desc="eval" + (" + CRF" if crf else ""), unit="img",
-               dynamic_ncols=True, disable=not progress)
-    with bar:
-        for label, prediction, _ in outputs:
-            matrix.update(label, prediction)
-            bar.update(1)
+    crf_picture = None if crf is None else _crf_picture(cfg)
+    outputs = _model_outputs(model, loader, device, tta_scales, flip, crf_picture)
+    description = "eval" + (" + CRF" if crf else "")
+    matrix = _confusion(_predictions(outputs, crf, n_jobs), cfg.DATASET.N_CLASSES,
+                        len(dataset), description, progress)
     return matrix, len(dataset)
 
 
-def _json_number(value):
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def format_table(results):
-    """The four headline scores, then per-class IoU with names ("-": class absent)."""
-    lines = [f"{name:<24}{results[name] * 100:6.2f}%" for name in SCORE_NAMES]
-    lines.append("")
-    lines.append(f"{'id':>4}  {'class':<24}{'IoU':>8}")
-    for entry in results["Class IoU"]:
-        iou = "-" if entry["iou"] is None else f"{entry['iou'] * 100:7.2f}%"
-        lines.append(f"{entry['id']:>4}  {entry['name']:<24}{iou:>8}")
-    return "\n".join(lines)
-
-
 def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
-                        scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
+                        tta_scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
     """Evaluate, print the score table, write the results JSON; return the results dict.
 
-    Used by ``eval.py`` and by ``train.py`` after training. Raises
-    :class:`DatasetError` for dataset problems (nothing is written then).
+    Used by ``eval.py`` and by ``train.py`` after training. ``extra`` entries
+    lead the JSON. Raises :class:`DatasetError` for dataset problems (nothing
+    is written then).
     """
     class_names = load_class_names(cfg.DATASET.LABELS)
     start = time.perf_counter()
-    matrix, n_images = evaluate(cfg, model, device, split, crf, n_jobs, scales, flip, limit,
-                                progress)
+    matrix, n_images = evaluate(cfg, model, device, split, crf, n_jobs, tta_scales, flip,
+                                limit, progress)
     elapsed = time.perf_counter() - start
-    scores = matrix.scores()
+    crf_settings = None if crf is None else {
+        **crf.settings(),
+        "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE,
+    }
+    image_size = None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST
     results = dict(extra or {})
-    results.update({
-        "split": split,
-        "n_images": n_images,
-        "n_pixels": int(matrix.hist.sum()),
-        "image_size": None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST,
-        "scales": list(scales),
-        "flip": bool(flip),
-        "crf": None if crf is None else {
-            "iter_max": crf.iter_max, "pos_w": crf.pos_w, "pos_xy_std": crf.pos_xy_std,
-            "bi_w": crf.bi_w, "bi_xy_std": crf.bi_xy_std, "bi_rgb_std": crf.bi_rgb_std,
-            "prune_threshold": crf.prune_threshold,
-            "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE,
-        },
-        "seconds": round(elapsed, 3),
-        "images_per_second": round(n_images / elapsed, 4) if elapsed > 0 else None,
-    })
-    for name in SCORE_NAMES:
-        results[name] = _json_number(scores[name])
-    results["n_classes_in_ground_truth"] = int((matrix.hist.sum(axis=1) > 0).sum())
-    results["Class IoU"] = [
-        {"id": i, "name": class_names[i], "iou": _json_number(scores["Class IoU"][i])}
-        for i in range(cfg.DATASET.N_CLASSES)
-    ]
-    results["confusion_matrix"] = matrix.hist.tolist()
-    if any(results[name] is None for name in SCORE_NAMES):
-        raise DatasetError(f"{cfg.DATASET.ROOT}: split {split!r} has no labelled pixel to score")
-
-    tqdm.write(format_table(results))
-    tqdm.write(f"\n{n_images} images in {elapsed:.1f} s "
-               f"({n_images / max(elapsed, 1e-9):.3f} images/s); results: {output_path}")
-    write_json(results, output_path)
+    results.update(run_settings(split, n_images, int(matrix.hist.sum()), image_size,
+                                tta_scales, flip, crf_settings, elapsed))
+    results.update(score_entries(matrix, class_names))
+    check_scored(results, cfg.DATASET.ROOT, split)
+    print_and_write(results, output_path, elapsed)
     return results

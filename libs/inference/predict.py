@@ -64,33 +64,41 @@ def network_input(image_bgr, mean):
     return torch.from_numpy(np.ascontiguousarray(chw))[None]
 
 
-def crf_image(image, cfg):
+def crf_image(image, mean, legacy_mean_subtracted):
     """The HxWx3 uint8 RGB picture the CRF compares colours on, from a network input.
 
-    ``image`` is a mean-subtracted 3xHxW BGR image (tensor or array). The RGB
-    picture is recovered exactly; ``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE`` gives the
-    original implementation's mean-subtracted uint8 cast instead.
+    ``image`` is a 3xHxW BGR image (tensor or array) with the BGR ``mean``
+    subtracted. The RGB picture is recovered exactly; ``legacy_mean_subtracted``
+    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) gives the original implementation's
+    mean-subtracted uint8 cast instead.
     """
-    if cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE:
+    if legacy_mean_subtracted:
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu().numpy()
         return legacy_crf_image(image)
-    return to_rgb_uint8(image, cfg.IMAGE.MEAN)
+    return to_rgb_uint8(image, mean)
 
 
-def segment(model, image_bgr, cfg, device, crf=None, output_size=None):
+def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None,
+            output_size=None):
     """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
 
-    The network sees ``image_bgr`` as given (resize it first); its logits are
-    upsampled to ``output_size`` (default: the image's own size). ``crf`` is a
-    :class:`DenseCRF` or None; it needs ``output_size`` equal to the image size.
+    The network sees ``image_bgr`` as given (resize it first) with the BGR
+    ``mean`` subtracted; its logits are upsampled to ``output_size`` (default:
+    the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
+    ``output_size`` equal to the image size, and ``legacy_mean_subtracted``
+    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it compares
+    colours on (see :func:`crf_image`).
     """
     size = tuple(output_size or image_bgr.shape[:2])
-    with torch.inference_mode():
-        images = network_input(image_bgr, cfg.IMAGE.MEAN).to(device)
-        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
     if crf is not None:
         if size != image_bgr.shape[:2]:
             raise ValueError("the CRF needs the probabilities at the image's own size")
-        probs = crf(crf_image(images[0], cfg), probs)
+        if legacy_mean_subtracted is None:
+            raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
+    with torch.inference_mode():
+        images = network_input(image_bgr, mean).to(device)
+        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
+    if crf is not None:
+        probs = crf(crf_image(images[0], mean, legacy_mean_subtracted), probs)
     return probs, probs.argmax(axis=0)

@@ -44,3 +44,19 @@ def all_reduce_sum(tensor):
 def cleanup():
     if is_distributed():
         dist.destroy_process_group()
+
+
+def wants_data_parallel(use_cuda, world_size):
+    """One process that sees several GPUs spreads each batch over them (DataParallel)."""
+    return use_cuda and world_size == 1 and torch.cuda.device_count() > 1
+
+
+def wrap_model(model, device, world_size, data_parallel):
+    """The module that runs the batches: DDP under torchrun, DataParallel, or the model."""
+    if world_size > 1:
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if data_parallel:
+        return torch.nn.DataParallel(model)
+    return model

@@ -1,6 +1,6 @@
 """Time and peak memory of convert.py on a full-size DeepLab v2 VOC12 caffemodel.
 
-    python tests/benchmarks/bench_convert.py [--keep DIR]
+    python -m tests.benchmarks.bench_convert [--keep DIR]    # from the repository root
 
 Writes a full-depth ResNet-101 MSC caffemodel with random weights (the same
 writer as the tests, ~180 MB), then
@@ -24,11 +24,10 @@ import click
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from libs.caffe import read_caffemodel, write_caffemodel
+from tests.caffe_reference import deeplab_caffe_layers
 
-from caffe_reference import deeplab_caffe_layers  # noqa: E402
-from libs.caffe.protobuf import read_caffemodel, write_caffemodel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _timed(fn):
@@ -47,7 +46,7 @@ def main(keep):
         folder.mkdir(parents=True, exist_ok=True)
         caffemodel, output = folder / "train2_iter_20000.caffemodel", folder / "voc12.pth"
         layers, t_build = _timed(lambda: deeplab_caffe_layers(seed=0))
-        _, t_write = _timed(lambda: write_caffemodel(layers, caffemodel))  # noqa: F821
+        _, t_write = _timed(lambda: write_caffemodel(layers, caffemodel))
         del layers  # free ~170 MB before the conversion is measured
         size_mb = caffemodel.stat().st_size / 2**20
         print(f"fixture: {caffemodel.name} {size_mb:.0f} MiB "

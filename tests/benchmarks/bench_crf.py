@@ -1,7 +1,11 @@
 """Dense-CRF speed: label pruning and parallel workers, on realistic probability maps.
 
-    python tests/benchmarks/bench_crf.py                  # 513x513, 182 classes
-    python tests/benchmarks/bench_crf.py --size 257 --n-images 4
+    python -m tests.benchmarks.bench_crf                  # 513x513, 182 classes
+    python -m tests.benchmarks.bench_crf --size 257 --n-images 4
+
+Run it from the repository root. The CRF parameters are those of the
+config's ``CRF`` section (``--config``, default config/cocostuff.yaml: DeepLab
+v2's); its ``PRUNE_THRESHOLD`` is replaced by each threshold compared.
 
 No trained COCO-Stuff model is available here, so the probability maps come
 from :func:`realistic_sample`, which imitates what DeepLab v2 produces on a
@@ -28,7 +32,6 @@ ratios are printed too). The parallel speed-up is necessarily a wall-clock
 ratio, so run it on an otherwise idle machine.
 """
 
-import sys
 import time
 from pathlib import Path
 
@@ -36,12 +39,10 @@ import click
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from libs.inference.crf import DenseCRF, default_n_jobs, map_crf
+from libs.utils.config import load_config
 
-from libs.inference.crf import DenseCRF, map_crf  # noqa: E402
-
-# The CRF parameters of config/cocostuff.yaml (DeepLab v2's).
-CRF_PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "cocostuff.yaml"
 OUTPUT_STRIDE = 8
 REGION_STRENGTH = 4.0  # logit lead of a region's class inside it over the other present ones
 
@@ -116,6 +117,8 @@ def describe(prob, truth, threshold):
 
 
 @click.command()
+@click.option("--config", "config_path", default=str(DEFAULT_CONFIG), show_default=True,
+              help="YAML config whose CRF section gives the CRF parameters.")
 @click.option("--size", default=513, show_default=True, help="Image side (COCO-Stuff test: 513).")
 @click.option("--n-classes", default=182, show_default=True)
 @click.option("--n-images", default=6, show_default=True)
@@ -126,13 +129,14 @@ def describe(prob, truth, threshold):
 @click.option("--parallel-threshold", default=0.05, show_default=True, type=float,
               help="Prune threshold of the CRF timed in parallel (negative: full CRF).")
 @click.option("--seed", default=0, show_default=True)
-def main(size, n_classes, n_images, thresholds, parallel, parallel_threshold, seed):
+def main(config_path, size, n_classes, n_images, thresholds, parallel, parallel_threshold,
+         seed):
     """Time the full and the label-pruned CRF and measure their pixel agreement."""
     thresholds = [float(t) for t in thresholds.split(",")]
     rng = np.random.default_rng(seed)
     samples = [realistic_sample(rng, n_classes, size) for _ in range(n_images)]
-    full = DenseCRF(**CRF_PARAMS)
-    pruned = {t: DenseCRF(**CRF_PARAMS, prune_threshold=t) for t in thresholds}
+    full = DenseCRF.from_config(load_config(config_path).CRF).with_prune_threshold(None)
+    pruned = {t: full.with_prune_threshold(t) for t in thresholds}
 
     total_full = [0.0, 0.0]  # CPU seconds, wall seconds
     total_pruned = {t: [0.0, 0.0] for t in thresholds}
@@ -171,15 +175,13 @@ def main(size, n_classes, n_images, thresholds, parallel, parallel_threshold, se
               f"pixel agreement {agree[t] / n_pixels:.5%}", flush=True)
 
     if parallel:
-        crf = full if parallel_threshold < 0 else DenseCRF(**CRF_PARAMS,
-                                                            prune_threshold=parallel_threshold)
+        crf = full if parallel_threshold < 0 else full.with_prune_threshold(parallel_threshold)
         items = [(i, image, prob) for i, (image, prob, _) in enumerate(samples)]
         timings = {}
         for n_jobs in (1, None):  # wall clock: CPU time cannot show parallelism
             start = time.perf_counter()
             results = [r for _, r in map_crf(crf, items, n_jobs=n_jobs, argmax=True)]
             timings[n_jobs] = time.perf_counter() - start
-        from libs.inference.crf import default_n_jobs
         print(f"map_crf ({crf}): 1 worker {timings[1]:.1f}s, "
               f"{default_n_jobs()} workers {timings[None]:.1f}s, "
               f"speed-up {timings[1] / timings[None]:.2f}x")

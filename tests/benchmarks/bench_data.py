@@ -6,10 +6,9 @@ items at the real protocol's 321x321 crop with ``num_workers=0``, and the parts 
 one item (JPEG decode, .mat read, transform) in the same run so their shares are
 comparable even on a busy machine.
 
-    python tests/benchmarks/bench_data.py [--n-images 24] [--repeats 3]
+    python -m tests.benchmarks.bench_data [--n-images 24] [--repeats 3]
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +17,10 @@ import click
 import numpy as np
 from addict import Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from libs.datasets import build_dataset  # noqa: E402
-from libs.datasets.cocostuff import read_image_bgr, read_mat_label  # noqa: E402
-from libs.datasets.synthetic import generate_synthetic  # noqa: E402
-from libs.utils.config import load_config  # noqa: E402
+from libs.datasets import build_dataset
+from libs.datasets.cocostuff import read_image_bgr, read_mat_label
+from libs.datasets.synthetic import generate_synthetic
+from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 COCO_HEIGHT, COCO_WIDTH = 480, 640

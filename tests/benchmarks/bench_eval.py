@@ -1,7 +1,9 @@
 """Evaluation throughput on this machine, with and without the dense CRF.
 
-    python tests/benchmarks/bench_eval.py                    # ResNet-101 MSC, 182 classes, 513
-    python tests/benchmarks/bench_eval.py --n-images 2 --size 321
+    python -m tests.benchmarks.bench_eval                    # ResNet-101 MSC, 182 classes, 513
+    python -m tests.benchmarks.bench_eval --n-images 2 --size 321
+
+Run it from the repository root.
 
 The model is the full DeepLab v2 (ResNet-101 + ASPP + MSC) of
 ``config/cocostuff.yaml`` with random weights: its speed does not depend on the
@@ -14,7 +16,6 @@ the model works on the next image, ``ConfusionMatrix``). All variants run in
 this one process, one after the other, on the same images.
 """
 
-import sys
 import time
 from pathlib import Path
 
@@ -22,17 +23,15 @@ import click
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from libs.datasets import to_rgb_uint8
+from libs.inference.crf import DenseCRF, default_n_jobs, map_crf
+from libs.inference.metric import ConfusionMatrix
+from libs.inference.predict import predict_probs
+from libs.models import build_model
+from libs.utils.config import load_config
+from tests.benchmarks.bench_crf import realistic_sample
 
-from bench_crf import realistic_sample  # noqa: E402
-from libs.inference.predict import predict_probs  # noqa: E402
-from libs.datasets import to_rgb_uint8  # noqa: E402
-from libs.models import build_model  # noqa: E402
-from libs.utils.config import load_config  # noqa: E402
-from libs.inference.crf import DenseCRF, default_n_jobs, map_crf  # noqa: E402
-from libs.inference.metric import ConfusionMatrix  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @click.command()
@@ -82,10 +81,10 @@ def main(config_path, size, n_images, full_crf, seed):
                 matrix.update(truth, labels)
         return n_images / (time.perf_counter() - start)
 
-    variants = [("no CRF", None),
-                (f"CRF pruned at {cfg.CRF.PRUNE_THRESHOLD}", DenseCRF.from_config(cfg.CRF))]
+    crf = DenseCRF.from_config(cfg.CRF)
+    variants = [("no CRF", None), (f"CRF pruned at {crf.prune_threshold}", crf)]
     if full_crf:
-        variants.append(("CRF, all labels", DenseCRF.from_config(cfg.CRF, prune_threshold=None)))
+        variants.append(("CRF, all labels", crf.with_prune_threshold(None)))
     for name, crf in variants:
         if crf is not None and crf.prune_threshold is None and "all" not in name:
             continue  # PRUNE_THRESHOLD is null: the "pruned" run would be the full one

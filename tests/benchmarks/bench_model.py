@@ -1,26 +1,27 @@
 #!/usr/bin/env python
 """Time the full-size DeepLab v2 (ResNet-101, MSC) on this machine.
 
-    python tests/benchmarks/bench_model.py [--repeats 3]
+Run from the repository root:
+
+    python -m tests.benchmarks.bench_model [--config config/cocostuff.yaml] [--repeats 3]
 
 Reports the eval-mode forward pass at 513x513 (what eval.py runs per image) and
 one training iteration at batch 1, 321x321 (forward of all MSC scales, the loss,
 backward and the SGD step), as the median of ``--repeats`` runs after a warm-up.
+``--config config/toy.yaml --repeats 1`` is a quick smoke run of the tiny model.
 """
 
+import contextlib
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import click
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import train  # noqa: E402
-from libs.models import build_model  # noqa: E402
-from libs.utils.config import load_config  # noqa: E402
+from libs.models import build_model
+from libs.training.optim import build_optimizer
+from libs.training.step import train_step
+from libs.utils.config import load_config
 
 
 def median_seconds(fn, repeats):
@@ -54,15 +55,14 @@ def main(config_path, repeats):
     print(f"eval forward {cfg.IMAGE.SIZE.TEST}x{cfg.IMAGE.SIZE.TEST} (MSC): {t_eval:.2f} s")
 
     model.train()
-    optimizer = train.build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.SOLVER)
     crop = cfg.IMAGE.SIZE.TRAIN
     batch = [(["x"], torch.randn(1, 3, crop, crop),
               torch.randint(0, cfg.DATASET.N_CLASSES, (1, crop, crop)))]
 
     def iteration():
         optimizer.zero_grad(set_to_none=True)
-        train.train_step(model, batch, device, cfg.DATASET.IGNORE_LABEL, 1,
-                         train.contextlib.nullcontext)
+        train_step(model, batch, device, cfg.DATASET.IGNORE_LABEL, 1, contextlib.nullcontext)
         optimizer.step()
 
     t_train = median_seconds(iteration, repeats)

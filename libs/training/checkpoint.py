@@ -1,0 +1,111 @@
+"""Training checkpoints: where they go, what they hold, and how a run starts from one.
+
+A checkpoint is ``{model, optimizer, iteration, rng, config}``: with the
+random-number state of every generator, ``--resume`` continues exactly as the
+uninterrupted run would have. Files are written atomically
+(:func:`libs.utils.atomic.save_torch`), so an interrupted save never leaves a
+half-written checkpoint under the final name.
+"""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.weights import (
+    CheckpointError,
+    load_file,
+    load_model_weights,
+    load_state_dict_checked,
+)
+from ..utils.atomic import save_torch
+
+TRAINING_KEYS = {"model", "optimizer", "iteration"}
+
+
+def checkpoint_dir(exp):
+    """The folder of a run's checkpoints, from the config's ``EXP`` section."""
+    return Path(exp.OUTPUT_DIR) / exp.ID
+
+
+def rng_state():
+    """The state of the torch, Python, NumPy (and CUDA) generators, as tensors and ints."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Put back what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, model, optimizer, iteration, config):
+    """Write a training checkpoint; ``config`` is the run's config as a plain dict."""
+    save_torch(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "iteration": iteration,
+            "rng": rng_state(),
+            "config": config,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path, model, n_classes):
+    """Read the training checkpoint ``path`` and load its weights into ``model``.
+
+    Returns the checkpoint; hand it to :func:`restore_training_state` once the
+    optimizer exists. A plain state dict (no optimizer or iteration) cannot be
+    resumed and is an error.
+    """
+    checkpoint = load_file(path)
+    if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
+        raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/iteration)")
+    load_state_dict_checked(model, checkpoint["model"], path, n_classes)
+    return checkpoint
+
+
+def restore_training_state(checkpoint, optimizer):
+    """Load the optimizer state and the random-number state of a checkpoint."""
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    restore_rng_state(checkpoint["rng"])
+
+
+def load_initial_weights(model, path, log=print):
+    """Start from converted Caffe weights or an earlier checkpoint, or from scratch.
+
+    The COCO init model carries only the backbone (its classifier is not an
+    ASPP), so the ASPP keeps its own N(0, 0.01) initialisation; anything else
+    missing is an error, since a silently half-loaded model trains to nonsense.
+    """
+    if path is None:
+        log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
+            "(the published numbers start from the converted COCO init model).")
+        return
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
+            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
+        )
+    n_classes = model.base.aspp["c0"].out_channels
+    missing = load_model_weights(model, path, n_classes, optional_prefix="base.aspp.")
+    if missing:
+        log(f"Loaded backbone weights from {path}; the ASPP keeps its initialisation.")
+    else:
+        log(f"Loaded all weights from {path}.")
