@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Draw docs/data.png: training images after augmentation beside their label maps.
 
-    python docs/make_data_figure.py [--config config/toy.yaml] [--output docs/data.png]
+    python -m docs.make_data_figure [--config config/toy.yaml] [--output docs/data.png]
+
+(from the repository root, which makes ``libs`` importable).
 
 The samples are exactly what train.py feeds the network (random rescale,
 mean-colour padding, crop, flip), shown as pictures again (mean added back)
@@ -10,20 +12,17 @@ over their label maps, in the colours every other figure uses. Ignored pixels
 """
 
 import sys
-from pathlib import Path
 
 import click
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as `python docs/make_data_figure.py`
-    sys.path.insert(0, str(REPO_ROOT))
-
-from demo import PANEL_INCHES, DemoError, save_figure_atomic  # noqa: E402
-from libs.datasets import DatasetError, build_dataset, load_class_names, to_rgb_uint8  # noqa: E402
-from libs.utils.config import ConfigError, load_config  # noqa: E402
-from libs.utils.visualize import colorize, palette  # noqa: E402
+from libs.cli import command, config_option, one_line_errors
+from libs.datasets import build_dataset, load_class_names, to_rgb_uint8
+from libs.inference.figure import FIGURE_DPI, PANEL_INCHES
+from libs.utils.atomic import save_figure
+from libs.utils.config import load_config
+from libs.utils.visualize import colorize, palette
 
 LEGEND_INCHES = 0.6  # height of the legend strip under the panels
 
@@ -34,7 +33,8 @@ def data_figure(cfg, n_samples, split="train"):
     n_samples = min(n_samples, len(dataset))
     n_classes = cfg.DATASET.N_CLASSES
     names = load_class_names(cfg.DATASET.LABELS)
-    figure = Figure(figsize=(n_samples * PANEL_INCHES * 0.7, 2 * PANEL_INCHES * 0.7 + LEGEND_INCHES))
+    figure = Figure(figsize=(n_samples * PANEL_INCHES * 0.7,
+                             2 * PANEL_INCHES * 0.7 + LEGEND_INCHES))
     for column in range(n_samples):
         image_id, image, label = dataset[column]
         top = figure.add_subplot(2, n_samples, column + 1)
@@ -51,28 +51,26 @@ def data_figure(cfg, n_samples, split="train"):
     handles.append(Patch(facecolor="black", label="ignored"))
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9),
                   frameon=False, fontsize="small")
+    low, high = cfg.AUGMENTATION.SCALE_RANGE
     figure.suptitle(f"{type(dataset).__name__} {split}: {cfg.IMAGE.SIZE.TRAIN}px crops after "
-                    f"random scaling {cfg.AUGMENTATION.SCALES[0]:g}-{cfg.AUGMENTATION.SCALES[1]:g}"
+                    f"random scaling {low:g}-{high:g}"
                     f"{' and flips' if cfg.AUGMENTATION.FLIP else ''}", fontsize="medium")
     figure.tight_layout(rect=(0, LEGEND_INCHES / figure.get_size_inches()[1], 1, 1))
     return figure
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", "config_path", default="config/toy.yaml", show_default=True,
-              type=click.Path(dir_okay=False), help="YAML config of the dataset to draw.")
+@command()
+@config_option(default="config/toy.yaml", help="YAML config of the dataset to draw.")
 @click.option("-o", "--output", default="docs/data.png", show_default=True,
               type=click.Path(dir_okay=False), help="Figure file.")
 @click.option("-n", "--n-samples", type=click.IntRange(min=1), default=None,
               help="Samples to draw  [default: one training batch, SOLVER.BATCH_SIZE.TRAIN]")
 def main(config_path, output, n_samples):
     """Draw augmented training samples beside their label maps (docs/data.png)."""
-    try:
+    with one_line_errors(config_path):
         cfg = load_config(config_path)
         figure = data_figure(cfg, n_samples or cfg.SOLVER.BATCH_SIZE.TRAIN)
-        save_figure_atomic(figure, output)
-    except (ConfigError, DatasetError, DemoError) as e:
-        raise click.ClickException(str(e)) from None
+        save_figure(figure, output, FIGURE_DPI)
     click.echo(f"figure: {output}")
 
 

@@ -1,6 +1,7 @@
 """demo.py: resizing, class shares, the figure's panels, the saved file, and every bad input."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,11 +13,17 @@ from click.testing import CliRunner
 from tiny_model import tiny_setup
 
 import demo
+from docs import make_data_figure
 from libs.datasets import load_class_names
 from libs.datasets.cocostuff import read_image_bgr
+from libs.inference import figure as demo_figure
+from libs.inference.crf import DenseCRF
+from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.models import build_model
 from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
+from libs.utils.sizes import longer_side_size
+from libs.utils.visualize import colorize, palette
 
 CPU = torch.device("cpu")
 SEED = 0
@@ -38,12 +45,12 @@ def run(*args):
     ((513, 513), 513, (513, 513)),
 ])
 def test_longer_side_size_keeps_aspect(size, longer, expected):
-    assert demo.longer_side_size(*size, longer) == expected
+    assert longer_side_size(*size, longer) == expected
 
 
 def test_class_shares_sorted_by_share_and_ignore_absent_classes():
     label_map = np.array([[2, 2, 2, 0], [2, 5, 5, 0]])
-    shares = demo.class_shares(label_map, n_classes=6)
+    shares = demo_figure.class_shares(label_map, n_classes=6)
     assert [c for c, _ in shares] == [2, 0, 5]
     assert [s for _, s in shares] == pytest.approx([0.5, 0.25, 0.25])
 
@@ -51,11 +58,11 @@ def test_class_shares_sorted_by_share_and_ignore_absent_classes():
 def test_mask_overlay_tints_inside_and_darkens_outside():
     image = np.full((2, 2, 3), 100, np.uint8)
     mask = np.array([[True, False], [False, False]])
-    out = demo.mask_overlay(image, mask, (200, 0, 0))
-    a = demo.MASK_ALPHA
+    out = demo_figure.mask_overlay(image, mask, (200, 0, 0))
+    a = demo_figure.MASK_ALPHA
     assert out[0, 0].tolist() == [round((1 - a) * 100 + a * 200), round((1 - a) * 100),
                                   round((1 - a) * 100)]
-    assert out[1, 1].tolist() == [round(demo.OUTSIDE_MASK_BRIGHTNESS * 100)] * 3
+    assert out[1, 1].tolist() == [round(demo_figure.OUTSIDE_MASK_BRIGHTNESS * 100)] * 3
 
 
 def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, synthetic_root, tmp_path):
@@ -65,7 +72,7 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
     result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "-o", output, "--no-show")
     assert result.exit_code == 0, result.output
 
-    # Printed: the resized size (64x80 image, longer side IMAGE.SIZE.TEST = 65), then the classes.
+    # Printed: the resized size (64x80 image, longer side IMAGE.SIZE.DEMO = 65), then the classes.
     assert f"{image_path} (52x65)" in result.output
     printed = [LINE.match(line).groups() for line in result.output.splitlines()
                if LINE.match(line)]
@@ -81,11 +88,11 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
 
     # The same pipeline in-process: the panels are exactly the printed classes, in order.
     cfg = load_config(config_path)
-    model = demo.load_model(cfg, checkpoint, CPU)
-    image = demo.resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.TEST)
-    _, label_map = demo.segment(model, image, cfg, CPU)
-    shares = demo.class_shares(label_map, cfg.DATASET.N_CLASSES)
-    figure = demo.build_figure(image[:, :, ::-1], label_map, names, shares)
+    model = load_model(cfg, checkpoint, CPU)
+    image = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
+    _, label_map = segment(model, image, cfg.IMAGE.MEAN, CPU)
+    shares = demo_figure.class_shares(label_map, cfg.DATASET.N_CLASSES)
+    figure = demo_figure.build_figure(image[:, :, ::-1], label_map, names, shares)
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[:3] == ["input", "prediction", "classes"]
     assert titles[3:] == [f"{name} ({float(share):.1f}%)" for _, name, share in printed]
@@ -95,8 +102,8 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
     assert saved.shape[:2] == (round(height), round(width))
     # Each class panel shows that class's mask over the image.
     for ax, (class_id, _) in zip(figure.axes[3:], shares):
-        expected = demo.mask_overlay(image[:, :, ::-1], label_map == class_id,
-                                     demo.palette(len(names))[class_id])
+        expected = demo_figure.mask_overlay(image[:, :, ::-1], label_map == class_id,
+                                            palette(len(names))[class_id])
         np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
 
 
@@ -174,11 +181,6 @@ def test_show_without_display_is_an_error(toy_cfg, synthetic_root, tmp_path, mon
 
 
 def test_data_figure_shows_augmented_samples_over_their_labels(toy_cfg):
-    sys.path.insert(0, str(Path(demo.__file__).parent / "docs"))
-    try:
-        import make_data_figure
-    finally:
-        sys.path.pop(0)
     from libs.datasets import build_dataset, to_rgb_uint8
 
     n_samples = 3
@@ -191,6 +193,37 @@ def test_data_figure_shows_augmented_samples_over_their_labels(toy_cfg):
         shown_label = np.asarray(figure.axes[2 * column + 1].images[0].get_array())
         np.testing.assert_array_equal(shown_image, to_rgb_uint8(image, toy_cfg.IMAGE.MEAN))
         np.testing.assert_array_equal(
-            shown_label, demo.colorize(label.numpy(), 8, toy_cfg.DATASET.IGNORE_LABEL))
+            shown_label, colorize(label.numpy(), 8, toy_cfg.DATASET.IGNORE_LABEL))
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend == load_class_names(toy_cfg.DATASET.LABELS) + ["ignored"]
+
+
+def test_data_figure_command_saves_the_figure(toy_cfg, tmp_path):
+    config_path, _ = tiny_setup(toy_cfg, tmp_path)
+    output = tmp_path / "data.png"
+    result = CliRunner().invoke(make_data_figure.main,
+                                ["-c", str(config_path), "-o", str(output), "-n", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"figure: {output}"
+    assert cv2.imread(str(output)) is not None
+    result = CliRunner().invoke(make_data_figure.main,
+                                ["-c", str(config_path), "-o", str(tmp_path / "data.xyz")])
+    assert result.exit_code == 1
+    assert "data.xyz: unsupported figure format '.xyz'" in result.output
+
+
+def test_data_figure_runs_as_a_module_from_the_repository_root():
+    repo = Path(demo.__file__).resolve().parent
+    result = subprocess.run([sys.executable, "-m", "docs.make_data_figure", "--help"], cwd=repo,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "docs/data.png" in result.stdout
+
+
+def test_segment_with_crf_needs_the_crf_picture_choice(toy_cfg, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    cfg = load_config(config_path)
+    model = load_model(cfg, checkpoint, CPU)
+    image = np.zeros((8, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match="legacy_mean_subtracted"):
+        segment(model, image, cfg.IMAGE.MEAN, CPU, crf=DenseCRF.from_config(cfg.CRF))

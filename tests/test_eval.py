@@ -132,10 +132,10 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
 def test_legacy_switch_feeds_the_crf_the_mean_subtracted_image(toy_cfg):
     image = torch.from_numpy(np.random.default_rng(0).normal(0, 60, (3, 5, 7)).astype(np.float32))
     toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE = False
-    np.testing.assert_array_equal(crf_image(image, toy_cfg),
+    np.testing.assert_array_equal(crf_image(image, toy_cfg.IMAGE.MEAN, toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE),
                                   to_rgb_uint8(image, toy_cfg.IMAGE.MEAN))
     toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE = True
-    np.testing.assert_array_equal(crf_image(image, toy_cfg),
+    np.testing.assert_array_equal(crf_image(image, toy_cfg.IMAGE.MEAN, toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE),
                                   legacy_crf_image(image.numpy()))
 
 

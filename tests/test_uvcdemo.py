@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from tiny_model import tiny_setup
 
 import uvcdemo
+from libs.inference import video as video_loop
+from libs.utils.visualize import colorize
 
 N_FRAMES = 5
 FRAME_RATE = 7.0
@@ -81,7 +83,7 @@ def test_max_frames(setup, tmp_path):
 
 def test_interrupt_keeps_the_frames_already_written(setup, tmp_path, monkeypatch):
     config_path, checkpoint, video, _ = setup
-    original = uvcdemo.segment_frame
+    original = video_loop.segment_frame
     calls = []
 
     def interrupted_on_third_frame(*args, **kwargs):
@@ -90,7 +92,7 @@ def test_interrupt_keeps_the_frames_already_written(setup, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(uvcdemo, "segment_frame", interrupted_on_third_frame)
+    monkeypatch.setattr(video_loop, "segment_frame", interrupted_on_third_frame)
     output = tmp_path / "partial.avi"
     result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output, "--no-show")
     assert "interrupted" in result.output
@@ -100,15 +102,15 @@ def test_interrupt_keeps_the_frames_already_written(setup, tmp_path, monkeypatch
 def test_blend_weights_frame_and_label_colours():
     frame = np.full((2, 3, 3), 200, np.uint8)
     label_map = np.array([[0, 1, 2], [2, 1, 0]])
-    colours_rgb = uvcdemo.colorize(label_map, 3)
-    out = uvcdemo.blend(frame, label_map, 3, alpha=0.25)
+    colours_rgb = colorize(label_map, 3)
+    out = video_loop.blend(frame, label_map, 3, alpha=0.25)
     expected = 0.75 * 200 + 0.25 * colours_rgb[:, :, ::-1].astype(float)
     assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-6
 
 
 def test_pointer_reports_class_on_change():
     printed = []
-    pointer = uvcdemo.PointerReporter(["grass", "water"], echo=printed.append)
+    pointer = video_loop.PointerReporter(["grass", "water"], echo=printed.append)
     pointer(cv2.EVENT_MOUSEMOVE, 0, 0, 0, None)  # no frame yet: silent
     pointer.label_map = np.array([[0, 1], [0, 1]])
     for x, y in [(0, 0), (0, 1), (1, 1), (5, 5), (1, 0)]:
@@ -118,9 +120,9 @@ def test_pointer_reports_class_on_change():
 
 def test_gui_detection_reads_the_build_information(monkeypatch):
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:    NONE\n")
-    assert not uvcdemo.opencv_has_gui()
+    assert not video_loop.opencv_has_gui()
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:    GTK3\n    GTK+: YES\n")
-    assert uvcdemo.opencv_has_gui()
+    assert video_loop.opencv_has_gui()
 
 
 def test_headless_without_output_is_one_line(setup, monkeypatch):

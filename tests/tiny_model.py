@@ -25,5 +25,6 @@ def tiny_setup(cfg, folder, n_classes=None, seed=0):
         model_cfg.DATASET.N_CLASSES = n_classes
     torch.manual_seed(seed)
     checkpoint = folder / ("tiny.pth" if n_classes is None else f"tiny_{n_classes}.pth")
-    save_torch({"model": build_model(model_cfg.MODEL, model_cfg.DATASET.N_CLASSES).state_dict(), "iteration": 0}, checkpoint)
+    model = build_model(model_cfg.MODEL, model_cfg.DATASET.N_CLASSES)
+    save_torch({"model": model.state_dict(), "iteration": 0}, checkpoint)
     return config_path, checkpoint

@@ -13,7 +13,7 @@ import math
 
 import click
 
-from ..models import ModelError
+from ..utils.config import ConfigValueError
 from ..utils.errors import DeepLabError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -58,12 +58,13 @@ def parse_positive_floats(text):
 def one_line_errors(config_path=None):
     """Turn the project's errors raised inside the block into one-line click errors.
 
-    A :class:`ModelError` (an unknown ``MODEL.NAME``) comes from a config
-    value, so its line is prefixed with ``config_path`` when one is given.
+    A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF
+    threshold) comes from a value of the config file, so its line is prefixed
+    with ``config_path`` when one is given.
     """
     try:
         yield
-    except ModelError as e:
+    except ConfigValueError as e:
         prefix = f"{config_path}: " if config_path is not None else ""
         raise click.ClickException(f"{prefix}{e}") from None
     except DeepLabError as e:

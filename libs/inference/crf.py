@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
+from ..utils.config import ConfigValueError
+
 # Probabilities are clipped here before taking -log, as pydensecrf's
 # ``unary_from_softmax`` does, so that a zero probability gives a finite unary.
 UNARY_CLIP = 1e-5
@@ -63,7 +65,13 @@ class DenseCRF:
 
     @classmethod
     def from_config(cls, crf_section):
-        """The CRF of a config's ``CRF`` section (the one place that reads it)."""
+        """The CRF of a config's ``CRF`` section (the one place that reads it).
+
+        A value the CRF refuses is a :class:`ConfigValueError` naming the key.
+        """
+        threshold = crf_section.PRUNE_THRESHOLD
+        if threshold is not None and not 0.0 <= threshold < 1.0:
+            raise ConfigValueError(f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
         return cls(iter_max=crf_section.ITER_MAX, pos_w=crf_section.POS_W,
                    pos_xy_std=crf_section.POS_XY_STD, bi_w=crf_section.BI_W,
                    bi_xy_std=crf_section.BI_XY_STD, bi_rgb_std=crf_section.BI_RGB_STD,

@@ -24,7 +24,7 @@ def _crf_picture(cfg):
     The one place that knows how :func:`crf_image` wants the config's
     ``IMAGE.MEAN`` and ``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``.
     """
-    return lambda image: crf_image(image, cfg)
+    return lambda image: crf_image(image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
 
 
 def _model_outputs(model, loader, device, tta_scales, flip, crf_picture):

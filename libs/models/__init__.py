@@ -8,14 +8,14 @@ exception is the builder named after the paper's model,
 classes under it take required arguments.
 """
 
-from ..utils.errors import DeepLabError
+from ..utils.config import ConfigValueError
 from .deeplabv2 import ASPP, DeepLabV2
 from .msc import MSC
 from .resnet import FrozenBatchNorm2d, ResNetBackbone
 
 
-class ModelError(DeepLabError, ValueError):
-    """A model the config asks for that does not exist."""
+class ModelError(ConfigValueError):
+    """A model the config asks for that does not exist (``MODEL.NAME``)."""
 
 
 def DeepLabV2_ResNet101_MSC(

@@ -19,6 +19,12 @@ class ConfigError(DeepLabError, ValueError):
     """A config file that cannot be used; the message names the file and key."""
 
 
+class ConfigValueError(ConfigError):
+    """A config value that passed the schema but that a stage cannot use (an unknown model name,
+    an out-of-range CRF threshold). Raised after loading, so the message names the key and the
+    command-line layer adds the file."""
+
+
 class Optional:
     """Schema marker: the value may be ``null`` or match ``inner``."""
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Per-frame time of the demo at the default size: full ResNet-101 MSC, 182 classes, CPU.
 
-    python tests/benchmarks/bench_demo.py [--repeats 3] [--crf]
+    python -m tests.benchmarks.bench_demo [--repeats 3] [--crf]      # from the repository root
 
 A 480x640 picture (COCO's usual size) is resized to 385x513 (longer side
-IMAGE.SIZE.TEST of config/cocostuff.yaml) and segmented the way demo.py and
+IMAGE.SIZE.DEMO of config/cocostuff.yaml) and segmented the way demo.py and
 uvcdemo.py do it: network, bilinear upsampling, softmax, argmax. The weights
 are random (the cost does not depend on them). In the same run the
 single-scale network is timed too, so the cost of the multi-scale inputs is a
@@ -14,7 +14,6 @@ other processes share the CPU.
 
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -22,15 +21,12 @@ import click
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from libs.inference.crf import DenseCRF
+from libs.inference.predict import crf_image, network_input, resize_longer_side, segment
+from libs.models import build_model
+from libs.utils.config import load_config
 
-import demo  # noqa: E402
-from libs.inference.predict import crf_image, network_input  # noqa: E402
-from libs.models import build_model  # noqa: E402
-from libs.utils.config import load_config  # noqa: E402
-from libs.inference.crf import DenseCRF  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PICTURE_SIZE = (480, 640)
 
@@ -63,15 +59,16 @@ def main(config_path, repeats, crf):
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     rng = np.random.default_rng(0)
     picture = rng.integers(0, 256, PICTURE_SIZE + (3,), dtype=np.uint8)
-    image = demo.resize_longer_side(picture, cfg.IMAGE.SIZE.TEST)
+    image = resize_longer_side(picture, cfg.IMAGE.SIZE.DEMO)
     load_before = os.getloadavg()
     print(f"{cfg.MODEL.NAME}, {cfg.DATASET.N_CLASSES} classes, MSC scales "
           f"{cfg.MODEL.MSC_SCALES}; input {image.shape[0]}x{image.shape[1]}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f}")
 
-    frame_times = timed(lambda: demo.segment(model, image, cfg, device), repeats)
-    x = network_input(image, cfg.IMAGE.MEAN)
+    mean = cfg.IMAGE.MEAN
+    frame_times = timed(lambda: segment(model, image, mean, device), repeats)
+    x = network_input(image, mean)
     with torch.inference_mode():
         single_times = timed(lambda: model.base(x), repeats)
     load_after = os.getloadavg()
@@ -81,9 +78,10 @@ def main(config_path, repeats, crf):
     print(f"single-scale network alone: {describe(single_times)}")
     print(f"ratio demo frame / single-scale network: {frame / single:.2f}")
     if crf:
-        probs, _ = demo.segment(model, image, cfg, device)
+        probs, _ = segment(model, image, mean, device)
         dense_crf = DenseCRF.from_config(cfg.CRF)
-        rgb = crf_image(network_input(image, cfg.IMAGE.MEAN)[0], cfg)
+        rgb = crf_image(network_input(image, mean)[0], mean,
+                        cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
         crf_times = timed(lambda: dense_crf(rgb, probs), max(1, repeats - 1))
         print(f"{dense_crf}: {describe(crf_times)} "
               f"(ratio to the frame: {statistics.median(crf_times) / frame:.2f})")

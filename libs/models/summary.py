@@ -1,0 +1,106 @@
+"""What the model is made of: a layer-by-layer summary and a TensorBoard graph.
+
+Used by draw_model.py. The summary lists each conv-BatchNorm-ReLU unit as one
+row (one layer in the Caffe model) and every other leaf module, with the output
+shape of one eval-mode forward pass, the parameter count, and how many times
+the multi-scale model ran the layer.
+"""
+
+import warnings
+
+import torch
+
+from .resnet import ConvBnReLU
+
+
+def summary_layers(model):
+    """``[(name, module)]`` of the layers to list: each conv-BN-ReLU unit, and every other leaf.
+
+    A conv-BN-ReLU unit is one layer in the Caffe model, so it is one row here.
+    """
+    layers, inside_unit = [], ()
+    for name, module in model.named_modules():
+        if inside_unit and name.startswith(inside_unit):
+            continue
+        if isinstance(module, ConvBnReLU):
+            layers.append((name, module))
+            inside_unit = name + "."
+        elif not any(True for _ in module.children()):
+            layers.append((name, module))
+    return layers
+
+
+def layer_summary(model, image_size):
+    """Rows ``(name, type, output shape, parameter count, calls)`` from one eval-mode forward.
+
+    The output shape is that of the first call, i.e. the full-scale pass of
+    MSC; the extra scales run the same layers again (``calls`` counts them).
+    Also returns the model output's shape.
+    """
+    records = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            if name in records:
+                records[name]["calls"] += 1
+            else:
+                shape = tuple(output.shape) if torch.is_tensor(output) else None
+                records[name] = {"shape": shape, "calls": 1}
+        return record
+
+    layers = summary_layers(model)
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    try:
+        with torch.inference_mode():
+            output = model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for name, module in layers:
+        record = records.get(name, {"shape": None, "calls": 0})
+        n_params = sum(p.numel() for p in module.parameters())
+        rows.append((name, type(module).__name__, record["shape"], n_params, record["calls"]))
+    return rows, tuple(output.shape)
+
+
+def format_shape(shape):
+    """``(1, 8, 17, 17)`` -> ``"1x8x17x17"``; no shape (a layer never called) -> ``"-"``."""
+    return "-" if shape is None else "x".join(str(s) for s in shape)
+
+
+def format_summary(rows, output_shape, model, image_size):
+    """The rows of :func:`layer_summary` as an aligned table, with the model's totals."""
+    name_width = max(len(r[0]) for r in rows)
+    type_width = max(len(r[1]) for r in rows)
+    lines = [
+        f"Layers at input 1x3x{image_size}x{image_size} (output shapes of the full-scale pass; "
+        "'calls' > 1: also run on the extra MSC scales)",
+        f"{'layer':<{name_width}}  {'type':<{type_width}}  {'output shape':>16}  "
+        f"{'parameters':>11}  calls",
+    ]
+    for name, kind, shape, n_params, calls in rows:
+        lines.append(f"{name:<{name_width}}  {kind:<{type_width}}  {format_shape(shape):>16}  "
+                     f"{n_params:>11,}  {calls:>5}")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines.append(f"model output (fused logits): {format_shape(output_shape)}")
+    lines.append(f"{len(rows)} layers, {total:,} parameters ({trainable:,} trainable; "
+                 "BatchNorm is frozen)")
+    return "\n".join(lines)
+
+
+def write_graph(model, image_size, log_dir):
+    """Trace the eval-mode model and write its graph to a TensorBoard event file in ``log_dir``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with warnings.catch_warnings():
+        # The tracer warns that shape arithmetic becomes constants: intended, the
+        # graph is drawn for one input size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # add_graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
+        # nothing a user of this script can act on.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with SummaryWriter(str(log_dir)) as writer:
+            writer.add_graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
+    return log_dir
