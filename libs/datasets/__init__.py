@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ..utils.files import read_input
 from .cocostuff import CocoStuff10k, CocoStuff164k, CocoStuffBase
 from .errors import DatasetError
 from .synthetic import ensure_synthetic, generate_synthetic
@@ -16,12 +17,7 @@ def load_class_names(path):
     Ids must run 0..n-1 without gaps, so ``names[class_id]`` is always right.
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: class-name file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read class names ({e})") from None
+    lines = read_input(path, "class-name file", DatasetError).splitlines()
     names = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -28,6 +28,7 @@ import scipy.io
 import torch
 from torch.utils.data import Dataset
 
+from ..utils.files import read_input
 from .errors import DatasetError
 from .transforms import augment, mean_bgr_array, resize_image, resize_label, subtract_mean
 
@@ -43,12 +44,7 @@ def read_image_bgr(path):
     must also carry its end-of-image marker after the last scan.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file not found") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read image ({e.strerror})") from None
+    data = read_input(path, "image file", DatasetError, binary=True)
     if data.startswith(JPEG_SOI) and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):
         raise DatasetError(f"{path}: corrupt image (truncated JPEG: no end marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

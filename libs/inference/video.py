@@ -65,25 +65,26 @@ def open_source(camera_id=0, video=None):
 def _open_video(path):
     if not path.is_file():
         raise SourceError(f"{path}: video file not found")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise SourceError(f"{path}: cannot open video (unsupported format or corrupt file)")
-    ok, frame = capture.read()
-    if not ok or frame is None:
-        capture.release()
-        raise SourceError(f"{path}: no readable frame in the video (corrupt or empty file)")
-    return capture, frame
+    return _first_frame(cv2.VideoCapture(str(path)),
+                        f"{path}: cannot open video (unsupported format or corrupt file)",
+                        f"{path}: no readable frame in the video (corrupt or empty file)")
 
 
 def _open_camera(camera_id):
-    capture = cv2.VideoCapture(int(camera_id))
+    return _first_frame(cv2.VideoCapture(int(camera_id)),
+                        f"camera {camera_id}: no such camera or it cannot be opened "
+                        "(check --camera-id, or use --video FILE)",
+                        f"camera {camera_id}: opened but delivers no frames")
+
+
+def _first_frame(capture, cannot_open, no_frame):
+    """``(capture, first frame)``, or :class:`SourceError` with the matching message."""
     if not capture.isOpened():
-        raise SourceError(f"camera {camera_id}: no such camera or it cannot be opened "
-                          "(check --camera-id, or use --video FILE)")
+        raise SourceError(cannot_open)
     ok, frame = capture.read()
     if not ok or frame is None:
         capture.release()
-        raise SourceError(f"camera {camera_id}: opened but delivers no frames")
+        raise SourceError(no_frame)
     return capture, frame
 
 

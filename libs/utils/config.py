@@ -13,6 +13,7 @@ import yaml
 from addict import Dict
 
 from .errors import DeepLabError
+from .files import read_input
 
 
 class ConfigError(DeepLabError, ValueError):
@@ -185,12 +186,7 @@ def load_config(path):
     ``cfg.SOLVER.LRR`` raises instead of silently yielding an empty dict.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    text = read_input(path, "config file", ConfigError)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
