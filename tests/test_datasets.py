@@ -512,15 +512,15 @@ def test_ensure_synthetic_generates_once_and_checks_sizes(toy_cfg, tmp_path):
     root = tmp_path / "fresh" / "synthetic"
     toy_cfg.DATASET.ROOT = str(root)
     toy_cfg.DATASET.SYNTHETIC = Dict(N_TRAIN=2, N_TEST=1, HEIGHT=16, WIDTH=24)
-    assert ensure_synthetic(toy_cfg) == root
+    assert ensure_synthetic(toy_cfg.DATASET, toy_cfg.EXP.SEED) == root
     stamp = (root / "synthetic.json").stat().st_mtime_ns
     ds = build_dataset(toy_cfg, "train", augment=False)  # reuses it
     assert len(ds) == 2 and (root / "synthetic.json").stat().st_mtime_ns == stamp
     toy_cfg.DATASET.SYNTHETIC.N_TRAIN = 3
     with pytest.raises(DatasetError, match=re.escape(f"delete {root} to regenerate")):
-        ensure_synthetic(toy_cfg)
+        ensure_synthetic(toy_cfg.DATASET, toy_cfg.EXP.SEED)
     toy_cfg.DATASET.SYNTHETIC = None
-    assert ensure_synthetic(toy_cfg) is None
+    assert ensure_synthetic(toy_cfg.DATASET, toy_cfg.EXP.SEED) is None
 
 
 def test_ensure_synthetic_refuses_a_foreign_directory(toy_cfg, tmp_path):
@@ -529,7 +529,7 @@ def test_ensure_synthetic_refuses_a_foreign_directory(toy_cfg, tmp_path):
     (root / "thesis.tex").write_text("precious")
     toy_cfg.DATASET.ROOT = str(root)
     with pytest.raises(DatasetError, match="holds no synthetic.json"):
-        ensure_synthetic(toy_cfg)
+        ensure_synthetic(toy_cfg.DATASET, toy_cfg.EXP.SEED)
     assert (root / "thesis.tex").read_text() == "precious"
 
 

@@ -67,7 +67,7 @@ def build_dataset(cfg, split, augment):
     name = cfg.DATASET.NAME
     if name not in DATASETS:
         raise DatasetError(f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    ensure_synthetic(cfg)
+    ensure_synthetic(cfg.DATASET, cfg.EXP.SEED)
     class_names = load_checked_class_names(cfg)
     return DATASETS[name](
         root=cfg.DATASET.ROOT,

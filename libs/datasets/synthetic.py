@@ -207,23 +207,25 @@ def generate_synthetic(root, n_train, n_test, height, width, seed):
     return root
 
 
-def _marker_params(cfg):
-    s = cfg.DATASET.SYNTHETIC
+def _marker_params(synthetic_cfg):
+    """The generator's arguments from the ``DATASET.SYNTHETIC`` section (as in the marker file)."""
+    s = synthetic_cfg
     return {"n_train": s.N_TRAIN, "n_test": s.N_TEST, "height": s.HEIGHT, "width": s.WIDTH}
 
 
-def ensure_synthetic(cfg):
-    """Generate the synthetic dataset at ``DATASET.ROOT`` unless it is already there.
+def ensure_synthetic(dataset_cfg, seed):
+    """Generate the synthetic dataset at ``DATASET.ROOT`` (from the ``DATASET`` section
+    ``dataset_cfg``, with ``seed``) unless it is already there.
 
     Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The dataset counts
     as present when ROOT holds the generator's marker file with the same sizes; the
     seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
     the root path, or None when the config does not ask for synthetic data.
     """
-    if not cfg.DATASET.get("SYNTHETIC"):
+    if not dataset_cfg.get("SYNTHETIC"):
         return None
-    root = Path(cfg.DATASET.ROOT)
-    wanted = _marker_params(cfg)
+    root = Path(dataset_cfg.ROOT)
+    wanted = _marker_params(dataset_cfg.SYNTHETIC)
     marker = root / MARKER_FILE
     if not marker.exists():
         if root.exists() and root.is_dir() and any(root.iterdir()):
@@ -232,7 +234,7 @@ def ensure_synthetic(cfg):
                 f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
             )
         try:
-            generate_synthetic(root, seed=cfg.EXP.SEED, **wanted)
+            generate_synthetic(root, seed=seed, **wanted)
         except OSError:
             if not marker.exists():  # not a concurrent generator that won the rename
                 raise
