@@ -10,6 +10,7 @@ classes under it take required arguments.
 
 from ..utils.config import ConfigValueError
 from .deeplabv2 import ASPP, DeepLabV2
+from .geometry import MSC_GEOMETRIES
 from .msc import MSC
 from .resnet import FrozenBatchNorm2d, ResNetBackbone
 
@@ -24,13 +25,17 @@ def DeepLabV2_ResNet101_MSC(
     atrous_rates=(6, 12, 18, 24),
     msc_scales=(0.5, 0.75),
     base_width=64,
+    msc_geometry="caffe",
 ):
     """DeepLab v2 as published: ResNet-101, ASPP rates 6/12/18/24, MSC at 0.5x and 0.75x.
 
     ``.base`` is the single-scale network. ``n_blocks`` and ``base_width``
-    shrink it for tests and the quick start.
+    shrink it for tests and the quick start; ``msc_geometry="pytorch"`` runs
+    weights trained by the original repository's later releases as they ran
+    there (``geometry.py``).
     """
-    return MSC(DeepLabV2(n_classes, n_blocks, atrous_rates, base_width), msc_scales)
+    base = DeepLabV2(n_classes, n_blocks, atrous_rates, base_width)
+    return MSC(base, msc_scales, msc_geometry)
 
 
 MODELS = {"DeepLabV2_ResNet101_MSC": DeepLabV2_ResNet101_MSC}
@@ -44,12 +49,16 @@ def build_model(model_cfg, n_classes):
         raise ModelError(
             f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(MODELS)}"
         ) from None
+    if model_cfg.MSC_GEOMETRY not in MSC_GEOMETRIES:
+        raise ModelError(f"MODEL.MSC_GEOMETRY: unknown geometry {model_cfg.MSC_GEOMETRY!r}; "
+                         f"choose one of {list(MSC_GEOMETRIES)}")
     return builder(
         n_classes,
         n_blocks=tuple(model_cfg.N_BLOCKS),
         atrous_rates=tuple(model_cfg.ATROUS_RATES),
         msc_scales=tuple(model_cfg.MSC_SCALES),
         base_width=model_cfg.BASE_WIDTH,
+        msc_geometry=model_cfg.MSC_GEOMETRY,
     )
 
 

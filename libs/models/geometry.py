@@ -1,37 +1,112 @@
-"""Where the network's output cells sit on its input, and resizes that respect it.
+"""Where the network's output cells sit on its input: the one geometry rule of this repository.
 
+The rule, stated once
+---------------------
 Logit cell ``i`` of the output-stride-8 network is centred on input pixel
-``8i`` (conv1 7x7/2 pad 3, pool 3x3/2 pad 1, the stride-2 1x1 of res3a; every
-later layer pads by its dilation): 513 -> 65 and 321 -> 41 cells, the first on
-the first pixel and the last on the last. Upsampling logits to the input size
-is therefore corner-aligned (``align_corners=True``).
+``8 * i`` (conv1 7x7/2 pad 3 puts its output ``j`` on pixel ``2j``; pool1 3x3/2
+pad 1 puts ``k`` on ``4k``; the stride-2 1x1 of res3a puts ``m`` on ``8m``;
+every later layer pads by its dilation). An input of ``8k + 1`` pixels
+(321, 513) therefore has ``k + 1`` cells, the first on its first pixel and
+the last on its last. Everything that moves between a logit grid and pixels
+follows from that, as in Caffe DeepLab v2:
 
-The extra inputs of MSC are resized to ``floor(side * scale)`` per axis, with
-half-pixel-centre bilinear interpolation, as this implementation has always
-done (the Caffe models used ``(side - 1) * scale + 1`` with corner alignment;
-see the fidelity notes in the README).
+* **corner alignment**: a resize between grids maps first to first and last
+  to last (``align_corners=True``; Caffe's ``Interp`` layer);
+* **MSC inputs** of scale ``s`` have ``round((S - 1) * s) + 1`` pixels per axis
+  (161 and 241 from 321; 257 and 385 from 513), resized corner-aligned, and
+  their logits come back to the full-scale grid corner-aligned;
+* **loss targets** are the labels at the cells' own pixels: ``label[::8, ::8]``
+  for a 321 crop (:func:`cell_pixels`);
+* **inputs of other sizes** are padded at the bottom and right to the next
+  ``8k + 1`` size (:func:`padded_side`) and the output cropped back.
+
+Image-to-image warps (the augmentation's rescale, the 513 test warp) are not
+logit grids; they keep OpenCV's half-pixel convention (``libs/utils/sizes.py``).
+
+``MSC_GEOMETRY = "pytorch"`` is the convention of the original repository's
+later releases (``F.interpolate(x, scale_factor=s, align_corners=False)`` for
+the inputs, ``align_corners=False`` back), kept so that weights trained with it
+compute what they computed.
 """
 
 import torch.nn.functional as F
 
+OUTPUT_STRIDE = 8
+MSC_GEOMETRIES = ("caffe", "pytorch")
+
+
+def check_geometry(geometry):
+    if geometry not in MSC_GEOMETRIES:
+        raise ValueError(f"MSC geometry must be one of {MSC_GEOMETRIES}, got {geometry!r}")
+    return geometry
+
+
+def n_cells(side):
+    """Logit cells along an input side of ``side`` pixels (conv1 /2, pool1 /2 with ceil, res3 /2)."""
+    conv1 = (side - 1) // 2 + 1
+    pool1 = -(-(conv1 - 1) // 2) + 1
+    return (pool1 - 1) // 2 + 1
+
+
+def padded_side(side):
+    """The smallest ``8k + 1`` side not below ``side`` (its last cell sits on its last pixel)."""
+    return OUTPUT_STRIDE * (-(-(side - 1) // OUTPUT_STRIDE)) + 1
+
 
 def upsample_logits(logits, size):
-    """Bilinear, corner-aligned upsampling of 1/8-resolution logits to ``size`` (h, w)."""
+    """Logits brought corner-aligned (bilinear) to ``size`` (h, w): cell ``i`` onto pixel ``8i``.
+
+    Exact for an input of ``8k + 1`` pixels and ``size`` equal to that input's size.
+    """
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
-def msc_input_size(size, scale):
-    """The ``(height, width)`` of an MSC extra-scale input: ``floor(side * scale)``, at least 1."""
-    height, width = size
-    return max(1, int(height * scale)), max(1, int(width * scale))
+def caffe_scaled_side(side, scale):
+    """``round((side - 1) * scale) + 1``: the side of a corner-aligned rescale by ``scale``."""
+    return int(round((side - 1) * scale)) + 1
 
 
-def msc_resize_input(x, scale):
-    """An NCHW batch resized (bilinear, half-pixel centres) to :func:`msc_input_size`."""
-    size = msc_input_size(x.shape[-2:], scale)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def msc_input_size(size, scale, geometry):
+    """The ``(height, width)`` of an MSC extra-scale input of an input of ``size``."""
+    if check_geometry(geometry) == "caffe":
+        return tuple(caffe_scaled_side(side, scale) for side in size)
+    return tuple(max(1, int(side * scale)) for side in size)  # what scale_factor gives
 
 
-def msc_resize_logits(logits, size):
-    """Extra-scale logits brought to the full-scale logits' ``size`` (half-pixel centres)."""
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def msc_resize_input(x, scale, geometry):
+    """An NCHW batch resized to its MSC extra scale, by the convention ``geometry``."""
+    if check_geometry(geometry) == "caffe":
+        return F.interpolate(x, size=msc_input_size(x.shape[-2:], scale, geometry),
+                             mode="bilinear", align_corners=True)
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def msc_resize_logits(logits, size, geometry):
+    """Extra-scale logits brought to the full-scale logits' ``size``, by the convention ``geometry``."""
+    align = check_geometry(geometry) == "caffe"
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
+
+
+def cell_pixels(cells, input_side, label_side):
+    """Label pixel under each of ``cells`` cells of a branch whose input has ``input_side`` pixels.
+
+    The branch's input is a corner-aligned rescale of the ``label_side``-pixel
+    labelled image, so its pixel ``p`` lies on label pixel
+    ``p * (label_side - 1) / (input_side - 1)``; cell ``i`` sits on ``p = 8i``.
+    Positions are rounded and clipped to the label (cells of a padded input
+    can lie past its last pixel). Returns a list of ints.
+    """
+    ratio = (label_side - 1) / (input_side - 1) if input_side > 1 else 0.0
+    return [min(label_side - 1, int(round(OUTPUT_STRIDE * i * ratio))) for i in range(cells)]
+
+
+def cells_on_pixels(input_side, label_side):
+    """Whether every cell of that branch lands exactly on a label pixel (an integer stride).
+
+    True for the full scale (stride 8) and for Caffe's 0.5x branch of a 321 crop
+    (161 pixels, stride 16); false for its 0.75x branch, which Caffe
+    supervises after upsampling its logits to the full-scale grid.
+    """
+    if input_side <= 1:
+        return True
+    return (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0

@@ -3,16 +3,17 @@
 import torch
 import torch.nn as nn
 
-from .geometry import msc_resize_input, msc_resize_logits
+from .geometry import check_geometry, msc_resize_input, msc_resize_logits
 
 
 class MSC(nn.Module):
     """Run a shared network on the input and on down-scaled copies, fuse by max.
 
-    The extra-scale inputs and the way their logits come back to the
-    full-scale logits' size are defined in ``geometry.py``; non-square and
-    odd-sized inputs work. The fused output is the element-wise maximum over
-    all scales.
+    ``geometry`` names how the extra-scale inputs are made and how their
+    logits come back to the full-scale grid (``geometry.py``): ``"caffe"``
+    (corner-aligned, Caffe DeepLab v2's) or ``"pytorch"`` (the original
+    repository's later releases). Non-square and odd-sized inputs work. The
+    fused output is the element-wise maximum over all scales.
 
     In training mode the forward returns a list
     ``[full-scale logits, *extra-scale logits at their own sizes, fused logits]``
@@ -20,17 +21,18 @@ class MSC(nn.Module):
     returns only the fused logits.
     """
 
-    def __init__(self, base, scales):
+    def __init__(self, base, scales, geometry):
         super().__init__()
         self.base = base
         self.scales = [float(s) for s in scales]
+        self.geometry = check_geometry(geometry)
 
     def forward(self, x):
         full = self.base(x)
-        pyramid = [self.base(msc_resize_input(x, s)) for s in self.scales]
+        pyramid = [self.base(msc_resize_input(x, s, self.geometry)) for s in self.scales]
         fused = full
         for logits in pyramid:
-            fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:]))
+            fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:], self.geometry))
         if self.training:
             return [full] + pyramid + [fused]
         return fused

@@ -88,6 +88,7 @@ SCHEMA = {
         "BASE_WIDTH": int,  # 64 for ResNet-101; smaller only for tiny test/quick-start models
         "ATROUS_RATES": ListOf(int, min_length=1),
         "MSC_SCALES": ListOf(float),
+        "MSC_GEOMETRY": str,  # caffe (corner-aligned, the default) | pytorch (original repo's)
         "INIT_MODEL": Optional(str),
     },
     "SOLVER": {
