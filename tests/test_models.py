@@ -3,8 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from addict import Dict
 
-from libs.models import ASPP, DeepLabV2_ResNet101_MSC, FrozenBatchNorm2d, build_model
+from libs.models import ASPP, DeepLabV2_ResNet101_MSC, FrozenBatchNorm2d, ModelError, build_model
 from libs.models.resnet import block_names
 from libs.utils.config import load_config
 
@@ -88,21 +89,67 @@ def test_stride_and_dilation_layout():
     assert all(bn.eps == 1e-5 for bn in backbone.modules() if isinstance(bn, FrozenBatchNorm2d))
 
 
-def test_msc_training_outputs_odd_non_square():
+def _msc_reference(model, x, sizes, resize_input, align_corners):
+    """MSC built by hand from ``model.base``: each extra scale at ``sizes``, fused by max."""
+    full = model.base(x)
+    pyramid = [model.base(resize_input(x, size)) for size in sizes]
+    up = [F.interpolate(t, size=full.shape[-2:], mode="bilinear", align_corners=align_corners)
+          for t in pyramid]
+    fused = full
+    for t in up:
+        fused = torch.maximum(fused, t)
+    return [full] + pyramid + [fused]
+
+
+@pytest.mark.parametrize("size, caffe_sizes", [
+    ((321, 321), [(161, 161), (241, 241)]),  # Caffe's sizes for the training crop
+    ((97, 129), [(49, 65), (73, 97)]),
+    ((101, 67), [(51, 34), (76, 51)]),  # round(100 * 0.5) + 1, ..., round(66 * 0.75) + 1
+])
+def test_msc_caffe_geometry_matches_a_corner_aligned_reference(size, caffe_sizes):
     torch.manual_seed(0)
-    model = DeepLabV2_ResNet101_MSC(4, n_blocks=TINY).train()
+    model = DeepLabV2_ResNet101_MSC(4, n_blocks=TINY, base_width=8).train()
+    assert model.geometry == "caffe"
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        got = model(x)
+        want = _msc_reference(
+            model, x, caffe_sizes,
+            lambda t, s: F.interpolate(t, size=s, mode="bilinear", align_corners=True), True)
+    assert len(got) == 4
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert (got[-1] >= got[0]).all() and (got[-1] > got[0]).any()
+
+
+def test_msc_pytorch_geometry_is_the_original_repositorys():
+    """The legacy convention: scale_factor inputs and half-pixel resizes, as the original's MSC."""
+    torch.manual_seed(0)
+    model = DeepLabV2_ResNet101_MSC(4, n_blocks=TINY, base_width=8, msc_geometry="pytorch").train()
     x = torch.randn(2, 3, 101, 67)
-    full, half, three_quarter, fused = model(x)
-    assert full.shape == (2, 4, 13, 9)
-    # Extra scales are run at floor(side * scale) and keep their own logit sizes.
-    assert half.shape[-2:] == model.base(torch.zeros(1, 3, 50, 33)).shape[-2:] == (7, 5)
-    assert three_quarter.shape[-2:] == model.base(torch.zeros(1, 3, 75, 50)).shape[-2:]
-    # The fused logits are the element-wise max of the full-scale and upsampled logits.
-    up = [F.interpolate(t, size=(13, 9), mode="bilinear", align_corners=False)
-          for t in (half, three_quarter)]
-    assert torch.equal(fused, torch.maximum(torch.maximum(full, up[0]), up[1]))
-    assert torch.equal(full, model.base(x))
-    assert (fused >= full).all() and (fused > full).any()
+    with torch.no_grad():
+        got = model(x)
+        scales = iter(model.scales)
+        want = _msc_reference(
+            model, x, [None, None],
+            lambda t, _: F.interpolate(t, scale_factor=next(scales), mode="bilinear",
+                                       align_corners=False), False)
+    assert got[1].shape[-2:] == model.base(torch.zeros(1, 3, 50, 33)).shape[-2:] == (7, 5)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    caffe = DeepLabV2_ResNet101_MSC(4, n_blocks=TINY, base_width=8).train()
+    caffe.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.equal(caffe(x)[-1], got[-1])  # the two conventions really differ
+
+
+def test_msc_geometry_comes_from_the_config_and_is_checked():
+    cfg = load_config("config/toy.yaml")
+    assert build_model(cfg.MODEL, 8).geometry == "caffe"
+    legacy = cfg.MODEL.to_dict() | {"MSC_GEOMETRY": "pytorch"}
+    assert build_model(Dict(legacy), 8).geometry == "pytorch"
+    with pytest.raises(ModelError, match="MODEL.MSC_GEOMETRY: unknown geometry 'tf'"):
+        build_model(Dict(legacy | {"MSC_GEOMETRY": "tf"}), 8)
 
 
 def test_msc_eval_returns_fused_only():
