@@ -5,10 +5,10 @@
 
 (from the repository root, which makes ``libs`` importable).
 
-The samples are exactly what train.py feeds the network (random rescale,
-mean-colour padding, crop, flip), shown as pictures again (mean added back)
-over their label maps, in the colours every other figure uses. Ignored pixels
-(unlabeled, the padding) are black.
+The samples are exactly what train.py feeds the network (random rescale by one
+of AUGMENTATION.SCALE_CHOICES or within SCALE_RANGE, mean-colour padding, crop,
+flip), shown as pictures again (mean added back) over their label maps, in the
+colours every other figure uses. Ignored pixels (unlabeled, the padding) are black.
 """
 
 import sys
@@ -25,6 +25,15 @@ from libs.utils.config import load_config
 from libs.utils.visualize import colorize, palette
 
 LEGEND_INCHES = 0.6  # height of the legend strip under the panels
+
+
+def scaling_words(augmentation):
+    """The title's account of the rescale, from whichever of the two scale keys is set."""
+    if augmentation.SCALE_CHOICES is not None:
+        choices = ", ".join(f"{s:g}" for s in augmentation.SCALE_CHOICES)
+        return f"random scaling by one of {choices}"
+    low, high = augmentation.SCALE_RANGE
+    return f"random scaling {low:g}-{high:g}"
 
 
 def data_figure(cfg, n_samples, split="train"):
@@ -51,9 +60,8 @@ def data_figure(cfg, n_samples, split="train"):
     handles.append(Patch(facecolor="black", label="ignored"))
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9),
                   frameon=False, fontsize="small")
-    low, high = cfg.AUGMENTATION.SCALE_RANGE
     figure.suptitle(f"{type(dataset).__name__} {split}: {cfg.IMAGE.SIZE.TRAIN}px crops after "
-                    f"random scaling {low:g}-{high:g}"
+                    f"{scaling_words(cfg.AUGMENTATION)}"
                     f"{' and flips' if cfg.AUGMENTATION.FLIP else ''}", fontsize="medium")
     figure.tight_layout(rect=(0, LEGEND_INCHES / figure.get_size_inches()[1], 1, 1))
     return figure

@@ -30,7 +30,8 @@ def test_cocostuff_defaults_match_the_original_protocol():
     assert (cfg.SOLVER.POLY_POWER, cfg.SOLVER.LR_DECAY) == (0.9, 10)
     assert dict(cfg.SOLVER.LR_MULT) == {"BACKBONE": 1.0, "ASPP_WEIGHT": 10.0, "ASPP_BIAS": 20.0}
     assert (cfg.IMAGE.SIZE.TRAIN, cfg.IMAGE.SIZE.TEST) == (321, 513)
-    assert cfg.AUGMENTATION.SCALE_RANGE == [0.5, 1.5]
+    assert cfg.AUGMENTATION.SCALE_CHOICES == [0.5, 0.75, 1.0, 1.25, 1.5]  # Caffe's train.prototxt
+    assert cfg.AUGMENTATION.SCALE_RANGE is None and cfg.AUGMENTATION.FLIP is True
     assert cfg.IMAGE.SIZE.DEMO == 513
     assert dict(cfg.IMAGE.MEAN) == {"B": 104.008, "G": 116.669, "R": 122.675}
     assert cfg.EXP.LOG_DIR == "runs"
@@ -42,6 +43,8 @@ def test_toy_config_loads():
     cfg = load_config("config/toy.yaml")
     assert cfg.MODEL.N_BLOCKS == [1, 1, 1, 1]
     assert cfg.DATASET.SYNTHETIC.N_TRAIN > 0
+    assert cfg.AUGMENTATION.SCALE_CHOICES == [0.5, 0.75, 1.0, 1.25, 1.5]
+    assert cfg.AUGMENTATION.SCALE_RANGE is None
 
 
 def test_loaded_config_is_frozen_against_typos():
@@ -143,3 +146,66 @@ def test_cocostuff164k_config_differs_only_in_dataset_and_schedule():
         assert big[section] == ten[section], section
     same_solver = {k: v for k, v in big["SOLVER"].items() if k != "ITER_MAX"}
     assert same_solver == {k: v for k, v in ten["SOLVER"].items() if k != "ITER_MAX"}
+
+
+# --------------------------------------------------------------------------- scale augmentation
+
+BOTH_KEYS = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
+
+
+def test_scale_range_is_the_continuous_option(tmp_path, raw):
+    raw["AUGMENTATION"]["SCALE_CHOICES"] = None
+    raw["AUGMENTATION"]["SCALE_RANGE"] = [0.5, 2]
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.AUGMENTATION.SCALE_CHOICES is None and cfg.AUGMENTATION.SCALE_RANGE == [0.5, 2.0]
+    raw["AUGMENTATION"]["SCALE_RANGE"] = [1, 1]  # a fixed scale is a valid range
+    assert load_config(write(tmp_path, raw)).AUGMENTATION.SCALE_RANGE == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "choices, value_range, message",
+    [
+        (None, None, f"{BOTH_KEYS} are both null; set exactly one (Caffe's protocol: "
+                     "SCALE_CHOICES: [0.5, 0.75, 1.0, 1.25, 1.5])"),
+        ([0.5, 1.0], [0.5, 1.5], f"{BOTH_KEYS} are both set; set exactly one, the other null"),
+        ([0.5, 0, 1.5], None,
+         "key AUGMENTATION.SCALE_CHOICES[1]: expected a positive number, got 0.0"),
+        ([], None, "key AUGMENTATION.SCALE_CHOICES: expected at least 1 items, got 0"),
+        (None, [-0.5, 1.5],
+         "key AUGMENTATION.SCALE_RANGE[0]: expected a positive number, got -0.5"),
+        (None, [1.5, 0.5], "key AUGMENTATION.SCALE_RANGE: expected [min, max] with min <= max, "
+                           "got [1.5, 0.5]"),
+        (None, [0.5, 1.0, 1.5], "key AUGMENTATION.SCALE_RANGE: expected a list of length 2 of a "
+                                "number, got 3 items"),
+        (1.0, None, "key AUGMENTATION.SCALE_CHOICES: expected a list of a number, got 1.0"),
+    ],
+)
+def test_scale_keys_must_be_one_valid_choice(tmp_path, raw, choices, value_range, message):
+    raw["AUGMENTATION"]["SCALE_CHOICES"] = choices
+    raw["AUGMENTATION"]["SCALE_RANGE"] = value_range
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("keep_new_keys", [False, True])
+def test_the_retired_scales_key_says_what_changed(tmp_path, raw, keep_new_keys):
+    """An old config's two-element SCALES is never read as choices or as a range: it fails."""
+    augmentation = raw["AUGMENTATION"] if keep_new_keys else {"FLIP": True}
+    augmentation["SCALES"] = [0.5, 1.5]
+    augmentation["ZOOM"] = 2  # sorts after SCALES: the retired key is still the one reported
+    raw["AUGMENTATION"] = augmentation
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == (
+        f"{path}: AUGMENTATION.SCALES was a [min, max] range; use AUGMENTATION.SCALE_RANGE "
+        "for that, or AUGMENTATION.SCALE_CHOICES for Caffe's discrete scales"
+    )
+
+
+def test_scales_elsewhere_is_just_an_unknown_key(tmp_path, raw):
+    raw["MODEL"]["SCALES"] = [0.5, 0.75]
+    with pytest.raises(ConfigError, match=r"unknown key MODEL\.SCALES$"):
+        load_config(write(tmp_path, raw))

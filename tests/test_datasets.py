@@ -28,12 +28,13 @@ from libs.datasets import (
     to_rgb_uint8,
 )
 from libs.cli import synthetic as synthetic_cli
-from libs.datasets.transforms import augment
+from libs.datasets.transforms import augment, check_scales, draw_scale
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN = (104.008, 116.669, 122.675)
 IGNORE = 255
+CAFFE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # DeepLab v2's train.prototxt
 
 
 def dataset_kwargs(**overrides):
@@ -44,7 +45,8 @@ def dataset_kwargs(**overrides):
         augment=False,
         crop_size=33,
         test_size=513,
-        scale_range=(0.5, 1.5),
+        scale_choices=CAFFE_SCALES,
+        scale_range=None,
         flip=True,
         eval_original_size=False,
         skip_bad_samples=False,
@@ -247,13 +249,15 @@ def asymmetric_scene(height=40, width=60):
     return image, mask.astype(np.int64)
 
 
-def test_augmentation_keeps_image_and_label_aligned_through_scale_pad_crop_flip():
+@pytest.mark.parametrize("scales", [dict(scale_choices=CAFFE_SCALES), dict(scale_range=(0.5, 1.5))])
+def test_augmentation_keeps_image_and_label_aligned_through_scale_pad_crop_flip(scales):
     image, label = asymmetric_scene()
     crop = 45  # larger than the smaller scales: exercises the padding
     flipped = padded = 0
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        out_image, out_label = augment(image, label, rng, (0.5, 1.5), crop, True, IGNORE)
+        out_image, out_label = augment(image, label, rng, crop_size=crop, flip=True,
+                                       ignore_label=IGNORE, **scales)
         assert out_image.shape == (crop, crop, 3) and out_label.shape == (crop, crop)
         pad = out_label == IGNORE
         padded += pad.any()
@@ -267,6 +271,107 @@ def test_augmentation_keeps_image_and_label_aligned_through_scale_pad_crop_flip(
             stem_col = cols[rows == rows.min()].mean()
             flipped += cols.mean() < stem_col
     assert flipped > 5 and padded > 5
+
+
+def rescaled_extent(rng, **scales):
+    """(rows, cols) that a fully labelled 20x28 picture covers after augment's rescale.
+
+    The crop (64) exceeds every rescaled size, so the whole picture survives at the
+    top-left (or top-right if flipped) of the padding, and its extent is the size it
+    was resized to.
+    """
+    label = np.zeros((20, 28), np.int64)
+    image = np.zeros((20, 28, 3), np.float32)
+    _, out = augment(image, label, rng, crop_size=64, flip=True, ignore_label=IGNORE, **scales)
+    valid = out != IGNORE
+    return int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
+
+
+# 20x28 at 0.5, 0.75, 1, 1.25, 1.5, by hand: every product is a whole number.
+CAFFE_SIZES_20x28 = [(10, 14), (15, 21), (20, 28), (25, 35), (30, 42)]
+
+
+def test_discrete_scales_are_drawn_uniformly_and_nothing_else_appears():
+    n = 2500
+    counts = {}
+    for index in range(n):
+        rng = np.random.default_rng((0, 0, index))  # the dataset's per-sample generator
+        size = rescaled_extent(rng, scale_choices=CAFFE_SCALES)
+        counts[size] = counts.get(size, 0) + 1
+    assert sorted(counts) == CAFFE_SIZES_20x28
+    # 500 expected each; the binomial spread is 20, so 100 is five standard deviations.
+    assert all(abs(c - n / 5) < 100 for c in counts.values()), counts
+
+
+def test_discrete_scale_is_the_generators_first_integer_draw():
+    """The choice is ``choices[rng.integers(len(choices))]``, the first draw of the sample."""
+    for index in range(40):
+        pick = np.random.default_rng((3, 1, index)).integers(len(CAFFE_SCALES))
+        rng = np.random.default_rng((3, 1, index))
+        assert rescaled_extent(rng, scale_choices=CAFFE_SCALES) == CAFFE_SIZES_20x28[pick]
+        assert draw_scale(np.random.default_rng((3, 1, index)), CAFFE_SCALES) == CAFFE_SCALES[pick]
+
+
+def test_scale_range_still_draws_a_continuous_scale():
+    heights = set()
+    for index in range(200):
+        scale = np.random.default_rng((0, 0, index)).uniform(0.5, 1.5)
+        rng = np.random.default_rng((0, 0, index))
+        height, width = rescaled_extent(rng, scale_range=(0.5, 1.5))
+        assert (height, width) == (round(20 * scale), round(28 * scale)), index
+        assert 10 <= height <= 30 and 14 <= width <= 42
+        heights.add(height)
+    assert len(heights) > 15  # far more than five discrete sizes
+    # A degenerate range is a fixed scale.
+    assert rescaled_extent(np.random.default_rng(0), scale_range=(1.25, 1.25)) == (25, 35)
+
+
+@pytest.mark.parametrize(
+    "choices, value_range, message",
+    [
+        (None, None, "exactly one of scale_choices and scale_range"),
+        (CAFFE_SCALES, (0.5, 1.5), "exactly one of scale_choices and scale_range"),
+        ((), None, "scales must be positive numbers, got []"),
+        ((0.5, 0.0), None, "scales must be positive numbers, got [0.5, 0.0]"),
+        (None, (-0.5, 1.5), "scales must be positive numbers, got [-0.5, 1.5]"),
+        (None, (1.5, 0.5), "scale_range must be (low, high) with low <= high, got [1.5, 0.5]"),
+        (None, (0.5, 1.0, 1.5), "scale_range must be (low, high)"),
+    ],
+)
+def test_scale_sources_other_than_exactly_one_valid_are_refused(choices, value_range, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_scales(choices, value_range)
+    image, label = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        augment(image, label, np.random.default_rng(0), crop_size=4, flip=False,
+                ignore_label=IGNORE, scale_choices=choices, scale_range=value_range)
+
+
+def test_dataset_refuses_a_bad_scale_pair_when_built(synthetic_root):
+    with pytest.raises(DatasetError, match=re.escape("augmentation scales: give exactly one")):
+        CocoStuff10k(synthetic_root, "train", **dataset_kwargs(n_classes=8, scale_range=(0.5, 1.5)))
+    image, label = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64)
+    with pytest.raises(TypeError):  # a positional list can never be taken for a range
+        augment(image, label, np.random.default_rng(0), (0.5, 1.5), 4, True, IGNORE)
+
+
+def test_build_dataset_passes_whichever_scale_key_is_set(toy_cfg):
+    assert toy_cfg.AUGMENTATION.SCALE_CHOICES == list(CAFFE_SCALES)
+    ds = build_dataset(toy_cfg, "train", augment=True)
+    assert ds.scale_choices == CAFFE_SCALES and ds.scale_range is None
+    toy_cfg.AUGMENTATION.SCALE_CHOICES = None
+    toy_cfg.AUGMENTATION.SCALE_RANGE = [0.75, 1.25]
+    ds = build_dataset(toy_cfg, "train", augment=True)
+    assert ds.scale_choices is None and ds.scale_range == (0.75, 1.25)
+
+
+def test_data_figure_title_names_the_scales_that_are_set(toy_cfg):
+    from docs.make_data_figure import scaling_words
+
+    assert scaling_words(toy_cfg.AUGMENTATION) == "random scaling by one of 0.5, 0.75, 1, 1.25, 1.5"
+    toy_cfg.AUGMENTATION.SCALE_CHOICES = None
+    toy_cfg.AUGMENTATION.SCALE_RANGE = [0.5, 1.5]
+    assert scaling_words(toy_cfg.AUGMENTATION) == "random scaling 0.5-1.5"
 
 
 def test_augmentation_is_deterministic_per_seed_epoch_and_index(synthetic_root):

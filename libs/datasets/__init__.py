@@ -59,7 +59,8 @@ def build_dataset(cfg, split, augment):
 
     ``split`` is ``"train"`` or ``"test"`` (looked up in ``DATASET.SPLIT``) or a literal
     split name such as ``"all"`` or ``"val2017"``. ``augment=True`` gives random
-    scale/pad/crop/flip to ``IMAGE.SIZE.TRAIN`` squares (default collate works);
+    scale/pad/crop/flip to ``IMAGE.SIZE.TRAIN`` squares (default collate works), the scale
+    one of ``AUGMENTATION.SCALE_CHOICES`` or uniform in ``SCALE_RANGE``, whichever is set;
     ``augment=False`` warps to ``IMAGE.SIZE.TEST`` squares, or keeps the original
     size when ``IMAGE.EVAL_ORIGINAL_SIZE`` is true. A synthetic dataset
     (``DATASET.SYNTHETIC``) is generated at ``DATASET.ROOT`` on first use.
@@ -78,6 +79,7 @@ def build_dataset(cfg, split, augment):
         augment=augment,
         crop_size=cfg.IMAGE.SIZE.TRAIN,
         test_size=cfg.IMAGE.SIZE.TEST,
+        scale_choices=cfg.AUGMENTATION.SCALE_CHOICES,  # exactly one of the two is set
         scale_range=cfg.AUGMENTATION.SCALE_RANGE,
         flip=cfg.AUGMENTATION.FLIP,
         eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,

@@ -4,7 +4,8 @@ Both yield ``(image_id, image, label)``: ``image`` a float32 3xHxW BGR tensor wi
 the Caffe mean subtracted, ``label`` an int64 HxW tensor with classes 0..181 and
 ``ignore_label`` (255) for unlabeled pixels.
 
-Randomness. The training transform draws from
+Randomness. The training transform draws its scale (one of ``scale_choices``, Caffe's
+protocol, or uniform in ``scale_range``), crop and flip from
 ``np.random.default_rng((seed, epoch, index))``. It depends only on the config's
 seed, the epoch set by ``set_epoch`` and the sample index, never on which worker
 process loads the sample or in which order, so a resumed run (same seed, same
@@ -30,7 +31,14 @@ from torch.utils.data import Dataset
 
 from ..utils.files import read_input
 from .errors import DatasetError
-from .transforms import augment, mean_bgr_array, resize_image, resize_label, subtract_mean
+from .transforms import (
+    augment,
+    check_scales,
+    mean_bgr_array,
+    resize_image,
+    resize_label,
+    subtract_mean,
+)
 
 JPEG_SOI = b"\xff\xd8"
 JPEG_SOS = b"\xff\xda"
@@ -108,6 +116,7 @@ class CocoStuffBase(Dataset):
         augment,
         crop_size,
         test_size,
+        scale_choices,
         scale_range,
         flip,
         eval_original_size,
@@ -123,7 +132,14 @@ class CocoStuffBase(Dataset):
         self.augment = augment
         self.crop_size = crop_size
         self.test_size = test_size
-        self.scale_range = tuple(scale_range)
+        # Exactly one is set (AUGMENTATION.SCALE_CHOICES or SCALE_RANGE); checked here so a
+        # bad pair fails when the dataset is built, not in a worker process mid-epoch.
+        self.scale_choices = None if scale_choices is None else tuple(scale_choices)
+        self.scale_range = None if scale_range is None else tuple(scale_range)
+        try:
+            check_scales(self.scale_choices, self.scale_range)
+        except ValueError as e:
+            raise DatasetError(f"augmentation scales: {e}") from None
         self.flip = flip
         self.eval_original_size = eval_original_size
         self.skip_bad_samples = skip_bad_samples
@@ -195,6 +211,7 @@ class CocoStuffBase(Dataset):
                 image,
                 label,
                 rng,
+                scale_choices=self.scale_choices,
                 scale_range=self.scale_range,
                 crop_size=self.crop_size,
                 flip=self.flip,

@@ -58,22 +58,58 @@ def resize_image(image, size):
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def augment(image, label, rng, scale_range, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0)):
+def check_scales(scale_choices, scale_range):
+    """Refuse anything but exactly one scale source: positive choices, or ``(low, high)``.
+
+    Two keys rather than one list whose length decides: ``[0.5, 1.5]`` as choices and
+    as a range are different augmentations, and guessing between them is how an old
+    config would silently change meaning.
+    """
+    if (scale_choices is None) == (scale_range is None):
+        raise ValueError("give exactly one of scale_choices and scale_range")
+    values = scale_choices if scale_choices is not None else scale_range
+    if len(values) == 0 or not all(v > 0 for v in values):
+        raise ValueError(f"scales must be positive numbers, got {list(values)}")
+    if scale_range is not None and (len(scale_range) != 2 or scale_range[0] > scale_range[1]):
+        raise ValueError(
+            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}"
+        )
+
+
+def draw_scale(rng, scale_choices=None, scale_range=None):
+    """One rescale factor from ``rng``: uniform over ``scale_choices``, or in ``scale_range``.
+
+    Caffe's DeepLab v2 picks one of a few scales (0.5, 0.75, 1, 1.25, 1.5) per image;
+    the continuous range is the other option. Either way exactly one value is drawn,
+    so the crop and flip draws that follow come from the same generator positions.
+    """
+    check_scales(scale_choices, scale_range)
+    if scale_choices is not None:
+        return float(scale_choices[int(rng.integers(len(scale_choices)))])
+    low, high = scale_range
+    return float(rng.uniform(low, high))
+
+
+def augment(image, label, rng, *, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0),
+            scale_choices=None, scale_range=None):
     """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
 
-    Random rescale by a factor uniform in ``scale_range = (low, high)``, pad to at least
+    Random rescale by a factor from :func:`draw_scale` (one of ``scale_choices``, or
+    uniform in ``scale_range = (low, high)``; exactly one is given), pad to at least
     ``crop_size`` (image with the mean colour, label with ``ignore_label``), a random
     ``crop_size`` square crop, and a horizontal flip with probability 0.5 if ``flip``.
     Returns the float32 image with ``mean_bgr`` subtracted (so the padding is 0) and
     the label. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
-    order, so the same generator state always yields the same sample.
+    order, so the same generator state always yields the same sample. The rescale is
+    image-to-image (pixel centres, :func:`~libs.utils.sizes.scaled_size`), like the
+    evaluation warp it must agree with.
 
     The mean is subtracted after cropping, and the crop is taken before padding
     (equivalent, since the pad only exists along an axis shorter than the crop):
-    both then touch crop-sized arrays instead of the rescaled picture.
+    both then touch crop-sized arrays instead of the rescaled picture. Arguments after
+    ``rng`` are keyword-only so that no call can mistake a list of scales for a range.
     """
-    low, high = scale_range
-    scale = rng.uniform(low, high)
+    scale = draw_scale(rng, scale_choices, scale_range)
     height, width = label.shape
     new_size = scaled_size((height, width), scale)
     image = resize_image(np.asarray(image, np.float32), new_size)

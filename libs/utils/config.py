@@ -79,7 +79,9 @@ SCHEMA = {
         "EVAL_ORIGINAL_SIZE": bool,  # score at the annotation's own resolution
     },
     "AUGMENTATION": {
-        "SCALE_RANGE": ListOf(float, length=2),  # [min, max] of the random rescale
+        # Exactly one of the two is set, the other null (checked by _check_scales).
+        "SCALE_CHOICES": Optional(ListOf(float, min_length=1)),  # drawn uniformly (Caffe's)
+        "SCALE_RANGE": Optional(ListOf(float, length=2)),  # [min, max], drawn continuously
         "FLIP": bool,
     },
     "MODEL": {
@@ -119,6 +121,16 @@ SCHEMA = {
 }
 
 
+# Keys that once existed, with what replaced them. A retired key gets its own message instead
+# of "unknown key", because an old config deserves to be told what changed, not that it is wrong.
+RETIRED_KEYS = {
+    "AUGMENTATION.SCALES": (
+        "AUGMENTATION.SCALES was a [min, max] range; use AUGMENTATION.SCALE_RANGE for that, "
+        "or AUGMENTATION.SCALE_CHOICES for Caffe's discrete scales"
+    ),
+}
+
+
 def _type_name(spec):
     if isinstance(spec, Optional):
         return f"{_type_name(spec.inner)} or null"
@@ -142,8 +154,11 @@ def _check(value, spec, key, path):
         if not isinstance(value, dict):
             fail(f"expected a mapping, got {value!r}")
         unknown = sorted(set(value) - set(spec))
+        prefix = f"{key}." if key else ""
+        for name in unknown:
+            if f"{prefix}{name}" in RETIRED_KEYS:
+                raise ConfigError(f"{path}: {RETIRED_KEYS[prefix + name]}")
         if unknown:
-            prefix = f"{key}." if key else ""
             raise ConfigError(f"{path}: unknown key {prefix}{unknown[0]}")
         out = {}
         for name, sub in spec.items():
@@ -180,6 +195,29 @@ def _check(value, spec, key, path):
     raise TypeError(f"bad schema entry for {key}: {spec!r}")  # pragma: no cover
 
 
+def _check_scales(augmentation, path):
+    """The rules the schema cannot state: one scale key set, positive scales, min <= max.
+
+    A discrete list and a continuous range are different augmentations, so neither key
+    is ever guessed from the other's shape, and a config that sets both is ambiguous.
+    """
+    choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
+    keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
+    if choices is None and value_range is None:
+        raise ConfigError(f"{path}: {keys} are both null; set exactly one "
+                          "(Caffe's protocol: SCALE_CHOICES: [0.5, 0.75, 1.0, 1.25, 1.5])")
+    if choices is not None and value_range is not None:
+        raise ConfigError(f"{path}: {keys} are both set; set exactly one, the other null")
+    name = "SCALE_CHOICES" if choices is not None else "SCALE_RANGE"
+    for i, v in enumerate(augmentation[name]):
+        if not v > 0:  # also refuses nan
+            raise ConfigError(f"{path}: key AUGMENTATION.{name}[{i}]: "
+                              f"expected a positive number, got {v!r}")
+    if value_range is not None and value_range[0] > value_range[1]:
+        raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
+                          f"min <= max, got {value_range}")
+
+
 def load_config(path):
     """Read ``path`` with ``yaml.safe_load``, validate it against :data:`SCHEMA`.
 
@@ -196,6 +234,8 @@ def load_config(path):
         raise ConfigError(f"{path}: invalid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    cfg = Dict(_check(raw, SCHEMA, "", path))
+    checked = _check(raw, SCHEMA, "", path)
+    _check_scales(checked["AUGMENTATION"], path)
+    cfg = Dict(checked)
     cfg.freeze()
     return cfg

@@ -3,15 +3,17 @@
 Three different things scale an image in this project, and they have
 distinct names everywhere:
 
-* ``scale_range``: the random rescale of training augmentation
-  (``AUGMENTATION.SCALE_RANGE``);
+* ``scale_choices`` / ``scale_range``: the random rescale of training
+  augmentation (``AUGMENTATION.SCALE_CHOICES``, Caffe's discrete list, or
+  ``AUGMENTATION.SCALE_RANGE``, a continuous range);
 * ``msc_scales``: the extra inputs of the multi-scale model (``MODEL.MSC_SCALES``),
-  whose sizes follow the network's logit grid (``libs/models/geometry.py``);
-* ``tta_scales``: test-time augmentation in evaluation (``eval.py --tta-scales``).
+  whose sizes follow the network's logit grid (``libs/models/geometry.py``, corner-aligned);
+* ``tta_scales``: test-time augmentation in evaluation (``eval.py --scales``),
+  whose sizes also follow the logit grid.
 
-Image-to-image resizes (augmentation, test-time scales, the demos' longer
-side) all round a scaled side to the nearest integer (Python's ``round``: ties
-to even), and never below one pixel.
+Image-to-image resizes (augmentation, the demos' longer side) all round a
+scaled side to the nearest integer (Python's ``round``: ties to even), and
+never below one pixel.
 """
 
 
