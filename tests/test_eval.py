@@ -156,8 +156,8 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
 
 def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):
     model = _tiny_model(toy_cfg)
-    x = torch.randn(1, 3, 33, 41)
-    size = (33, 41)
+    x = torch.randn(1, 3, 33, 49)
+    size = (33, 49)
 
     def probs(inp):
         return F.softmax(F.interpolate(model(inp), size=size, mode="bilinear",
@@ -165,8 +165,8 @@ def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):
 
     with torch.no_grad():
         got = predict_probs(model, x, size, tta_scales=(0.5, 1.0), flip=True)
-        small = F.interpolate(x, size=(round(33 * 0.5), round(41 * 0.5)), mode="bilinear",
-                              align_corners=False)
+        # Caffe's corner-aligned view: round((side - 1) * 0.5) + 1 = 17 x 25 (both 8k+1).
+        small = F.interpolate(x, size=(17, 25), mode="bilinear", align_corners=True)
         want = (probs(small) + probs(small.flip(-1)).flip(-1) + probs(x)
                 + probs(x.flip(-1)).flip(-1)) / 4
         plain = predict_probs(model, x, size)

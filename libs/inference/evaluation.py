@@ -79,7 +79,8 @@ def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales
     dataset = build_dataset(cfg, split, augment=False)
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
-    # Images of their own size cannot be stacked into a batch.
+    # Images of their own size cannot be stacked into a batch. predict_probs pads each
+    # to 8k+1 sides and crops its output back to the (unpadded) label size.
     batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=cfg.DATALOADER.NUM_WORKERS)

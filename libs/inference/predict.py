@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from ..datasets.transforms import subtract_mean, to_rgb_uint8
 from ..models import build_model
-from ..models.geometry import upsample_logits
+from ..models.geometry import (caffe_scaled_side, check_geometry, model_geometry, pad_to_cells,
+                               upsample_logits)
 from ..models.weights import load_model_weights
 from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
@@ -24,24 +25,65 @@ def load_model(cfg, model_path, device):
     return model.eval().to(device)
 
 
-def predict_probs(model, images, size, tta_scales=(1.0,), flip=False):
+def dense_logits(model, x, size, geometry="caffe"):
+    """Logits of the batch ``x`` at ``size``, whose corners are ``x``'s corners.
+
+    Caffe geometry (``geometry.py``): an input whose sides are not ``8k + 1``
+    is padded at the bottom and right (:func:`pad_to_cells`), its logits are
+    upsampled corner-aligned to the padded size and cropped back to ``x``'s
+    size, and only then brought corner-aligned to ``size`` if that differs.
+    An ``8k + 1`` input needs none of it and gets ``upsample_logits(model(x),
+    size)`` directly, without a copy: the eval default. The legacy
+    ``"pytorch"`` geometry always takes that direct formula, unpadded, as the
+    original repository did.
+    """
+    height, width = x.shape[-2:]
+    padded = pad_to_cells(x) if check_geometry(geometry) == "caffe" else x
+    if padded is x:
+        return upsample_logits(model(x), size)
+    logits = upsample_logits(model(padded), padded.shape[-2:])[..., :height, :width]
+    if (height, width) != tuple(size):
+        logits = upsample_logits(logits, size)
+    return logits
+
+
+def tta_view(images, scale, geometry="caffe"):
+    """The test-time view of ``images`` at ``scale`` (scale 1.0: ``images`` itself).
+
+    Caffe geometry: ``caffe_scaled_side(side, scale)`` pixels per axis, resized
+    corner-aligned, so the view's corners are the label's corners and
+    :func:`dense_logits` can bring it back corner-aligned (an ``8k + 1`` side
+    stays ``8k + 1`` when ``(side - 1) * scale`` is a multiple of 8, as for
+    513 and 321 at 0.5 and 0.75). Legacy ``"pytorch"`` geometry: the half-pixel
+    resize to ``round(side * scale)`` that this repository used before.
+    """
+    if scale == 1.0:
+        return images
+    if check_geometry(geometry) == "caffe":
+        size = tuple(caffe_scaled_side(side, scale) for side in images.shape[-2:])
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+    return F.interpolate(images, size=scaled_size(images.shape[-2:], scale),
+                         mode="bilinear", align_corners=False)
+
+
+def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=None):
     """Class probabilities at ``size``, averaged over input scales and horizontal flips.
 
-    With the single scale 1.0 and no flip this is exactly
-    ``softmax(upsample(model(images)))``.
+    Each view (:func:`tta_view`, mirrored for ``flip``) goes through
+    :func:`dense_logits`, so inputs of any size follow the geometry rule;
+    softmax comes after the upsampling and the probabilities are averaged.
+    ``geometry`` defaults to the model's own (:func:`model_geometry`). With the
+    single scale 1.0, no flip and ``8k + 1`` sides this is exactly
+    ``softmax(upsample_logits(model(images), size))``.
     """
+    geometry = model_geometry(model) if geometry is None else geometry
     total = None
     n_views = 0
     for scale in tta_scales:
-        if scale == 1.0:
-            scaled = images
-        else:
-            scaled = F.interpolate(images, size=scaled_size(images.shape[-2:], scale),
-                                   mode="bilinear", align_corners=False)
-        views = [False, True] if flip else [False]
-        for flipped in views:
+        scaled = tta_view(images, scale, geometry)
+        for flipped in ([False, True] if flip else [False]):
             x = scaled.flip(-1) if flipped else scaled
-            logits = upsample_logits(model(x), size)
+            logits = dense_logits(model, x, size, geometry)
             if flipped:
                 logits = logits.flip(-1)
             probs = F.softmax(logits, dim=1)
@@ -84,8 +126,9 @@ def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=Non
     """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
 
     The network sees ``image_bgr`` as given (resize it first) with the BGR
-    ``mean`` subtracted; its logits are upsampled to ``output_size`` (default:
-    the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
+    ``mean`` subtracted, padded to ``8k + 1`` sides when it has others
+    (:func:`predict_probs`); its logits come corner-aligned to ``output_size``
+    (default: the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
     ``output_size`` equal to the image size, and ``legacy_mean_subtracted``
     (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it compares
     colours on (see :func:`crf_image`).

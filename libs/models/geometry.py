@@ -110,3 +110,34 @@ def cells_on_pixels(input_side, label_side):
     if input_side <= 1:
         return True
     return (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0
+
+
+def padded_size(size):
+    """``(height, width)`` with each side raised to :func:`padded_side`."""
+    return tuple(padded_side(side) for side in size)
+
+
+def pad_to_cells(x):
+    """An NCHW batch padded with zeros at the bottom and right to :func:`padded_size`.
+
+    Padding only at the far sides keeps pixel ``p`` where it was, so the cells
+    stay on pixels ``8i`` of the original, and the last pixel of the padded
+    input carries a cell. Zero is the mean colour of a mean-subtracted input,
+    which is what Caffe pads its test images with. Returns ``x`` itself (no
+    copy) when both sides already are ``8k + 1``.
+    """
+    height, width = x.shape[-2:]
+    target_height, target_width = padded_size((height, width))
+    if (target_height, target_width) == (height, width):
+        return x
+    return F.pad(x, (0, target_width - width, 0, target_height - height))
+
+
+def model_geometry(model):
+    """The geometry ``model`` computes with: its MSC's ``geometry``, else ``"caffe"``.
+
+    Looks through a ``DataParallel``/DDP wrapper (``.module``). A bare network
+    without MSC has no convention of its own and follows this module's rule.
+    """
+    model = getattr(model, "module", model)
+    return check_geometry(getattr(model, "geometry", "caffe"))
