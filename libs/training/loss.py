@@ -1,33 +1,111 @@
-"""The DeepLab v2 training loss over the outputs of the multi-scale (MSC) model."""
+"""The DeepLab v2 training loss over the outputs of the multi-scale (MSC) model.
+
+Where each logit cell is supervised
+-----------------------------------
+The targets follow the model's MSC geometry (``libs/models/geometry.py``), so
+that a cell is compared with the label of the pixel it actually sits on:
+
+* ``caffe`` (the default): for a crop of ``S`` pixels per axis (the labels'
+  size), the full-scale and the fused logits are supervised by the labels at
+  the cells' pixels, ``cell_pixels(n, S, S)``: exactly ``labels[:, ::8, ::8]``
+  for a 321 crop. An extra-scale branch whose cells all land on label pixels
+  (``cells_on_pixels``; the 0.5x branch, 161 pixels from 321, stride 16) is
+  supervised at its own size by ``cell_pixels(n, S', S)``, i.e.
+  ``labels[:, ::16, ::16]``. Any other branch (0.75x: 241 pixels, a stride of
+  10.67 label pixels) has its logits upsampled corner-aligned to the
+  full-scale logit grid first and is then supervised by the full-scale
+  targets. This is Caffe DeepLab v2's training net (``label_shrink`` and the
+  ``Interp`` of the 0.75x branch).
+* ``pytorch`` (legacy): every output at its own size against the labels
+  resized to that size with centre-aligned nearest neighbour, which is what
+  the original repository trained with; kept so its runs can be reproduced.
+
+How it is normalised
+--------------------
+As in Caffe (one image per forward pass, gradients accumulated): each image's
+cross-entropy of each output is averaged over that image's own valid pixels
+(an image without any contributes 0), the outputs are summed, and the images
+are averaged over the whole update. :func:`msc_loss_terms` returns the
+per-image, per-output means; the caller divides their sum by the number of
+images of the update, which keeps the gradient independent of how the update
+is split into sub-batches and processes.
+"""
 
 import torch
 import torch.nn.functional as F
 
 from ..datasets.transforms import resize_labels_torch
+from ..models.geometry import (
+    cell_pixels,
+    cells_on_pixels,
+    check_geometry,
+    msc_input_size,
+    n_cells,
+    upsample_logits,
+)
 
 
-def labels_per_output(labels, outputs):
-    """The label batch resized (centre-aligned nearest) to each output's spatial size."""
-    return [resize_labels_torch(labels, out.shape[-2:]) for out in outputs]
+def labels_at_cells(labels, cells, input_size):
+    """The labels (NxHxW) at the pixels under the ``cells`` (h, w) of a branch of ``input_size``."""
+    rows = cell_pixels(cells[0], input_size[0], labels.shape[-2])
+    cols = cell_pixels(cells[1], input_size[1], labels.shape[-1])
+    rows = torch.tensor(rows, dtype=torch.long, device=labels.device)
+    cols = torch.tensor(cols, dtype=torch.long, device=labels.device)
+    return labels.index_select(-2, rows).index_select(-1, cols)
 
 
-def count_valid(labels, sizes, ignore_label):
-    """Pixels that are not ``ignore_label`` in ``labels`` resized to each of ``sizes``."""
-    return torch.stack(
-        [(resize_labels_torch(labels, size) != ignore_label).sum() for size in sizes]
-    )
+def check_cells(logits, input_size, what):
+    """Refuse logits whose grid is not that of an input of ``input_size`` (a wrong scale list)."""
+    expected = tuple(n_cells(side) for side in input_size)
+    if tuple(logits.shape[-2:]) != expected:
+        raise ValueError(f"{what} logits are {tuple(logits.shape[-2:])}, but an input of "
+                         f"{tuple(input_size)} pixels has {expected} cells")
 
 
-def msc_loss_sum(outputs, labels, ignore_label):
-    """Per-output summed cross-entropy over non-ignored pixels (a tensor, one per output).
+def caffe_pairs(outputs, labels, scales):
+    """(logits, targets) per output under the Caffe geometry (see the module docstring)."""
+    full, *pyramid, fused = outputs
+    size = tuple(labels.shape[-2:])
+    check_cells(full, size, "full-scale")
+    target = labels_at_cells(labels, full.shape[-2:], size)
+    pairs = [(full, target)]
+    for logits, scale in zip(pyramid, scales):
+        branch = msc_input_size(size, scale, "caffe")
+        check_cells(logits, branch, f"{scale}x")
+        if all(cells_on_pixels(b, s) for b, s in zip(branch, size)):
+            pairs.append((logits, labels_at_cells(labels, logits.shape[-2:], branch)))
+        else:
+            pairs.append((upsample_logits(logits.float(), tuple(full.shape[-2:])), target))
+    pairs.append((fused, target))
+    return pairs
 
-    Sums rather than means, so the caller can normalise by the valid-pixel count of
-    a whole accumulated (and distributed) batch: gradients then do not depend on how
-    the batch is split into sub-batches or processes.
+
+def loss_pairs(outputs, labels, scales, geometry):
+    """The logits each MSC output is supervised with, paired with their target labels.
+
+    ``outputs`` is the training-mode MSC list ``[full, *one per scale, fused]``;
+    ``labels`` (NxHxW) has the size of the crop the network saw.
     """
-    return torch.stack(
-        [
-            F.cross_entropy(out.float(), target, ignore_index=ignore_label, reduction="sum")
-            for out, target in zip(outputs, labels_per_output(labels, outputs))
-        ]
-    )
+    if len(outputs) != len(scales) + 2:
+        raise ValueError(f"expected {len(scales) + 2} MSC outputs for scales {list(scales)}, "
+                         f"got {len(outputs)}")
+    if check_geometry(geometry) == "pytorch":
+        return [(out, resize_labels_torch(labels, out.shape[-2:])) for out in outputs]
+    return caffe_pairs(outputs, labels, scales)
+
+
+def per_image_cross_entropy(logits, target, ignore_label):
+    """Each image's cross-entropy averaged over its own valid pixels (0 without any): shape (N,)."""
+    pixels = F.cross_entropy(logits.float(), target, ignore_index=ignore_label, reduction="none")
+    valid = (target != ignore_label).sum(dim=(-2, -1))
+    return pixels.sum(dim=(-2, -1)) / valid.clamp(min=1)
+
+
+def msc_loss_terms(outputs, labels, ignore_label, scales, geometry):
+    """Per-output, per-image mean cross-entropy: a tensor of shape (outputs, images).
+
+    Its sum divided by the number of images of the whole update is the loss
+    (Caffe's normalisation; see the module docstring).
+    """
+    return torch.stack([per_image_cross_entropy(logits, target, ignore_label)
+                        for logits, target in loss_pairs(outputs, labels, scales, geometry)])

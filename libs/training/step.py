@@ -5,7 +5,7 @@ import contextlib
 import torch
 
 from . import distributed
-from .loss import count_valid, msc_loss_sum
+from .loss import msc_loss_terms
 
 
 def autocast_for(amp, device, log=print):
@@ -26,14 +26,18 @@ def autocast_for(amp, device, log=print):
 def train_step(net, sub_batches, device, ignore_label, world_size, autocast):
     """Accumulate the gradients of one iteration over its sub-batches.
 
-    Each output's summed cross-entropy is divided by that output's number of
-    valid pixels over the whole iteration (all sub-batches, all processes), so
-    the gradient equals that of one big batch however it is split. DDP averages
-    gradients over processes, hence the ``* world_size``. Returns the loss of
-    the iteration and the last sub-batch's fused logits (for logging).
+    The loss is Caffe's: each image's cross-entropy, per MSC output, averaged
+    over that image's valid pixels (targets by the model's MSC geometry, see
+    ``loss.py``), summed over the outputs and averaged over every image of the
+    iteration (all sub-batches, all processes). Since each image's term does
+    not depend on the others, dividing by that global count gives the gradient
+    of one big batch however it is split. DDP averages gradients over
+    processes, hence the ``* world_size``. Returns the loss of the iteration
+    and the last sub-batch's fused logits (for logging).
     """
+    msc = getattr(net, "module", net)  # DDP and DataParallel wrap the MSC model
+    n_images = images_in_update(sub_batches, device)
     total = torch.zeros((), device=device)
-    counts = None
     last = len(sub_batches) - 1
     for i, (_, images, labels) in enumerate(sub_batches):
         images = images.to(device, non_blocking=True)
@@ -43,16 +47,14 @@ def train_step(net, sub_batches, device, ignore_label, world_size, autocast):
         with sync:
             with autocast():
                 outputs = net(images)
-            if counts is None:  # every crop has one size, so the logit sizes are fixed
-                counts = valid_pixels(sub_batches, outputs, device, ignore_label)
-            loss = (msc_loss_sum(outputs, labels, ignore_label) / counts).sum()
+            terms = msc_loss_terms(outputs, labels, ignore_label, msc.scales, msc.geometry)
+            loss = terms.sum() / n_images
             (loss * world_size).backward()
         total += loss.detach()
     return distributed.all_reduce_sum(total).item(), outputs[-1].detach()
 
 
-def valid_pixels(sub_batches, outputs, device, ignore_label):
-    """Non-ignored pixels per output over all sub-batches and processes (at least 1)."""
-    sizes = [out.shape[-2:] for out in outputs]
-    counts = sum(count_valid(batch[2].to(device), sizes, ignore_label) for batch in sub_batches)
-    return distributed.all_reduce_sum(counts).clamp(min=1)
+def images_in_update(sub_batches, device):
+    """Images in all sub-batches of the iteration over all processes (Caffe's loss divisor)."""
+    count = torch.tensor(float(sum(len(batch[2]) for batch in sub_batches)), device=device)
+    return distributed.all_reduce_sum(count)
