@@ -40,7 +40,8 @@ def resize_label(label, size):
 def resize_labels_torch(labels, size):
     """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest.
 
-    Used to bring ground truth to each logit resolution; stays on the input's device.
+    The loss targets of the legacy ``MSC_GEOMETRY: pytorch`` (the original repository's); the
+    default geometry samples labels at the cells' pixels instead. Stays on the input's device.
     """
     if labels.dim() not in (2, 3):
         raise ValueError(f"expected NxHxW or HxW labels, got shape {tuple(labels.shape)}")
