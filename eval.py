@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Score a DeepLab v2 model on the test split (see docs/eval.md).
 
-    python eval.py --config config/cocostuff.yaml --model-path PATH [--crf]
+    python eval.py --config config/cocostuff.yaml --model-path PATH [--crf [--crf-prune T]]
 
 The logits are upsampled bilinearly to the label size, turned into
 probabilities (averaged over the test-time scales and flips when asked),
-optionally refined by the dense CRF, and the argmax is accumulated into one
+optionally refined by the dense CRF (exact unless label pruning is asked for,
+in the config or with ``--crf-prune``), and the argmax is accumulated into one
 confusion matrix over all labelled pixels. The scores go to a JSON file next
 to the model (or ``--output``) and to the terminal. The work is done in
 ``libs/inference``; this script parses, wires and reports.
@@ -25,12 +26,46 @@ from libs.inference.report import default_output_path
 from libs.utils.config import load_config
 from libs.utils.device import choose_device
 
+# What ``--crf-prune`` holds when it is not given: the config's CRF.PRUNE_THRESHOLD applies.
+FROM_CONFIG = object()
+EXACT_WORDS = ("none", "off", "exact")
+
+
+def parse_prune_threshold(ctx, param, text):
+    """``--crf-prune``: a threshold in [0, 1), or none/off/exact for the CRF over all labels."""
+    if text is None:
+        return FROM_CONFIG
+    if text.strip().lower() in EXACT_WORDS:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value < 1.0:
+        raise click.BadParameter(f"expected a number in [0, 1) or none, got {text!r}")
+    return value
+
+
+def build_crf(cfg, crf, prune_threshold):
+    """The CRF a run uses (None without ``--crf``): the config's, with the threshold overridden."""
+    if not crf:
+        return None
+    dense_crf = DenseCRF.from_config(cfg.CRF)
+    if prune_threshold is FROM_CONFIG:
+        return dense_crf
+    return dense_crf.with_prune_threshold(prune_threshold)
+
 
 @command()
 @config_option(help="YAML config, e.g. config/cocostuff.yaml.")
 @model_path_option()
 @click.option("--crf/--no-crf", default=False, show_default=True,
               help="Refine with the dense CRF of the config's CRF section.")
+@click.option("--crf-prune", "prune_threshold", metavar="T|none", default=None,
+              callback=parse_prune_threshold,
+              help="Label pruning for this run: keep the labels whose probability exceeds "
+                   "T in [0, 1) somewhere (faster, nearly exact), or 'none' for the exact "
+                   "CRF  [default: the config's CRF.PRUNE_THRESHOLD]")
 @click.option("--n-jobs", type=click.IntRange(min=1), default=None,
               help="CRF worker processes  [default: all cores]")
 @click.option("--scales", "tta_scales", default="1.0", show_default=True,
@@ -47,13 +82,16 @@ from libs.utils.device import choose_device
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images (quick checks, throughput).")
 @cuda_option()
-def main(config_path, model_path, crf, n_jobs, tta_scales, flip, split, output, limit, cuda):
+def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip, split, output,
+         limit, cuda):
     """Score a model on the test split: pixel accuracy, mean accuracy, mean IoU, FW IoU."""
+    if prune_threshold is not FROM_CONFIG and not crf:
+        raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
     with one_line_errors(config_path):
         cfg = load_config(config_path)
+        dense_crf = build_crf(cfg, crf, prune_threshold)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device)
-        dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
         if dense_crf is not None:
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
         output = output or default_output_path(model_path, split, crf, tta_scales, flip)

@@ -1,11 +1,22 @@
+import importlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from click.testing import CliRunner
 
-from libs.utils.config import load_config
+from libs.datasets import build_dataset, to_rgb_uint8
 from libs.inference.crf import DenseCRF, legacy_crf_image, map_crf
+from libs.inference.metric import confusion_matrix
+from libs.models import build_model
+from libs.utils.config import load_config
 from tests.benchmarks.bench_crf import realistic_sample
+
+eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = dict(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
@@ -154,3 +165,93 @@ def test_legacy_image_wraps_the_mean_subtracted_input_like_the_original():
     assert hwc.shape == (1, 2, 3) and hwc.dtype == np.uint8
     np.testing.assert_array_equal(hwc[0, 0], [251, 0, 152])
     np.testing.assert_array_equal(hwc[0, 1], [130, 255, 44])
+
+
+# ------------------------------------------------ eval.py --crf-prune (one run's threshold)
+
+CONFIG_THRESHOLD = 0.05  # the config's CRF.PRUNE_THRESHOLD in these runs
+FORCED_THRESHOLD = 0.6   # prunes every label that wins no pixel of these images
+
+
+@pytest.fixture
+def crf_eval_setup(toy_cfg, tmp_path):
+    """A config with pruning at CONFIG_THRESHOLD, a random tiny model's checkpoint, and the
+    confusion matrix of the first two test images under the exact CRF and under pruning
+    at FORCED_THRESHOLD, computed by hand (corner-aligned upsampling, softmax, CRF)."""
+    toy_cfg.CRF.PRUNE_THRESHOLD = CONFIG_THRESHOLD
+    cfg_path = tmp_path / "toy.yaml"
+    cfg_path.write_text(yaml.safe_dump(toy_cfg.to_dict()))
+    torch.manual_seed(0)
+    model = build_model(toy_cfg.MODEL, toy_cfg.DATASET.N_CLASSES).eval()
+    for name, param in model.named_parameters():
+        if ".aspp." in name:  # spread the logits so that several labels compete
+            torch.nn.init.normal_(param, std=0.5)
+    ckpt = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    exact = DenseCRF.from_config(toy_cfg.CRF).with_prune_threshold(None)
+    crfs = {None: exact, FORCED_THRESHOLD: exact.with_prune_threshold(FORCED_THRESHOLD)}
+    n_classes = toy_cfg.DATASET.N_CLASSES
+    expected = {key: np.zeros((n_classes, n_classes), np.int64) for key in crfs}
+    dataset = build_dataset(toy_cfg, "test", augment=False)
+    with torch.no_grad():
+        for index in range(2):
+            _, image, label = dataset[index]
+            logits = F.interpolate(model(image[None]), size=label.shape, mode="bilinear",
+                                   align_corners=True)
+            prob = F.softmax(logits, dim=1)[0].numpy()
+            rgb = to_rgb_uint8(image, toy_cfg.IMAGE.MEAN)
+            # The forced threshold leaves labels out, so the pruned path is what runs.
+            assert len(crfs[FORCED_THRESHOLD].kept_labels(prob)) < n_classes
+            for key, crf in crfs.items():
+                expected[key] += confusion_matrix(label.numpy(), crf(rgb, prob).argmax(0), n_classes)
+    return cfg_path, ckpt, expected
+
+
+def _eval(tmp_path, monkeypatch, name, *args):
+    """Run eval.py on two images; return its results JSON and the thresholds of the CRFs that ran."""
+    ran = []
+    kept_labels = DenseCRF.kept_labels
+
+    def spy(crf, probmap):  # with one worker every CRF call happens in this process
+        ran.append(crf.prune_threshold)
+        return kept_labels(crf, probmap)
+
+    monkeypatch.setattr(DenseCRF, "kept_labels", spy)
+    out = tmp_path / f"{name}.json"
+    result = CliRunner().invoke(eval_script.main, [str(a) for a in args] + [
+        "-o", str(out), "--limit", "2", "--n-jobs", "1", "--no-cuda"])
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text()), ran
+
+
+def test_eval_crf_prune_sets_the_threshold_of_one_run(crf_eval_setup, tmp_path, monkeypatch):
+    cfg_path, ckpt, expected = crf_eval_setup
+    common = ("-c", cfg_path, "-m", ckpt, "--crf")
+    forced, ran = _eval(tmp_path, monkeypatch, "forced", *common, "--crf-prune", FORCED_THRESHOLD)
+    assert ran == [FORCED_THRESHOLD] * 2
+    assert forced["crf"]["prune_threshold"] == FORCED_THRESHOLD
+    np.testing.assert_array_equal(forced["confusion_matrix"], expected[FORCED_THRESHOLD])
+    for word in ("none", "Exact"):
+        exact, ran = _eval(tmp_path, monkeypatch, word, *common, "--crf-prune", word)
+        assert ran == [None] * 2 and exact["crf"]["prune_threshold"] is None
+        np.testing.assert_array_equal(exact["confusion_matrix"], expected[None])
+    from_config, ran = _eval(tmp_path, monkeypatch, "config", *common)
+    assert ran == [CONFIG_THRESHOLD] * 2
+    assert from_config["crf"]["prune_threshold"] == CONFIG_THRESHOLD
+    assert load_config(cfg_path).CRF.PRUNE_THRESHOLD == CONFIG_THRESHOLD  # file untouched
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crf", "--crf-prune", "1.0"], "[0, 1) or none"),
+    (["--crf", "--crf-prune", "-0.1"], "[0, 1) or none"),
+    (["--crf", "--crf-prune", "nan"], "[0, 1) or none"),
+    (["--crf", "--crf-prune", "few"], "'few'"),
+    (["--crf-prune", "0.1"], "add --crf"),
+])
+def test_eval_crf_prune_rejects_bad_values_before_any_work(args, message, tmp_path):
+    # No config or model exists: the option is refused before either is read.
+    result = CliRunner().invoke(eval_script.main, [
+        "-c", str(tmp_path / "missing.yaml"), "-m", str(tmp_path / "missing.pth")] + args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output

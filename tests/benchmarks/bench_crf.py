@@ -1,15 +1,29 @@
-"""Dense-CRF speed: label pruning and parallel workers, on realistic probability maps.
+"""Exact vs label-pruned dense CRF: agreement, mean IoU and speed, in one run.
 
-    python -m tests.benchmarks.bench_crf                  # 513x513, 182 classes
+    python -m tests.benchmarks.bench_crf                  # synthetic maps: 513x513, 182 classes
     python -m tests.benchmarks.bench_crf --size 257 --n-images 4
+    python -m tests.benchmarks.bench_crf --config config/toy.yaml \
+        --model-path data/models/toy/checkpoint_final.pth        # a trained model's real outputs
 
 Run it from the repository root. The CRF parameters are those of the
 config's ``CRF`` section (``--config``, default config/cocostuff.yaml: DeepLab
-v2's); its ``PRUNE_THRESHOLD`` is replaced by each threshold compared.
+v2's); its ``PRUNE_THRESHOLD`` is ignored: the exact CRF (all labels) is the
+reference, and each threshold of ``--thresholds`` is compared with it on the
+same images. The table at the end gives, per threshold, the labels kept, the
+CPU time per image and its ratio to the exact CRF's, the share of pixels
+labelled as the exact CRF labels them, and the mean IoU against the ground
+truth next to the exact CRF's (and the plain argmax's).
 
-No trained COCO-Stuff model is available here, so the probability maps come
-from :func:`realistic_sample`, which imitates what DeepLab v2 produces on a
-COCO-Stuff test image:
+**With ``--model-path``** the maps are a trained model's real outputs: the
+model of ``--config`` runs on the first ``--n-images`` test images
+(``build_dataset(cfg, "test", augment=False)``, ``predict_probs`` at the
+label's size, exactly as eval.py without test-time augmentation), and the CRF
+sees :func:`crf_image`'s picture; the ground truth is the dataset's label
+(ignore label left out of the mean IoU, not of the pixel agreement).
+
+**Without it** no trained COCO-Stuff model is needed: the probability maps
+come from :func:`realistic_sample`, which imitates what DeepLab v2 produces on
+a COCO-Stuff test image, with 182 classes at 513x513:
 
 * the scene is a partition into 3-8 regions with smooth curved boundaries
   (argmax of smooth random fields), each region one of the 182 classes;
@@ -22,9 +36,11 @@ COCO-Stuff test image:
   confuses grass with playingfield; they are then upsampled bilinearly to full
   size and passed through a softmax, exactly as eval.py does.
 
-Statistics printed per run (mean top-1 probability, fraction of uncertain
+Statistics printed per synthetic image (mean top-1 probability, fraction of uncertain
 pixels, labels above the threshold, accuracy against the region truth) let the
-reader judge how close the maps are to a trained network's softmax.
+reader judge how close the maps are to a trained network's softmax; the mean
+IoU of this mode is against the region truth.
+
 Timings of both sides of every ratio are taken in the same process. The CRF
 is single-threaded, so the label-pruning speed-up is the ratio of process CPU
 times, which other programs on a busy machine barely disturb (wall-clock
@@ -38,9 +54,14 @@ from pathlib import Path
 import click
 import cv2
 import numpy as np
+import torch
 
+from libs.datasets import build_dataset
 from libs.inference.crf import DenseCRF, default_n_jobs, map_crf
+from libs.inference.metric import ConfusionMatrix
+from libs.inference.predict import crf_image, load_model, predict_probs
 from libs.utils.config import load_config
+from libs.utils.device import choose_device
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "cocostuff.yaml"
 OUTPUT_STRIDE = 8
@@ -105,6 +126,8 @@ def realistic_sample(rng, n_classes=182, size=513):
     return image, prob.astype(np.float32), truth
 
 
+
+
 def describe(prob, truth, threshold):
     top1 = prob.max(axis=0)
     peak = prob.reshape(prob.shape[0], -1).max(axis=1)
@@ -116,76 +139,166 @@ def describe(prob, truth, threshold):
     )
 
 
-@click.command()
-@click.option("--config", "config_path", default=str(DEFAULT_CONFIG), show_default=True,
-              help="YAML config whose CRF section gives the CRF parameters.")
-@click.option("--size", default=513, show_default=True, help="Image side (COCO-Stuff test: 513).")
-@click.option("--n-classes", default=182, show_default=True)
-@click.option("--n-images", default=6, show_default=True)
-@click.option("--thresholds", default="0.01,0.05,0.1", show_default=True,
-              help="Comma-separated prune thresholds to compare with the full CRF.")
-@click.option("--parallel/--no-parallel", default=True, show_default=True,
-              help="Also time map_crf with 1 worker vs all cores.")
-@click.option("--parallel-threshold", default=0.05, show_default=True, type=float,
-              help="Prune threshold of the CRF timed in parallel (negative: full CRF).")
-@click.option("--seed", default=0, show_default=True)
-def main(config_path, size, n_classes, n_images, thresholds, parallel, parallel_threshold,
-         seed):
-    """Time the full and the label-pruned CRF and measure their pixel agreement."""
-    thresholds = [float(t) for t in thresholds.split(",")]
+def timed_predict(crf, image, prob):
+    """The CRF's label map (what eval.py computes, via map_crf), CPU and wall seconds."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    labels = crf.predict(image, prob)
+    return labels, time.process_time() - cpu, time.perf_counter() - wall
+
+
+class Comparison:
+    """The exact CRF and each pruned one on the same images: running totals and the table.
+
+    Every image goes through the exact CRF first, then through each pruned
+    CRF in turn, so drifts of the machine's speed hit all of them alike.
+    """
+
+    def __init__(self, exact, thresholds, n_classes):
+        self.exact = exact.with_prune_threshold(None)
+        self.pruned = {t: self.exact.with_prune_threshold(t) for t in thresholds}
+        keys = ["argmax", None] + list(thresholds)
+        self.matrices = {k: ConfusionMatrix(n_classes) for k in keys}
+        self.same = dict.fromkeys(keys, 0)  # pixels labelled as the exact CRF labels them
+        self.cpu = dict.fromkeys(keys[1:], 0.0)
+        self.wall = dict.fromkeys(keys[1:], 0.0)
+        self.kept = {t: [] for t in thresholds}
+        self.n_pixels = 0
+        self.n_images = 0
+
+    def add(self, image, prob, truth):
+        """Run every CRF on one image; return a one-line summary of it."""
+        reference, cpu, wall = timed_predict(self.exact, image, prob)
+        argmax = prob.argmax(axis=0)
+        self._count(None, reference, reference, truth, cpu, wall)
+        self._count("argmax", argmax, reference, truth)
+        self.n_pixels += reference.size
+        self.n_images += 1
+        line = f"CRF changes {(reference != argmax).mean():.2%} | exact {cpu:.2f}s cpu"
+        for t, crf in self.pruned.items():
+            labels, cpu, wall = timed_predict(crf, image, prob)
+            self._count(t, labels, reference, truth, cpu, wall)
+            self.kept[t].append(len(crf.kept_labels(prob)))
+            line += f" | t={t:g}: {self.kept[t][-1]} labels {cpu:.2f}s"
+        return line
+
+    def _count(self, key, labels, reference, truth, cpu=0.0, wall=0.0):
+        self.matrices[key].update(truth, labels)
+        self.same[key] += int((labels == reference).sum())
+        if key != "argmax":
+            self.cpu[key] += cpu
+            self.wall[key] += wall
+
+    def table(self):
+        """A Markdown table: one row for the plain argmax, the exact CRF and each threshold."""
+        exact_miou = self.matrices[None].scores()["Mean IoU"]
+        lines = ["| CRF | labels kept (mean, range) | CPU s/image | time vs exact "
+                 "| same label as exact | differing pixels | mean IoU | mIoU vs exact (points) |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for key in self.matrices:
+            miou = self.matrices[key].scores()["Mean IoU"]
+            if key == "argmax":
+                name, kept, seconds, ratio = "none (argmax)", "-", "-", "-"
+            else:
+                name = "exact (all labels)" if key is None else f"pruned at {key:g}"
+                kept = (f"{self.matrices[key].n_class}" if key is None else
+                        f"{np.mean(self.kept[key]):.1f} ({min(self.kept[key])}-{max(self.kept[key])})")
+                seconds = f"{self.cpu[key] / self.n_images:.3f}"
+                ratio = f"{self.cpu[key] / self.cpu[None]:.2f} ({self.wall[key] / self.wall[None]:.2f} wall)"
+            lines.append(f"| {name} | {kept} | {seconds} | {ratio} "
+                         f"| {self.same[key] / self.n_pixels:.4%} | {self.n_pixels - self.same[key]} "
+                         f"| {miou:.2%} | {(miou - exact_miou) * 100:+.3f} |")
+        return "\n".join(lines)
+
+
+def model_samples(cfg, model_path, n_images):
+    """``(image id, CRF picture, probabilities, label)`` of a trained model on the test split."""
+    device = choose_device(None)
+    model = load_model(cfg, model_path, device)
+    dataset = build_dataset(cfg, "test", augment=False)
+    for index in range(min(n_images or len(dataset), len(dataset))):
+        image_id, image, label = dataset[index]
+        with torch.inference_mode():
+            probs = predict_probs(model, image[None].to(device), tuple(label.shape[-2:]))
+        rgb = crf_image(image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
+        yield image_id, rgb, probs[0].float().cpu().numpy(), np.asarray(label)
+
+
+def run_model(cfg, model_path, n_images, thresholds):
+    """Pruning against the exact CRF on a trained model's outputs; print per image, then the table."""
+    comparison = Comparison(DenseCRF.from_config(cfg.CRF), thresholds, cfg.DATASET.N_CLASSES)
+    print(f"{model_path}: {cfg.DATASET.N_CLASSES} classes, test images of "
+          f"{cfg.DATASET.ROOT}, {comparison.exact}")
+    for image_id, rgb, prob, label in model_samples(cfg, model_path, n_images):
+        line = comparison.add(rgb, prob, label)
+        print(f"{image_id} {prob.shape[1]}x{prob.shape[2]}: top1 {prob.max(axis=0).mean():.3f}, "
+              f"{line}", flush=True)
+    print(f"\n{comparison.n_images} images, {comparison.n_pixels} pixels; time: CPU seconds "
+          f"of DenseCRF.predict on one core\n")
+    print(comparison.table())
+
+
+def run_synthetic(cfg, size, n_classes, n_images, thresholds, seed):
+    """Pruning against the exact CRF on :func:`realistic_sample` maps; return the samples."""
     rng = np.random.default_rng(seed)
     samples = [realistic_sample(rng, n_classes, size) for _ in range(n_images)]
-    full = DenseCRF.from_config(load_config(config_path).CRF).with_prune_threshold(None)
-    pruned = {t: full.with_prune_threshold(t) for t in thresholds}
-
-    total_full = [0.0, 0.0]  # CPU seconds, wall seconds
-    total_pruned = {t: [0.0, 0.0] for t in thresholds}
-    agree = {t: 0 for t in thresholds}
-    n_pixels = 0
-    print(f"{n_images} images {size}x{size}, {n_classes} classes")
-
-    def timed(crf, image, prob):
-        cpu, wall = time.process_time(), time.perf_counter()
-        labels = crf.predict(image, prob)  # what eval.py computes (via map_crf)
-        return labels, time.process_time() - cpu, time.perf_counter() - wall
-
+    comparison = Comparison(DenseCRF.from_config(cfg.CRF), thresholds, n_classes)
+    print(f"{n_images} synthetic images {size}x{size}, {n_classes} classes, {comparison.exact}")
     for i, (image, prob, truth) in enumerate(samples):
         stats = describe(prob, truth, thresholds[0])
-        reference, cpu, wall = timed(full, image, prob)
-        total_full[0] += cpu
-        total_full[1] += wall
-        n_pixels += reference.size
-        line = (f"image {i}: top1 {stats['mean_top1']:.3f}, <0.5: {stats['uncertain']:.1%}, "
-                f"acc {stats['accuracy']:.1%}, CRF changes {(reference != prob.argmax(0)).mean():.1%}"
-                f" | full {cpu:.1f}s cpu")
-        for t in thresholds:
-            labels, cpu, wall = timed(pruned[t], image, prob)
-            total_pruned[t][0] += cpu
-            total_pruned[t][1] += wall
-            agree[t] += int((labels == reference).sum())
-            kept = len(pruned[t].kept_labels(prob))
-            line += f" | t={t:g}: {kept} labels {cpu:.2f}s"
-        print(line, flush=True)
+        line = comparison.add(image, prob, truth)
+        print(f"image {i}: top1 {stats['mean_top1']:.3f}, <0.5: {stats['uncertain']:.1%}, "
+              f"acc {stats['accuracy']:.1%}, {line}", flush=True)
+    print(f"\n{n_images} images, {comparison.n_pixels} pixels; time: CPU seconds of "
+          f"DenseCRF.predict on one core; mean IoU against the region truth\n")
+    print(comparison.table())
+    return samples
 
-    print(f"full CRF: {total_full[0] / n_images:.2f} s/image CPU ({total_full[1] / n_images:.2f} wall)")
-    for t in thresholds:
-        cpu, wall = total_pruned[t]
-        print(f"pruned t={t:g}: {cpu / n_images:.2f} s/image CPU, "
-              f"speed-up {total_full[0] / cpu:.1f}x CPU ({total_full[1] / wall:.1f}x wall), "
-              f"pixel agreement {agree[t] / n_pixels:.5%}", flush=True)
 
+def time_parallel(crf, samples):
+    """Wall-clock time of map_crf over the samples with 1 worker and with all cores."""
+    items = [(i, image, prob) for i, (image, prob, _) in enumerate(samples)]
+    timings = {}
+    for n_jobs in (1, None):  # wall clock: CPU time cannot show parallelism
+        start = time.perf_counter()
+        for _ in map_crf(crf, items, n_jobs=n_jobs, argmax=True):
+            pass
+        timings[n_jobs] = time.perf_counter() - start
+    print(f"\nmap_crf ({crf}): 1 worker {timings[1]:.1f}s, "
+          f"{default_n_jobs()} workers {timings[None]:.1f}s, "
+          f"speed-up {timings[1] / timings[None]:.2f}x")
+
+
+@click.command()
+@click.option("--config", "config_path", default=str(DEFAULT_CONFIG), show_default=True,
+              help="YAML config: the CRF section, and with --model-path the model and dataset.")
+@click.option("--model-path", default=None,
+              help="Weights of a model of --config: compare on its outputs on the test split "
+                   "instead of on synthetic maps.")
+@click.option("--size", default=513, show_default=True,
+              help="Synthetic image side (COCO-Stuff test: 513).")
+@click.option("--n-classes", default=182, show_default=True, help="Synthetic maps' classes.")
+@click.option("--n-images", default=None, type=click.IntRange(min=1),
+              help="Images to compare on  [default: 6 synthetic, or every test image]")
+@click.option("--thresholds", default="0.01,0.02,0.05,0.1,0.2", show_default=True,
+              help="Comma-separated prune thresholds to compare with the exact CRF.")
+@click.option("--parallel/--no-parallel", default=True, show_default=True,
+              help="Synthetic mode: also time map_crf with 1 worker vs all cores.")
+@click.option("--parallel-threshold", default=0.05, show_default=True, type=float,
+              help="Prune threshold of the CRF timed in parallel (negative: exact CRF).")
+@click.option("--seed", default=0, show_default=True, help="Synthetic maps' seed.")
+def main(config_path, model_path, size, n_classes, n_images, thresholds, parallel,
+         parallel_threshold, seed):
+    """Compare the label-pruned CRF with the exact one: agreement, mean IoU, time."""
+    thresholds = [float(t) for t in thresholds.split(",")]
+    cfg = load_config(config_path)
+    if model_path is not None:
+        run_model(cfg, model_path, n_images, thresholds)
+        return
+    samples = run_synthetic(cfg, size, n_classes, n_images or 6, thresholds, seed)
     if parallel:
-        crf = full if parallel_threshold < 0 else full.with_prune_threshold(parallel_threshold)
-        items = [(i, image, prob) for i, (image, prob, _) in enumerate(samples)]
-        timings = {}
-        for n_jobs in (1, None):  # wall clock: CPU time cannot show parallelism
-            start = time.perf_counter()
-            results = [r for _, r in map_crf(crf, items, n_jobs=n_jobs, argmax=True)]
-            timings[n_jobs] = time.perf_counter() - start
-        print(f"map_crf ({crf}): 1 worker {timings[1]:.1f}s, "
-              f"{default_n_jobs()} workers {timings[None]:.1f}s, "
-              f"speed-up {timings[1] / timings[None]:.2f}x")
-        del results
+        exact = DenseCRF.from_config(cfg.CRF).with_prune_threshold(None)
+        crf = exact if parallel_threshold < 0 else exact.with_prune_threshold(parallel_threshold)
+        time_parallel(crf, samples)
 
 
 if __name__ == "__main__":
