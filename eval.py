@@ -78,7 +78,7 @@ def build_crf(cfg, crf, prune_threshold):
               help="'test'/'train' (DATASET.SPLIT) or a literal split name.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Results JSON  [default: next to the model, "
-                   "<model>_<split>[_ms..][_flip][_crf].json]")
+                   "<model>_<split>[_ms..][_flip][_crf[-prune<t>]].json]")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images (quick checks, throughput).")
 @cuda_option()
@@ -94,7 +94,7 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         model = load_model(cfg, model_path, device)
         if dense_crf is not None:
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
-        output = output or default_output_path(model_path, split, crf, tta_scales, flip)
+        output = output or default_output_path(model_path, split, dense_crf, tta_scales, flip)
         evaluate_and_report(
             cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
             tta_scales=tta_scales, flip=flip, limit=limit,

@@ -148,9 +148,12 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     results = json.loads(multi.read_text())
     assert results["scales"] == [0.75, 1.25] and results["flip"] is True
     assert results["n_images"] == 2
-    assert default_output_path(ckpt, "test", True, (0.75, 1.25), True).name == (
+    exact = DenseCRF(10, 3, 1, 4, 67, 3)
+    assert default_output_path(ckpt, "test", exact, (0.75, 1.25), True).name == (
         "checkpoint_2_test_ms0.75-1.25_flip_crf.json")
-    assert default_output_path(ckpt, "train", False, (1.0,), False).name == (
+    assert default_output_path(ckpt, "test", exact.with_prune_threshold(0.05), (1.0,), False).name == (
+        "checkpoint_2_test_crf-prune0.05.json")
+    assert default_output_path(ckpt, "train", None, (1.0,), False).name == (
         "checkpoint_2_train.json")
 
 

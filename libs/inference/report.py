@@ -16,15 +16,22 @@ from .metric import SCORE_NAMES
 
 
 def default_output_path(model_path, split, crf, tta_scales, flip):
-    """``<model stem>_<split>[_ms][_flip][_crf].json`` next to the model."""
+    """``<model stem>_<split>[_ms..][_flip][_crf[-prune<t>]].json`` next to the model.
+
+    ``crf`` is the :class:`DenseCRF` that runs (or None): an exact and a pruned
+    CRF run get different names, so a quick pruned check never replaces the
+    exact benchmark result.
+    """
     model_path = Path(model_path)
     suffix = f"_{split}"
     if tuple(tta_scales) != (1.0,):
         suffix += "_ms" + "-".join(f"{s:g}" for s in tta_scales)
     if flip:
         suffix += "_flip"
-    if crf:
+    if crf is not None:
         suffix += "_crf"
+        if crf.prune_threshold is not None:
+            suffix += f"-prune{crf.prune_threshold:g}"
     return model_path.with_name(model_path.stem + suffix + ".json")
 
 
