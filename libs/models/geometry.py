@@ -63,7 +63,7 @@ def upsample_logits(logits, size):
 
 def caffe_scaled_side(side, scale):
     """``round((side - 1) * scale) + 1``: the side of a corner-aligned rescale by ``scale``."""
-    return int(round((side - 1) * scale)) + 1
+    return int(round((int(side) - 1) * scale)) + 1  # int(): under tracing sides are tensors
 
 
 def msc_input_size(size, scale, geometry):
