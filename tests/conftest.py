@@ -25,6 +25,17 @@ TOY_CROP = 49
 TOY_TEST_SIZE = 65
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models run faster so, and far faster on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """Root of a 12-train / 4-test synthetic dataset of 64x80 images (read-only: share it)."""

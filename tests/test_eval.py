@@ -18,13 +18,7 @@ from libs.inference.report import default_output_path
 eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny test model is faster on one thread, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_config(cfg, path):

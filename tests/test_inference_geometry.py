@@ -25,13 +25,7 @@ from libs.models.geometry import model_geometry, pad_to_cells, padded_size
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model is faster on one thread, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(cfg, geometry="caffe", symmetric=False, seed=0):

@@ -223,18 +223,24 @@ def model_samples(cfg, model_path, n_images):
         yield image_id, rgb, probs[0].float().cpu().numpy(), np.asarray(label)
 
 
+def report(comparison, rows, footer):
+    """Add each ``(name, picture, probabilities, truth, note)`` row, print it, then the table."""
+    for name, picture, prob, truth, note in rows:
+        print(f"{name}: {note}, {comparison.add(picture, prob, truth)}", flush=True)
+    print(f"\n{comparison.n_images} images, {comparison.n_pixels} pixels; time: CPU seconds "
+          f"of DenseCRF.predict on one core{footer}\n")
+    print(comparison.table())
+
+
 def run_model(cfg, model_path, n_images, thresholds):
     """Pruning against the exact CRF on a trained model's outputs; print per image, then the table."""
     comparison = Comparison(DenseCRF.from_config(cfg.CRF), thresholds, cfg.DATASET.N_CLASSES)
     print(f"{model_path}: {cfg.DATASET.N_CLASSES} classes, test images of "
           f"{cfg.DATASET.ROOT}, {comparison.exact}")
-    for image_id, rgb, prob, label in model_samples(cfg, model_path, n_images):
-        line = comparison.add(rgb, prob, label)
-        print(f"{image_id} {prob.shape[1]}x{prob.shape[2]}: top1 {prob.max(axis=0).mean():.3f}, "
-              f"{line}", flush=True)
-    print(f"\n{comparison.n_images} images, {comparison.n_pixels} pixels; time: CPU seconds "
-          f"of DenseCRF.predict on one core\n")
-    print(comparison.table())
+    rows = ((f"{image_id} {prob.shape[1]}x{prob.shape[2]}", rgb, prob, label,
+             f"top1 {prob.max(axis=0).mean():.3f}")
+            for image_id, rgb, prob, label in model_samples(cfg, model_path, n_images))
+    report(comparison, rows, "")
 
 
 def run_synthetic(cfg, size, n_classes, n_images, thresholds, seed):
@@ -243,14 +249,15 @@ def run_synthetic(cfg, size, n_classes, n_images, thresholds, seed):
     samples = [realistic_sample(rng, n_classes, size) for _ in range(n_images)]
     comparison = Comparison(DenseCRF.from_config(cfg.CRF), thresholds, n_classes)
     print(f"{n_images} synthetic images {size}x{size}, {n_classes} classes, {comparison.exact}")
-    for i, (image, prob, truth) in enumerate(samples):
-        stats = describe(prob, truth, thresholds[0])
-        line = comparison.add(image, prob, truth)
-        print(f"image {i}: top1 {stats['mean_top1']:.3f}, <0.5: {stats['uncertain']:.1%}, "
-              f"acc {stats['accuracy']:.1%}, {line}", flush=True)
-    print(f"\n{n_images} images, {comparison.n_pixels} pixels; time: CPU seconds of "
-          f"DenseCRF.predict on one core; mean IoU against the region truth\n")
-    print(comparison.table())
+
+    def rows():
+        for i, (image, prob, truth) in enumerate(samples):
+            stats = describe(prob, truth, thresholds[0])
+            yield (f"image {i}", image, prob, truth,
+                   f"top1 {stats['mean_top1']:.3f}, <0.5: {stats['uncertain']:.1%}, "
+                   f"acc {stats['accuracy']:.1%}")
+
+    report(comparison, rows(), "; mean IoU against the region truth")
     return samples
 
 
