@@ -5,10 +5,18 @@ from pathlib import Path
 from ..utils.files import read_input
 from .cocostuff import CocoStuff10k, CocoStuff164k, CocoStuffBase
 from .errors import DatasetError
+from .folder import FolderDataset, read_label_png
 from .synthetic import ensure_synthetic, generate_synthetic
 from .transforms import resize_label, resize_labels_torch, to_rgb_uint8
+from .voc import VOC12
 
-DATASETS = {"cocostuff10k": CocoStuff10k, "cocostuff164k": CocoStuff164k}
+# Every reader takes the same arguments (CocoStuffBase's); DATASET.NAME picks one.
+DATASETS = {
+    "cocostuff10k": CocoStuff10k,
+    "cocostuff164k": CocoStuff164k,
+    "voc12": VOC12,
+    "folder": FolderDataset,
+}
 
 
 def load_class_names(path):
@@ -95,11 +103,14 @@ __all__ = [
     "CocoStuffBase",
     "DATASETS",
     "DatasetError",
+    "FolderDataset",
+    "VOC12",
     "build_dataset",
     "ensure_synthetic",
     "generate_synthetic",
     "load_checked_class_names",
     "load_class_names",
+    "read_label_png",
     "resize_label",
     "resize_labels_torch",
     "to_rgb_uint8",

@@ -1,10 +1,14 @@
-"""A small synthetic segmentation dataset in the exact COCO-Stuff 10k layout.
+"""A small synthetic segmentation dataset in the COCO-Stuff 10k, VOC 2012 or folder layout.
 
 Real COCO-Stuff cannot be downloaded everywhere (and weighs 2 GB), yet tests and
 first-time users need to run the whole pipeline: data loading, training, evaluation,
 CRF, demo. This module writes ``images/<id>.jpg``, ``annotations/<id>.mat`` (key
 ``S``: 0 = unlabeled, 1..8 = classes) and ``imageLists/{train,test,all}.txt``, so the
-COCO-Stuff 10k reader consumes it unchanged.
+COCO-Stuff 10k reader consumes it unchanged. ``layout="voc12"`` writes the same kind
+of samples as PASCAL VOC 2012 + SBD (palette PNGs in ``SegmentationClass``, grey PNGs
+in ``SegmentationClassAug``, both kinds of split list) and ``layout="folder"`` the
+generic ``images/ labels/ lists/`` layout, so every reader can be run end to end.
+There the classes are 0..7 and unlabeled pixels 255, as in VOC's own files.
 
 Each image is one or two textured backgrounds with a few coloured shapes on top.
 Every class differs from the others in colour *and* texture or shape, so a tiny
@@ -21,7 +25,9 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -54,6 +60,8 @@ JPEG_QUALITY = 90
 MAX_SHAPES = 4
 SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
 MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
+LAYOUTS = ("cocostuff10k", "voc12", "folder")  # the first is the original (marker has no layout)
+UNLABELED = 255  # the ignore value in the PNG layouts (VOC's boundary value)
 
 # scipy writes the wall-clock time into the MAT header; a fixed header keeps the
 # generator byte-for-byte deterministic for a seed.
@@ -182,14 +190,124 @@ def _write_dataset(root, n_train, n_test, height, width, seed):
     (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
-def generate_synthetic(root, n_train, n_test, height, width, seed):
+def voc_colour_map(n=256):
+    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, rgb = i, [0, 0, 0]
+        for j in range(8):
+            for k in range(3):
+                rgb[k] |= ((c >> k) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = rgb
+    return palette
+
+
+def _png_chunk(kind, payload):
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def palette_png_bytes(indices, palette):
+    """An 8-bit palette PNG (VOC's ``SegmentationClass`` format) of a uint8 index map.
+
+    Written by hand with zlib so the test data does not come from the decoder it tests.
+    """
+    height, width = indices.shape
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), indices.astype(np.uint8)], axis=1)
+    return b"".join([
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", header),
+        _png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
+        _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
+        _png_chunk(b"IEND", b""),
+    ])
+
+
+def grey_png_bytes(indices):
+    """A single-channel 8-bit PNG of a uint8 index map (SBD's and the folder layout)."""
+    ok, png = cv2.imencode(".png", indices.astype(np.uint8))
+    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+        raise DatasetError("PNG encoding failed")
+    return png.tobytes()
+
+
+def _jpeg_bytes(image, path):
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+        raise DatasetError(f"{path}: JPEG encoding failed")
+    return jpeg.tobytes()
+
+
+def _png_samples(n_train, n_test, height, width, seed, prefix):
+    """Train and test ids and ``{id: (image, label)}`` with labels 0..7 and UNLABELED."""
+    rng = np.random.default_rng(seed)
+    numbers = rng.choice(1_000_000, size=n_train + n_test, replace=False)
+    train = [f"{prefix}{n:06d}" for n in sorted(numbers[:n_train])]
+    test = [f"{prefix}{n:06d}" for n in sorted(numbers[n_train:])]
+    samples = {}
+    for image_id in train + test:
+        image, s = make_sample(height, width, rng)
+        samples[image_id] = (image, np.where(s == 0, UNLABELED, s.astype(np.int64) - 1))
+    return train, test, samples
+
+
+def _write_marker(root, n_train, n_test, height, width, seed, layout):
+    marker = {"n_train": n_train, "n_test": n_test, "height": height, "width": width,
+              "seed": seed, "layout": layout}
+    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+
+def _write_lines(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _write_voc(root, n_train, n_test, height, width, seed):
+    """VOC 2012 + SBD: train/val/trainval id lists and DeepLab's train_aug pair list."""
+    train, test, samples = _png_samples(n_train, n_test, height, width, seed, "2008_")
+    palette = voc_colour_map()
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassAug"):
+        (root / sub).mkdir(parents=True)
+    for image_id, (image, label) in samples.items():
+        _write_bytes(root / "JPEGImages" / f"{image_id}.jpg", _jpeg_bytes(image, root))
+        _write_bytes(root / "SegmentationClass" / f"{image_id}.png",
+                     palette_png_bytes(label, palette))
+        _write_bytes(root / "SegmentationClassAug" / f"{image_id}.png", grey_png_bytes(label))
+    lists = root / "ImageSets" / "Segmentation"
+    for name, ids in {"train": train, "val": test, "trainval": sorted(train + test)}.items():
+        _write_lines(lists / f"{name}.txt", ids)
+    _write_lines(root / "ImageSets" / "SegmentationAug" / "train_aug.txt",
+                 [f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in train])
+    _write_marker(root, n_train, n_test, height, width, seed, "voc12")
+
+
+def _write_folder(root, n_train, n_test, height, width, seed):
+    """The generic layout: images/<id>.jpg, labels/<id>.png, lists/{train,test,all}.txt."""
+    train, test, samples = _png_samples(n_train, n_test, height, width, seed, "img_")
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for image_id, (image, label) in samples.items():
+        _write_bytes(root / "images" / f"{image_id}.jpg", _jpeg_bytes(image, root))
+        _write_bytes(root / "labels" / f"{image_id}.png", grey_png_bytes(label))
+    for name, ids in {"train": train, "test": test, "all": sorted(train + test)}.items():
+        _write_lines(root / "lists" / f"{name}.txt", ids)
+    _write_marker(root, n_train, n_test, height, width, seed, "folder")
+
+
+def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUTS[0]):
     """Write the synthetic dataset to ``root`` (which must not exist or be empty).
 
-    Files are first written into a sibling temporary directory that is then renamed
-    to ``root``, so an interrupted run never leaves a half-written dataset that a
-    later run would mistake for a complete one.
+    ``layout`` is one of :data:`LAYOUTS`. Files are first written into a sibling
+    temporary directory that is then renamed to ``root``, so an interrupted run
+    never leaves a half-written dataset that a later run would mistake for a
+    complete one.
     """
     root = Path(root)
+    writers = {"cocostuff10k": _write_dataset, "voc12": _write_voc, "folder": _write_folder}
+    if layout not in writers:
+        raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; choose one of {LAYOUTS}")
     if n_train < 1 or n_test < 1:
         raise DatasetError(f"{root}: need at least one train and one test image")
     if height < 8 or width < 8:
@@ -199,12 +317,17 @@ def generate_synthetic(root, n_train, n_test, height, width, seed):
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        _write_dataset(staging, n_train, n_test, height, width, seed)
+        writers[layout](staging, n_train, n_test, height, width, seed)
         os.replace(staging, root)  # replaces an empty directory, fails on a non-empty one
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return root
+
+
+def layout_for(dataset_name):
+    """The synthetic layout a ``DATASET.NAME`` reads (COCO-Stuff's for the COCO-Stuff names)."""
+    return dataset_name if dataset_name in LAYOUTS else LAYOUTS[0]
 
 
 def _marker_params(synthetic_cfg):
@@ -217,8 +340,9 @@ def ensure_synthetic(dataset_cfg, seed):
     """Generate the synthetic dataset at ``DATASET.ROOT`` (from the ``DATASET`` section
     ``dataset_cfg``, with ``seed``) unless it is already there.
 
-    Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The dataset counts
-    as present when ROOT holds the generator's marker file with the same sizes; the
+    Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The layout follows
+    ``DATASET.NAME`` (:func:`layout_for`). The dataset counts as present when ROOT
+    holds the generator's marker file with the same sizes and layout; the
     seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
     the root path, or None when the config does not ask for synthetic data.
     """
@@ -226,6 +350,7 @@ def ensure_synthetic(dataset_cfg, seed):
         return None
     root = Path(dataset_cfg.ROOT)
     wanted = _marker_params(dataset_cfg.SYNTHETIC)
+    wanted_layout = layout_for(dataset_cfg.get("NAME"))
     marker = root / MARKER_FILE
     if not marker.exists():
         if root.exists() and root.is_dir() and any(root.iterdir()):
@@ -234,7 +359,7 @@ def ensure_synthetic(dataset_cfg, seed):
                 f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
             )
         try:
-            generate_synthetic(root, seed=seed, **wanted)
+            generate_synthetic(root, seed=seed, layout=wanted_layout, **wanted)
         except OSError:
             if not marker.exists():  # not a concurrent generator that won the rename
                 raise
@@ -242,10 +367,12 @@ def ensure_synthetic(dataset_cfg, seed):
         found = json.loads(marker.read_text())
     except (OSError, ValueError) as e:
         raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
-    found = {k: found.get(k) for k in wanted}
-    if found != wanted:
+    layout = found.get("layout", LAYOUTS[0]) if isinstance(found, dict) else None
+    found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
+    if found != wanted or layout != wanted_layout:
         raise DatasetError(
-            f"{marker}: the synthetic dataset at {root} was generated with {found}, "
-            f"but DATASET.SYNTHETIC asks for {wanted}; delete {root} to regenerate it"
+            f"{marker}: the synthetic dataset at {root} was generated with {found} in the "
+            f"{layout} layout, but DATASET asks for {wanted} in the {wanted_layout} layout; "
+            f"delete {root} to regenerate it"
         )
     return root

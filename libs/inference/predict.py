@@ -14,14 +14,18 @@ from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
 
 
-def load_model(cfg, model_path, device):
+def load_model(cfg, model_path, device, log=print):
     """The config's model with the weights of ``model_path``, in eval mode on ``device``.
 
-    Raises :class:`CheckpointError` for a missing or unusable weight file
-    (including one trained for another number of classes).
+    ``model_path`` is a weight file in any format :func:`read_weights`
+    understands, or a released checkpoint's name (``cocostuff10k``,
+    ``cocostuff164k``, ``voc12``: downloaded once). A released checkpoint sets
+    the MSC to the geometry it was trained with and ``log`` says so. Raises
+    :class:`CheckpointError` for a missing or unusable weight file (including
+    one trained for another number of classes).
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
-    load_model_weights(model, model_path, cfg.DATASET.N_CLASSES)
+    load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
     return model.eval().to(device)
 
 

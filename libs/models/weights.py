@@ -1,17 +1,30 @@
 """Reading weight files safely and loading them into a model with checks.
 
-Two kinds of file are accepted wherever a model path is asked for: a plain
-state dict (what convert.py writes) and a training checkpoint, a dict whose
-``"model"`` entry is the state dict (what train.py writes). Everything is read
-with ``weights_only=True`` so a weight file can never run code. (Files are
-written by ``libs.utils.atomic.save_torch``.)
+Every place that takes weights (``--model-path`` of eval, demo and uvcdemo,
+``MODEL.INIT_MODEL``, ``hubconf.py``) goes through :func:`read_weights`, so
+they all understand the same things: a training checkpoint (train.py: a dict
+whose ``"model"`` entry is the state dict), a plain state dict (convert.py),
+and the released checkpoints of kazuto1011/deeplab-pytorch, from a file or by
+name (``libs/models/zoo.py``), renamed by ``libs/models/released.py``.
+Everything is read with ``weights_only=True`` so a weight file can never run
+code. (Files are written by ``libs.utils.atomic.save_torch``.)
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from ..utils.errors import DeepLabError
+from . import released, zoo
+
+TRAINING_CHECKPOINT = "training checkpoint"
+STATE_DICT = "state dict"
+RELEASED_CHECKPOINT = "released checkpoint"
+UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert.py), "
+              "deeplab-pytorch's released checkpoints (keys base.layerN.blockK...; "
+              "by name: " + ", ".join(zoo.ZOO) + ")")
+OUR_PREFIXES = ("base.backbone.", "base.aspp.", "backbone.", "aspp.")
 
 
 class CheckpointError(DeepLabError, ValueError):
@@ -32,18 +45,67 @@ def load_file(path, map_location="cpu"):
         ) from None
 
 
+class Weights(NamedTuple):
+    """A state dict in this repository's key layout, what it was read as, and from where."""
+
+    state_dict: dict
+    kind: str
+    source: str
+
+
 def state_dict_of(obj, path="<checkpoint>"):
     """The model state dict inside a loaded checkpoint or plain state dict."""
+    return classify(obj, path).state_dict
+
+
+def classify(obj, source):
+    """:class:`Weights` of a loaded object, in our key layout; an error for anything else."""
+    kind = STATE_DICT
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise CheckpointError(f"{path}: holds no model state dict")
-    return obj
+        obj, kind = obj["model"], TRAINING_CHECKPOINT
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{source}: holds no model state dict; {UNDERSTOOD}")
+    if released.is_released(obj):
+        mapped, unknown = released.from_released(obj)
+        if unknown:
+            raise CheckpointError(f"{source}: released-format weights with {len(unknown)} keys "
+                                  f"outside that format (first: {unknown[0]}); {UNDERSTOOD}")
+        return Weights(mapped, RELEASED_CHECKPOINT, str(source))
+    if not any(k.startswith(OUR_PREFIXES) for k in obj):
+        raise CheckpointError(f"{source}: not DeepLab v2 weights (first key: {next(iter(obj))}); "
+                              f"{UNDERSTOOD}")
+    return Weights(obj, kind, str(source))
+
+
+def read_weights(path_or_name, map_location="cpu"):
+    """:class:`Weights` from a weight file or one of the released weights' names.
+
+    A name (``zoo.ZOO``) that is not also an existing file is downloaded once
+    into the torch hub cache.
+    """
+    if zoo.is_zoo_name(path_or_name) and not Path(path_or_name).exists():
+        try:
+            obj = zoo.fetch(path_or_name)
+        except Exception as e:  # network, HTTP and unpickling errors all end here
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
+                                  f"failed: {reason}") from None
+        return classify(obj, path_or_name)
+    return classify(load_file(path_or_name, map_location), path_or_name)
 
 
 def load_weights(path, map_location="cpu"):
-    """The model state dict stored in ``path`` (a checkpoint or a plain state dict)."""
-    return state_dict_of(load_file(path, map_location), path)
+    """The model state dict (our key layout) stored in ``path`` or named by it."""
+    return read_weights(path, map_location).state_dict
+
+
+def check_zoo_classes(name, n_classes):
+    """Before a download: a named release trained for another class count is an error."""
+    if zoo.is_zoo_name(name) and not Path(name).exists() and zoo.ZOO[name].n_classes != n_classes:
+        found = zoo.ZOO[name].n_classes
+        raise CheckpointError(f"{name}: the released weights are for {found} classes "
+                              f"({zoo.ZOO[name].dataset}) but {n_classes} were asked for; "
+                              f"use n_classes={found} or a config with {found} classes")
 
 
 def n_classes_of(state_dict):
@@ -54,10 +116,36 @@ def n_classes_of(state_dict):
     return None
 
 
-def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None):
-    """Load a DeepLab model's weights from ``path``; see :func:`load_state_dict_checked`."""
-    state_dict = load_weights(path, map_location)
-    return load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix)
+def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None,
+                       log=print, adopt_geometry=True):
+    """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`."""
+    check_zoo_classes(path, n_classes)
+    weights = read_weights(path, map_location)
+    return apply_weights(model, weights, n_classes, optional_prefix, log, adopt_geometry)
+
+
+def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
+                  adopt_geometry=True):
+    """Load :class:`Weights` into ``model`` (:func:`load_state_dict_checked`); returns absent keys.
+
+    Released checkpoints were trained with their repository's MSC resize, not
+    Caffe's; with ``adopt_geometry`` the model's MSC takes that convention
+    (``"pytorch"``) so that it computes what its authors' code computed and
+    their published scores stay reproducible. Training from them
+    (``MODEL.INIT_MODEL``) passes False: the config decides how a new run trains.
+    """
+    absent = load_state_dict_checked(model, weights.state_dict, weights.source, n_classes,
+                                     optional_prefix)
+    msc = getattr(model, "module", model)
+    if weights.kind == RELEASED_CHECKPOINT and hasattr(msc, "geometry"):
+        if adopt_geometry:
+            msc.geometry = "pytorch"
+            log(f"{weights.source}: released deeplab-pytorch weights; the MSC uses their "
+                "'pytorch' resize geometry, as they were trained (MODEL.MSC_GEOMETRY ignored).")
+        else:
+            log(f"{weights.source}: released deeplab-pytorch weights (trained with the "
+                f"'pytorch' MSC geometry); this run keeps MODEL.MSC_GEOMETRY={msc.geometry!r}.")
+    return absent
 
 
 def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=None):

@@ -19,6 +19,7 @@ from ..models.weights import (
     load_model_weights,
     load_state_dict_checked,
 )
+from ..models.zoo import is_zoo_name
 from ..utils.atomic import save_torch
 
 TRAINING_KEYS = {"model", "optimizer", "iteration"}
@@ -88,7 +89,11 @@ def restore_training_state(checkpoint, optimizer):
 
 
 def load_initial_weights(model, path, log=print):
-    """Start from converted Caffe weights or an earlier checkpoint, or from scratch.
+    """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
+
+    ``path`` goes through the one weights loader (``libs.models.weights``), so
+    it may also be a released checkpoint's file or name; those are renamed to
+    our layout, and the run keeps the config's MSC geometry.
 
     The COCO init model carries only the backbone (its classifier is not an
     ASPP), so the ASPP keeps its own N(0, 0.01) initialisation; anything else
@@ -98,13 +103,14 @@ def load_initial_weights(model, path, log=print):
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")
         return
-    if not Path(path).is_file():
+    if not Path(path).is_file() and not is_zoo_name(path):
         raise CheckpointError(
             f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
             "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
         )
     n_classes = model.base.aspp["c0"].out_channels
-    missing = load_model_weights(model, path, n_classes, optional_prefix="base.aspp.")
+    missing = load_model_weights(model, path, n_classes, optional_prefix="base.aspp.", log=log,
+                                 adopt_geometry=False)
     if missing:
         log(f"Loaded backbone weights from {path}; the ASPP keeps its initialisation.")
     else:

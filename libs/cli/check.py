@@ -1,0 +1,35 @@
+"""Check a dataset before training on it: every file read once, one table, exit 1 on a bad file.
+
+    python -m libs.cli.check --config config/voc12.yaml [--split train --split val]
+
+Each sample is read with the same reader and checks training uses, without
+augmentation; a bad file is listed with its reason instead of stopping the scan,
+so one run names them all. The work is done in ``libs/datasets/check.py``.
+"""
+
+import click
+
+from ..datasets.check import DEFAULT_SPLITS, all_ok, check_config, format_report
+from ..utils.config import load_config
+from . import command, config_option, one_line_errors
+
+
+@command()
+@config_option(help="YAML config whose DATASET section to check, e.g. config/voc12.yaml.")
+@click.option("-s", "--split", "splits", multiple=True,
+              help="Split to check: train, test (DATASET.SPLIT) or a literal name such as "
+                   "train_aug; repeat for several.  [default: train and test]")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar per split.")
+def main(config_path, splits, progress):
+    """Read every sample of the dataset's splits and report sizes, classes and bad files."""
+    with one_line_errors(config_path):
+        cfg = load_config(config_path)
+        class_names, reports = check_config(cfg, splits or DEFAULT_SPLITS, progress)
+    click.echo(format_report(class_names, reports))
+    if not all_ok(reports):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
