@@ -18,7 +18,8 @@ from pathlib import Path
 import click
 import matplotlib
 
-from libs.cli import command, config_option, cuda_option, model_path_option, one_line_errors
+from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
+                      precision_option)
 from libs.datasets import load_checked_class_names
 from libs.datasets.cocostuff import read_image_bgr
 from libs.inference.crf import DenseCRF
@@ -31,11 +32,11 @@ from libs.utils.device import choose_device
 from libs.utils.visualize import display_available
 
 
-def segment_image(cfg, model_path, image_path, crf, cuda):
+def segment_image(cfg, model_path, image_path, crf, cuda, precision="fp32"):
     """The resized BGR image and its label map, with the CRF when ``crf``."""
     image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
     device = choose_device(cuda)
-    model = load_model(cfg, model_path, device)
+    model = load_model(cfg, model_path, device, precision=precision)
     dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
     _, label_map = segment(model, image_bgr, cfg.IMAGE.MEAN, device, crf=dense_crf,
                            legacy_mean_subtracted=cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
@@ -62,9 +63,10 @@ def new_figure(show):
               help="Figure file (.png, .pdf, .svg, ...)  "
                    "[default: <image folder>/<image stem>_segmentation.png]")
 @cuda_option()
+@precision_option()
 @click.option("--show/--no-show", default=None,
               help="Also open the figure in a window  [default: when a display exists]")
-def main(config_path, model_path, image_path, crf, output, cuda, show):
+def main(config_path, model_path, image_path, crf, output, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
     if show and not display_available():
         raise click.ClickException("--show: no display available (DISPLAY is not set); "
@@ -75,7 +77,7 @@ def main(config_path, model_path, image_path, crf, output, cuda, show):
         figure_format(output)  # before the slow part
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
-        image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda)
+        image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
         height, width = label_map.shape
         click.echo(f"{image_path} ({height}x{width}{', CRF' if crf else ''}): "

@@ -13,12 +13,13 @@ to the model (or ``--output``) and to the terminal. The work is done in
 """
 
 import sys
+from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
-                      parse_positive_floats)
+                      parse_positive_floats, precision_option)
 from libs.inference.crf import DenseCRF, default_n_jobs
 from libs.inference.evaluation import evaluate_and_report
 from libs.inference.predict import load_model
@@ -78,12 +79,14 @@ def build_crf(cfg, crf, prune_threshold):
               help="'test'/'train' (DATASET.SPLIT) or a literal split name.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Results JSON  [default: next to the model, "
-                   "<model>_<split>[_ms..][_flip][_crf[-prune<t>]].json]")
+                   "<model>_<split>[_ms..][_flip][_crf[-prune<t>]].json; for a released "
+                   "model's name, under EXP.OUTPUT_DIR/released/]")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images (quick checks, throughput).")
 @cuda_option()
+@precision_option()
 def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip, split, output,
-         limit, cuda):
+         limit, cuda, precision):
     """Score a model on the test split: pixel accuracy, mean accuracy, mean IoU, FW IoU."""
     if prune_threshold is not FROM_CONFIG and not crf:
         raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
@@ -91,14 +94,17 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         cfg = load_config(config_path)
         dense_crf = build_crf(cfg, crf, prune_threshold)
         device = choose_device(cuda)
-        model = load_model(cfg, model_path, device)
+        model = load_model(cfg, model_path, device, precision=precision)
         if dense_crf is not None:
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
-        output = output or default_output_path(model_path, split, dense_crf, tta_scales, flip)
+        output = output or default_output_path(
+            model_path, split, dense_crf, tta_scales, flip,
+            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released")
         evaluate_and_report(
             cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
             tta_scales=tta_scales, flip=flip, limit=limit,
-            extra={"config": str(config_path), "model_path": str(model_path)},
+            extra={"config": str(config_path), "model_path": str(model_path),
+                   "precision": precision},
         )
 
 

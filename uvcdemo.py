@@ -18,7 +18,8 @@ import sys
 import click
 import cv2
 
-from libs.cli import command, config_option, cuda_option, model_path_option, one_line_errors
+from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
+                      precision_option)
 from libs.datasets import load_checked_class_names
 from libs.inference.predict import load_model
 from libs.inference.video import no_window_reason, open_source, open_window, run, source_fps
@@ -61,7 +62,8 @@ def run_until_interrupted(run_frames, writer):
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after this many frames  [default: until the source ends, q or Esc]")
 @cuda_option()
-def main(config_path, model_path, camera_id, video, output, show, max_frames, cuda):
+@precision_option()
+def main(config_path, model_path, camera_id, video, output, show, max_frames, cuda, precision):
     """Segment a camera or a video frame by frame and show or write the blended result."""
     window = choose_window(show, output)
     capture = writer = None
@@ -72,7 +74,7 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, cu
             cfg = load_config(config_path)
             class_names = load_checked_class_names(cfg)
             device = choose_device(cuda)
-            model = load_model(cfg, model_path, device)
+            model = load_model(cfg, model_path, device, precision=precision)
             capture, first_frame = open_source(camera_id, video)
             if output is not None:
                 height, width = first_frame.shape[:2]

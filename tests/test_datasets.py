@@ -1,5 +1,6 @@
 """The COCO-Stuff readers, the transforms and the synthetic dataset, on generated fixtures."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -611,6 +612,24 @@ def test_generator_cli_and_refusal_to_overwrite(tmp_path):
         [sys.executable, "-m", "libs.cli.synthetic", "-h"], cwd=REPO, capture_output=True, text=True
     )
     assert help_text.returncode == 0 and "--n-train" in help_text.stdout
+
+
+@pytest.mark.parametrize("layout, split_list", [
+    ("voc12", "ImageSets/SegmentationAug/train_aug.txt"),
+    ("folder", "lists/val.txt"),
+])
+def test_generator_cli_writes_the_other_layouts(tmp_path, layout, split_list):
+    root = tmp_path / layout
+    args = ["--root", str(root), "--n-train", "2", "--n-test", "1", "--height", "16",
+            "--width", "20", "--seed", "1", "--layout", layout]
+    result = CliRunner().invoke(synthetic_cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert f"({layout} layout)" in result.output
+    n_expected = 2 if layout == "voc12" else 1  # train_aug pairs; held-out ids
+    assert len((root / split_list).read_text().splitlines()) == n_expected
+    assert json.loads((root / "synthetic.json").read_text())["layout"] == layout
+    bad = CliRunner().invoke(synthetic_cli.main, args[:-1] + ["coco"])
+    assert bad.exit_code != 0 and "--layout" in bad.output
 
 
 def test_ensure_synthetic_generates_once_and_checks_sizes(toy_cfg, tmp_path):

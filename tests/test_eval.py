@@ -149,6 +149,9 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
         "checkpoint_2_test_crf-prune0.05.json")
     assert default_output_path(ckpt, "train", None, (1.0,), False).name == (
         "checkpoint_2_train.json")
+    released = tmp_path / "models" / "released"
+    assert default_output_path("voc12", "val", exact, (1.0,), False, released_dir=released) == (
+        released / "voc12_val_crf.json")
 
 
 def test_predict_probs_averages_probabilities_over_scales_and_flips(toy_cfg):

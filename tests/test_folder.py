@@ -17,6 +17,7 @@ def folder_cfg(toy_cfg, tmp_path):
     cfg = Dict(toy_cfg.to_dict())
     cfg.DATASET.NAME = "folder"
     cfg.DATASET.ROOT = str(tmp_path / "mine")
+    cfg.DATASET.SPLIT.TEST = "val"  # as in config/folder_example.yaml
     cfg.DATASET.SYNTHETIC = Dict(N_TRAIN=N_TRAIN, N_TEST=N_TEST, HEIGHT=HEIGHT, WIDTH=WIDTH)
     return cfg
 

@@ -208,10 +208,15 @@ def test_backbone_only_init_keeps_the_aspp_initialisation(toy_cfg, tmp_path, cap
     assert "Warning: MODEL.INIT_MODEL is null" in capsys.readouterr().out
     assert torch.equal(model.base.aspp.c0.weight, aspp_before)
 
-    wrong = build_model(cfg.MODEL, 5)
-    save_torch(wrong.state_dict(), tmp_path / "five.pth")
-    with pytest.raises(CheckpointError, match=r"five.pth: weights are for 5 classes"):
-        load_initial_weights(model, tmp_path / "five.pth")
+    other_labels = build_model(cfg.MODEL, 5)  # e.g. a COCO-Stuff model, fine-tuned on new labels
+    save_torch({"model": other_labels.state_dict()}, tmp_path / "five.pth")
+    load_initial_weights(model, tmp_path / "five.pth")
+    out = capsys.readouterr().out
+    assert "five.pth: its classifier is for 5 classes, not 8; dropped" in out
+    assert "ASPP keeps its initialisation" in out
+    assert torch.equal(model.base.aspp.c0.weight, aspp_before)
+    assert torch.equal(model.base.backbone.res5.a.branch2a.conv.weight,
+                       other_labels.base.backbone.res5.a.branch2a.conv.weight)
     partial = dict(backbone)
     del partial["base.backbone.res2.a.branch2a.conv.weight"]
     save_torch(partial, tmp_path / "partial.pth")

@@ -32,9 +32,19 @@ def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or
 
 
 def model_path_option():
-    """``-m/--model-path``: weights to load (a converted Caffe model or a train.py checkpoint)."""
+    """``-m/--model-path``: weights to load: a file in any understood format, or a zoo name."""
     return click.option("-m", "--model-path", required=True, type=click.Path(dir_okay=False),
-                        help="Weights: a converted Caffe model or a train.py checkpoint.")
+                        help="Weights: a converted Caffe model, a train.py checkpoint, a "
+                             "released deeplab-pytorch .pth, or a released model's name "
+                             "(cocostuff10k, cocostuff164k, voc12; downloaded once).")
+
+
+def precision_option():
+    """``--precision``: the inference precision (``prepare_for_inference``); default fp32."""
+    return click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                        default="fp32", show_default=True,
+                        help="Inference precision: fp32 (the benchmark numbers), bf16 (CUDA, "
+                             "or a CPU with AMX/AVX512-BF16), fp16 (CUDA).")
 
 
 def cuda_option(what="Run the model on the GPU"):

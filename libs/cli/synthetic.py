@@ -1,12 +1,12 @@
 """Write the synthetic dataset by hand (scripts with ``DATASET.SYNTHETIC`` do it on first use).
 
     python -m libs.cli.synthetic --root data/datasets/synthetic --n-train 200 --n-test 40 \\
-        --height 120 --width 160 --seed 0
+        --height 120 --width 160 --seed 0 [--layout voc12|folder]
 """
 
 import click
 
-from ..datasets.synthetic import generate_synthetic
+from ..datasets.synthetic import LAYOUTS, generate_synthetic
 from . import command, one_line_errors
 
 
@@ -17,14 +17,16 @@ from . import command, one_line_errors
 @click.option("--height", required=True, type=click.IntRange(min=8), help="Image height.")
 @click.option("--width", required=True, type=click.IntRange(min=8), help="Image width.")
 @click.option("--seed", required=True, type=int, help="Same seed, same bytes.")
-def main(root, n_train, n_test, height, width, seed):
-    """Generate a synthetic dataset in the COCO-Stuff 10k layout (8 classes)."""
+@click.option("--layout", type=click.Choice(LAYOUTS), default=LAYOUTS[0], show_default=True,
+              help="On-disk format: COCO-Stuff 10k, VOC 2012 + SBD, or the generic folder one.")
+def main(root, n_train, n_test, height, width, seed, layout):
+    """Generate a synthetic dataset (8 classes) in a real dataset's on-disk layout."""
     with one_line_errors():
         try:
-            generate_synthetic(root, n_train, n_test, height, width, seed)
+            generate_synthetic(root, n_train, n_test, height, width, seed, layout=layout)
         except OSError as e:
             raise click.ClickException(f"{root}: cannot write ({e.strerror})") from None
-    click.echo(f"wrote {n_train} train + {n_test} test images to {root}")
+    click.echo(f"wrote {n_train} train + {n_test} test images to {root} ({layout} layout)")
 
 
 if __name__ == "__main__":

@@ -284,14 +284,17 @@ def _write_voc(root, n_train, n_test, height, width, seed):
 
 
 def _write_folder(root, n_train, n_test, height, width, seed):
-    """The generic layout: images/<id>.jpg, labels/<id>.png, lists/{train,test,all}.txt."""
+    """The generic layout: images/<id>.jpg, labels/<id>.png, lists/{train,val,all}.txt.
+
+    The held-out ids go to ``val`` as in ``config/folder_example.yaml`` (and VOC).
+    """
     train, test, samples = _png_samples(n_train, n_test, height, width, seed, "img_")
     for sub in ("images", "labels"):
         (root / sub).mkdir(parents=True)
     for image_id, (image, label) in samples.items():
         _write_bytes(root / "images" / f"{image_id}.jpg", _jpeg_bytes(image, root))
         _write_bytes(root / "labels" / f"{image_id}.png", grey_png_bytes(label))
-    for name, ids in {"train": train, "test": test, "all": sorted(train + test)}.items():
+    for name, ids in {"train": train, "val": test, "all": sorted(train + test)}.items():
         _write_lines(root / "lists" / f"{name}.txt", ids)
     _write_marker(root, n_train, n_test, height, width, seed, "folder")
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ..datasets.transforms import subtract_mean, to_rgb_uint8
 from ..models import build_model
+from ..models.inference import prepare_for_inference
 from ..models.geometry import (caffe_scaled_side, check_geometry, model_geometry, pad_to_cells,
                                upsample_logits)
 from ..models.weights import load_model_weights
@@ -14,8 +15,12 @@ from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
 
 
-def load_model(cfg, model_path, device, log=print):
+def load_model(cfg, model_path, device, log=print, precision=None):
     """The config's model with the weights of ``model_path``, in eval mode on ``device``.
+
+    With ``precision`` (``fp32``, ``bf16``, ``fp16``) the model comes back
+    prepared for inference (:func:`prepare_for_inference`: BatchNorm folded,
+    channels_last, that precision); ``None`` returns the plain module.
 
     ``model_path`` is a weight file in any format :func:`read_weights`
     understands, or a released checkpoint's name (``cocostuff10k``,
@@ -26,7 +31,8 @@ def load_model(cfg, model_path, device, log=print):
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
-    return model.eval().to(device)
+    model = model.eval().to(device)
+    return model if precision is None else prepare_for_inference(model, precision)
 
 
 def dense_logits(model, x, size, geometry="caffe"):

@@ -11,17 +11,22 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..datasets import DatasetError
+from ..models.zoo import is_zoo_name
 from ..utils.atomic import write_json
 from .metric import SCORE_NAMES
 
 
-def default_output_path(model_path, split, crf, tta_scales, flip):
+def default_output_path(model_path, split, crf, tta_scales, flip, released_dir="."):
     """``<model stem>_<split>[_ms..][_flip][_crf[-prune<t>]].json`` next to the model.
 
     ``crf`` is the :class:`DenseCRF` that runs (or None): an exact and a pruned
     CRF run get different names, so a quick pruned check never replaces the
-    exact benchmark result.
+    exact benchmark result. A released model's name (``voc12``) has no folder
+    of its own (its file sits in the torch hub cache), so its results go to
+    ``released_dir/<name>_<split>...json``.
     """
+    if is_zoo_name(str(model_path)) and not Path(model_path).exists():
+        model_path = Path(released_dir) / f"{model_path}.pth"
     model_path = Path(model_path)
     suffix = f"_{split}"
     if tuple(tta_scales) != (1.0,):

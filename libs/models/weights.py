@@ -119,7 +119,8 @@ def n_classes_of(state_dict):
 def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None,
                        log=print, adopt_geometry=True):
     """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`."""
-    check_zoo_classes(path, n_classes)
+    if optional_prefix is None:  # a classifier that can be dropped may have any class count
+        check_zoo_classes(path, n_classes)
     weights = read_weights(path, map_location)
     return apply_weights(model, weights, n_classes, optional_prefix, log, adopt_geometry)
 
@@ -133,8 +134,18 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     (``"pytorch"``) so that it computes what its authors' code computed and
     their published scores stay reproducible. Training from them
     (``MODEL.INIT_MODEL``) passes False: the config decides how a new run trains.
+
+    With ``optional_prefix`` (``"base.aspp."`` for initial weights), weights
+    trained for another class count lose that part: fine-tuning a COCO-Stuff or
+    VOC model on a new label set keeps its backbone and starts a new classifier.
     """
-    absent = load_state_dict_checked(model, weights.state_dict, weights.source, n_classes,
+    state_dict = weights.state_dict
+    found = n_classes_of(state_dict)
+    if optional_prefix is not None and found not in (None, n_classes):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
+        log(f"{weights.source}: its classifier is for {found} classes, not {n_classes}; "
+            f"dropped, so {optional_prefix}* starts from its initialisation.")
+    absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
                                      optional_prefix)
     msc = getattr(model, "module", model)
     if weights.kind == RELEASED_CHECKPOINT and hasattr(msc, "geometry"):

@@ -11,3 +11,50 @@ def choose_device(cuda):
     if cuda and not available:
         raise DeviceError("--cuda: CUDA is not available on this machine (use --no-cuda)")
     return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bf16 arithmetic
+
+
+def cpu_flags():
+    """The CPU feature flags the kernel reports (Linux), or an empty set elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_native_bf16():
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), and the flag that says so.
+
+    Returns ``(supported, reason)``. Without these instructions PyTorch emulates
+    bf16 matrix products, which is about 100x slower than fp32 on the same CPU.
+    Where /proc/cpuinfo is absent, oneDNN's own check decides.
+    """
+    flags = cpu_flags()
+    if flags:
+        found = [f for f in BF16_CPU_FLAGS if f in flags]
+        if found:
+            return True, f"the CPU has {found[0]}"
+        return False, "the CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, ~100x slower)"
+    supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return supported, "oneDNN reports " + ("native" if supported else "no native") + " bf16"
+
+
+def require_precision(precision, device):
+    """Refuse a precision ``device`` cannot run fast, with one line saying why."""
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError("--precision fp16: float16 inference needs CUDA; use fp32 on the CPU")
+    if precision == "bf16":
+        if device.type == "cuda":
+            if not torch.cuda.is_bf16_supported():
+                raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
+        else:
+            supported, reason = cpu_native_bf16()
+            if not supported:
+                raise DeviceError(f"--precision bf16: {reason}; use fp32")

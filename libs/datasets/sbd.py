@@ -1,0 +1,246 @@
+"""Build DeepLab v2's ``train_aug`` set from SBD and PASCAL VOC 2012 (``python -m libs.cli.sbd``).
+
+Inputs: the Semantic Boundaries Dataset (Hariharan et al. 2011, ``benchmark.tgz``), whose
+``benchmark_RELEASE/dataset`` holds ``cls/<id>.mat`` (a MATLAB v5 struct ``GTcls``; its
+``Segmentation`` is a uint8 HxW map of classes 0..20 without boundary pixels),
+``img/<id>.jpg`` and the lists ``train.txt`` (8,498 ids) and ``val.txt`` (2,857 ids); and
+the ``VOC2012`` folder of VOC's trainval tar (``JPEGImages``, ``SegmentationClass`` palette
+PNGs, ``ImageSets/Segmentation/{train,val}.txt``: 1,464 and 1,449 ids).
+
+Outputs, in the layout :mod:`.voc` reads::
+
+    VOC2012/SegmentationClassAug/<id>.png            # grey 8-bit PNG: 0..20, 255 = ignore
+    VOC2012/ImageSets/SegmentationAug/train_aug.txt  # one pair a line, DeepLab's format:
+        /JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png
+
+``train_aug`` is DeepLab's: (SBD train | SBD val | VOC train) - VOC val, which is 10,582
+ids on the real data, written in sorted order. A PNG is written for every ``train_aug`` id
+and every VOC trainval id (so ``val`` can be read from ``SegmentationClassAug`` too): the
+union of SBD and VOC trainval, 12,031 ids on the real data (2,913 VOC labels and 9,118
+from SBD, the ids MMSegmentation's ``aug.txt`` holds).
+
+Which label an id gets when both datasets have one: **VOC's official label** (read by
+palette index, its 255 boundary band kept); SBD's label only for the ids VOC did not
+annotate. That is what the public recipes that build ``SegmentationClassAug`` do: the
+train-DeepLab recipe (martinkersner/train-DeepLab, scripted for instance in SR-Net's
+``download_voc.sh``) converts SBD's ``cls/*.mat`` to PNGs and then copies VOC's trainval
+labels, converted to indices, over them; and
+MMSegmentation's ``voc_aug.py`` and PaddleSeg's ``voc_augment.py`` train on VOC's own
+labels for VOC's ids and on SBD's only for the ids outside VOC's lists. VOC's labels are
+the benchmark's own annotation (with the ignore band DeepLab's loss skips); we could
+not inspect the widely shared ``SegmentationClassAug.zip`` itself.
+
+Images are not copied: every SBD id is a VOC 2011 trainval image, so VOC 2012's
+``JPEGImages`` already holds it; a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops
+the run before anything is written, with one line naming the missing file.
+
+Re-running is safe: a PNG that already holds the same labels is left alone, files are
+written atomically (an interruption leaves whole files, and the list is written last),
+and a PNG or list that differs from what would be written is refused unless
+``overwrite`` is set. Every bad or missing input is one :class:`DatasetError` line
+naming the file.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from tqdm import tqdm
+
+from ..utils.atomic import write_bytes
+from ..utils.errors import OutputError
+from ..utils.files import read_input
+from .errors import DatasetError
+from .folder import read_id_list, read_label_png
+from .synthetic import grey_png_bytes
+
+N_CLASSES = 21  # background + 20 VOC classes
+IGNORE = 255  # VOC's boundary / "difficult" value
+SBD_LISTS = ("train.txt", "val.txt")
+AUG_DIR = "SegmentationClassAug"
+AUG_LIST = Path("ImageSets") / "SegmentationAug" / "train_aug.txt"
+
+
+@dataclass
+class SBDConversion:
+    """What :func:`convert_sbd` did; ``n_written + n_unchanged == n_labels``."""
+
+    label_dir: Path
+    list_path: Path
+    n_train_aug: int
+    n_labels: int  # PNGs the set needs: train_aug ids and VOC trainval ids
+    n_from_voc: int  # of which the official VOC label was used
+    n_written: int
+    n_unchanged: int
+    list_written: bool  # False when an equal train_aug.txt was already there
+
+
+def _one_line(error):
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def resolve_sbd_root(root):
+    """SBD's ``dataset`` folder; ``benchmark_RELEASE`` (its parent) is accepted too."""
+    root = Path(root)
+    if not (root / SBD_LISTS[0]).is_file() and (root / "dataset" / SBD_LISTS[0]).is_file():
+        return root / "dataset"
+    return root
+
+
+def resolve_voc_root(root):
+    """The ``VOC2012`` folder; ``VOCdevkit`` (its parent) is accepted too."""
+    root = Path(root)
+    if not (root / "JPEGImages").is_dir() and (root / "VOC2012" / "JPEGImages").is_dir():
+        return root / "VOC2012"
+    return root
+
+
+def _check_values(label, path):
+    bad = ((label > N_CLASSES - 1) & (label != IGNORE)) | (label < 0)
+    if bad.any():
+        raise DatasetError(f"{path}: label {int(label[bad][0])} outside 0..{N_CLASSES - 1} "
+                           f"and not the ignore value {IGNORE}")
+    return label.astype(np.uint8)
+
+
+def read_sbd_label(path):
+    """``GTcls.Segmentation`` of an SBD ``cls/<id>.mat`` as uint8 HxW (0..20)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: SBD annotation not found")
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False,
+                               variable_names=["GTcls"])
+    except NotImplementedError:  # scipy's answer to HDF5-based v7.3 files
+        raise DatasetError(f"{path}: MATLAB v7.3 file; SBD's cls/*.mat are v5") from None
+    except Exception as e:  # scipy raises many types for damaged files
+        raise DatasetError(f"{path}: corrupt SBD annotation ({_one_line(e)})") from None
+    if "GTcls" not in mat:
+        raise DatasetError(f"{path}: no GTcls struct (is this a file of SBD's cls/ folder?)")
+    label = getattr(mat["GTcls"], "Segmentation", None)
+    label = None if label is None else np.asarray(label)
+    integral = label is not None and (np.issubdtype(label.dtype, np.integer) or (
+        np.issubdtype(label.dtype, np.floating) and np.array_equal(label, np.round(label))))
+    if not integral or label.ndim != 2:
+        got = "nothing" if label is None else f"{label.dtype} of shape {label.shape}"
+        raise DatasetError(f"{path}: GTcls.Segmentation must be a 2-D integer map, got {got}")
+    return _check_values(label, path)
+
+
+def read_voc_label(path):
+    """An official ``SegmentationClass`` PNG by palette index, as uint8 (0..20, 255 kept)."""
+    return _check_values(read_label_png(path), Path(path))
+
+
+def _read_split(root, name, what):
+    ids = read_id_list(root / name, what)
+    for number, image_id in enumerate(ids, 1):
+        if not re.fullmatch(r"[\w.-]+", image_id):
+            raise DatasetError(f"{root / name}: line {number}: expected an image id, "
+                               f"got {image_id!r}")
+    return ids
+
+
+def plan_train_aug(sbd_root, voc_root):
+    """``(train_aug ids, {id: (label source path, is_voc)})`` for the roots (resolved).
+
+    Checks the lists and that ``JPEGImages`` holds every ``train_aug`` image; reads no label.
+    """
+    sbd = [i for name in SBD_LISTS for i in _read_split(sbd_root, name, "SBD image list")]
+    voc_lists = voc_root / "ImageSets" / "Segmentation"
+    voc_train = _read_split(voc_lists, "train.txt", "VOC split list")
+    voc_val = _read_split(voc_lists, "val.txt", "VOC split list")
+    train_aug = sorted((set(sbd) | set(voc_train)) - set(voc_val))
+    for image_id in train_aug:
+        image = voc_root / "JPEGImages" / f"{image_id}.jpg"
+        if not image.is_file():
+            raise DatasetError(
+                f"{image}: image file not found (a train_aug id; SBD's copy is "
+                f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does not copy images)"
+            )
+    official = set(voc_train) | set(voc_val)
+    sources = {}
+    for image_id in sorted(set(train_aug) | official):
+        if image_id in official:
+            sources[image_id] = (voc_root / "SegmentationClass" / f"{image_id}.png", True)
+        else:
+            sources[image_id] = (sbd_root / "cls" / f"{image_id}.mat", False)
+    return train_aug, sources
+
+
+def list_lines(train_aug):
+    """DeepLab's list lines: ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``."""
+    return [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]
+
+
+def _list_is_current(path, lines, overwrite):
+    """True when ``path`` already lists exactly ``lines`` (any order); refuses a different one."""
+    if not path.exists():
+        return False
+    text = read_input(path, "split list", DatasetError)
+    found = [line.strip() for line in text.splitlines() if line.strip()]
+    if sorted(found) == sorted(lines):
+        return True
+    if overwrite:
+        return False
+    raise OutputError(f"{path}: exists with {len(found)} different lines (the converted "
+                      f"list has {len(lines)}); move it away or overwrite it (--overwrite)")
+
+
+def _write(data, path):
+    try:
+        write_bytes(data, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def write_label_png(label, path, overwrite=False):
+    """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written.
+
+    An existing file with other labels (or an unreadable one) is refused unless ``overwrite``.
+    """
+    data = grey_png_bytes(label)
+    if path.exists():
+        try:
+            same = path.read_bytes() == data or np.array_equal(read_label_png(path), label)
+        except DatasetError:
+            if not overwrite:
+                raise
+            same = False
+        if same:
+            return False
+        if not overwrite:
+            raise OutputError(f"{path}: exists with different labels; delete it or overwrite "
+                              f"it (--overwrite)")
+    _write(data, path)
+    return True
+
+
+def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
+    """Write ``SegmentationClassAug/`` and ``train_aug.txt`` under ``voc_root`` (module doc).
+
+    ``sbd_root`` is SBD's ``benchmark_RELEASE/dataset`` and ``voc_root`` the ``VOC2012``
+    folder (their parents are accepted too). Returns an :class:`SBDConversion`.
+    """
+    sbd_root, voc_root = resolve_sbd_root(sbd_root), resolve_voc_root(voc_root)
+    train_aug, sources = plan_train_aug(sbd_root, voc_root)
+    list_path = voc_root / AUG_LIST
+    lines = list_lines(train_aug)
+    list_current = _list_is_current(list_path, lines, overwrite)  # refuse before writing
+    label_dir = voc_root / AUG_DIR
+    n_written = 0
+    for image_id, (source, is_voc) in tqdm(sources.items(), desc="SegmentationClassAug",
+                                           unit="label", disable=not progress,
+                                           dynamic_ncols=True):
+        label = read_voc_label(source) if is_voc else read_sbd_label(source)
+        n_written += write_label_png(label, label_dir / f"{image_id}.png", overwrite)
+    if not list_current:
+        _write("".join(f"{line}\n" for line in lines).encode(), list_path)
+    return SBDConversion(
+        label_dir=label_dir, list_path=list_path, n_train_aug=len(train_aug),
+        n_labels=len(sources), n_from_voc=sum(is_voc for _, is_voc in sources.values()),
+        n_written=n_written, n_unchanged=len(sources) - n_written,
+        list_written=not list_current,
+    )

@@ -1,0 +1,118 @@
+"""An inference-only copy of a model: frozen BatchNorm folded away, channels_last, a precision.
+
+Training keeps every BatchNorm as its own pass after the convolution because
+the converter fills BatchNorm and convolution separately and the tests compare
+them to Caffe layer by layer. At inference a frozen BatchNorm is an affine map
+per channel, so it can be multiplied into the convolution before it:
+
+    W' = W * gamma / sqrt(var + eps)        b' = beta + (b - mean) * gamma / sqrt(var + eps)
+
+which removes one full read and write of every feature map. ``channels_last``
+(NHWC) is the layout oneDNN's and cuDNN's convolutions are fastest in. Both
+change only float rounding. Lower precisions (``bf16``, ``fp16``) cast the
+weights; logits come back as float32 so everything downstream (upsampling,
+softmax, CRF) stays the same code.
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from ..utils.device import cpu_native_bf16, require_precision
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def fold_conv_bn(conv, bn):
+    """A new ``Conv2d`` equal to ``bn(conv(x))`` for a BatchNorm using its running statistics."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                       conv.padding, conv.dilation, conv.groups, bias=True,
+                       padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
+        folded.bias.copy_(bn.bias.detach() + (bias - bn.running_mean) * scale)
+    return folded
+
+
+def _foldable(conv, bn):
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            and bn.running_mean is not None and bn.affine and conv.out_channels == bn.num_features)
+
+
+def fold_batchnorm(module):
+    """Fold every BatchNorm that directly follows a convolution, in place; returns the count.
+
+    Two patterns are recognised: a module with ``.conv`` and ``.bn`` children
+    whose forward is ``bn(conv(x))`` (this repository's ``ConvBnReLU``), and a
+    ``Conv2d`` immediately followed by a ``BatchNorm2d`` inside an
+    ``nn.Sequential``. The BatchNorm becomes ``nn.Identity``. Call it on an
+    eval-mode copy: a folded BatchNorm no longer learns.
+    """
+    count = 0
+    for child in module.modules():
+        if _foldable(getattr(child, "conv", None), getattr(child, "bn", None)):
+            child.conv = fold_conv_bn(child.conv, child.bn)
+            child.bn = nn.Identity()
+            count += 1
+        if isinstance(child, nn.Sequential):
+            names = list(child._modules)
+            for first, second in zip(names, names[1:]):
+                if _foldable(child._modules[first], child._modules[second]):
+                    child._modules[first] = fold_conv_bn(child._modules[first],
+                                                         child._modules[second])
+                    child._modules[second] = nn.Identity()
+                    count += 1
+    return count
+
+
+class InferenceModel(nn.Module):
+    """The prepared network: NHWC input in its precision, float32 logits out.
+
+    Keeps the attributes the inference code reads from a model (``geometry``
+    of an MSC, ``n_classes``), so it drops in wherever the plain module went.
+    """
+
+    def __init__(self, net, dtype, memory_format):
+        super().__init__()
+        self.net = net
+        self.dtype = dtype
+        self.memory_format = memory_format
+        inner = getattr(net, "base", net)
+        if hasattr(net, "geometry"):
+            self.geometry = net.geometry
+        self.n_classes = getattr(inner, "n_classes", None)
+
+    def forward(self, x):
+        x = x.to(dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        return self.net(x).float()
+
+
+def prepare_for_inference(model, precision="fp32", channels_last=True):
+    """An eval-mode copy of ``model`` that computes the same function, faster.
+
+    ``precision`` is ``fp32`` (exact up to float rounding), ``bf16`` (CUDA, or
+    a CPU with native bf16: AMX or AVX512-BF16; elsewhere it would be about
+    100x slower, so that is an error) or ``fp16`` (CUDA only). ``model`` is left
+    untouched (it may keep training); the copy lives on ``model``'s device.
+    A ``DataParallel``/DDP wrapper is looked through.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    net = getattr(model, "module", model)
+    device = next(net.parameters()).device
+    require_precision(precision, device)
+    net = copy.deepcopy(net).eval()
+    fold_batchnorm(net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    dtype = PRECISIONS[precision]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(dtype=dtype, memory_format=memory_format)
+    return InferenceModel(net, dtype, memory_format).eval()
+
+
+__all__ = ["PRECISIONS", "cpu_native_bf16", "fold_batchnorm", "prepare_for_inference",
+           "InferenceModel"]
