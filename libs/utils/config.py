@@ -75,6 +75,7 @@ SCHEMA = {
             "TRAIN": int,  # random crop side during training
             "TEST": int,  # side that evaluation images are warped to
             "DEMO": int,  # longer side of demo images and video frames at the network
+            "DEMO_FAST": int,  # uvcdemo --fast: shorter side of frames, single scale
         },
         "EVAL_ORIGINAL_SIZE": bool,  # score at the annotation's own resolution
     },
