@@ -33,6 +33,14 @@ class Optional:
         self.inner = inner
 
 
+class OneOf:
+    """Schema marker: one of a few strings (``hint`` is added to the error, e.g. for old values)."""
+
+    def __init__(self, *values, hint=""):
+        self.values = values
+        self.hint = hint
+
+
 class ListOf:
     """Schema marker: a list whose items match ``item`` (and of length ``length`` if set)."""
 
@@ -107,7 +115,11 @@ SCHEMA = {
         "WEIGHT_DECAY": float,
         "POLY_POWER": float,
         "AVERAGE_LOSS": int,
-        "AMP": bool,
+        # Mixed precision on CUDA (the loss stays fp32); refused on a CPU without native bf16.
+        "AMP": Optional(OneOf("bf16", "fp16", hint="(true/false before; true was bf16)")),
+        "ACTIVATION_CHECKPOINTING": bool,  # recompute activations in backward: ~half the memory
+        "CHANNELS_LAST": bool,  # NHWC memory layout (CUDA)
+        "COMPILE": bool,  # torch.compile the model where it works (falls back with a notice)
     },
     "CRF": {
         "ITER_MAX": int,
@@ -140,6 +152,8 @@ def _type_name(spec):
         return f"a list{n} of {_type_name(spec.item)}"
     if isinstance(spec, dict):
         return "a mapping"
+    if isinstance(spec, OneOf):
+        return "one of " + ", ".join(repr(v) for v in spec.values)
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}[spec]
 
 
@@ -176,6 +190,10 @@ def _check(value, spec, key, path):
         if len(value) < spec.min_length:
             fail(f"expected at least {spec.min_length} items, got {len(value)}")
         return [_check(v, spec.item, f"{key}[{i}]", path) for i, v in enumerate(value)]
+    if isinstance(spec, OneOf):
+        if isinstance(value, bool) or value not in spec.values:
+            fail(f"expected {_type_name(spec)}, got {value!r}" + (f" {spec.hint}" if spec.hint else ""))
+        return value
     # Scalars. bool is a subclass of int in Python, so check it explicitly.
     if spec is bool:
         if not isinstance(value, bool):
