@@ -1,13 +1,17 @@
 #!/usr/bin/env python
 """Segment a live camera or a video file frame by frame (see docs/demo.md).
 
-    python uvcdemo.py --config config/cocostuff.yaml --model-path PATH [--camera-id 0]
+    python uvcdemo.py --config config/cocostuff.yaml --model-path PATH [--camera-id 0] [--fast]
     python uvcdemo.py --config ... --model-path PATH --video FILE --output blended.mp4
 
 Each frame is resized so its longer side is ``IMAGE.SIZE.DEMO`` for the
-network; the label map is upsampled to the frame's own size, coloured, and
-blended with the frame, with the processing rate written in a corner. In a
-window, ``q`` or Esc quits and the class under the mouse pointer is printed.
+multi-scale network, or with ``--fast`` so its shorter side is
+``IMAGE.SIZE.DEMO_FAST`` for the single-scale network; the label map is
+upsampled to the frame's own size, coloured, and blended with the frame, with
+the processing rate written in a corner. A camera (or a file with
+``--realtime``) is read in a background thread and the newest frame is
+segmented: frames the network cannot keep up with are dropped and counted.
+In a window, ``q`` or Esc quits and the class under the mouse pointer is printed.
 A window needs OpenCV with GUI support (the ``opencv-python`` wheel; the default
 ``opencv-python-headless`` has none), otherwise the blended video goes to
 ``--output`` only. The frame loop lives in ``libs/inference/video.py``.
@@ -21,8 +25,8 @@ import cv2
 from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
                       precision_option)
 from libs.datasets import load_checked_class_names
-from libs.inference.predict import load_model
-from libs.inference.video import no_window_reason, open_source, open_window, run, source_fps
+from libs.inference.video import (Profile, RunStats, load_profile_model, no_window_reason,
+                                  open_source, open_window, run, source_fps)
 from libs.utils.atomic import AtomicVideoWriter, video_codec
 from libs.utils.config import load_config
 from libs.utils.device import choose_device
@@ -39,13 +43,21 @@ def choose_window(show, output):
     return window
 
 
-def run_until_interrupted(run_frames, writer):
-    """``run_frames()``'s ``(n_frames, seconds)``; after Ctrl-C the frames written and None."""
+def run_until_interrupted(run_frames, stats):
+    """Run ``run_frames()``; Ctrl-C ends it quietly (``stats`` keeps the counts so far)."""
     try:
-        return run_frames()
+        run_frames()
     except KeyboardInterrupt:
         click.echo("interrupted")
-        return (writer.n_frames if writer else 0), None
+    click.echo(stats.summary())
+
+
+def start_line(source, frame, profile, cfg, live, window):
+    """What is read, how the network sees it, and whether frames may be dropped."""
+    reading = ("newest frame, slower frames dropped" if live else "every frame in order")
+    return (f"{source}: {frame.shape[1]}x{frame.shape[0]} frames, "
+            f"{profile.describe(cfg.MODEL.MSC_SCALES)}; {reading}"
+            + ("; q or Esc quits" if window else ""))
 
 
 @command()
@@ -61,12 +73,20 @@ def run_until_interrupted(run_frames, writer):
               help="Open a window  [default: when a display and OpenCV GUI support exist]")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after this many frames  [default: until the source ends, q or Esc]")
+@click.option("--fast", is_flag=True,
+              help="Single-scale network on frames whose shorter side is IMAGE.SIZE.DEMO_FAST  "
+                   "[default: multi-scale, longer side IMAGE.SIZE.DEMO]")
+@click.option("--realtime", is_flag=True,
+              help="Read --video at its own frame rate and drop the frames the network cannot "
+                   "keep up with, as a camera is read  [default: every frame of a file, in order]")
 @cuda_option()
 @precision_option()
-def main(config_path, model_path, camera_id, video, output, show, max_frames, cuda, precision):
+def main(config_path, model_path, camera_id, video, output, show, max_frames, fast, realtime,
+         cuda, precision):
     """Segment a camera or a video frame by frame and show or write the blended result."""
     window = choose_window(show, output)
     capture = writer = None
+    live = video is None or realtime
     try:
         with one_line_errors(config_path):
             if output is not None:
@@ -74,21 +94,20 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, cu
             cfg = load_config(config_path)
             class_names = load_checked_class_names(cfg)
             device = choose_device(cuda)
-            model = load_model(cfg, model_path, device, precision=precision)
+            profile = Profile.from_config(cfg, fast, precision)
+            model = load_profile_model(cfg, model_path, device, profile)
             capture, first_frame = open_source(camera_id, video)
             if output is not None:
                 height, width = first_frame.shape[:2]
                 writer = AtomicVideoWriter(output, source_fps(capture), (width, height))
             source = video if video is not None else f"camera {camera_id}"
-            click.echo(f"{source}: {first_frame.shape[1]}x{first_frame.shape[0]} frames, network "
-                       f"input longer side {cfg.IMAGE.SIZE.DEMO}"
-                       + ("; q or Esc quits" if window else ""))
-            n_frames, seconds = run_until_interrupted(lambda: run(
-                model, device, capture, first_frame, longer_side=cfg.IMAGE.SIZE.DEMO,
-                mean=cfg.IMAGE.MEAN, class_names=class_names, echo=click.echo, writer=writer,
-                window=window, max_frames=max_frames, progress=not window), writer)
-            if seconds:
-                click.echo(f"{n_frames} frames in {seconds:.1f} s ({n_frames / seconds:.2f} fps)")
+            click.echo(start_line(source, first_frame, profile, cfg, live, window))
+            stats = RunStats()
+            run_until_interrupted(lambda: run(
+                model, device, capture, first_frame, profile=profile, mean=cfg.IMAGE.MEAN,
+                class_names=class_names, echo=click.echo, writer=writer, window=window,
+                max_frames=max_frames, progress=not window, live=live,
+                pace_fps=source_fps(capture) if video is not None else None, stats=stats), stats)
     finally:
         if capture is not None:
             capture.release()

@@ -25,6 +25,20 @@ TOY_CROP = 49
 TOY_TEST_SIZE = 65
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` on a machine without a CUDA GPU (``-m cuda`` selects them)."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+    for item in marked:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread for the test: tiny models run faster so, and far faster on a busy machine."""

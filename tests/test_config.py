@@ -209,3 +209,29 @@ def test_scales_elsewhere_is_just_an_unknown_key(tmp_path, raw):
     raw["MODEL"]["SCALES"] = [0.5, 0.75]
     with pytest.raises(ConfigError, match=r"unknown key MODEL\.SCALES$"):
         load_config(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("value, got", [
+    (True, "got True (true/false before; true was bf16)"),
+    (False, "got False (true/false before; true was bf16)"),
+    ("float16", "got 'float16' (true/false before; true was bf16)"),
+    ("BF16", "got 'BF16' (true/false before; true was bf16)"),
+])
+def test_amp_is_null_or_a_precision_name(tmp_path, raw, value, got):
+    raw["SOLVER"]["AMP"] = value
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: key SOLVER.AMP: expected one of 'bf16', 'fp16', {got}"
+
+
+@pytest.mark.parametrize("value", [None, "bf16", "fp16"])
+def test_amp_values_and_the_other_speed_switches_load(tmp_path, raw, value):
+    raw["SOLVER"].update(AMP=value, CHANNELS_LAST=True, COMPILE=True, ACTIVATION_CHECKPOINTING=True)
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.SOLVER.AMP == value
+    assert cfg.SOLVER.CHANNELS_LAST is cfg.SOLVER.COMPILE is cfg.SOLVER.ACTIVATION_CHECKPOINTING
+    assert cfg.SOLVER.COMPILE is True
+    raw["SOLVER"]["COMPILE"] = "yes"
+    with pytest.raises(ConfigError, match=r"key SOLVER.COMPILE: expected true/false, got 'yes'$"):
+        load_config(write(tmp_path, raw))

@@ -61,7 +61,7 @@ def test_video_in_blended_video_out(setup, tmp_path, suffix):
     output = tmp_path / f"blended{suffix}"
     result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output, "--no-show")
     assert result.exit_code == 0, result.output
-    assert f"{N_FRAMES} frames in" in result.output
+    assert f"{N_FRAMES} frames shown, 0 dropped, in" in result.output
     frames, fps = read_video(output)
     assert len(frames) == N_FRAMES
     assert all(frame.shape == (height, width, 3) for frame in frames)

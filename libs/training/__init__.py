@@ -1,10 +1,12 @@
 """The training stage: the DeepLab v2 protocol, one idea per module.
 
 ``optim`` (parameter groups, SGD), ``lr_policy`` (the poly schedule), ``loss``,
-``step`` (one accumulated iteration), ``stream`` (the endless batch stream),
-``checkpoint`` (save, resume, initial weights), ``distributed`` (torchrun and
-model wrappers), ``tensorboard`` (what a run logs) and ``loop`` (:func:`train`,
-the entry point).
+``step`` (one accumulated iteration), ``precision`` (autocast and the fp16
+loss scaler), ``acceleration`` (channels-last layout, activation checkpointing,
+``torch.compile``), ``stream`` (the endless batch stream), ``checkpoint``
+(save, resume, initial weights), ``distributed`` (torchrun and model wrappers),
+``tensorboard`` and ``monitor`` (what a run logs and shows: loss, rates,
+images/s, peak memory) and ``loop`` (:func:`train`, the entry point).
 """
 
 from .errors import TrainingError

@@ -1,8 +1,9 @@
 """Training checkpoints: where they go, what they hold, and how a run starts from one.
 
-A checkpoint is ``{model, optimizer, iteration, rng, config}``: with the
-random-number state of every generator, ``--resume`` continues exactly as the
-uninterrupted run would have. Files are written atomically
+A checkpoint is ``{model, optimizer, iteration, rng, config}`` (and
+``grad_scaler``, the fp16 loss scale, when training with ``SOLVER.AMP: fp16``):
+with the random-number state of every generator, ``--resume`` continues exactly
+as the uninterrupted run would have. Files are written atomically
 (:func:`libs.utils.atomic.save_torch`), so an interrupted save never leaves a
 half-written checkpoint under the final name.
 """
@@ -21,6 +22,7 @@ from ..models.weights import (
 )
 from ..models.zoo import is_zoo_name
 from ..utils.atomic import save_torch
+from .precision import restore_scaler, scaler_state
 
 TRAINING_KEYS = {"model", "optimizer", "iteration"}
 
@@ -54,8 +56,11 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, model, optimizer, iteration, config):
-    """Write a training checkpoint; ``config`` is the run's config as a plain dict."""
+def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
+    """Write a training checkpoint; ``config`` is the run's config as a plain dict.
+
+    ``scaler`` (the fp16 ``GradScaler``) adds its state when it is enabled.
+    """
     save_torch(
         {
             "model": model.state_dict(),
@@ -63,6 +68,7 @@ def save_checkpoint(path, model, optimizer, iteration, config):
             "iteration": iteration,
             "rng": rng_state(),
             "config": config,
+            **scaler_state(scaler),
         },
         path,
     )
@@ -82,10 +88,15 @@ def load_checkpoint(path, model, n_classes):
     return checkpoint
 
 
-def restore_training_state(checkpoint, optimizer):
-    """Load the optimizer state and the random-number state of a checkpoint."""
+def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
+    """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint.
+
+    A checkpoint without a loss scale (written without fp16, or before there
+    was one) resumes too; an fp16 run then starts from a fresh scale.
+    """
     optimizer.load_state_dict(checkpoint["optimizer"])
     restore_rng_state(checkpoint["rng"])
+    restore_scaler(checkpoint, scaler, log)
 
 
 def load_initial_weights(model, path, log=print):

@@ -1,5 +1,6 @@
-"""The error that stops a training run which can no longer make progress."""
+"""The errors that stop a training run: no more progress, or a setting this machine cannot run."""
 
+from ..utils.config import ConfigValueError
 from ..utils.errors import DeepLabError
 
 
@@ -8,4 +9,12 @@ class TrainingError(DeepLabError, FloatingPointError):
 
     It is still a ``FloatingPointError``, as the stop was before it became a
     project error, so older callers that catch that keep working.
+    """
+
+
+class TrainingConfigError(TrainingError, ConfigValueError):
+    """A ``SOLVER`` setting this machine cannot train with (fp16 on a CPU, say).
+
+    A :class:`TrainingError` that is also a :class:`ConfigValueError`, so the
+    command line prefixes its one line with the config file.
     """

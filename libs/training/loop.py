@@ -8,6 +8,7 @@ on a resumed one, which is what makes ``--resume`` bit-exact.
 """
 
 import random
+import time
 
 import numpy as np
 import torch
@@ -15,8 +16,8 @@ from tqdm import tqdm
 
 from ..datasets import build_dataset
 from ..models import build_model
-from ..utils.meters import MovingAverage
 from . import distributed
+from .acceleration import apply_model_options, compile_model, memory_format
 from .checkpoint import (
     checkpoint_dir,
     load_checkpoint,
@@ -26,10 +27,12 @@ from .checkpoint import (
 )
 from .errors import TrainingError
 from .lr_policy import set_learning_rates
+from .monitor import Monitor
 from .optim import build_optimizer
-from .step import autocast_for, train_step
+from .precision import precision_for
+from .step import train_step
 from .stream import batch_stream
-from .tensorboard import log_dir, log_images, log_scalars, open_writer
+from .tensorboard import log_dir
 
 
 def seed_everything(seed):
@@ -39,11 +42,12 @@ def seed_everything(seed):
     np.random.seed(seed)
 
 
-def prepare_model(cfg, device, resume, log):
+def prepare_model(cfg, device, resume, log, scaler=None):
     """The model on ``device`` in training mode, its optimizer and the first iteration to skip.
 
-    From ``resume`` (a training checkpoint: weights, optimizer, RNG state) or
-    from ``MODEL.INIT_MODEL``.
+    From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
+    into ``scaler``, the fp16 loss scale) or from ``MODEL.INIT_MODEL``. The
+    ``SOLVER`` layout and activation-checkpointing options are applied here.
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     checkpoint, start = None, 0
@@ -54,9 +58,10 @@ def prepare_model(cfg, device, resume, log):
     else:
         load_initial_weights(model, cfg.MODEL.INIT_MODEL, log)
     model.to(device).train()
+    apply_model_options(model, cfg.SOLVER, device)
     optimizer = build_optimizer(model, cfg.SOLVER)
     if checkpoint is not None:
-        restore_training_state(checkpoint, optimizer)
+        restore_training_state(checkpoint, optimizer, scaler, log)
     return model, optimizer, start
 
 
@@ -72,36 +77,30 @@ def training_stream(cfg, start, rank, world_size, device):
 
 
 def iterate(net, optimizer, stream, iteration, solver, ignore_label, device, world_size,
-            autocast):
+            precision):
     """One SGD iteration of the poly schedule; returns (loss, base lr, last sub-batch, logits).
 
-    Raises :class:`TrainingError` when the loss is not finite (before the
-    step, so the weights stay those of the last good iteration).
+    ``precision`` (:class:`~.precision.Precision`) gives the autocast and the
+    fp16 loss scaler. Raises :class:`TrainingError` when the loss is not finite
+    (before the step, so the weights stay those of the last good iteration).
     """
     base_lr = set_learning_rates(
         optimizer, solver.LR, iteration, solver.ITER_MAX, solver.POLY_POWER, solver.LR_DECAY,
     )
     optimizer.zero_grad(set_to_none=True)
     sub_batches = [next(stream) for _ in range(solver.ITER_SIZE)]
-    loss, fused = train_step(net, sub_batches, device, ignore_label, world_size, autocast)
+
+    def step():
+        return train_step(net, sub_batches, device, ignore_label, world_size,
+                          precision.autocast, precision.scaler, memory_format(solver))
+
+    guard = getattr(net, "guard_first_step", None)  # a compiled model (SOLVER.COMPILE)
+    loss, fused = step() if guard is None else guard(
+        step, lambda: optimizer.zero_grad(set_to_none=True))
     if not np.isfinite(loss):
         raise TrainingError(f"loss is {loss} at iteration {iteration}; stopping")
-    optimizer.step()
+    precision.step(optimizer)
     return loss, base_lr, sub_batches[-1], fused
-
-
-def record(writer, iteration, loss, average, optimizer, device, last_batch, fused, every,
-           dataset_cfg, mean):
-    """TensorBoard for one iteration: scalars always, the image panel every ``every`` iterations.
-
-    ``dataset_cfg`` is the ``DATASET`` section (class count, ignore label) and
-    ``mean`` is ``IMAGE.MEAN``, for the colours and the photo of the panel.
-    """
-    log_scalars(writer, iteration, loss, average, optimizer, device)
-    if iteration % every == 0:
-        _, images, labels = last_batch
-        log_images(writer, images, labels, fused, dataset_cfg.N_CLASSES,
-                   dataset_cfg.IGNORE_LABEL, mean, iteration)
 
 
 def progress_bar(start, iter_max, enabled):
@@ -118,32 +117,34 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
     is_main = rank == 0
     log = tqdm.write if is_main else (lambda *_: None)
     seed_everything(cfg.EXP.SEED)
-    model, optimizer, start = prepare_model(cfg, device, resume, log)
-    net = distributed.wrap_model(model, device, world_size, data_parallel)
-    autocast = autocast_for(cfg.SOLVER.AMP, device, log)
-    stream = training_stream(cfg, start, rank, world_size, device)
-    writer = open_writer(log_dir(cfg.EXP)) if is_main else None
-    average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
     solver, out_dir = cfg.SOLVER, checkpoint_dir(cfg.EXP)
+    precision = precision_for(solver.AMP, device, log)  # refused before anything is built
+    model, optimizer, start = prepare_model(cfg, device, resume, log, precision.scaler)
+    net = distributed.wrap_model(model, device, world_size, data_parallel)
+    net = compile_model(net, solver.COMPILE, log)
+    stream = training_stream(cfg, start, rank, world_size, device)
+    images = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * world_size
+    monitor = Monitor(cfg, device, optimizer, precision.scaler, images) if is_main else None
+
+    def snapshot(name, iteration):
+        save_checkpoint(out_dir / name, model, optimizer, iteration, cfg.to_dict(),
+                        precision.scaler)
 
     bar = progress_bar(start, solver.ITER_MAX, progress and is_main)
     for iteration in bar:
+        began = time.perf_counter()
         loss, base_lr, last_batch, fused = iterate(
             net, optimizer, stream, iteration, solver, cfg.DATASET.IGNORE_LABEL, device,
-            world_size, autocast,
+            world_size, precision,
         )
-        average.add(loss)
         if not is_main:
             continue
-        bar.set_postfix(loss=f"{average.value:.4f}", lr=f"{base_lr:.3g}")
-        record(writer, iteration, loss, average.value, optimizer, device, last_batch, fused,
-               solver.ITER_TB, cfg.DATASET, cfg.IMAGE.MEAN)
+        seconds = time.perf_counter() - began
+        bar.set_postfix(monitor.update(iteration, loss, base_lr, seconds, last_batch, fused))
         if iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX:
-            save_checkpoint(out_dir / f"checkpoint_{iteration}.pth", model, optimizer,
-                            iteration, cfg.to_dict())
+            snapshot(f"checkpoint_{iteration}.pth", iteration)
     if is_main:
-        save_checkpoint(out_dir / "checkpoint_final.pth", model, optimizer, solver.ITER_MAX,
-                        cfg.to_dict())
-        writer.close()
+        snapshot("checkpoint_final.pth", solver.ITER_MAX)
+        monitor.close()
         log(f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}")
     return model

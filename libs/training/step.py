@@ -8,22 +8,8 @@ from . import distributed
 from .loss import msc_loss_terms
 
 
-def autocast_for(amp, device, log=print):
-    """The context in which the forward pass runs: bf16 autocast on a GPU when ``amp``.
-
-    On the CPU ``amp`` is ignored (with a note), since bf16 autocast is far
-    slower there.
-    """
-    if amp and device.type == "cuda":
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return autocast
-    if amp:
-        log("SOLVER.AMP is ignored on the CPU (bf16 autocast is far slower there).")
-    return contextlib.nullcontext
-
-
-def train_step(net, sub_batches, device, ignore_label, world_size, autocast):
+def train_step(net, sub_batches, device, ignore_label, world_size, autocast,
+               scaler=None, memory_format=torch.preserve_format):
     """Accumulate the gradients of one iteration over its sub-batches.
 
     The loss is Caffe's: each image's cross-entropy, per MSC output, averaged
@@ -34,22 +20,28 @@ def train_step(net, sub_batches, device, ignore_label, world_size, autocast):
     of one big batch however it is split. DDP averages gradients over
     processes, hence the ``* world_size``. Returns the loss of the iteration
     and the last sub-batch's fused logits (for logging).
+
+    Only the forward pass runs under ``autocast()``; the logits are cast to
+    fp32 before the loss. ``scaler`` (a ``GradScaler``, for fp16) scales the
+    loss before backward; ``memory_format`` is the layout of the input batch.
     """
     msc = getattr(net, "module", net)  # DDP and DataParallel wrap the MSC model
     n_images = images_in_update(sub_batches, device)
     total = torch.zeros((), device=device)
     last = len(sub_batches) - 1
     for i, (_, images, labels) in enumerate(sub_batches):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         no_sync = getattr(net, "no_sync", None)
         sync = no_sync() if (no_sync is not None and i < last) else contextlib.nullcontext()
         with sync:
             with autocast():
                 outputs = net(images)
+            outputs = [out.float() for out in outputs]  # the loss in fp32 (a no-op without AMP)
             terms = msc_loss_terms(outputs, labels, ignore_label, msc.scales, msc.geometry)
             loss = terms.sum() / n_images
-            (loss * world_size).backward()
+            scaled = loss * world_size
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
         total += loss.detach()
     return distributed.all_reduce_sum(total).item(), outputs[-1].detach()
 

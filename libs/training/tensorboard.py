@@ -1,4 +1,11 @@
-"""What a training run shows in TensorBoard: scalars every iteration, an image panel now and then."""
+"""What a training run shows in TensorBoard: scalars every iteration, an image panel now and then.
+
+Scalars: ``loss/train`` and its moving average, ``lr/<group>``, ``speed/images_per_s``
+(images of the whole update over all processes, per second of wall time, data
+loading included), ``memory/peak_gib`` (CUDA: peak allocated tensor memory; CPU:
+peak resident memory of the process), on CUDA also ``memory/max_allocated_GB``,
+and with fp16 ``amp/loss_scale``.
+"""
 
 from pathlib import Path
 
@@ -30,6 +37,15 @@ def log_scalars(writer, iteration, loss, average, optimizer, device):
     if device.type == "cuda":
         writer.add_scalar("memory/max_allocated_GB",
                           torch.cuda.max_memory_allocated(device) / 2**30, iteration)
+
+
+def log_speed(writer, iteration, images_per_s, peak_gib, scaler=None):
+    """Throughput, peak memory and, when fp16 loss scaling is on, the current loss scale."""
+    writer.add_scalar("speed/images_per_s", images_per_s, iteration)
+    if peak_gib is not None:
+        writer.add_scalar("memory/peak_gib", peak_gib, iteration)
+    if scaler is not None and scaler.is_enabled():
+        writer.add_scalar("amp/loss_scale", scaler.get_scale(), iteration)
 
 
 def log_images(writer, images, labels, fused, n_classes, ignore_label, mean, iteration):

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The GPU check: the CUDA tests (pytest -m cuda) and the CUDA training benchmark, one table.
+#
+#   pip install -r requirements.txt      # with the CUDA build of torch (see README)
+#   bash tests/gpu/run.sh gpu-results.json [--skip-benchmark]
+#
+# About 5 minutes on one H100. On a machine without CUDA it runs too, skipping the CUDA parts and
+# saying so, and still ends with the table. Exit code 1 if a CUDA test failed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+results="${1:?usage: bash tests/gpu/run.sh RESULTS.json [--skip-benchmark]}"
+shift
+python -c "import torch; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, ' \
+f'{torch.cuda.device_count()} GPU(s) visible')"
+exec python -m tests.gpu.report --json "$results" "$@"
