@@ -2,6 +2,11 @@
 """Segment one image and draw the result (see docs/demo.md).
 
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
+    python demo.py --config config/cocostuff.yaml --onnx model.onnx --image-path IMAGE
+
+With ``--onnx`` the network is an ONNX file written by export.py, run by ONNX
+Runtime (``libs/inference/onnx_model.py``) instead of PyTorch; everything else
+(resizing, padding, upsampling, CRF, figure) is the same code.
 
 The image is resized so that its longer side is ``IMAGE.SIZE.DEMO`` (aspect
 kept), segmented, optionally refined by the dense CRF, and drawn as one figure:
@@ -25,6 +30,7 @@ from libs.datasets.cocostuff import read_image_bgr
 from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, build_figure, class_shares, default_output_path,
                                    format_shares)
+from libs.inference.onnx_model import load_onnx_model
 from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
 from libs.utils.config import load_config
@@ -32,15 +38,30 @@ from libs.utils.device import choose_device
 from libs.utils.visualize import display_available
 
 
-def segment_image(cfg, model_path, image_path, crf, cuda, precision="fp32"):
-    """The resized BGR image and its label map, with the CRF when ``crf``."""
+def segment_image(cfg, model_path, image_path, crf, cuda, precision="fp32", onnx_path=None):
+    """The resized BGR image and its label map, with the CRF when ``crf``.
+
+    The network is the ONNX file ``onnx_path`` when given, else ``model_path``'s weights.
+    """
     image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
     device = choose_device(cuda)
-    model = load_model(cfg, model_path, device, precision=precision)
+    if onnx_path is not None:
+        model = load_onnx_model(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
+    else:
+        model = load_model(cfg, model_path, device, precision=precision)
     dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
     _, label_map = segment(model, image_bgr, cfg.IMAGE.MEAN, device, crf=dense_crf,
                            legacy_mean_subtracted=cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
     return image_bgr, label_map
+
+
+def check_model_source(model_path, onnx_path, precision):
+    """Exactly one of ``--model-path`` and ``--onnx``; an ONNX model runs in float32."""
+    if (model_path is None) == (onnx_path is None):
+        raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
+                               "(an export.py file), not " + ("both" if model_path else "neither"))
+    if onnx_path is not None and precision != "fp32":
+        raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
 
 
 def new_figure(show):
@@ -54,7 +75,10 @@ def new_figure(show):
 
 @command()
 @config_option(help="YAML config, e.g. config/cocostuff.yaml.")
-@model_path_option()
+@model_path_option(required=False)
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="Run this ONNX file (written by export.py) with ONNX Runtime instead of "
+                   "--model-path.")
 @click.option("-i", "--image-path", required=True, type=click.Path(dir_okay=False),
               help="Image to segment (any format OpenCV reads).")
 @click.option("--crf/--no-crf", default=False, show_default=True,
@@ -66,8 +90,9 @@ def new_figure(show):
 @precision_option()
 @click.option("--show/--no-show", default=None,
               help="Also open the figure in a window  [default: when a display exists]")
-def main(config_path, model_path, image_path, crf, output, cuda, precision, show):
+def main(config_path, model_path, onnx_path, image_path, crf, output, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
+    check_model_source(model_path, onnx_path, precision)
     if show and not display_available():
         raise click.ClickException("--show: no display available (DISPLAY is not set); "
                                    "use --no-show, the figure is saved to --output")
@@ -77,7 +102,8 @@ def main(config_path, model_path, image_path, crf, output, cuda, precision, show
         figure_format(output)  # before the slow part
         cfg = load_config(config_path)
         class_names = load_checked_class_names(cfg)
-        image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision)
+        image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision,
+                                             onnx_path)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
         height, width = label_map.shape
         click.echo(f"{image_path} ({height}x{width}{', CRF' if crf else ''}): "

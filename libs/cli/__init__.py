@@ -31,12 +31,14 @@ def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or
                         type=click.Path(dir_okay=False), help=help)
 
 
-def model_path_option():
+def model_path_option(required=True):
     """``-m/--model-path``: weights to load: a file in any understood format, or a zoo name."""
-    return click.option("-m", "--model-path", required=True, type=click.Path(dir_okay=False),
+    return click.option("-m", "--model-path", required=required, default=None,
+                        type=click.Path(dir_okay=False),
                         help="Weights: a converted Caffe model, a train.py checkpoint, a "
                              "released deeplab-pytorch .pth, or a released model's name "
-                             "(cocostuff10k, cocostuff164k, voc12; downloaded once).")
+                             "(cocostuff10k, cocostuff164k, voc12; downloaded once)."
+                             + ("" if required else " Required unless --onnx."))
 
 
 def precision_option():

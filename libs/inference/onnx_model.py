@@ -1,0 +1,119 @@
+"""An exported ONNX model run by ONNX Runtime, in place of the PyTorch module.
+
+``OnnxModel(path, device)`` is called like the network on an N x 3 x H x W
+float tensor and returns float32 logits on that tensor's device, and it has the
+attributes the inference code reads (``geometry`` for an MSC, ``n_classes``),
+taken from the metadata :func:`~libs.models.export.export_onnx` wrote. So
+:func:`~libs.inference.predict.predict_probs` and
+:func:`~libs.inference.predict.segment` run it unchanged.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.export import (INPUT_NAME, META_GEOMETRY, META_MSC, META_N_CLASSES, OUTPUT_NAME,
+                             first_line)
+from ..models.geometry import MSC_GEOMETRIES
+from ..utils.errors import DeepLabError
+
+
+class OnnxModelError(DeepLabError, ValueError):
+    """An ONNX file that is missing, unreadable, or not a DeepLab export."""
+
+
+def _session(path, providers, threads):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.log_severity_level = 3  # errors only: ONNX Runtime's warnings are not for the user
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ONNX Runtime raises its own exception types for a bad file
+        reason = first_line(e).replace(f"Load model from {path} failed:", "")
+        raise OnnxModelError(f"{path}: not a usable ONNX model ({reason})") from None
+
+
+def _providers(device):
+    """CUDA first for a CUDA device when this ONNX Runtime build has it, always the CPU."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
+    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+
+
+def _read_metadata(path, session):
+    """``(n_classes, geometry or None)`` from the file's metadata, or OnnxModelError."""
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        n_classes = int(meta[META_N_CLASSES])
+        msc = meta[META_MSC] == "1"
+        geometry = meta[META_GEOMETRY] if msc else None
+    except (KeyError, ValueError):
+        raise OnnxModelError(f"{path}: no DeepLab metadata ({META_N_CLASSES}, {META_MSC}); "
+                             f"export the model with export.py") from None
+    if geometry is not None and geometry not in MSC_GEOMETRIES:
+        raise OnnxModelError(f"{path}: unknown MSC geometry {geometry!r} in its metadata")
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise OnnxModelError(f"{path}: expected input {INPUT_NAME!r} and output "
+                             f"{OUTPUT_NAME!r}, got {names[0]} and {names[1]}")
+    return n_classes, geometry
+
+
+class OnnxModel:
+    """An exported DeepLab v2 (MSC or single-scale) as a callable on torch tensors.
+
+    ``device`` chooses ONNX Runtime's CUDA provider where the installed build
+    has it (``onnxruntime-gpu``), else the CPU; logits return to the input's
+    device either way. ``threads`` sets ONNX Runtime's intra-op threads (its
+    default, one per physical core, when None). ``eval()`` and ``to()``
+    change nothing: the graph is fixed.
+    """
+
+    def __init__(self, path, device="cpu", threads=None):
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxModelError(f"{path}: ONNX model not found")
+        self.path = path
+        self.session = _session(path, _providers(device), threads)
+        self.n_classes, geometry = _read_metadata(path, self.session)
+        if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)
+            self.geometry = geometry
+
+    @property
+    def is_msc(self):
+        return hasattr(self, "geometry")
+
+    def __call__(self, x):
+        image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
+        return torch.from_numpy(logits).to(x.device)
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        if mode:
+            raise RuntimeError("an ONNX model cannot be trained")
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def __repr__(self):
+        kind = f"MSC, {self.geometry} geometry" if self.is_msc else "single-scale"
+        return f"OnnxModel({self.path}, {kind}, {self.n_classes} classes)"
+
+
+def load_onnx_model(path, device, n_classes=None, threads=None):
+    """:class:`OnnxModel` of ``path``; with ``n_classes``, refuse another class count."""
+    model = OnnxModel(path, device, threads=threads)
+    if n_classes is not None and model.n_classes != n_classes:
+        raise OnnxModelError(f"{path}: the ONNX model has {model.n_classes} classes, the config "
+                             f"asks for {n_classes} (DATASET.N_CLASSES)")
+    return model
