@@ -30,6 +30,9 @@ def _session(path, providers, threads):
     if threads:
         options.intra_op_num_threads = int(threads)
     options.log_severity_level = 3  # errors only: ONNX Runtime's warnings are not for the user
+    # Idle worker threads spin-wait by default, taking the cores from whatever runs next in the
+    # process (the CRF, PyTorch in the benchmark); a segmentation network gains nothing from it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ONNX Runtime raises its own exception types for a bad file
