@@ -119,7 +119,8 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
         "bi_rgb_std": 3.0, "prune_threshold": cfg.CRF.PRUNE_THRESHOLD,
         "legacy_mean_subtracted_image": False,
     }
-    assert list(results)[:4] == ["config", "model_path", "split", "n_images"]
+    assert list(results)[:5] == ["config", "model_path", "precision", "split", "n_images"]
+    assert results["precision"] == "fp32"
     assert any((a != b).any() for a, b in zip(preds, plain_preds))  # the CRF changed something
 
 
