@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 from click.testing import CliRunner
-from tiny_model import tiny_setup
+from tiny_model import randomised_model, tiny_setup
 
 import demo
 import export as export_script
@@ -28,22 +28,6 @@ CPU = torch.device("cpu")
 EXAMPLE = (65, 65)  # the traced size; every check below runs at other sizes
 # Odd, non-square and not 8k + 1 (50x77): none is the example, so a frozen size shows.
 SIZES = [(289, 353), (193, 257), (50, 77)]
-
-
-def randomised_model(geometry="caffe", n_classes=5, seed=0):
-    """A tiny MSC whose frozen BatchNorms are far from the identity (folding must be right)."""
-    torch.manual_seed(seed)
-    model = DeepLabV2_ResNet101_MSC(n_classes, n_blocks=(1, 1, 1, 1), base_width=8,
-                                    msc_geometry=geometry)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.3, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.3, 0.3)
-    for conv in model.base.aspp.values():
-        conv.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 VARIANTS = {"msc-caffe": ("caffe", False), "msc-pytorch": ("pytorch", False),

@@ -8,29 +8,12 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import eval as eval_script
-from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.inference import InferenceModel, fold_batchnorm, prepare_for_inference
 from libs.utils import device as device_utils
 from libs.utils.errors import DeviceError
 from libs.utils.device import require_precision
-from tiny_model import tiny_setup
+from tiny_model import randomised_model, tiny_setup
 
-TINY = dict(n_blocks=(1, 1, 1, 1), base_width=8)
-
-
-def randomised_model(geometry="caffe", seed=0):
-    """A tiny MSC model whose frozen BatchNorms are far from the identity (folding must matter)."""
-    torch.manual_seed(seed)
-    model = DeepLabV2_ResNet101_MSC(5, msc_geometry=geometry, **TINY)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.3, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.3, 0.3)
-    for conv in model.base.aspp.values():
-        conv.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 def relative_error(out, ref):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
+from tiny_model import narrow
 
 import train
 from libs.models import build_model
@@ -32,13 +33,7 @@ LEARN_ITERATIONS = 40
 LEARN_MIOU_BAR = 0.4
 
 
-def small(cfg, **solver):
-    """The shared toy config with a narrow model so each iteration takes a fraction of a second."""
-    cfg.MODEL.BASE_WIDTH = 8
-    cfg.MODEL.INIT_MODEL = None
-    for key, value in solver.items():
-        cfg.SOLVER[key] = value
-    return cfg
+small = narrow  # the toy config with a narrow model (tests/tiny_model.py)
 
 
 def write_config(cfg, path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from tiny_model import narrow
 
 import libs.training.loop
 import libs.utils.device
@@ -31,13 +32,7 @@ NO_BF16 = {"fpu", "sse2", "avx2", "fma"}  # a CPU that would emulate bf16
 NATIVE_BF16 = NO_BF16 | {"avx512f", "avx512_bf16"}
 
 
-def small(cfg, **solver):
-    """The shared toy config with a narrow model (a fraction of a second per iteration)."""
-    cfg.MODEL.BASE_WIDTH = 8
-    cfg.MODEL.INIT_MODEL = None
-    for key, value in solver.items():
-        cfg.SOLVER[key] = value
-    return cfg
+small = narrow  # the toy config with a narrow model (tests/tiny_model.py)
 
 
 def simulate_cpu(monkeypatch, flags):

@@ -22,6 +22,7 @@ from libs.training.acceleration import apply_model_options
 from libs.training.loop import train as run_training
 from libs.training.precision import SCALER_KEY, precision_for
 from libs.training.step import train_step
+from tests.tiny_model import narrow
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[2]
@@ -29,11 +30,7 @@ CUDA = torch.device("cuda")
 
 
 def small(cfg, **solver):
-    cfg.MODEL.BASE_WIDTH = 16
-    cfg.MODEL.INIT_MODEL = None
-    for key, value in solver.items():
-        cfg.SOLVER[key] = value
-    return cfg
+    return narrow(cfg, base_width=16, **solver)
 
 
 def batch(n_classes, n=4, size=81, seed=0):
