@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import scipy.io
 
+from ..utils.atomic import umask_mode
 from .errors import DatasetError
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
@@ -319,6 +320,7 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
         raise DatasetError(f"{root}: already exists and is not empty; choose another --root")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    staging.chmod(umask_mode(directory=True))  # mkdtemp's 0o700 would survive the rename
     try:
         writers[layout](staging, n_train, n_test, height, width, seed)
         os.replace(staging, root)  # replaces an empty directory, fails on a non-empty one

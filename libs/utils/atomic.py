@@ -18,6 +18,30 @@ from .errors import OutputError
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
+def current_umask():
+    """The process's umask (read from /proc on Linux; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(directory=False):
+    """The mode a plain ``open``/``mkdir`` would give: 0o666 or 0o777 without the umask's bits.
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0o600/0o700 for privacy, and the
+    rename keeps that mode, so without this every result on a shared server
+    would be readable by its writer only.
+    """
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -30,6 +54,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
                                dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, umask_mode())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
