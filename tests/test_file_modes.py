@@ -35,3 +35,15 @@ def test_synthetic_dataset_folder_follows_the_umask(tmp_path, umask):
     assert mode(root) == 0o777 & ~umask
     assert mode(root / "synthetic.json") == 0o666 & ~umask
     assert mode(root / "imageLists") == 0o777 & ~umask
+
+
+def test_publish_link_is_one_file_and_replaces_atomically(tmp_path, umask):
+    from libs.utils.atomic import publish_link
+
+    source = write_bytes(b"weights", tmp_path / "checkpoint_4.pth")
+    final = tmp_path / "checkpoint_final.pth"
+    final.write_bytes(b"an older final")
+    publish_link(source, final)
+    assert final.samefile(source) and final.read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_4.pth",
+                                                          "checkpoint_final.pth"]

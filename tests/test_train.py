@@ -170,6 +170,9 @@ def test_checkpoints_and_tensorboard_logs(toy_cfg):
     out = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_2.pth", "checkpoint_4.pth", "checkpoint_final.pth"]
+    # the final checkpoint is the last snapshot, stored once (a hard link), not a second copy
+    assert (out / "checkpoint_final.pth").samefile(out / "checkpoint_4.pth")
+    assert (out / "checkpoint_4.pth").stat().st_nlink == 2
     events = EventAccumulator(str(Path(cfg.EXP.LOG_DIR) / cfg.EXP.ID),
                               size_guidance={"images": 0, "scalars": 0})
     events.Reload()

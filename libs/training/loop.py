@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..datasets import build_dataset
 from ..models import build_model
+from ..utils.atomic import publish_link
 from . import distributed
 from .acceleration import apply_model_options, compile_model, memory_format
 from .checkpoint import (
@@ -144,7 +145,11 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
         if iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX:
             snapshot(f"checkpoint_{iteration}.pth", iteration)
     if is_main:
-        snapshot("checkpoint_final.pth", solver.ITER_MAX)
+        last = out_dir / f"checkpoint_{solver.ITER_MAX}.pth"
+        if start < solver.ITER_MAX:  # written by this run: the final one is the same file
+            publish_link(last, out_dir / "checkpoint_final.pth")
+        else:
+            snapshot("checkpoint_final.pth", solver.ITER_MAX)
         monitor.close()
         log(f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}")
     return model
