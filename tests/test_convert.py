@@ -6,6 +6,7 @@ files (~180 MB each, shared by the module).
 """
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -191,8 +192,7 @@ def test_dash_h_is_help():
 def test_unknown_model_name_in_the_config_is_one_line(tmp_path):
     path, _ = tiny_voc(tmp_path, n_classes=8)
     config = tmp_path / "bad.yaml"
-    config.write_text(open("config/toy.yaml").read().replace(
-        "DeepLabV2_ResNet101_MSC", "NoSuchNet", 1))
+    config.write_text(f"_BASE_: {Path('config/toy.yaml').resolve()}\nMODEL:\n  NAME: NoSuchNet\n")
     result = run_cli("--dataset", "voc12", "--caffemodel", path, "--output",
                      tmp_path / "x.pth", "--config", config)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1

@@ -13,10 +13,11 @@ import math
 
 import click
 
-from ..utils.config import ConfigValueError
+from ..utils.config import ConfigValueError, load_config
 from ..utils.errors import DeepLabError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
 
 
 def command(**kwargs):
@@ -25,10 +26,29 @@ def command(**kwargs):
 
 
 def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or config/toy.yaml."):
-    """``-c/--config``: the YAML file that holds every default (required unless ``default``)."""
-    return click.option("-c", "--config", "config_path", required=default is None,
-                        default=default, show_default=default is not None,
-                        type=click.Path(dir_okay=False), help=help)
+    """``-c/--config`` (the YAML file that holds every default) and ``--set KEY=VALUE``.
+
+    The overrides are kept in the click context; :func:`load_cli_config` applies them.
+    """
+    config = click.option("-c", "--config", "config_path", required=default is None,
+                          default=default, show_default=default is not None,
+                          type=click.Path(dir_okay=False), help=help)
+
+    def remember(ctx, param, values):
+        ctx.meta[OVERRIDES_KEY] = tuple(values)
+
+    overrides = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                             expose_value=False, callback=remember,
+                             help="Override a config value, e.g. --set SOLVER.ITER_MAX=1000 "
+                                  "(a YAML value; repeatable; checked like the file).")
+    return lambda function: config(overrides(function))
+
+
+def load_cli_config(config_path):
+    """The config at ``config_path`` with this command's ``--set`` overrides applied."""
+    ctx = click.get_current_context(silent=True)
+    overrides = ctx.meta.get(OVERRIDES_KEY, ()) if ctx is not None else ()
+    return load_config(config_path, overrides=overrides)
 
 
 def model_path_option(required=True):

@@ -10,8 +10,7 @@ so one run names them all. The work is done in ``libs/datasets/check.py``.
 import click
 
 from ..datasets.check import DEFAULT_SPLITS, all_ok, check_config, format_report
-from ..utils.config import load_config
-from . import command, config_option, one_line_errors
+from . import command, config_option, load_cli_config, one_line_errors
 
 
 @command()
@@ -24,7 +23,7 @@ from . import command, config_option, one_line_errors
 def main(config_path, splits, progress):
     """Read every sample of the dataset's splits and report sizes, classes and bad files."""
     with one_line_errors(config_path):
-        cfg = load_config(config_path)
+        cfg = load_cli_config(config_path)
         class_names, reports = check_config(cfg, splits or DEFAULT_SPLITS, progress)
     click.echo(format_report(class_names, reports))
     if not all_ok(reports):

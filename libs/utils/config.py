@@ -9,15 +9,11 @@ into a training run.
 
 from pathlib import Path
 
-import yaml
 from addict import Dict
 
-from .errors import DeepLabError
-from .files import read_input
+from .config_sources import ConfigError, apply_overrides, read_with_bases
 
-
-class ConfigError(DeepLabError, ValueError):
-    """A config file that cannot be used; the message names the file and key."""
+__all__ = ["ConfigError", "ConfigValueError", "SCHEMA", "load_config"]
 
 
 class ConfigValueError(ConfigError):
@@ -237,22 +233,18 @@ def _check_scales(augmentation, path):
                           f"min <= max, got {value_range}")
 
 
-def load_config(path):
-    """Read ``path`` with ``yaml.safe_load``, validate it against :data:`SCHEMA`.
+def load_config(path, overrides=()):
+    """Read ``path`` (``yaml.safe_load``), merge its ``_BASE_`` chain and ``overrides``, validate.
 
-    Returns an :class:`addict.Dict`, frozen so that a typo such as
-    ``cfg.SOLVER.LRR`` raises instead of silently yielding an empty dict.
+    ``overrides`` are ``KEY=VALUE`` strings (``--set``), see
+    ``config_sources.py``. The merged mapping is checked against
+    :data:`SCHEMA`, so a derived or overridden config gets the same one-line
+    errors as a complete file. Returns an :class:`addict.Dict`, frozen so that a
+    typo such as ``cfg.SOLVER.LRR`` raises instead of silently yielding an
+    empty dict.
     """
     path = Path(path)
-    text = read_input(path, "config file", ConfigError)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(read_with_bases(path), overrides, path)
     checked = _check(raw, SCHEMA, "", path)
     _check_scales(checked["AUGMENTATION"], path)
     cfg = Dict(checked)
