@@ -607,7 +607,17 @@ def test_generator_cli_and_refusal_to_overwrite(tmp_path):
     assert len((tmp_path / "cli" / "imageLists" / "all.txt").read_text().split()) == 3
     again = runner.invoke(synthetic_cli.main, args)
     assert again.exit_code != 0
-    assert f"{tmp_path / 'cli'}: already exists and is not empty" in again.output
+    assert f"{tmp_path / 'cli'}: already exists and is not empty; add --force" in again.output
+    forced = runner.invoke(synthetic_cli.main, args[:-1] + ["2", "--force"])  # another seed
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((tmp_path / "cli" / "synthetic.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # nothing left aside
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    refused = runner.invoke(synthetic_cli.main, ["--root", str(mine)] + args[2:] + ["--force"])
+    assert refused.exit_code != 0 and "holds no synthetic.json" in refused.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
     help_text = subprocess.run(
         [sys.executable, "-m", "libs.cli.synthetic", "-h"], cwd=REPO, capture_output=True, text=True
     )

@@ -19,11 +19,14 @@ from . import command, one_line_errors
 @click.option("--seed", required=True, type=int, help="Same seed, same bytes.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=LAYOUTS[0], show_default=True,
               help="On-disk format: COCO-Stuff 10k, VOC 2012 + SBD, or the generic folder one.")
-def main(root, n_train, n_test, height, width, seed, layout):
+@click.option("--force", is_flag=True,
+              help="Replace an existing synthetic set at --root (never any other folder).")
+def main(root, n_train, n_test, height, width, seed, layout, force):
     """Generate a synthetic dataset (8 classes) in a real dataset's on-disk layout."""
     with one_line_errors():
         try:
-            generate_synthetic(root, n_train, n_test, height, width, seed, layout=layout)
+            generate_synthetic(root, n_train, n_test, height, width, seed, layout=layout,
+                               force=force)
         except OSError as e:
             raise click.ClickException(f"{root}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {n_train} train + {n_test} test images to {root} ({layout} layout)")

@@ -300,13 +300,15 @@ def _write_folder(root, n_train, n_test, height, width, seed):
     _write_marker(root, n_train, n_test, height, width, seed, "folder")
 
 
-def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUTS[0]):
+def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUTS[0],
+                       force=False):
     """Write the synthetic dataset to ``root`` (which must not exist or be empty).
 
     ``layout`` is one of :data:`LAYOUTS`. Files are first written into a sibling
     temporary directory that is then renamed to ``root``, so an interrupted run
     never leaves a half-written dataset that a later run would mistake for a
-    complete one.
+    complete one. ``force`` replaces an existing synthetic set (one holding
+    ``synthetic.json``), and only such a set: any other folder is never touched.
     """
     root = Path(root)
     writers = {"cocostuff10k": _write_dataset, "voc12": _write_voc, "folder": _write_folder}
@@ -316,18 +318,35 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
         raise DatasetError(f"{root}: need at least one train and one test image")
     if height < 8 or width < 8:
         raise DatasetError(f"{root}: images must be at least 8x8, got {height}x{width}")
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise DatasetError(f"{root}: already exists and is not empty; choose another --root")
+    replace = _check_target(root, force)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     staging.chmod(umask_mode(directory=True))  # mkdtemp's 0o700 would survive the rename
     try:
         writers[layout](staging, n_train, n_test, height, width, seed)
-        os.replace(staging, root)  # replaces an empty directory, fails on a non-empty one
+        if replace:  # the old set moves aside only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / root.name)
+            os.replace(staging, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, root)  # replaces an empty directory, fails on a non-empty one
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return root
+
+
+def _check_target(root, force):
+    """Whether ``root`` holds a synthetic set to replace; an error for any other non-empty path."""
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return False
+    synthetic = root.is_dir() and (root / MARKER_FILE).is_file()
+    if force and synthetic:
+        return True
+    hint = ("add --force to replace it" if synthetic
+            else "choose another --root (it holds no synthetic.json, so --force will not touch it)")
+    raise DatasetError(f"{root}: already exists and is not empty; {hint}")
 
 
 def layout_for(dataset_name):
