@@ -45,20 +45,43 @@ JPEG_SOS = b"\xff\xda"
 JPEG_EOI = b"\xff\xd9"
 
 
-def read_image_bgr(path):
+def read_image_bgr(path, background_bgr=None):
     """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it.
 
     OpenCV silently returns a grey-filled picture for a truncated JPEG, so a JPEG
-    must also carry its end-of-image marker after the last scan.
+    must also carry its end-of-image marker after the last scan. An image with
+    an alpha channel (PNG, WebP) is composited onto ``background_bgr`` (callers
+    pass ``IMAGE.MEAN``), so transparent pixels reach the network as the mean
+    colour, i.e. zero input, instead of the black that dropping the alpha
+    channel would give them; without one, onto mid grey, with a warning.
     """
     path = Path(path)
     data = read_input(path, "image file", DatasetError, binary=True)
     if data.startswith(JPEG_SOI) and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):
         raise DatasetError(f"{path}: corrupt image (truncated JPEG: no end marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DatasetError(f"{path}: corrupt image (OpenCV cannot decode it)")
-    return image
+    if image.ndim == 3 and image.shape[2] in (2, 4) and background_bgr is None:
+        warnings.warn(f"{path}: transparent pixels composited onto mid grey", stacklevel=2)
+        background_bgr = (127.5, 127.5, 127.5)
+    return to_bgr8(image, background_bgr)
+
+
+def to_bgr8(image, background_bgr):
+    """A decoded image (grey, grey+alpha, BGR or BGRA; 8 or 16 bit) as HxWx3 uint8 BGR."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 2:  # grey + alpha
+        image = np.dstack([image[..., 0]] * 3 + [image[..., 1]])
+    if image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        background = np.asarray(background_bgr, np.float32).reshape(1, 1, 3)
+        blended = image[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
+        return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return image[..., :3]
 
 
 def read_mat_label(path, key="S"):
@@ -188,7 +211,7 @@ class CocoStuffBase(Dataset):
     def read_sample(self, image_id):
         """Untransformed ``(uint8 HxWx3 BGR image, int64 HxW label in 0..n-1 or ignore)``."""
         image_path, label_path = self._paths(image_id)
-        image = read_image_bgr(image_path)
+        image = read_image_bgr(image_path, self.mean_bgr)
         label = self._read_label(label_path)
         if image.shape[:2] != label.shape:
             raise DatasetError(
