@@ -20,15 +20,14 @@ from libs.caffe import (
     save_state_dict,
     target_model,
 )
-from libs.cli import command, one_line_errors
-from libs.utils.config import load_config
+from libs.cli import command, load_cli_config, one_line_errors
 
 
 def _target(preset, config_path):
     """The target model and how the report describes its classes."""
     if config_path is None:
         return target_model(preset), f"{preset.n_classes} classes"
-    cfg = load_config(config_path)
+    cfg = load_cli_config(config_path)
     model = target_model(preset, cfg.MODEL, cfg.DATASET.N_CLASSES)
     return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
 

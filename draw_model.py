@@ -5,7 +5,8 @@
     tensorboard --logdir runs        # the GRAPHS tab
 
 The eval-mode model (multi-scale inputs fused by max) is traced on one
-``size`` x ``size`` input and written to ``EXP.LOG_DIR/graph``. No weights are
+``size`` x ``size`` input and written to ``EXP.LOG_DIR/graph/EXP.ID`` (one
+folder per config; that event file holds the graph only). No weights are
 needed: the structure does not depend on them. The summary and the graph are
 made by ``libs/models/summary.py``.
 """
@@ -15,10 +16,9 @@ from pathlib import Path
 
 import click
 
-from libs.cli import command, config_option, one_line_errors
+from libs.cli import command, config_option, load_cli_config, one_line_errors
 from libs.models import build_model
 from libs.models.summary import format_summary, layer_summary, write_graph
-from libs.utils.config import load_config
 
 GRAPH_SUBDIR = "graph"
 
@@ -28,14 +28,14 @@ GRAPH_SUBDIR = "graph"
 @click.option("--size", type=click.IntRange(min=1), default=None,
               help="Side of the square input to trace  [default: IMAGE.SIZE.TEST]")
 def main(config_path, size):
-    """Write the model graph to TensorBoard (EXP.LOG_DIR/graph) and print a layer summary."""
+    """Write the model graph to TensorBoard (EXP.LOG_DIR/graph/EXP.ID) and print a layer summary."""
     with one_line_errors(config_path):
-        cfg = load_config(config_path)
+        cfg = load_cli_config(config_path)
         model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     size = size or cfg.IMAGE.SIZE.TEST
     rows, output_shape = layer_summary(model, size)
     click.echo(format_summary(rows, output_shape, model, size))
-    log_dir = write_graph(model, size, Path(cfg.EXP.LOG_DIR) / GRAPH_SUBDIR)
+    log_dir = write_graph(model, size, Path(cfg.EXP.LOG_DIR) / GRAPH_SUBDIR / cfg.EXP.ID)
     click.echo(f"graph: {log_dir}  (view: tensorboard --logdir {cfg.EXP.LOG_DIR}, GRAPHS tab)")
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
-                      parse_positive_floats, precision_option)
+from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
+                      one_line_errors, parse_positive_floats, precision_option)
 from libs.inference.crf import DenseCRF, default_n_jobs
 from libs.inference.evaluation import evaluate_and_report
 from libs.inference.predict import load_model
 from libs.inference.report import default_output_path
-from libs.utils.config import load_config
 from libs.utils.device import choose_device
 
 # What ``--crf-prune`` holds when it is not given: the config's CRF.PRUNE_THRESHOLD applies.
@@ -91,7 +90,7 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
     if prune_threshold is not FROM_CONFIG and not crf:
         raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
     with one_line_errors(config_path):
-        cfg = load_config(config_path)
+        cfg = load_cli_config(config_path)
         dense_crf = build_crf(cfg, crf, prune_threshold)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device, precision=precision)

@@ -19,10 +19,9 @@ from pathlib import Path
 import click
 import torch
 
-from libs.cli import command, config_option, model_path_option, one_line_errors
+from libs.cli import command, config_option, load_cli_config, model_path_option, one_line_errors
 from libs.inference.predict import load_model
 from libs.models.export import EXPORTERS, default_onnx_path, export_onnx
-from libs.utils.config import load_config
 from libs.utils.errors import OutputError
 
 
@@ -80,7 +79,7 @@ def main(config_path, model_path, output, single_scale, sizes, rtol, example_siz
     if len(example_size) != 1:
         raise click.BadParameter("expected one size", param_hint="--example-size")
     with one_line_errors(config_path):
-        cfg = load_config(config_path)
+        cfg = load_cli_config(config_path)
         path = output_path(cfg, model_path, output, single_scale, force)
         model = load_model(cfg, model_path, torch.device("cpu"))
         network = model.base if single_scale else model

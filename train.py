@@ -11,21 +11,30 @@ import sys
 
 import click
 
-from libs.cli import command, config_option, cuda_option, one_line_errors
+from libs.cli import (
+    OVERRIDES_KEY,
+    command,
+    config_option,
+    cuda_option,
+    load_cli_config,
+    one_line_errors,
+)
 from libs.inference.evaluation import evaluate_and_report
-from libs.training import distributed, train
+from libs.training import distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
-from libs.utils.config import load_config
 from libs.utils.device import choose_device
 
 
-def train_distributed(cfg, cuda, resume):
-    """Join the process group (under torchrun), train, leave it; return (model, rank, device)."""
+def train_distributed(cfg, cuda, resume, sources=None):
+    """Join the process group (under torchrun), train, leave it; return (model, rank, device).
+
+    ``sources`` (the config file and the ``--set`` overrides) go into the start summary.
+    """
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
     data_parallel = distributed.wants_data_parallel(use_cuda, world_size)
     try:
-        model = train(cfg, device, resume, rank, world_size, data_parallel)
+        model = train(cfg, device, resume, rank, world_size, data_parallel, sources=sources)
     finally:
         distributed.cleanup()
     return model, rank, device
@@ -44,11 +53,14 @@ def main(config_path, cuda, resume, evaluate_after):
     Launch with torchrun for several processes or machines.
     """
     with one_line_errors(config_path):
-        cfg = load_config(config_path)
-        model, rank, device = train_distributed(cfg, cuda, resume)
+        cfg = load_cli_config(config_path)
+        overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
+        sources = {"config": str(config_path), "overrides": list(overrides)}
+        model, rank, device = train_distributed(cfg, cuda, resume, sources)
         if evaluate_after and rank == 0:
-            evaluate_and_report(cfg, model.eval(), device,
-                                checkpoint_dir(cfg.EXP) / "checkpoint_final.json")
+            results = evaluate_and_report(cfg, model.eval(), device,
+                                          checkpoint_dir(cfg.EXP) / "checkpoint_final.json")
+            record_scores(cfg, results)  # train.log and TensorBoard (eval/*)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ import sys
 import click
 import cv2
 
-from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
-                      precision_option)
+from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
+                      one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
 from libs.inference.video import (Profile, RunStats, load_profile_model, no_window_reason,
                                   open_source, open_window, run, source_fps)
 from libs.utils.atomic import AtomicVideoWriter, video_codec
-from libs.utils.config import load_config
 from libs.utils.device import choose_device
 
 
@@ -91,7 +90,7 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
         with one_line_errors(config_path):
             if output is not None:
                 video_codec(output)  # before the slow part
-            cfg = load_config(config_path)
+            cfg = load_cli_config(config_path)
             class_names = load_checked_class_names(cfg)
             device = choose_device(cuda)
             profile = Profile.from_config(cfg, fast, precision)

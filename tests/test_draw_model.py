@@ -24,11 +24,17 @@ def test_graph_event_file_and_summary(toy_cfg, tmp_path):
     result = CliRunner().invoke(draw_model.main, ["-c", str(config_path), "--size", str(SIZE)])
     assert result.exit_code == 0, result.output
 
-    log_dir = tmp_path / "runs" / "graph"
-    assert list(log_dir.glob("events.out.tfevents.*"))
+    graphs = tmp_path / "runs" / "graph"
+    log_dir = graphs / toy_cfg.EXP.ID  # one folder per config
+    assert f"graph: {log_dir}" in result.output
+    assert not list(graphs.glob("events.out.tfevents.*"))
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1
     accumulator = EventAccumulator(str(log_dir))
     accumulator.Reload()
-    assert accumulator.Tags()["graph"]
+    tags = accumulator.Tags()
+    assert tags["graph"]
+    # the graph and nothing else: no scalars, tensors, images or run metadata
+    assert not any(tags[kind] for kind in ("scalars", "tensors", "images", "run_metadata"))
     graph = accumulator.Graph()
     names = [node.name for node in graph.node]
     for layer in ("ASPP[aspp]/Conv2d[c3]", "ResNetBackbone[backbone]", "MaxPool2d[pool1]"):
@@ -49,6 +55,18 @@ def test_graph_event_file_and_summary(toy_cfg, tmp_path):
     assert f"model output (fused logits): 1x{n_classes}x5x5" in out
     assert f"{total:,} parameters" in out
     assert sum(int(r[2].replace(",", "")) for r in rows.values()) == total
+
+
+def test_each_config_gets_its_own_graph_folder(toy_cfg, tmp_path):
+    for exp_id in ("first", "second"):
+        toy_cfg.EXP.ID = exp_id
+        config_path = write_config(toy_cfg, tmp_path)
+        result = CliRunner().invoke(draw_model.main, ["-c", str(config_path), "--size", "17"])
+        assert result.exit_code == 0, result.output
+    graphs = tmp_path / "runs" / "graph"
+    assert sorted(p.name for p in graphs.iterdir()) == ["first", "second"]
+    for exp_id in ("first", "second"):
+        assert len(list((graphs / exp_id).glob("events.out.tfevents.*"))) == 1
 
 
 def test_bad_config_is_one_line(tmp_path):

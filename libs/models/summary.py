@@ -91,16 +91,23 @@ def format_summary(rows, output_shape, model, image_size):
 
 
 def write_graph(model, image_size, log_dir):
-    """Trace the eval-mode model and write its graph to a TensorBoard event file in ``log_dir``."""
+    """Trace the eval-mode model; write its graph (and nothing else) to an event file in log_dir.
+
+    ``SummaryWriter.add_graph`` would add a run-metadata record ("step1") of an
+    empty step-stats profile; only the graph definition is written here.
+    """
+    from tensorboard.compat.proto.event_pb2 import Event
     from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard._pytorch_graph import graph
 
     with warnings.catch_warnings():
         # The tracer warns that shape arithmetic becomes constants: intended, the
         # graph is drawn for one input size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # add_graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
+        # The graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
         # nothing a user of this script can act on.
         warnings.simplefilter("ignore", DeprecationWarning)
-        with SummaryWriter(str(log_dir)) as writer:
-            writer.add_graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
+        graph_def, _ = graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
+    with SummaryWriter(str(log_dir)) as writer:
+        writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))
     return log_dir

@@ -6,10 +6,13 @@ loss scaler), ``acceleration`` (channels-last layout, activation checkpointing,
 ``torch.compile``), ``stream`` (the endless batch stream), ``checkpoint``
 (save, resume, initial weights), ``distributed`` (torchrun and model wrappers),
 ``tensorboard`` and ``monitor`` (what a run logs and shows: loss, rates,
-images/s, peak memory) and ``loop`` (:func:`train`, the entry point).
+images/s, peak memory), ``runlog`` (the start summary, ``train.log`` and
+:func:`record_scores`, which takes the final scores as a plain dict) and
+``loop`` (:func:`train`, the entry point).
 """
 
 from .errors import TrainingError
 from .loop import train
+from .runlog import record_scores
 
-__all__ = ["TrainingError", "train"]
+__all__ = ["TrainingError", "record_scores", "train"]

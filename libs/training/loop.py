@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..datasets import build_dataset
 from ..models import build_model
 from ..utils.atomic import publish_link
+from ..utils.errors import DeepLabError
 from . import distributed
 from .acceleration import apply_model_options, compile_model, memory_format
 from .checkpoint import (
@@ -31,6 +32,7 @@ from .lr_policy import set_learning_rates
 from .monitor import Monitor
 from .optim import build_optimizer
 from .precision import precision_for
+from .runlog import TextLog, log_path, summary_lines
 from .step import train_step
 from .stream import batch_stream
 from .tensorboard import log_dir
@@ -66,9 +68,8 @@ def prepare_model(cfg, device, resume, log, scaler=None):
     return model, optimizer, start
 
 
-def training_stream(cfg, start, rank, world_size, device):
-    """The augmented training split as an endless stream, ``start`` iterations in."""
-    dataset = build_dataset(cfg, "train", augment=True)
+def training_stream(cfg, dataset, start, rank, world_size, device):
+    """The augmented training ``dataset`` as an endless stream, ``start`` iterations in."""
     return batch_stream(
         dataset, cfg.SOLVER.BATCH_SIZE.TRAIN, cfg.EXP.SEED, cfg.DATALOADER.NUM_WORKERS,
         start=start * cfg.SOLVER.ITER_SIZE, rank=rank, world_size=world_size,
@@ -107,13 +108,37 @@ def iterate(net, optimizer, stream, iteration, solver, ignore_label, device, wor
 def progress_bar(start, iter_max, enabled):
     """The iterations still to run, ``start + 1 .. iter_max``, with a tqdm bar when enabled."""
     return tqdm(range(start + 1, iter_max + 1), initial=start, total=iter_max,
-                dynamic_ncols=True, leave=False, disable=not enabled)
+                dynamic_ncols=True, leave=True, disable=not enabled)
 
 
-def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, progress=True):
+def count_test_samples(cfg):
+    """The test split's sample count; None where it cannot be read (training needs no test set)."""
+    try:
+        return len(build_dataset(cfg, "test", augment=False))
+    except DeepLabError:
+        return None
+
+
+def start_log(cfg, log, run):
+    """Print the summary block (:func:`~.runlog.summary_lines`) and open ``train.log`` with it.
+
+    Returns the :class:`~.runlog.TextLog`; each launch appends a separator line first.
+    """
+    lines = summary_lines(cfg, run)
+    log("\n".join(lines))
+    text_log = TextLog(log_path(cfg.EXP))
+    text_log.separator()
+    text_log.write("\n".join(lines))
+    return text_log
+
+
+def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, progress=True,
+          sources=None):
     """Run (or resume) the training that ``cfg`` describes; return the trained model.
 
     ``rank``/``world_size`` come from torchrun; only rank 0 logs and writes checkpoints.
+    ``sources`` (``{"config": path, "overrides": ["KEY=VALUE", ...]}``) is shown in
+    the summary that rank 0 prints and writes to ``train.log`` at the start.
     """
     is_main = rank == 0
     log = tqdm.write if is_main else (lambda *_: None)
@@ -123,9 +148,16 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
     model, optimizer, start = prepare_model(cfg, device, resume, log, precision.scaler)
     net = distributed.wrap_model(model, device, world_size, data_parallel)
     net = compile_model(net, solver.COMPILE, log)
-    stream = training_stream(cfg, start, rank, world_size, device)
+    dataset = build_dataset(cfg, "train", augment=True)
+    stream = training_stream(cfg, dataset, start, rank, world_size, device)
     images = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * world_size
-    monitor = Monitor(cfg, device, optimizer, precision.scaler, images) if is_main else None
+    monitor = None
+    if is_main:
+        text_log = start_log(cfg, log, dict(
+            device=device, world_size=world_size, data_parallel=data_parallel, sources=sources,
+            n_train=len(dataset), n_test=count_test_samples(cfg), model=model, start=start,
+            checkpoints=out_dir))
+        monitor = Monitor(cfg, device, optimizer, precision.scaler, images, text_log, start)
 
     def snapshot(name, iteration):
         save_checkpoint(out_dir / name, model, optimizer, iteration, cfg.to_dict(),
@@ -150,6 +182,8 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
             publish_link(last, out_dir / "checkpoint_final.pth")
         else:
             snapshot("checkpoint_final.pth", solver.ITER_MAX)
+        done = f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}"
+        monitor.text_log.write(done)
         monitor.close()
-        log(f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}")
+        log(done)
     return model

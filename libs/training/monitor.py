@@ -6,6 +6,7 @@ from collections import deque
 import torch
 
 from ..utils.meters import MovingAverage
+from .runlog import config_markdown, loss_line
 from .tensorboard import log_dir, log_images, log_scalars, log_speed, open_writer
 
 
@@ -42,14 +43,20 @@ class Throughput:
 
 
 class Monitor:
-    """TensorBoard (every iteration, images every ``SOLVER.ITER_TB``) and the bar's postfix.
+    """TensorBoard (every iteration, images every ``SOLVER.ITER_TB``), ``train.log`` and the bar.
 
     ``images_per_iteration`` counts the whole update: sub-batches times
-    ``ITER_SIZE`` times processes.
+    ``ITER_SIZE`` times processes. ``text_log`` (a :class:`~.runlog.TextLog`
+    or None) gets the loss every ``SOLVER.ITER_TB`` iterations and is closed
+    with the monitor. The merged config goes to TensorBoard as text ``config``
+    at step ``start``.
     """
 
-    def __init__(self, cfg, device, optimizer, scaler, images_per_iteration):
+    def __init__(self, cfg, device, optimizer, scaler, images_per_iteration, text_log=None,
+                 start=0):
         self.writer = open_writer(log_dir(cfg.EXP))
+        self.writer.add_text("config", config_markdown(cfg), start)
+        self.text_log = text_log
         self.average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
         self.speed = Throughput(cfg.SOLVER.AVERAGE_LOSS)
         self.cfg, self.device, self.optimizer, self.scaler = cfg, device, optimizer, scaler
@@ -65,6 +72,9 @@ class Monitor:
         log_speed(self.writer, iteration, images_per_s, peak, self.scaler)
         dataset = self.cfg.DATASET
         if iteration % self.cfg.SOLVER.ITER_TB == 0:
+            if self.text_log is not None:
+                self.text_log.write(loss_line(iteration, self.cfg.SOLVER.ITER_MAX, loss,
+                                              self.average.value, base_lr))
             _, images, labels = last_batch
             log_images(self.writer, images, labels, fused, dataset.N_CLASSES,
                        dataset.IGNORE_LABEL, self.cfg.IMAGE.MEAN, iteration)
@@ -78,6 +88,8 @@ class Monitor:
 
     def close(self):
         self.writer.close()
+        if self.text_log is not None:
+            self.text_log.close()
 
 
 def postfix(average_loss, base_lr, images_per_s, peak_gib):
