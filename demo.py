@@ -10,11 +10,13 @@ Runtime (``libs/inference/onnx_model.py``) instead of PyTorch; everything else
 
 The image is resized so that its longer side is ``IMAGE.SIZE.DEMO`` (aspect
 kept), segmented, optionally refined by the dense CRF, and drawn as one figure:
-the input, the colour label map, a legend of the classes found, and one panel
-per class with its mask over the image. The classes and their share of the
-pixels are printed. The figure is saved (``--output``) and shown when a display
-exists; nothing here ever needs one. The figure itself is drawn by
-``libs/inference/figure.py``.
+the input, the colour label map, a legend of every class found, and a panel
+for each of the ``--top-k`` largest classes holding at least ``--min-share``
+percent of the pixels. Every class and its share of the pixels is printed. The
+figure is saved (``--output``, default ``./<image stem>_segmentation.png``) and
+shown when a display exists; nothing here ever needs one. ``--save-label``
+also writes the raw label map (a one-channel PNG of class indices). Neither
+file may be the input image. The figure is drawn by ``libs/inference/figure.py``.
 """
 
 import sys
@@ -23,18 +25,19 @@ from pathlib import Path
 import click
 import matplotlib
 
-from libs.cli import (command, config_option, cuda_option, model_path_option, one_line_errors,
-                      precision_option)
+from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
+                      one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
 from libs.datasets.cocostuff import read_image_bgr
 from libs.inference.crf import DenseCRF
-from libs.inference.figure import (FIGURE_DPI, build_figure, class_shares, default_output_path,
-                                   format_shares)
+from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
+                                   class_shares, default_output_path, format_shares,
+                                   refuse_overwrite, same_file, save_label_png)
 from libs.inference.onnx_model import load_onnx_model
 from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
-from libs.utils.config import load_config
 from libs.utils.device import choose_device
+from libs.utils.errors import OutputError
 from libs.utils.visualize import display_available
 
 
@@ -43,7 +46,7 @@ def segment_image(cfg, model_path, image_path, crf, cuda, precision="fp32", onnx
 
     The network is the ONNX file ``onnx_path`` when given, else ``model_path``'s weights.
     """
-    image_bgr = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
+    image_bgr = resize_longer_side(read_image_bgr(image_path, cfg.IMAGE.MEAN), cfg.IMAGE.SIZE.DEMO)
     device = choose_device(cuda)
     if onnx_path is not None:
         model = load_onnx_model(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
@@ -62,6 +65,17 @@ def check_model_source(model_path, onnx_path, precision):
                                "(an export.py file), not " + ("both" if model_path else "neither"))
     if onnx_path is not None and precision != "fp32":
         raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
+
+
+def check_outputs(output, label_path, image_path):
+    """One line for an output the run could not write: a bad format, or the input image itself."""
+    figure_format(output)
+    refuse_overwrite(output, image_path, "--output")
+    if label_path is not None:
+        check_label_path(label_path)
+        refuse_overwrite(label_path, image_path, "--save-label")
+        if same_file(label_path, output):
+            raise OutputError(f"{label_path}: --save-label and --output name the same file")
 
 
 def new_figure(show):
@@ -85,12 +99,22 @@ def new_figure(show):
               help="Refine with the dense CRF of the config's CRF section.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Figure file (.png, .pdf, .svg, ...)  "
-                   "[default: <image folder>/<image stem>_segmentation.png]")
+                   "[default: ./<image stem>_segmentation.png, in the current directory]")
+@click.option("--save-label", "label_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the label map here: a one-channel PNG of class indices "
+                   "(8-bit under 256 classes, else 16-bit).")
+@click.option("--top-k", type=click.IntRange(min=0), default=TOP_K, show_default=True,
+              help="Draw a mask panel for at most this many classes, the largest first.")
+@click.option("--min-share", type=click.FloatRange(0, 100), default=MIN_SHARE * 100,
+              show_default=True,
+              help="Percent of the pixels a class needs for a panel (smaller classes are "
+                   "still printed and in the legend).")
 @cuda_option()
 @precision_option()
 @click.option("--show/--no-show", default=None,
               help="Also open the figure in a window  [default: when a display exists]")
-def main(config_path, model_path, onnx_path, image_path, crf, output, cuda, precision, show):
+def main(config_path, model_path, onnx_path, image_path, crf, output, label_path, top_k,
+         min_share, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
     check_model_source(model_path, onnx_path, precision)
     if show and not display_available():
@@ -99,8 +123,8 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, cuda, prec
     show = display_available() if show is None else show
     output = Path(output) if output else default_output_path(image_path)
     with one_line_errors(config_path):
-        figure_format(output)  # before the slow part
-        cfg = load_config(config_path)
+        check_outputs(output, label_path, image_path)  # before the slow part
+        cfg = load_cli_config(config_path)
         class_names = load_checked_class_names(cfg)
         image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision,
                                              onnx_path)
@@ -110,9 +134,12 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, cuda, prec
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
         figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares,
-                              new_figure(show))
+                              new_figure(show), top_k=top_k, min_share=min_share / 100)
         save_figure(figure, output, FIGURE_DPI)
         click.echo(f"figure: {output}")
+        if label_path is not None:
+            save_label_png(label_map, label_path, cfg.DATASET.N_CLASSES)
+            click.echo(f"label map: {label_path}")
     if show:
         import matplotlib.pyplot as plt
 

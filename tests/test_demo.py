@@ -55,14 +55,18 @@ def test_class_shares_sorted_by_share_and_ignore_absent_classes():
     assert [s for _, s in shares] == pytest.approx([0.5, 0.25, 0.25])
 
 
-def test_mask_overlay_tints_inside_and_darkens_outside():
-    image = np.full((2, 2, 3), 100, np.uint8)
-    mask = np.array([[True, False], [False, False]])
-    out = demo_figure.mask_overlay(image, mask, (200, 0, 0))
-    a = demo_figure.MASK_ALPHA
-    assert out[0, 0].tolist() == [round((1 - a) * 100 + a * 200), round((1 - a) * 100),
-                                  round((1 - a) * 100)]
-    assert out[1, 1].tolist() == [round(demo_figure.OUTSIDE_MASK_BRIGHTNESS * 100)] * 3
+def test_class_panel_fills_the_mask_with_the_class_colour_and_rings_it():
+    image = np.full((20, 20, 3), 100, np.uint8)
+    mask = np.zeros((20, 20), bool)
+    mask[8:12, 8:12] = True
+    # Grey and dark classes get a white ring, light ones a black ring.
+    for colour, ring in (((128, 128, 128), (255, 255, 255)), ((0, 0, 64), (255, 255, 255)),
+                         ((192, 192, 128), (0, 0, 0))):
+        out = demo_figure.class_panel_picture(image, mask, colour)
+        assert (out[mask] == colour).all()  # exactly the legend's colour
+        assert out[7, 10].tolist() == list(ring) and out[12, 10].tolist() == list(ring)
+        grey = round(100 * demo_figure.BACKGROUND_BRIGHTNESS)
+        assert out[0, 0].tolist() == [grey] * 3 and out[19, 19].tolist() == [grey] * 3
 
 
 def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, synthetic_root, tmp_path):
@@ -95,26 +99,73 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
     figure = demo_figure.build_figure(image[:, :, ::-1], label_map, names, shares)
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[:3] == ["input", "prediction", "classes"]
-    assert titles[3:] == [f"{name} ({float(share):.1f}%)" for _, name, share in printed]
+    with_panel = [(name, share) for _, name, share in printed
+                  if float(share) >= demo_figure.MIN_SHARE * 100][:demo_figure.TOP_K]
+    assert titles[3:] == [f"{name} ({float(share):.1f}%)" for name, share in with_panel]
     legend = [text.get_text() for text in figure.axes[2].get_legend().get_texts()]
-    assert legend == [name for _, name, _ in printed]
+    assert [label.split("  ")[0] for label in legend] == [name for _, name, _ in printed]
     width, height = figure.get_size_inches() * figure.dpi
     assert saved.shape[:2] == (round(height), round(width))
-    # Each class panel shows that class's mask over the image.
+    # The label map and each class panel use the palette's colours.
+    colours = palette(len(names))
+    np.testing.assert_array_equal(np.asarray(figure.axes[1].images[0].get_array()),
+                                  colours[label_map])
     for ax, (class_id, _) in zip(figure.axes[3:], shares):
-        expected = demo_figure.mask_overlay(image[:, :, ::-1], label_map == class_id,
-                                            palette(len(names))[class_id])
+        expected = demo_figure.class_panel_picture(image[:, :, ::-1], label_map == class_id,
+                                                   colours[class_id])
         np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
 
 
-def test_cli_with_crf_and_default_output_next_to_image(toy_cfg, synthetic_root, tmp_path):
+def test_cli_default_output_in_current_directory_and_label_png(toy_cfg, synthetic_root,
+                                                              tmp_path, monkeypatch):
     config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
-    image_path = tmp_path / "picture.jpg"
+    data = tmp_path / "dataset"
+    data.mkdir()
+    image_path = data / "picture.jpg"
     image_path.write_bytes(first_test_image(synthetic_root).read_bytes())
-    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--crf", "--no-show")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--crf", "--no-show",
+                 "--save-label", "labels/picture.png")
     assert result.exit_code == 0, result.output
     assert "(52x65, CRF)" in result.output
-    assert cv2.imread(str(tmp_path / "picture_segmentation.png")) is not None
+    assert cv2.imread(str(work / "picture_segmentation.png")) is not None
+    assert sorted(p.name for p in data.iterdir()) == ["picture.jpg"]  # nothing beside the input
+    saved = cv2.imread(str(work / "labels" / "picture.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.dtype == np.uint8 and saved.ndim == 2
+    cfg = load_config(config_path)
+    _, label_map = demo.segment_image(cfg, checkpoint, image_path, True, False)
+    np.testing.assert_array_equal(saved, label_map)
+    assert "label map: labels/picture.png" in result.output
+    assert not list(work.rglob("*.tmp*"))
+
+
+def test_outputs_never_overwrite_the_input_image(toy_cfg, synthetic_root, tmp_path, monkeypatch):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    image_path = tmp_path / "x_segmentation.png"
+    cv2.imwrite(str(image_path), np.full((8, 10, 3), 7, np.uint8))
+    before = image_path.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    cases = {  # (extra arguments, expected message)
+        "--output": (["-o", image_path],
+                     "x_segmentation.png: --output would overwrite the input image"),
+        "--save-label": (["-o", "fig.png", "--save-label", "./x_segmentation.png"],
+                         "--save-label would overwrite the input image"),
+        "label format": (["-o", "fig.png", "--save-label", "labels.jpg"],
+                         "labels.jpg: --save-label writes a PNG"),
+        "same file": (["-o", "fig.png", "--save-label", "fig.png"],
+                      "--save-label and --output name the same file"),
+    }
+    for case, (extra, message) in cases.items():
+        result = run("-c", config_path, "-m", checkpoint, "-i", "x_segmentation.png", "--no-show",
+                     *extra)
+        assert result.exit_code == 1, (case, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (case, result.output)
+        assert image_path.read_bytes() == before, case
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png")
+    assert written == ["x_segmentation.png"]
 
 
 def bad_inputs(cfg, synthetic_root, tmp_path):

@@ -48,3 +48,9 @@ def test_grey_and_16_bit_images(tmp_path):
         cv2.IMREAD_UNCHANGED)
     assert grey_alpha.shape[2] == 4
     assert (read_image_bgr(tmp_path / "ga.png", MEAN) == 50).all()
+
+
+def test_the_config_mean_mapping_is_accepted(tmp_path):
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    image = read_image_bgr(write(tmp_path / "c.png", bgra), {"B": 10.0, "G": 20.0, "R": 30.0})
+    assert (image == (10, 20, 30)).all()

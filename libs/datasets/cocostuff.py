@@ -78,7 +78,7 @@ def to_bgr8(image, background_bgr):
         image = np.dstack([image[..., 0]] * 3 + [image[..., 1]])
     if image.shape[2] == 4:
         alpha = image[..., 3:].astype(np.float32) / 255.0
-        background = np.asarray(background_bgr, np.float32).reshape(1, 1, 3)
+        background = mean_bgr_array(background_bgr).reshape(1, 1, 3)
         blended = image[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
         return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return image[..., :3]

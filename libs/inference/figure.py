@@ -1,27 +1,50 @@
-"""The one-image demo's figure: the classes a label map holds, and a panel for each.
+"""The one-image demo's figure, the classes a label map holds, and the raw label map file.
 
 Presentation only: nothing here changes a segmentation. The figure is a bare
 matplotlib :class:`~matplotlib.figure.Figure` unless the caller passes a pyplot
-one, so drawing and saving never need a display. ``PANEL_INCHES`` and
-``FIGURE_DPI`` are shared with the docs figures, so every picture the
-repository draws has panels of one size.
+one, so drawing and saving never need a display.
+
+Layout (every size in inches, so the pixel size is bounded whatever the class
+count): the input and the colour label map side by side on top; below them one
+panel for each of the ``top_k`` largest classes holding at least ``min_share``
+of the pixels, :data:`PANEL_COLUMNS` to a row; on the right, in a column of its
+own, a legend of every class found with its share. A class has one colour
+everywhere: its legend patch, its pixels in the label map and its mask in its
+panel are exactly :func:`~libs.utils.visualize.palette`'s colour. A class panel
+shows the mask filled with that colour, ringed by a contrasting outline, over
+the image in dimmed grey, so dark and grey classes and tiny regions stay visible.
+``PANEL_INCHES`` and ``FIGURE_DPI`` are shared with the docs figures.
 """
 
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..utils.atomic import atomic_path
+from ..utils.errors import OutputError
 from ..utils.visualize import colorize, palette
 
-MASK_ALPHA = 0.55  # weight of the class colour over the image inside a class mask
-OUTSIDE_MASK_BRIGHTNESS = 0.35  # pixels outside a class mask are darkened to this fraction
-LEGEND_ROWS_PER_COLUMN = 14  # long legends wrap into more columns
-PANEL_INCHES = 3.2  # side of one figure panel
+PANEL_INCHES = 3.2  # side of one panel in the docs figures
 FIGURE_DPI = 120
-FIXED_PANELS = 3  # input, prediction, legend; the class panels follow
+TOP_K = 8  # default number of class panels
+MIN_SHARE = 0.005  # default smallest share of the pixels that gets a panel
+PANEL_COLUMNS = 4  # class panels per row; the input and the label map span two each
+CLASS_PANEL_INCHES = 2.4  # width of one class panel
+TOP_ROW_MAX_INCHES = 4.2  # the input and label map are at most this tall
+MARGIN_INCHES = 0.15
+GAP_INCHES = 0.15
+TITLE_INCHES = 0.32  # room above each panel for its title
+LEGEND_GAP_INCHES = 0.35
+LEGEND_FONT_POINTS = 8
+LEGEND_ROW_INCHES = 0.17  # first guess of one legend row's height; the legend is measured
+MAX_LEGEND_COLUMNS = 3  # beyond this the figure grows taller instead of wider
+MAX_NAME_CHARS = 22
+BACKGROUND_BRIGHTNESS = 0.45  # outside the class mask the image is grey, dimmed to this
+OUTLINE_PIXELS_PER_SIDE = 1 / 170  # outline width relative to the image's longer side
 
 
 def class_shares(label_map, n_classes):
@@ -39,27 +62,87 @@ def format_shares(shares, class_names):
                      for i, share in shares)
 
 
-def mask_overlay(image_rgb, mask, colour):
-    """The image with ``mask`` tinted in ``colour`` and everything else darkened."""
-    image = image_rgb.astype(np.float32)
-    tinted = (1 - MASK_ALPHA) * image + MASK_ALPHA * np.asarray(colour, np.float32)
-    out = np.where(mask[..., None], tinted, OUTSIDE_MASK_BRIGHTNESS * image)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def panel_classes(shares, top_k=TOP_K, min_share=MIN_SHARE):
+    """The entries of ``shares`` (largest first) that get a panel.
+
+    At most ``top_k`` of them, each holding at least ``min_share`` of the pixels.
+    """
+    return [(i, share) for i, share in shares if share >= min_share][:max(0, top_k)]
 
 
-def panel_title(class_names, class_id, share):
-    return f"{class_names[class_id]} ({share * 100:.1f}%)"
+def contrasting_colour(colour):
+    """White for a dark colour, black for a light one (by Rec. 601 luma)."""
+    r, g, b = (float(c) for c in colour)
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b >= 128 else (255, 255, 255)
 
 
-def panel_grid(n_panels):
-    """``(rows, columns)`` for ``n_panels``: near-square, at least three columns."""
-    n_cols = max(3, math.ceil(math.sqrt(n_panels)))
-    return math.ceil(n_panels / n_cols), n_cols
+def class_panel_picture(image_rgb, mask, colour):
+    """The image in dimmed grey; ``mask`` in ``colour``, ringed by a contrasting outline."""
+    image = np.asarray(image_rgb, np.float32)
+    grey = image @ np.array([0.299, 0.587, 0.114], np.float32) * BACKGROUND_BRIGHTNESS
+    out = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+    mask = np.asarray(mask, bool)
+    width = max(1, round(max(mask.shape) * OUTLINE_PIXELS_PER_SIDE))
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    ring = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
+    out[ring] = contrasting_colour(colour)
+    out[mask] = colour
+    return out
 
 
-def add_panel(figure, grid, index, title, picture=None):
-    """Axes number ``index`` of the ``(rows, columns)`` grid, titled, without axis lines."""
-    ax = figure.add_subplot(*grid, index + 1)
+def legend_label(name, share):
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS - 1] + "\u2026"
+    return f"{name}  {share * 100:.1f}%" if share >= 0.0005 else f"{name}  <0.1%"
+
+
+def draw_legend(ax, class_names, shares, colours, rows_per_column):
+    """A colour patch, the name and the share of each class in ``shares``, in their order."""
+    handles = [Patch(facecolor=colours[i] / 255.0, edgecolor="black", linewidth=0.5,
+                     label=legend_label(class_names[i], share)) for i, share in shares]
+    if not handles:
+        return None
+    n_cols = min(MAX_LEGEND_COLUMNS, math.ceil(len(handles) / max(1, rows_per_column)))
+    return ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0,
+                     frameon=False, fontsize=LEGEND_FONT_POINTS, ncol=n_cols,
+                     handlelength=1.4, columnspacing=1.2, labelspacing=0.35)
+
+
+def panel_boxes(image_shape, n_panels):
+    """``[(left, top, width, height)]`` in inches for the input, the label map and each class panel.
+
+    Returns the boxes and the height of the content (the figure's height unless
+    the legend needs more).
+    """
+    height, width = image_shape[:2]
+    aspect = min(2.0, max(0.5, height / max(1, width)))
+    top_width = 2 * CLASS_PANEL_INCHES + GAP_INCHES
+    top_height = min(top_width * aspect, TOP_ROW_MAX_INCHES)
+    y = MARGIN_INCHES + TITLE_INCHES
+    boxes = [(MARGIN_INCHES, y, top_width, top_height),
+             (MARGIN_INCHES + top_width + GAP_INCHES, y, top_width, top_height)]
+    y += top_height + GAP_INCHES
+    cell_height = min(CLASS_PANEL_INCHES * aspect, 1.5 * CLASS_PANEL_INCHES)
+    for index in range(n_panels):
+        row, column = divmod(index, PANEL_COLUMNS)
+        left = MARGIN_INCHES + column * (CLASS_PANEL_INCHES + GAP_INCHES)
+        top = y + TITLE_INCHES + row * (TITLE_INCHES + cell_height + GAP_INCHES)
+        boxes.append((left, top, CLASS_PANEL_INCHES, cell_height))
+    bottom = max(top + h for _, top, _, h in boxes)
+    return boxes, bottom + MARGIN_INCHES
+
+
+def place(ax, box, figure_size):
+    """Put ``ax`` at ``box`` (left, top, width, height in inches from the top-left corner)."""
+    left, top, width, height = box
+    fig_width, fig_height = figure_size
+    ax.set_position([left / fig_width, 1 - (top + height) / fig_height,
+                     width / fig_width, height / fig_height])
+
+
+def add_panel(figure, title, picture=None):
+    """A titled axes without axis lines, showing ``picture`` (placed later by :func:`place`)."""
+    ax = figure.add_axes([0, 0, 1, 1])
     ax.set_title(title, fontsize="medium")
     ax.set_axis_off()
     if picture is not None:
@@ -67,42 +150,95 @@ def add_panel(figure, grid, index, title, picture=None):
     return ax
 
 
-def draw_legend(ax, class_names, shares, colours):
-    """A colour patch and the name of each class in ``shares``, in their order."""
-    handles = [Patch(facecolor=colours[i] / 255.0, edgecolor="black", linewidth=0.5,
-                     label=class_names[i]) for i, _ in shares]
-    if handles:
-        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize="small",
-                  ncol=math.ceil(len(handles) / LEGEND_ROWS_PER_COLUMN))
+def panel_title(class_names, class_id, share):
+    return f"{class_names[class_id]} ({share * 100:.1f}%)"
 
 
-def build_figure(image_rgb, label_map, class_names, shares, figure=None):
+def legend_size_inches(legend, figure):
+    if legend is None:
+        return 0.0, 0.0
+    extent = legend.get_window_extent(figure._get_renderer())
+    return extent.width / figure.dpi, extent.height / figure.dpi
+
+
+def build_figure(image_rgb, label_map, class_names, shares, figure=None, top_k=TOP_K,
+                 min_share=MIN_SHARE):
     """The demo figure; returns it (a fresh :class:`Figure` unless ``figure`` is given).
 
-    Panels in order: ``"input"``, ``"prediction"`` (the colour label map), the
-    legend (titled ``"classes"``), then one per entry of ``shares`` titled
-    ``"<name> (<share>%)"`` showing that class's mask over the image. Passing a
-    pyplot figure lets the caller show it; a bare Figure needs no display.
+    Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the
+    legend (titled ``"classes"``: every entry of ``shares`` with its share),
+    then one panel titled ``"<name> (<share>%)"`` for each of
+    :func:`panel_classes`. Passing a pyplot figure lets the caller show it; a
+    bare Figure needs no display.
     """
     n_classes = len(class_names)
     colours = palette(n_classes)
-    grid = panel_grid(FIXED_PANELS + len(shares))
-    if figure is None:
-        figure = Figure()
-    figure.set_size_inches(grid[1] * PANEL_INCHES, grid[0] * PANEL_INCHES)
+    panels = panel_classes(shares, top_k, min_share)
+    boxes, content_height = panel_boxes(np.shape(label_map), len(panels))
+    figure = Figure() if figure is None else figure
     figure.set_dpi(FIGURE_DPI)
-
-    add_panel(figure, grid, 0, "input", image_rgb)
-    add_panel(figure, grid, 1, "prediction", colorize(label_map, n_classes))
-    draw_legend(add_panel(figure, grid, 2, "classes"), class_names, shares, colours)
-    for index, (class_id, share) in enumerate(shares, start=FIXED_PANELS):
-        add_panel(figure, grid, index, panel_title(class_names, class_id, share),
-                  mask_overlay(image_rgb, label_map == class_id, colours[class_id]))
-    figure.tight_layout()
+    axes = [add_panel(figure, "input", image_rgb),
+            add_panel(figure, "prediction", colorize(label_map, n_classes))]
+    legend_ax = add_panel(figure, "classes")
+    room = content_height - 2 * MARGIN_INCHES - TITLE_INCHES
+    legend = draw_legend(legend_ax, class_names, shares, colours,
+                         math.floor(room / LEGEND_ROW_INCHES))
+    for class_id, share in panels:
+        axes.append(add_panel(figure, panel_title(class_names, class_id, share),
+                              class_panel_picture(image_rgb, label_map == class_id,
+                                                  colours[class_id])))
+    legend_width, legend_height = legend_size_inches(legend, figure)
+    legend_left = max(left + width for left, _, width, _ in boxes) + LEGEND_GAP_INCHES
+    size = (legend_left + max(legend_width, 0.8) + MARGIN_INCHES,
+            max(content_height, legend_height + 2 * MARGIN_INCHES + TITLE_INCHES))
+    size = tuple(math.ceil(inches * FIGURE_DPI) / FIGURE_DPI for inches in size)  # whole pixels
+    figure.set_size_inches(*size)
+    for ax, box in zip(axes, boxes):
+        place(ax, box, size)
+    place(legend_ax, (legend_left, MARGIN_INCHES + TITLE_INCHES, max(legend_width, 0.8),
+                      max(legend_height, 0.01)), size)
     return figure
 
 
-def default_output_path(image_path):
-    """``<image folder>/<image stem>_segmentation.png``."""
-    image_path = Path(image_path)
-    return image_path.with_name(image_path.stem + "_segmentation.png")
+def default_output_path(image_path, folder="."):
+    """``<folder>/<image stem>_segmentation.png`` (the current directory by default)."""
+    return Path(folder) / (Path(image_path).stem + "_segmentation.png")
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (through links and relative paths too)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_overwrite(output, input_path, option):
+    """:class:`OutputError` when ``output`` (given by ``option``) is the file ``input_path``."""
+    if same_file(output, input_path):
+        raise OutputError(f"{output}: {option} would overwrite the input image; "
+                          "choose another path")
+
+
+def label_dtype(n_classes):
+    """uint8 when every class index fits in a byte, else uint16."""
+    return np.uint8 if n_classes < 256 else np.uint16
+
+
+def check_label_path(path):
+    if Path(path).suffix.lower() != ".png":
+        raise OutputError(f"{path}: --save-label writes a PNG; give a path ending in .png")
+
+
+def save_label_png(label_map, path, n_classes):
+    """Write ``label_map`` as a one-channel PNG of class indices (8- or 16-bit), atomically."""
+    check_label_path(path)
+    label_map = np.asarray(label_map)
+    dtype = label_dtype(n_classes)
+    if label_map.size and (label_map.min() < 0 or label_map.max() > np.iinfo(dtype).max):
+        raise ValueError(f"label values {label_map.min()}..{label_map.max()} "
+                         f"do not fit {dtype.__name__}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), label_map.astype(dtype)):
+            raise OutputError(f"{path}: OpenCV could not write this PNG")
+    return Path(path)
