@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from tiny_model import narrow
+from tiny_model import narrow, random_batch
 
 import libs.training.loop
 import libs.utils.device
@@ -39,12 +39,7 @@ def simulate_cpu(monkeypatch, flags):
     monkeypatch.setattr(libs.utils.device, "cpu_flags", lambda: set(flags))
 
 
-def batch(n_classes, n=2, size=49, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, 3, size, size, generator=generator)
-    labels = torch.randint(0, n_classes, (n, size, size), generator=generator)
-    labels[0, :10] = 255
-    return [(["a"] * n, images, labels)]
+batch = random_batch  # tests/tiny_model.py
 
 
 def gradients(model):

@@ -64,3 +64,12 @@ def randomised_model(geometry="caffe", n_classes=5, seed=0):
     for conv in model.base.aspp.values():
         conv.bias.data.uniform_(-0.1, 0.1)
     return model.eval()
+
+
+def random_batch(n_classes, n=2, size=49, seed=0):
+    """One training iteration's sub-batches: random images and labels, some pixels ignored."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, size, size, generator=generator)
+    labels = torch.randint(0, n_classes, (n, size, size), generator=generator)
+    labels[0, :10] = 255
+    return [(["a"] * n, images, labels)]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.export import (INPUT_NAME, META_GEOMETRY, META_MSC, META_N_CLASSES, OUTPUT_NAME,
-                             first_line)
+from ..models.export import (INPUT_NAME, LINE_LIMIT, META_GEOMETRY, META_MSC, META_N_CLASSES,
+                             OUTPUT_NAME)
 from ..models.geometry import MSC_GEOMETRIES
-from ..utils.errors import DeepLabError
+from ..utils.errors import DeepLabError, first_line
 
 
 class OnnxModelError(DeepLabError, ValueError):
@@ -36,7 +36,7 @@ def _session(path, providers, threads):
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ONNX Runtime raises its own exception types for a bad file
-        reason = first_line(e).replace(f"Load model from {path} failed:", "")
+        reason = first_line(e, LINE_LIMIT).replace(f"Load model from {path} failed:", "")
         raise OnnxModelError(f"{path}: not a usable ONNX model ({reason})") from None
 
 

@@ -6,12 +6,11 @@ final evaluation.
 """
 
 import math
-from pathlib import Path
 
 from tqdm import tqdm
 
 from ..datasets import DatasetError
-from ..models.zoo import is_zoo_name
+from ..models.zoo import results_stem
 from ..utils.atomic import write_json
 from .metric import SCORE_NAMES
 
@@ -25,9 +24,7 @@ def default_output_path(model_path, split, crf, tta_scales, flip, released_dir="
     of its own (its file sits in the torch hub cache), so its results go to
     ``released_dir/<name>_<split>...json``.
     """
-    if is_zoo_name(str(model_path)) and not Path(model_path).exists():
-        model_path = Path(released_dir) / f"{model_path}.pth"
-    model_path = Path(model_path)
+    model_path = results_stem(model_path, released_dir)
     suffix = f"_{split}"
     if tuple(tta_scales) != (1.0,):
         suffix += "_ms" + "-".join(f"{s:g}" for s in tta_scales)

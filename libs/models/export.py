@@ -49,11 +49,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..utils.atomic import atomic_path
-from ..utils.errors import DeepLabError
+from ..utils.errors import DeepLabError, first_line
 from .geometry import check_geometry, msc_resize_input, msc_resize_logits
 from .inference import InferenceModel, fold_batchnorm
 from .msc import MSC
-from .zoo import is_zoo_name
+from .zoo import results_stem
+
+LINE_LIMIT = 200  # characters of a torch/ONNX error message quoted in a one-line report
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -182,13 +184,7 @@ def _export_torchscript(net, example, path, opset):
     frozen = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     if frozen:
         raise ExportError(f"the TorchScript exporter froze a value into the graph: "
-                          f"{first_line(frozen[0].message)}")
-
-
-def first_line(error):
-    """The first line of an exception's message (its type's name if it has none), shortened."""
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+                          f"{first_line(frozen[0].message, LINE_LIMIT)}")
 
 
 def input_is_dynamic(proto):
@@ -222,7 +218,8 @@ def _export_any(net, example_size, tmp, opset, exporter, log):
         return _write(net, example_size, tmp, opset, "dynamo"), "dynamo"
     except Exception as e:  # any failure of the newer exporter: the TorchScript one is next
         what = "unavailable" if isinstance(e, ImportError) else "failed"
-        log(f"dynamo exporter {what} ({first_line(e)}); using the TorchScript exporter")
+        log(f"dynamo exporter {what} ({first_line(e, LINE_LIMIT)}); "
+            "using the TorchScript exporter")
         return _write(net, example_size, tmp, opset, "torchscript"), "torchscript"
 
 
@@ -252,7 +249,7 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, exporter="auto
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as e:
             raise ExportError(f"{path}: the exported graph fails onnx.checker: "
-                              f"{first_line(e)}") from None
+                              f"{first_line(e, LINE_LIMIT)}") from None
         onnx.save(proto, str(tmp))
         seconds = time.perf_counter() - start
         errors = check_onnx_parity(model, tmp, check_sizes, rtol, name=path) if check_sizes else {}
@@ -303,9 +300,7 @@ def check_onnx_parity(model, path, sizes, rtol=1e-4, batch=1, seed=0, threads=No
 
 def default_onnx_path(model_path, single_scale=False, released_dir="."):
     """``<model stem>[_single].onnx`` next to the model (a released name: in ``released_dir``)."""
-    if is_zoo_name(str(model_path)) and not Path(model_path).exists():
-        model_path = Path(released_dir) / f"{model_path}.pth"
-    model_path = Path(model_path)
+    model_path = results_stem(model_path, released_dir)
     return model_path.with_name(model_path.stem + ("_single" if single_scale else "") + ".onnx")
 
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..utils.errors import DeepLabError
+from ..utils.errors import DeepLabError, first_line
 from . import released, zoo
 
 TRAINING_CHECKPOINT = "training checkpoint"
@@ -39,7 +39,7 @@ def load_file(path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise CheckpointError(
             f"{path}: not a readable PyTorch weight file (truncated or corrupt?): {reason}"
         ) from None
@@ -87,7 +87,7 @@ def read_weights(path_or_name, map_location="cpu"):
         try:
             obj = zoo.fetch(path_or_name)
         except Exception as e:  # network, HTTP and unpickling errors all end here
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
                                   f"failed: {reason}") from None
         return classify(obj, path_or_name)

@@ -9,6 +9,7 @@ how many classes its classifier has (checked before a download, so a wrong
 file uses (``libs/models/released.py`` maps it to ours).
 """
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -37,6 +38,18 @@ ZOO = {
 def is_zoo_name(name):
     """Whether ``name`` (a path or a string) is one of the released weights' names."""
     return isinstance(name, str) and name in ZOO
+
+
+def results_stem(model_path, released_dir):
+    """The path whose folder and stem name a model's outputs (results, exports).
+
+    A weight file names them itself; a released model's name (``voc12``) has
+    no folder of its own (its file sits in the torch hub cache), so its
+    outputs go to ``released_dir/<name>...``.
+    """
+    if is_zoo_name(str(model_path)) and not Path(model_path).exists():
+        return Path(released_dir) / f"{model_path}.pth"
+    return Path(model_path)
 
 
 def fetch(name, progress=True):

@@ -11,6 +11,7 @@ model with a one-line notice, since a run should not die for want of a speed-up.
 
 import torch
 
+from ..utils.errors import first_line
 from .errors import TrainingConfigError
 
 
@@ -48,8 +49,8 @@ def enable_checkpointing(model):
 
 def one_line(error):
     """``Type: first line of the message``, for a notice."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    text = str(error).strip()
+    return f"{type(error).__name__}: {first_line(error)}" if text else type(error).__name__
 
 
 class EagerFallback:

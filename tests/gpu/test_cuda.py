@@ -22,7 +22,7 @@ from libs.training.acceleration import apply_model_options
 from libs.training.loop import train as run_training
 from libs.training.precision import SCALER_KEY, precision_for
 from libs.training.step import train_step
-from tests.tiny_model import narrow
+from tests.tiny_model import narrow, random_batch
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[2]
@@ -33,12 +33,8 @@ def small(cfg, **solver):
     return narrow(cfg, base_width=16, **solver)
 
 
-def batch(n_classes, n=4, size=81, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, 3, size, size, generator=generator)
-    labels = torch.randint(0, n_classes, (n, size, size), generator=generator)
-    labels[0, :10] = 255
-    return [(["a"] * n, images, labels)]
+def batch(n_classes):
+    return random_batch(n_classes, n=4, size=81)
 
 
 def step_gradients(cfg, amp=None, memory_format=torch.preserve_format, **solver):
