@@ -78,7 +78,8 @@ def build_crf(cfg, crf, prune_threshold):
               help="'test'/'train' (DATASET.SPLIT) or a literal split name.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Results JSON  [default: next to the model, "
-                   "<model>_<split>[_ms..][_flip][_crf[-prune<t>]].json; for a released "
+                   "<model>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json; for a "
+                   "released "
                    "model's name, under EXP.OUTPUT_DIR/released/]")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images (quick checks, throughput).")
@@ -98,7 +99,7 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
         output = output or default_output_path(
             model_path, split, dense_crf, tta_scales, flip,
-            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released")
+            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released", limit=limit)
         evaluate_and_report(
             cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
             tta_scales=tta_scales, flip=flip, limit=limit,

@@ -20,6 +20,7 @@ from libs.cli import (
     one_line_errors,
 )
 from libs.inference.evaluation import evaluate_and_report
+from libs.inference.report import default_output_path
 from libs.training import distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
 from libs.utils.device import choose_device
@@ -58,8 +59,9 @@ def main(config_path, cuda, resume, evaluate_after):
         sources = {"config": str(config_path), "overrides": list(overrides)}
         model, rank, device = train_distributed(cfg, cuda, resume, sources)
         if evaluate_after and rank == 0:
+            final = checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
             results = evaluate_and_report(cfg, model.eval(), device,
-                                          checkpoint_dir(cfg.EXP) / "checkpoint_final.json")
+                                          default_output_path(final, "test"))
             record_scores(cfg, results)  # train.log and TensorBoard (eval/*)
 
 

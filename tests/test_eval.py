@@ -71,8 +71,8 @@ def _direct_predictions(cfg, model, crf=None, legacy=False):
 def _assert_same_scores(results, expected):
     for name in SCORE_NAMES:
         assert results[name] == pytest.approx(expected[name], abs=1e-12), name
-    got = [c["iou"] for c in results["Class IoU"]]
-    want = [None if np.isnan(v) else v for v in expected["Class IoU"].values()]
+    got = [c["iou"] for c in results["class_iou"]]
+    want = [None if np.isnan(v) else v for v in expected["class_iou"].values()]
     assert got == pytest.approx(want, abs=1e-12)
 
 
@@ -88,11 +88,12 @@ def test_eval_matches_direct_computation(setup):
     assert results["n_images"] == len(truths) == 4
     assert results["n_pixels"] == sum(int((t != cfg.DATASET.IGNORE_LABEL).sum()) for t in truths)
     assert np.array(results["confusion_matrix"]).sum() == results["n_pixels"]
-    assert results["Class IoU"][0]["name"] == "grass"
-    # The table: four headline numbers and the class names.
-    for name in SCORE_NAMES:
-        assert f"{name}" in result.output
-    assert f"{expected['Mean IoU'] * 100:6.2f}%" in result.output
+    assert results["class_iou"][0]["name"] == "grass"
+    # The table: the four headline numbers in the README's order, then the class names.
+    labels = ["Pixel Accuracy", "Mean Accuracy", "Mean IoU", "Frequency Weighted IoU"]
+    where = [result.output.find(f"{label:<24}") for label in labels]
+    assert -1 not in where and where == sorted(where), where
+    assert f"{expected['mean_iou'] * 100:6.2f}%" in result.output
     assert "grass" in result.output and "tile" in result.output
     assert not list(out.parent.glob("*.tmp*"))
 
@@ -150,6 +151,13 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
         "checkpoint_2_test_crf-prune0.05.json")
     assert default_output_path(ckpt, "train", None, (1.0,), False).name == (
         "checkpoint_2_train.json")
+    assert default_output_path(ckpt, "test", exact, (1.0,), True, limit=2).name == (
+        "checkpoint_2_test_first2_flip_crf.json")
+    # eval.py names a --limit run by its limit: a quick check never replaces the full result.
+    result = _run("-c", cfg_path, "-m", ckpt, "--limit", 2, "--no-cuda")
+    assert result.exit_code == 0, result.output
+    assert json.loads(ckpt.with_name("checkpoint_2_test_first2.json").read_text())[
+        "n_images"] == 2
     released = tmp_path / "models" / "released"
     assert default_output_path("voc12", "val", exact, (1.0,), False, released_dir=released) == (
         released / "voc12_val_crf.json")

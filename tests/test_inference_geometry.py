@@ -257,7 +257,7 @@ def test_eval_original_size_pads_and_scores_the_synthetic_images(toy_cfg, tmp_pa
     results = evaluate_and_report(toy_cfg, model, CPU, tmp_path / "original.json", progress=False)
     written = json.loads((tmp_path / "original.json").read_text())
     assert written["image_size"] is None
-    assert written["Mean IoU"] == pytest.approx(expected.scores()["Mean IoU"], abs=1e-12)
+    assert written["mean_iou"] == pytest.approx(expected.scores()["mean_iou"], abs=1e-12)
     assert results["n_pixels"] == int(expected.hist.sum())
 
 

@@ -110,7 +110,7 @@ def test_eval_precision_option(toy_cfg, tmp_path, monkeypatch):
                                                    "--output", str(tmp_path / "b.json")])
     assert plain.exit_code == 0 and fp32.exit_code == 0, fp32.output
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
-    assert b["precision"] == "fp32" and a["Mean IoU"] == pytest.approx(b["Mean IoU"])
+    assert b["precision"] == "fp32" and a["mean_iou"] == pytest.approx(b["mean_iou"])
     fp16 = runner.invoke(eval_script.main, base + ["--precision", "fp16"])
     assert fp16.exit_code == 1
     assert fp16.output.strip().splitlines()[-1] == (

@@ -9,11 +9,11 @@ from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores, sco
 def test_unequal_class_frequencies_hand_computed():
     # truth [0,0,0,1], prediction [0,0,1,1] -> confusion [[2,1],[0,1]]
     result = scores([np.array([[0, 0], [0, 1]])], [np.array([[0, 0], [1, 1]])], 2)
-    assert result["Pixel Accuracy"] == pytest.approx(3 / 4)
-    assert result["Mean Accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    assert result["Class IoU"] == pytest.approx({0: 2 / 3, 1: 1 / 2})
-    assert result["Mean IoU"] == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert result["Frequency Weighted IoU"] == pytest.approx(3 / 4 * 2 / 3 + 1 / 4 * 1 / 2)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert result["mean_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["class_iou"] == pytest.approx({0: 2 / 3, 1: 1 / 2})
+    assert result["mean_iou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert result["frequency_weighted_iou"] == pytest.approx(3 / 4 * 2 / 3 + 1 / 4 * 1 / 2)
 
 
 def test_ignore_pixels_and_absent_classes():
@@ -27,17 +27,17 @@ def test_ignore_pixels_and_absent_classes():
     np.testing.assert_array_equal(hist, expected)
 
     result = scores([truth], [pred], 5)
-    assert result["Pixel Accuracy"] == pytest.approx(4 / 6)
-    assert result["Mean Accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
-    iou = result["Class IoU"]
+    assert result["pixel_accuracy"] == pytest.approx(4 / 6)
+    assert result["mean_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    iou = result["class_iou"]
     assert iou[0] == pytest.approx(1 / 2)
     assert iou[1] == pytest.approx(2 / 3)
     assert iou[2] == pytest.approx(1 / 2)
     assert iou[3] == 0.0  # predicted but never in the ground truth
     assert math.isnan(iou[4])  # absent from both
     # Means run over the classes present in the ground truth only (0, 1, 2).
-    assert result["Mean IoU"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
-    assert result["Frequency Weighted IoU"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+    assert result["mean_iou"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+    assert result["frequency_weighted_iou"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
 
 
 def test_accumulator_equals_scores_over_list():
@@ -52,21 +52,21 @@ def test_accumulator_equals_scores_over_list():
     from_list = scores(truths, preds, 6)
     from_matrix = matrix.scores()
     concatenated = scores([np.concatenate(truths)], [np.concatenate(preds)], 6)
-    for name in ("Pixel Accuracy", "Mean Accuracy", "Mean IoU", "Frequency Weighted IoU"):
+    for name in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
         assert from_list[name] == from_matrix[name] == pytest.approx(concatenated[name])
 
 
 def test_perfect_prediction_scores_one():
     truth = np.array([[0, 1], [2, 2]])
     result = scores([truth], [truth.copy()], 3)
-    for name in ("Pixel Accuracy", "Mean Accuracy", "Mean IoU", "Frequency Weighted IoU"):
+    for name in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
         assert result[name] == pytest.approx(1.0)
 
 
 def test_no_labelled_pixel_gives_nan_without_warning():
     with np.errstate(all="raise"):
         result = scores_from_confusion(np.zeros((3, 3)))
-    assert math.isnan(result["Pixel Accuracy"]) and math.isnan(result["Mean IoU"])
+    assert math.isnan(result["pixel_accuracy"]) and math.isnan(result["mean_iou"])
 
 
 def test_shape_mismatch_and_bad_prediction_are_errors():

@@ -311,8 +311,8 @@ def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
     model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
-    trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["Mean IoU"]
-    untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["Mean IoU"]
+    trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["mean_iou"]
+    untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["mean_iou"]
     assert untrained < 0.15
     print(f"mean IoU untrained {untrained:.3f} trained {trained:.3f}")
     assert trained > LEARN_MIOU_BAR, (trained, untrained)

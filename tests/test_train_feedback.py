@@ -83,18 +83,19 @@ def test_summary_train_log_and_tensorboard(toy_cfg, tmp_path, one_torch_thread):
         assert float(match.group(3)) == pytest.approx(raw[step], abs=6e-5)
         assert float(match.group(4)) == pytest.approx(average[step], abs=6e-5)
         assert float(match.group(5)) == pytest.approx(lr[step], rel=1e-5)
-    results = json.loads((checkpoints / "checkpoint_final.json").read_text())
+    results = json.loads((checkpoints / "checkpoint_final_test.json").read_text())
     scores_at = log.index("Final scores (split 'test', 4 images):")
     assert log[scores_at + 1:scores_at + 5] == [
-        f"  {name:<24}{results[name] * 100:6.2f}%" for name in
-        ("Pixel Accuracy", "Mean Accuracy", "Frequency Weighted IoU", "Mean IoU")]
+        f"  {label:<24}{results[key] * 100:6.2f}%" for key, label in
+        [("pixel_accuracy", "Pixel Accuracy"), ("mean_accuracy", "Mean Accuracy"),
+         ("mean_iou", "Mean IoU"), ("frequency_weighted_iou", "Frequency Weighted IoU")]]
     assert log[-1] == log[scores_at + 4]  # the scores end the log
     assert f"Checkpoints in {checkpoints}; TensorBoard logs in {runs}" in log
 
     # TensorBoard: the final scores at ITER_MAX and the merged config as YAML text.
-    for tag, name in [("eval/mean_iou", "Mean IoU"), ("eval/pixel_accuracy", "Pixel Accuracy"),
-                      ("eval/mean_accuracy", "Mean Accuracy"),
-                      ("eval/fw_iou", "Frequency Weighted IoU")]:
+    for tag, name in [("eval/mean_iou", "mean_iou"), ("eval/pixel_accuracy", "pixel_accuracy"),
+                      ("eval/mean_accuracy", "mean_accuracy"),
+                      ("eval/frequency_weighted_iou", "frequency_weighted_iou")]:
         [event] = tb.Scalars(tag)
         assert event.step == 4
         assert event.value == pytest.approx(results[name], rel=1e-6)
@@ -123,8 +124,8 @@ def test_summary_train_log_and_tensorboard(toy_cfg, tmp_path, one_torch_thread):
 
 def test_record_scores_takes_a_plain_dict(toy_cfg):
     cfg = narrow(toy_cfg, ITER_MAX=7)
-    record_scores(cfg, {"Mean IoU": 0.5, "Pixel Accuracy": 0.875, "Mean Accuracy": None})
-    record_scores(cfg, {"Mean IoU": 0.625})
+    record_scores(cfg, {"mean_iou": 0.5, "pixel_accuracy": 0.875, "mean_accuracy": None})
+    record_scores(cfg, {"mean_iou": 0.625})
     runs = Path(cfg.EXP.LOG_DIR) / cfg.EXP.ID
     assert (runs / "train.log").read_text().splitlines() == [
         "Final scores:", f"  {'Pixel Accuracy':<24} 87.50%", f"  {'Mean IoU':<24} 50.00%",

@@ -28,7 +28,9 @@ whenever the model never predicts an unlabelled class.
 
 import numpy as np
 
-SCORE_NAMES = ("Pixel Accuracy", "Mean Accuracy", "Frequency Weighted IoU", "Mean IoU")
+from ..utils.meters import SCORE_LABELS
+
+SCORE_NAMES = tuple(SCORE_LABELS)
 
 
 def confusion_matrix(label_true, label_pred, n_class):
@@ -68,9 +70,8 @@ class ConfusionMatrix:
 def scores_from_confusion(hist):
     """Headline scores and per-class IoU of a confusion matrix (rows: truth, columns: prediction).
 
-    Returns a dict with ``Pixel Accuracy``, ``Mean Accuracy``,
-    ``Frequency Weighted IoU``, ``Mean IoU`` (floats; NaN if no pixel is
-    labelled) and ``Class IoU`` (``{class index: IoU}``); see the module
+    Returns a dict with the :data:`SCORE_NAMES` (floats; NaN if no pixel is
+    labelled) and ``class_iou`` (``{class index: IoU}``); see the module
     docstring for which classes enter the means.
     """
     hist = np.asarray(hist, dtype=np.float64)
@@ -98,11 +99,11 @@ def scores_from_confusion(hist):
         fw_iou = float((freq[present] * iou[present]).sum())
 
     return {
-        "Pixel Accuracy": pixel_acc,
-        "Mean Accuracy": mean_acc,
-        "Frequency Weighted IoU": fw_iou,
-        "Mean IoU": mean_iou,
-        "Class IoU": {i: float(iou[i]) for i in range(n_class)},
+        "pixel_accuracy": pixel_acc,
+        "mean_accuracy": mean_acc,
+        "mean_iou": mean_iou,
+        "frequency_weighted_iou": fw_iou,
+        "class_iou": {i: float(iou[i]) for i in range(n_class)},
     }
 
 

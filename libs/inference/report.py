@@ -12,20 +12,26 @@ from tqdm import tqdm
 from ..datasets import DatasetError
 from ..models.zoo import results_stem
 from ..utils.atomic import write_json
+from ..utils.meters import SCORE_LABELS
 from .metric import SCORE_NAMES
 
 
-def default_output_path(model_path, split, crf, tta_scales, flip, released_dir="."):
-    """``<model stem>_<split>[_ms..][_flip][_crf[-prune<t>]].json`` next to the model.
+def default_output_path(model_path, split, crf=None, tta_scales=(1.0,), flip=False,
+                        released_dir=".", limit=None):
+    """``<model stem>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json`` next to the model.
 
-    ``crf`` is the :class:`DenseCRF` that runs (or None): an exact and a pruned
-    CRF run get different names, so a quick pruned check never replaces the
-    exact benchmark result. A released model's name (``voc12``) has no folder
+    The one name pattern of every results file (eval.py's and the score that
+    train.py writes after training). Every setting that changes the scores is
+    in the name, so a quick check (``limit`` images, a pruned CRF, another
+    split) never replaces a full result. ``crf`` is the :class:`DenseCRF` that
+    runs (or None). A released model's name (``voc12``) has no folder
     of its own (its file sits in the torch hub cache), so its results go to
     ``released_dir/<name>_<split>...json``.
     """
     model_path = results_stem(model_path, released_dir)
     suffix = f"_{split}"
+    if limit is not None:
+        suffix += f"_first{limit}"
     if tuple(tta_scales) != (1.0,):
         suffix += "_ms" + "-".join(f"{s:g}" for s in tta_scales)
     if flip:
@@ -63,8 +69,8 @@ def score_entries(matrix, class_names):
     scores = matrix.scores()
     entries = {name: _json_number(scores[name]) for name in SCORE_NAMES}
     entries["n_classes_in_ground_truth"] = int((matrix.hist.sum(axis=1) > 0).sum())
-    entries["Class IoU"] = [
-        {"id": i, "name": class_names[i], "iou": _json_number(scores["Class IoU"][i])}
+    entries["class_iou"] = [
+        {"id": i, "name": class_names[i], "iou": _json_number(scores["class_iou"][i])}
         for i in range(matrix.n_class)
     ]
     entries["confusion_matrix"] = matrix.hist.tolist()
@@ -79,10 +85,10 @@ def check_scored(results, dataset_root, split):
 
 def format_table(results):
     """The four headline scores, then per-class IoU with names ("-": class absent)."""
-    lines = [f"{name:<24}{results[name] * 100:6.2f}%" for name in SCORE_NAMES]
+    lines = [f"{label:<24}{results[key] * 100:6.2f}%" for key, label in SCORE_LABELS.items()]
     lines.append("")
     lines.append(f"{'id':>4}  {'class':<24}{'IoU':>8}")
-    for entry in results["Class IoU"]:
+    for entry in results["class_iou"]:
         iou = "-" if entry["iou"] is None else f"{entry['iou'] * 100:7.2f}%"
         lines.append(f"{entry['id']:>4}  {entry['name']:<24}{iou:>8}")
     return "\n".join(lines)

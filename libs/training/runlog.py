@@ -14,16 +14,11 @@ import math
 import torch
 import yaml
 
+from ..utils.meters import SCORE_LABELS
+
 from .tensorboard import log_dir, open_writer
 
 LOG_NAME = "train.log"
-# The results keys of the headline scores and their TensorBoard tags.
-SCORE_TAGS = {
-    "Pixel Accuracy": "eval/pixel_accuracy",
-    "Mean Accuracy": "eval/mean_accuracy",
-    "Frequency Weighted IoU": "eval/fw_iou",
-    "Mean IoU": "eval/mean_iou",
-}
 
 
 def log_path(exp):
@@ -121,17 +116,17 @@ def score_lines(scores):
     if "split" in scores:
         where = f" (split {scores['split']!r}, {scores.get('n_images', '?')} images)"
     lines = [f"Final scores{where}:"]
-    for name in SCORE_TAGS:
-        if scores.get(name) is not None:
-            lines.append(f"  {name:<24}{scores[name] * 100:6.2f}%")
+    for key, label in SCORE_LABELS.items():
+        if scores.get(key) is not None:
+            lines.append(f"  {label:<24}{scores[key] * 100:6.2f}%")
     return lines
 
 
 def record_scores(cfg, scores):
     """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run.
 
-    Appends them to ``train.log`` and adds them to TensorBoard as ``eval/*``
-    scalars at step ``SOLVER.ITER_MAX``. Keys that are missing or not finite
+    Appends them to ``train.log`` and adds them to TensorBoard as ``eval/<key>``
+    scalars (``eval/mean_iou``, ...) at step ``SOLVER.ITER_MAX``. Keys that are missing or not finite
     numbers are left out.
     """
     text = TextLog(log_path(cfg.EXP))
@@ -141,9 +136,9 @@ def record_scores(cfg, scores):
         text.close()
     writer = open_writer(log_dir(cfg.EXP))
     try:
-        for name, tag in SCORE_TAGS.items():
-            value = scores.get(name)
+        for key in SCORE_LABELS:
+            value = scores.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                writer.add_scalar(tag, value, cfg.SOLVER.ITER_MAX)
+                writer.add_scalar(f"eval/{key}", value, cfg.SOLVER.ITER_MAX)
     finally:
         writer.close()

@@ -2,6 +2,15 @@
 
 from collections import deque
 
+# The headline segmentation scores: results-JSON key -> printed name, in the order of the
+# README's tables. Evaluation computes them; training logs them (train.log, eval/<key> scalars).
+SCORE_LABELS = {
+    "pixel_accuracy": "Pixel Accuracy",
+    "mean_accuracy": "Mean Accuracy",
+    "mean_iou": "Mean IoU",
+    "frequency_weighted_iou": "Frequency Weighted IoU",
+}
+
 
 class MovingAverage:
     """Mean of the last ``window`` values: Caffe's ``average_loss`` display."""

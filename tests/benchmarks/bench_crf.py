@@ -190,12 +190,12 @@ class Comparison:
 
     def table(self):
         """A Markdown table: one row for the plain argmax, the exact CRF and each threshold."""
-        exact_miou = self.matrices[None].scores()["Mean IoU"]
+        exact_miou = self.matrices[None].scores()["mean_iou"]
         lines = ["| CRF | labels kept (mean, range) | CPU s/image | time vs exact "
                  "| same label as exact | differing pixels | mean IoU | mIoU vs exact (points) |",
                  "|---|---|---|---|---|---|---|---|"]
         for key in self.matrices:
-            miou = self.matrices[key].scores()["Mean IoU"]
+            miou = self.matrices[key].scores()["mean_iou"]
             if key == "argmax":
                 name, kept, seconds, ratio = "none (argmax)", "-", "-", "-"
             else:
