@@ -11,6 +11,7 @@ from pathlib import Path
 
 from addict import Dict
 
+from .config_ranges import check_ranges
 from .config_sources import ConfigError, apply_overrides, read_with_bases
 
 __all__ = ["ConfigError", "ConfigValueError", "SCHEMA", "load_config"]
@@ -104,6 +105,7 @@ SCHEMA = {
         "ITER_MAX": int,
         "ITER_SNAP": int,
         "ITER_TB": int,
+        "ITER_EVAL": Optional(int),  # score the test split every N iterations (null: at the end)
         "LR": float,
         "LR_DECAY": int,
         "LR_MULT": {"BACKBONE": float, "ASPP_WEIGHT": float, "ASPP_BIAS": float},
@@ -210,29 +212,6 @@ def _check(value, spec, key, path):
     raise TypeError(f"bad schema entry for {key}: {spec!r}")  # pragma: no cover
 
 
-def _check_scales(augmentation, path):
-    """The rules the schema cannot state: one scale key set, positive scales, min <= max.
-
-    A discrete list and a continuous range are different augmentations, so neither key
-    is ever guessed from the other's shape, and a config that sets both is ambiguous.
-    """
-    choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
-    keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
-    if choices is None and value_range is None:
-        raise ConfigError(f"{path}: {keys} are both null; set exactly one "
-                          "(Caffe's protocol: SCALE_CHOICES: [0.5, 0.75, 1.0, 1.25, 1.5])")
-    if choices is not None and value_range is not None:
-        raise ConfigError(f"{path}: {keys} are both set; set exactly one, the other null")
-    name = "SCALE_CHOICES" if choices is not None else "SCALE_RANGE"
-    for i, v in enumerate(augmentation[name]):
-        if not v > 0:  # also refuses nan
-            raise ConfigError(f"{path}: key AUGMENTATION.{name}[{i}]: "
-                              f"expected a positive number, got {v!r}")
-    if value_range is not None and value_range[0] > value_range[1]:
-        raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
-                          f"min <= max, got {value_range}")
-
-
 def load_config(path, overrides=()):
     """Read ``path`` (``yaml.safe_load``), merge its ``_BASE_`` chain and ``overrides``, validate.
 
@@ -246,7 +225,7 @@ def load_config(path, overrides=()):
     path = Path(path)
     raw = apply_overrides(read_with_bases(path), overrides, path)
     checked = _check(raw, SCHEMA, "", path)
-    _check_scales(checked["AUGMENTATION"], path)
+    check_ranges(checked, path)
     cfg = Dict(checked)
     cfg.freeze()
     return cfg
