@@ -1,6 +1,10 @@
-"""Reading an input file with one clear error when it is missing or unreadable."""
+"""Input files read with one clear error; output locations checked before any work starts."""
 
+import os
+import tempfile
 from pathlib import Path
+
+from .errors import OutputError
 
 
 def read_input(path, what, error_type, binary=False):
@@ -21,3 +25,38 @@ def read_input(path, what, error_type, binary=False):
         raise error_type(f"{path}: cannot read {what} ({e.strerror})") from None
     except UnicodeDecodeError:
         raise error_type(f"{path}: cannot read {what} (not UTF-8 text)") from None
+
+
+def same_file(a, b):
+    """Whether the paths ``a`` and ``b`` name one existing file (links and ``..`` resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing: a file about to be created is no input
+        return False
+
+
+def refuse_overwriting_inputs(output, inputs, option="--output"):
+    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` (``{what: path}``).
+
+    Every script calls this before it computes anything, so ``demo.py -o photo.jpg``
+    with ``--image-path photo.jpg`` stops with one line instead of replacing the photo.
+    """
+    for what, path in inputs.items():
+        if path is not None and same_file(output, path):
+            raise OutputError(f"{output}: this is the input {what}; choose another {option}")
+
+
+def check_writable_dir(folder, what):
+    """Create ``folder`` if needed and check that a file can be created in it, at start.
+
+    A run that would fail hours later at its first checkpoint fails now with one
+    line: "<folder>: cannot write <what> there (Permission denied)".
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot write {what} there "
+                          f"({e.strerror or type(e).__name__})") from None
