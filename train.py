@@ -19,23 +19,28 @@ from libs.cli import (
     load_cli_config,
     one_line_errors,
 )
-from libs.inference.evaluation import evaluate_and_report
+from libs.inference.evaluation import evaluate_and_report, score
 from libs.inference.report import default_output_path
 from libs.training import distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
 from libs.utils.device import choose_device
 
 
-def train_distributed(cfg, cuda, resume, sources=None):
+def train_distributed(cfg, cuda, resume, sources=None, scoring=True):
     """Join the process group (under torchrun), train, leave it; return (model, rank, device).
 
     ``sources`` (the config file and the ``--set`` overrides) go into the start summary.
+    With ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations.
     """
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
     data_parallel = distributed.wants_data_parallel(use_cuda, world_size)
     try:
-        model = train(cfg, device, resume, rank, world_size, data_parallel, sources=sources)
+        evaluator = None
+        if scoring and cfg.SOLVER.ITER_EVAL:
+            evaluator = lambda model: score(cfg, model, device, progress=False)  # noqa: E731
+        model = train(cfg, device, resume, rank, world_size, data_parallel, sources=sources,
+                      evaluator=evaluator)
     finally:
         distributed.cleanup()
     return model, rank, device
@@ -47,7 +52,8 @@ def train_distributed(cfg, cuda, resume, sources=None):
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue from a training checkpoint exactly where it stopped.")
 @click.option("--eval/--no-eval", "evaluate_after", default=True, show_default=True,
-              help="Score the final model on the test split when training ends.")
+              help="Score the model on the test split when training ends (and every "
+                   "SOLVER.ITER_EVAL iterations, when set).")
 def main(config_path, cuda, resume, evaluate_after):
     """Train DeepLab v2 as configured in CONFIG (every default lives there).
 
@@ -57,7 +63,7 @@ def main(config_path, cuda, resume, evaluate_after):
         cfg = load_cli_config(config_path)
         overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
         sources = {"config": str(config_path), "overrides": list(overrides)}
-        model, rank, device = train_distributed(cfg, cuda, resume, sources)
+        model, rank, device = train_distributed(cfg, cuda, resume, sources, evaluate_after)
         if evaluate_after and rank == 0:
             final = checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
             results = evaluate_and_report(cfg, model.eval(), device,

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -143,3 +144,37 @@ def test_progress_bar_stays_on_screen():
         assert list(bar) == [3, 4, 5]
     finally:
         bar.close()
+
+
+def test_periodic_evaluation_logs_scores_and_leaves_the_training_unchanged(
+        toy_cfg, tmp_path, one_torch_thread):
+    """SOLVER.ITER_EVAL scores the test split during training (train.log, eval/* at those
+    steps) without changing a single weight: the evaluation's DataLoader draws from torch's
+    generator, which is restored."""
+    cfg, config = feedback_config(toy_cfg, tmp_path)
+    base = ["--config", str(config), "--no-cuda"]
+    result = CliRunner().invoke(train.main, base + ["--set", "SOLVER.ITER_EVAL=1"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Scores at")] == [
+        "Scores at iteration 1 (split 'test', 4 images):",
+        "Scores at iteration 2 (split 'test', 4 images):",
+        "Scores at iteration 3 (split 'test', 4 images):"]
+    log = (Path(cfg.EXP.LOG_DIR) / cfg.EXP.ID / "train.log").read_text().splitlines()
+    at_2 = log.index("Scores at iteration 2 (split 'test', 4 images):")
+    assert log[at_2 + 3].startswith("  Mean IoU ")
+    tb = events(cfg)
+    steps = [event.step for event in tb.Scalars("eval/mean_iou")]
+    assert steps == [1, 2, 3, 4]  # 4: the final score after training
+    logged = tb.Scalars("eval/mean_iou")[1].value
+    assert f"  Mean IoU{'':<16}{logged * 100:6.2f}%" == log[at_2 + 3]
+
+    checkpoints = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
+    with_scores = torch.load(checkpoints / "checkpoint_final.pth", weights_only=True)["model"]
+    plain = ["--set", f"EXP.ID={cfg.EXP.ID}-plain", "--no-eval"]
+    result = CliRunner().invoke(train.main, base + plain)
+    assert result.exit_code == 0, result.output
+    assert "Scores at" not in result.output
+    without = torch.load(Path(cfg.EXP.OUTPUT_DIR) / f"{cfg.EXP.ID}-plain" /
+                         "checkpoint_final.pth", weights_only=True)["model"]
+    assert with_scores.keys() == without.keys()
+    assert all(torch.equal(with_scores[k], without[k]) for k in without)

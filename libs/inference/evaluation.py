@@ -92,13 +92,12 @@ def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales
     return matrix, len(dataset)
 
 
-def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
-                        tta_scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
-    """Evaluate, print the score table, write the results JSON; return the results dict.
+def score(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales=(1.0,),
+          flip=False, limit=None, extra=None, progress=True):
+    """Evaluate and return the results dict (settings, scores, per-class IoU); nothing printed.
 
-    Used by ``eval.py`` and by ``train.py`` after training. ``extra`` entries
-    lead the JSON. Raises :class:`DatasetError` for dataset problems (nothing
-    is written then).
+    ``extra`` entries lead the dict. Raises :class:`DatasetError` for dataset
+    problems and for a split without a labelled pixel.
     """
     class_names = load_class_names(cfg.DATASET.LABELS)
     start = time.perf_counter()
@@ -115,5 +114,18 @@ def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None,
                                 tta_scales, flip, crf_settings, elapsed))
     results.update(score_entries(matrix, class_names))
     check_scored(results, cfg.DATASET.ROOT, split)
-    print_and_write(results, output_path, elapsed)
+    return results
+
+
+def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
+                        tta_scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
+    """Evaluate, print the score table, write the results JSON; return the results dict.
+
+    Used by ``eval.py`` and by ``train.py`` after training. ``extra`` entries
+    lead the JSON. Raises :class:`DatasetError` for dataset problems (nothing
+    is written then).
+    """
+    results = score(cfg, model, device, split, crf, n_jobs, tta_scales, flip, limit, extra,
+                    progress)
+    print_and_write(results, output_path, results["seconds"])
     return results

@@ -119,6 +119,33 @@ def count_test_samples(cfg):
         return None
 
 
+def evaluation_due(iteration, iter_eval, iter_max):
+    """Whether ``SOLVER.ITER_EVAL`` asks for scores after ``iteration`` (the last is train.py's)."""
+    return bool(iter_eval) and iteration % iter_eval == 0 and iteration < iter_max
+
+
+def evaluate_in_between(evaluator, model, device):
+    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened.
+
+    The model goes back to training mode (BatchNorm layers that train must not
+    keep eval mode), and the global generators (torch's, CUDA's, Python's,
+    NumPy's) are restored. The augmentation draws from ``(seed, epoch, index)``
+    and not from them, but the evaluation's DataLoader advances torch's, and a
+    run with periodic evaluation must stay bit-identical to one without
+    (tests/test_train_feedback.py compares the weights).
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model.eval()
+            return evaluator(model)
+    finally:
+        model.train()
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def start_log(cfg, log, run):
     """Print the summary block (:func:`~.runlog.summary_lines`) and open ``train.log`` with it.
 
@@ -133,12 +160,14 @@ def start_log(cfg, log, run):
 
 
 def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, progress=True,
-          sources=None):
+          sources=None, evaluator=None):
     """Run (or resume) the training that ``cfg`` describes; return the trained model.
 
     ``rank``/``world_size`` come from torchrun; only rank 0 logs and writes checkpoints.
     ``sources`` (``{"config": path, "overrides": ["KEY=VALUE", ...]}``) is shown in
     the summary that rank 0 prints and writes to ``train.log`` at the start.
+    ``evaluator`` (``model -> results dict``, run by rank 0 only) scores the model
+    every ``SOLVER.ITER_EVAL`` iterations into ``train.log`` and ``eval/*``.
     """
     is_main = rank == 0
     log = tqdm.write if is_main else (lambda *_: None)
@@ -176,6 +205,9 @@ def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, p
         bar.set_postfix(monitor.update(iteration, loss, base_lr, seconds, last_batch, fused))
         if iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX:
             snapshot(f"checkpoint_{iteration}.pth", iteration)
+        if evaluator is not None and evaluation_due(iteration, solver.ITER_EVAL, solver.ITER_MAX):
+            scores = evaluate_in_between(evaluator, model, device)
+            log("\n".join(monitor.record_scores(iteration, scores)))
     if is_main:
         last = out_dir / f"checkpoint_{solver.ITER_MAX}.pth"
         if start < solver.ITER_MAX:  # written by this run: the final one is the same file

@@ -6,7 +6,7 @@ from collections import deque
 import torch
 
 from ..utils.meters import MovingAverage
-from .runlog import config_markdown, loss_line
+from .runlog import add_score_scalars, config_markdown, loss_line, score_lines
 from .tensorboard import log_dir, log_images, log_scalars, log_speed, open_writer
 
 
@@ -85,6 +85,14 @@ class Monitor:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.first = False
         return postfix(self.average.value, base_lr, self.speed.value, peak)
+
+    def record_scores(self, iteration, scores):
+        """Scores of a periodic evaluation (``SOLVER.ITER_EVAL``): ``train.log`` and ``eval/*``."""
+        add_score_scalars(self.writer, scores, iteration)
+        lines = score_lines(scores, heading=f"Scores at iteration {iteration}")
+        if self.text_log is not None:
+            self.text_log.write("\n".join(lines))
+        return lines
 
     def close(self):
         self.writer.close()

@@ -110,24 +110,34 @@ def config_markdown(cfg):
     return f"```yaml\n{text}```"
 
 
-def score_lines(scores):
-    """The headline scores of a results dict as ``train.log`` lines (percent)."""
+def score_lines(scores, heading="Final scores"):
+    """The headline scores of a results dict as ``train.log`` lines (percent), README order."""
     where = ""
     if "split" in scores:
         where = f" (split {scores['split']!r}, {scores.get('n_images', '?')} images)"
-    lines = [f"Final scores{where}:"]
+    lines = [f"{heading}{where}:"]
     for key, label in SCORE_LABELS.items():
         if scores.get(key) is not None:
             lines.append(f"  {label:<24}{scores[key] * 100:6.2f}%")
     return lines
 
 
+def add_score_scalars(writer, scores, step):
+    """The headline scores as ``eval/<key>`` scalars (``eval/mean_iou``, ...) at ``step``.
+
+    Keys that are missing or not finite numbers are left out.
+    """
+    for key in SCORE_LABELS:
+        value = scores.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(f"eval/{key}", value, step)
+
+
 def record_scores(cfg, scores):
     """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run.
 
     Appends them to ``train.log`` and adds them to TensorBoard as ``eval/<key>``
-    scalars (``eval/mean_iou``, ...) at step ``SOLVER.ITER_MAX``. Keys that are missing or not finite
-    numbers are left out.
+    scalars at step ``SOLVER.ITER_MAX`` (:func:`add_score_scalars`).
     """
     text = TextLog(log_path(cfg.EXP))
     try:
@@ -136,9 +146,6 @@ def record_scores(cfg, scores):
         text.close()
     writer = open_writer(log_dir(cfg.EXP))
     try:
-        for key in SCORE_LABELS:
-            value = scores.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                writer.add_scalar(f"eval/{key}", value, cfg.SOLVER.ITER_MAX)
+        add_score_scalars(writer, scores, cfg.SOLVER.ITER_MAX)
     finally:
         writer.close()
