@@ -35,6 +35,7 @@ import numpy as np
 import scipy.io
 
 from ..utils.atomic import umask_mode
+from ..utils.sizes import size_text
 from .errors import DatasetError
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
@@ -317,7 +318,8 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
     if n_train < 1 or n_test < 1:
         raise DatasetError(f"{root}: need at least one train and one test image")
     if height < 8 or width < 8:
-        raise DatasetError(f"{root}: images must be at least 8x8, got {height}x{width}")
+        raise DatasetError(f"{root}: images must be at least 8x8 (width x height), "
+                           f"got {size_text(height, width)}")
     replace = _check_target(root, force)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))

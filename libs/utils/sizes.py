@@ -31,3 +31,9 @@ def scaled_size(size, scale):
 def longer_side_size(height, width, longer_side):
     """``(height, width)`` scaled so that the longer side is ``longer_side``, aspect kept."""
     return scaled_size((height, width), longer_side / max(height, width))
+
+
+def size_text(height, width):
+    """``"640x480"``: every size this project prints is width x height, as image viewers,
+    cameras and video files state it (arrays and configs hold height first)."""
+    return f"{width}x{height}"
