@@ -8,16 +8,22 @@ Each frame is resized so its longer side is ``IMAGE.SIZE.DEMO`` for the
 multi-scale network, or with ``--fast`` so its shorter side is
 ``IMAGE.SIZE.DEMO_FAST`` for the single-scale network; the label map is
 upsampled to the frame's own size, coloured, and blended with the frame, with
-the processing rate written in a corner. A camera (or a file with
+the processing rate in the top-left corner and a legend of the classes in the
+frame in the top-right one. A camera (or a file with
 ``--realtime``) is read in a background thread and the newest frame is
 segmented: frames the network cannot keep up with are dropped and counted.
 In a window, ``q`` or Esc quits and the class under the mouse pointer is printed.
 A window needs OpenCV with GUI support (the ``opencv-python`` wheel; the default
 ``opencv-python-headless`` has none), otherwise the blended video goes to
-``--output`` only. The frame loop lives in ``libs/inference/video.py``.
+``--output`` only. ``--output`` may not be an input (video, config, weights) and its
+folder must be writable, both checked before the model loads; every frame write
+is checked, and a video that does not hold every frame is not published.
+The frame loop lives in ``libs/inference/video.py``.
 """
 
+import contextlib
 import sys
+from pathlib import Path
 
 import click
 import cv2
@@ -26,9 +32,10 @@ from libs.cli import (command, config_option, cuda_option, load_cli_config, mode
                       one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
 from libs.inference.video import (Profile, RunStats, load_profile_model, no_window_reason,
-                                  open_source, open_window, run, source_fps)
-from libs.utils.atomic import AtomicVideoWriter, video_codec
+                                  open_source, open_window, run, source_fps, video_output)
+from libs.utils.atomic import video_codec
 from libs.utils.device import choose_device
+from libs.utils.files import check_writable_dir, refuse_overwriting_inputs
 
 
 def choose_window(show, output):
@@ -49,6 +56,13 @@ def run_until_interrupted(run_frames, stats):
     except KeyboardInterrupt:
         click.echo("interrupted")
     click.echo(stats.summary())
+
+
+def check_output(output, inputs):
+    """Before the slow part: a known video format, not one of ``inputs``, a writable folder."""
+    refuse_overwriting_inputs(output, inputs, option="--output")
+    video_codec(output)
+    check_writable_dir(Path(output).absolute().parent, "the blended video")
 
 
 def start_line(source, frame, profile, cfg, live, window):
@@ -84,21 +98,23 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
          cuda, precision):
     """Segment a camera or a video frame by frame and show or write the blended result."""
     window = choose_window(show, output)
-    capture = writer = None
     live = video is None or realtime
     try:
-        with one_line_errors(config_path):
+        with one_line_errors(config_path), contextlib.ExitStack() as stack:
             if output is not None:
-                video_codec(output)  # before the slow part
+                check_output(output, {"video": video, "config": config_path, "model": model_path})
             cfg = load_cli_config(config_path)
             class_names = load_checked_class_names(cfg)
             device = choose_device(cuda)
             profile = Profile.from_config(cfg, fast, precision)
             model = load_profile_model(cfg, model_path, device, profile)
             capture, first_frame = open_source(camera_id, video)
+            stack.callback(capture.release)
+            writer = None
             if output is not None:
                 height, width = first_frame.shape[:2]
-                writer = AtomicVideoWriter(output, source_fps(capture), (width, height))
+                writer = stack.enter_context(
+                    video_output(output, source_fps(capture), (width, height)))
             source = video if video is not None else f"camera {camera_id}"
             click.echo(start_line(source, first_frame, profile, cfg, live, window))
             stats = RunStats()
@@ -107,11 +123,9 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
                 class_names=class_names, echo=click.echo, writer=writer, window=window,
                 max_frames=max_frames, progress=not window, live=live,
                 pace_fps=source_fps(capture) if video is not None else None, stats=stats), stats)
+        if writer is not None and writer.n_frames:
+            click.echo(f"blended video: {output} ({writer.n_frames} frames, checked in the file)")
     finally:
-        if capture is not None:
-            capture.release()
-        if writer is not None and writer.close():
-            click.echo(f"blended video: {output} ({writer.n_frames} frames)")
         if window:
             cv2.destroyAllWindows()
 

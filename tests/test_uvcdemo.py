@@ -169,3 +169,142 @@ def test_bad_sources_and_weights_give_one_clear_line(setup, toy_cfg, tmp_path):
                  "-o", tmp_path / "out.mov", "--no-show")
     assert result.exit_code == 1
     assert "out.mov: unsupported video format '.mov'" in result.output
+
+
+# ------------------------------------------------------------------ reliability of the written video
+
+
+def sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def one_error_line(result, at_start=True):
+    """The run's one error line; ``at_start``: it is all the output (nothing ran before it)."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output
+    assert "Traceback" not in result.output
+    if at_start:
+        assert lines == errors, result.output
+    return errors[0]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_the_frame_count_reported_is_the_count_in_the_file(setup, tmp_path, suffix):
+    config_path, checkpoint, video, _ = setup
+    output = tmp_path / f"counted{suffix}"
+    result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output, "--no-show",
+                 "--max-frames", 4)
+    assert result.exit_code == 0, result.output
+    assert f"blended video: {output} (4 frames, checked in the file)" in result.output
+    assert len(read_video(output)[0]) == 4
+    assert video_loop.frames_in_file(output) == 4
+
+
+class _Free:
+    def __init__(self, free):
+        self.free = free
+
+
+def test_a_full_disk_is_one_line_and_publishes_nothing(setup, tmp_path, monkeypatch):
+    config_path, checkpoint, video, _ = setup
+    calls = []
+
+    def disk_usage(path):  # room for two frames, then none
+        calls.append(path)
+        return _Free(10**9 if len(calls) <= 2 else 0)
+
+    monkeypatch.setattr(video_loop.shutil, "disk_usage", disk_usage)
+    output = tmp_path / "full.avi"
+    line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
+                              "-o", output, "--no-show"), at_start=False)
+    assert f"{output}: disk full" in line
+    assert "after 2 frames; the partial video is not kept" in line
+    assert not output.exists() and not list(tmp_path.glob(".full*"))
+
+
+class _DroppingWriter:
+    """A cv2.VideoWriter that silently loses its third frame, as a failing disk can."""
+
+    real = cv2.VideoWriter
+
+    def __init__(self, *args):
+        self.writer = self.real(*args)
+        self.n = 0
+
+    def isOpened(self):
+        return self.writer.isOpened()
+
+    def write(self, frame):
+        self.n += 1
+        if self.n != 3:
+            self.writer.write(frame)
+
+    def release(self):
+        self.writer.release()
+
+
+def test_frames_lost_silently_are_found_in_the_file(setup, tmp_path, monkeypatch):
+    config_path, checkpoint, video, _ = setup
+    monkeypatch.setattr(cv2, "VideoWriter", _DroppingWriter)
+    output = tmp_path / "lossy.mp4"
+    line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
+                              "-o", output, "--no-show"), at_start=False)
+    assert line == (f"Error: {output}: {N_FRAMES} frames written but the file holds "
+                    f"{N_FRAMES - 1} (disk full or write error); the partial video is not kept")
+    assert not output.exists() and not list(tmp_path.glob(".lossy*"))
+
+
+def test_output_equal_to_an_input_is_refused(setup, tmp_path):
+    config_path, checkpoint, video, _ = setup
+    before = {p: sha256(p) for p in (video, checkpoint, config_path)}
+    for what, path in (("video", video), ("model", checkpoint), ("video", tmp_path / "." /
+                                                                  video.name)):
+        line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
+                                  "-o", path, "--no-show"))
+        assert line == f"Error: {path}: this is the input {what}; choose another --output"
+    assert {p: sha256(p) for p in before} == before
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_an_unwritable_output_folder_fails_at_start(setup, tmp_path, monkeypatch):
+    config_path, checkpoint, video, _ = setup
+    (tmp_path / "blocker").write_text("a file where the folder should be")
+    monkeypatch.setattr(uvcdemo, "load_profile_model",
+                        lambda *a, **k: pytest.fail("the model was loaded first"))
+    line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
+                              "-o", tmp_path / "blocker" / "out.avi", "--no-show"))
+    assert "blocker: cannot write the blended video there (" in line
+
+
+def test_a_real_full_disk(setup, tmp_path):
+    """A 128 KiB tmpfs (needs root to mount): the run fails with one line, nothing is left there."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    config_path, checkpoint, _, _ = setup
+    big = tmp_path / "big.avi"
+    noise = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(big), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (160, 120))
+    for _ in range(24):  # noise compresses badly: tens of KiB a frame, the disk fills part-way
+        writer.write(noise.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", big,
+                                  "-o", disk / "out.avi", "--no-show"), at_start=False)
+        assert "the partial video is not kept" in line
+        assert int(line.split(" after ")[1].split()[0]) > 0  # it failed part-way through
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -5,7 +5,9 @@ frames whose longer side is ``IMAGE.SIZE.DEMO``; ``fast`` runs its
 single-scale network (the MSC's ``.base``) on frames whose shorter side is
 ``IMAGE.SIZE.DEMO_FAST``. Neither runs a CRF. The label map comes back at the
 frame's own size, coloured and blended with the frame, with the processing
-rate written in a corner.
+rate written in the top-left corner and a legend of the classes in the frame
+(largest first, exactly the colours of the overlay) in the top-right one, both
+drawn with OpenCV at a size that follows the frame's (``utils.visualize``).
 
 A live source (a camera, or a file read in real time) is read by a background
 thread into a one-slot buffer (:class:`LatestFrame`): the loop always
@@ -14,10 +16,17 @@ are dropped and counted, never queued. A file is otherwise read in order,
 every frame. A window needs OpenCV with GUI support (the ``opencv-python``
 wheel; ``opencv-python-headless`` has none) and a display; everything else
 runs anywhere.
+
+The written video (:func:`video_output`) goes to a temporary file that is
+published only when every frame was written: each write is checked (the
+writer still open, room left on the disk for another frame) and at the end the
+file is read back and must hold exactly the frames written; otherwise a
+:class:`VideoWriteError` says so and the partial file is removed.
 """
 
 import contextlib
 import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,26 +40,27 @@ from tqdm import tqdm
 
 from ..models.geometry import model_geometry
 from ..models.inference import prepare_for_inference
-from ..utils.errors import DeepLabError
+from ..utils.atomic import atomic_path, video_codec
+from ..utils.errors import DeepLabError, OutputError
 from ..utils.sizes import scaled_size
-from ..utils.visualize import colorize, display_available
+from ..utils.visualize import (colorize, display_available, draw_legend, legend_entries, palette,
+                               put_outlined_text, text_style)
 from .predict import dense_logits, load_model, network_input, resize_longer_side
 
 WINDOW_NAME = "DeepLab v2 (q or Esc quits)"
 QUIT_KEYS = (ord("q"), 27)  # 27 is Esc
 LABEL_ALPHA = 0.5  # weight of the colour label map in the blend
 FALLBACK_FPS = 30.0  # frame rate of the written video when the source does not report one
-# Frames-per-second overlay.
-TEXT_ORIGIN = (8, 24)
-TEXT_SCALE = 0.7
-TEXT_THICKNESS = 2
-TEXT_OUTLINE = 4
 READER_POLL_S = 0.1  # how often a consumer waiting for a frame checks for a stop
 READER_JOIN_S = 2.0  # how long stopping waits for a reader blocked in capture.read()
 
 
 class SourceError(DeepLabError, ValueError):
     """A camera or video that cannot be read; the message names it."""
+
+
+class VideoWriteError(OutputError):
+    """A frame that did not reach the output video (disk full, writer failed); nothing is published."""
 
 
 # ------------------------------------------------------------------ profile and model
@@ -285,13 +295,28 @@ def blend(frame_bgr, label_map, n_classes, alpha=LABEL_ALPHA):
     return cv2.addWeighted(frame_bgr, 1.0 - alpha, np.ascontiguousarray(colours_bgr), alpha, 0.0)
 
 
-def draw_rate(frame_bgr, frames_per_second):
-    """Write the processing rate in the top-left corner, white on a black outline."""
-    text = f"{frames_per_second:.2f} fps"
-    for colour, thickness in (((0, 0, 0), TEXT_OUTLINE), ((255, 255, 255), TEXT_THICKNESS)):
-        cv2.putText(frame_bgr, text, TEXT_ORIGIN, cv2.FONT_HERSHEY_SIMPLEX, TEXT_SCALE, colour,
-                    thickness, cv2.LINE_AA)
-    return frame_bgr
+def draw_rate(frame_bgr, frames_per_second, style=None):
+    """Write the processing rate in the top-left corner, white on a black outline.
+
+    ``style`` (default: :func:`~libs.utils.visualize.text_style` of the frame)
+    makes the text a fixed share of the frame's shorter side.
+    """
+    style = text_style(*frame_bgr.shape[:2]) if style is None else style
+    origin = (style.margin, style.margin + style.text_height)
+    return put_outlined_text(frame_bgr, f"{frames_per_second:.2f} fps", origin, style)
+
+
+def draw_frame_legend(frame_bgr, label_map, class_names, colours_bgr, style=None):
+    """The legend of the classes visible in ``label_map`` in the frame's top-right corner.
+
+    Largest area first, at most ``LEGEND_ROWS`` rows (the last one ``+N more``),
+    each swatch exactly the class's overlay colour (``colours_bgr``: the palette
+    in BGR). Returns the legend's box ``(x0, y0, x1, y1)``, or None on a frame
+    too small for one.
+    """
+    style = text_style(*frame_bgr.shape[:2]) if style is None else style
+    entries = legend_entries(label_map, class_names, colours_bgr)
+    return draw_legend(frame_bgr, entries, style, right=True)
 
 
 def resize_shorter_side(image, shorter_side):
@@ -407,6 +432,8 @@ class _FrameStep:
     def __init__(self, model, device, profile, mean, class_names, echo, writer, window):
         self.model, self.device, self.profile, self.mean = model, device, profile, mean
         self.n_classes = len(class_names)
+        self.class_names = class_names
+        self.colours_bgr = palette(self.n_classes)[:, ::-1]
         self.writer, self.window = writer, window
         self.pointer = PointerReporter(class_names, echo)
         if window:
@@ -418,7 +445,9 @@ class _FrameStep:
         label_map = segment_frame(self.model, frame, self.profile.longer_side, self.mean,
                                   self.device, shorter_side=self.profile.shorter_side)
         blended = blend(frame, label_map, self.n_classes)
-        draw_rate(blended, 1.0 / max(time.perf_counter() - tick, 1e-9))
+        style = text_style(*blended.shape[:2])
+        draw_frame_legend(blended, label_map, self.class_names, self.colours_bgr, style)
+        draw_rate(blended, 1.0 / max(time.perf_counter() - tick, 1e-9), style)
         if self.writer is not None:
             self.writer.write(blended)
         if not self.window:
@@ -426,3 +455,104 @@ class _FrameStep:
         self.pointer.label_map = label_map
         cv2.imshow(WINDOW_NAME, blended)
         return (cv2.waitKey(1) & 0xFF) in QUIT_KEYS
+
+
+# ------------------------------------------------------------------ the written video
+
+
+class CheckedVideoWriter:
+    """A ``cv2.VideoWriter`` whose every write is checked; :attr:`n_frames` counts the frames written.
+
+    ``cv2.VideoWriter.write`` returns nothing and fails silently (a full disk
+    left 26 frames in a file reported as 60), so before each frame the writer
+    must still be open and the disk must have room for at least one raw frame,
+    and :meth:`finish` reads the closed file back: it must hold exactly
+    :attr:`n_frames` frames. Any failure is a :class:`VideoWriteError` naming
+    ``path`` (the file the user asked for; the data goes to ``tmp``).
+    """
+
+    def __init__(self, tmp, path, fps, frame_size):
+        self.tmp, self.path = Path(tmp), Path(path)
+        codec = video_codec(self.path)
+        width, height = frame_size
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*codec), float(fps),
+                                      (int(width), int(height)))
+        if not self.writer.isOpened():
+            raise VideoWriteError(f"{self.path}: OpenCV cannot write this video (codec {codec})")
+        self.n_frames = 0
+        self.released = False
+
+    def write(self, frame):
+        if not self.writer.isOpened():
+            self.fail("the video writer closed")
+        free = shutil.disk_usage(self.tmp.parent).free
+        if free < frame.nbytes:
+            self.fail(f"disk full ({free} bytes left for a {frame.nbytes}-byte frame)")
+        with quiet_opencv():  # a failed write is reported below, not as OpenCV's warning
+            self.writer.write(frame)
+        self.n_frames += 1
+
+    def fail(self, reason):
+        raise VideoWriteError(f"{self.path}: {reason} after {self.n_frames} frames; "
+                              "the partial video is not kept")
+
+    def release(self):
+        if not self.released:
+            with quiet_opencv():
+                self.writer.release()
+            self.released = True
+
+    def finish(self):
+        """Close the file and check it holds every frame written; returns :attr:`n_frames`."""
+        self.release()
+        held = frames_in_file(self.tmp)
+        if held != self.n_frames:
+            raise VideoWriteError(f"{self.path}: {self.n_frames} frames written but the file "
+                                  f"holds {held} (disk full or write error); "
+                                  "the partial video is not kept")
+        return self.n_frames
+
+
+def frames_in_file(path):
+    """The frame count a closed video file reports (0 when OpenCV cannot open it)."""
+    with quiet_opencv():
+        capture = cv2.VideoCapture(str(path))
+        try:
+            return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
+
+
+class _NothingWritten(Exception):
+    """Internal: no frame was written, so nothing is published (and nothing is wrong)."""
+
+
+@contextlib.contextmanager
+def video_output(path, fps, frame_size):
+    """Yield a :class:`CheckedVideoWriter` on a temporary file, published as ``path`` at the end.
+
+    Published when the block ends normally with at least one frame, and also
+    after an error that is not the writer's (a camera unplugged: the frames so
+    far are kept, then the error goes on); never after a :class:`VideoWriteError`
+    or when the file does not hold every frame written. The file gets the
+    user's umask (``utils.atomic.atomic_path``).
+    """
+    error = None
+    try:
+        with atomic_path(path) as tmp:
+            writer = CheckedVideoWriter(tmp, path, fps, frame_size)
+            try:
+                yield writer
+            except VideoWriteError:
+                writer.release()
+                raise
+            except Exception as e:  # not the writer's fault: keep the frames written so far
+                error = e
+            if writer.n_frames == 0:
+                writer.release()
+                raise _NothingWritten
+            writer.finish()
+    except _NothingWritten:
+        pass
+    if error is not None:
+        raise error

@@ -1,9 +1,37 @@
-"""Colour maps for label maps (TensorBoard, demos, docs figures)."""
+"""Colour maps and the OpenCV legend for label maps (TensorBoard, demos, videos, docs figures).
+
+One colour per class everywhere (:func:`palette`), and one colour for ignored
+pixels that no class can have (:data:`IGNORE_COLOUR`). The legend and the
+overlay text are drawn with OpenCV (no matplotlib per video frame) at a size
+that follows the picture's (:func:`text_style`), so they are readable on a
+160x120 frame and on a 1920x1080 one.
+"""
 
 import os
 import sys
+from typing import NamedTuple
 
+import cv2
 import numpy as np
+
+# Ignored pixels (unlabeled, padding). White: every class colour has its red and green in
+# multiples of 32 up to 224 and its blue in multiples of 32 (multiples of 64 below 256
+# classes), so 255 in any channel is a colour no class can get (below 2**24 - 2 classes),
+# and white is also the colour farthest from all of them (at least 76 away in RGB up to
+# 255 classes). Black, used before, is 32 from class 63's (32, 0, 0) and hard to tell
+# from the toy set's "tile" (64, 0, 0).
+IGNORE_COLOUR = (255, 255, 255)
+IGNORE_NAME = "ignored"
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+TEXT_SHARE = 0.03  # height of a capital letter, as a share of the picture's shorter side
+MIN_TEXT_PIXELS = 8  # ... but never smaller than this (readable on 160x120 frames)
+FONT_PIXELS_AT_SCALE_1 = 21  # cap height of FONT at fontScale 1, as drawn
+LEGEND_ROWS = 8  # at most this many rows: the largest classes, the last row "+N more"
+LEGEND_DIM = 0.35  # the picture under the legend is darkened to this, for contrast
+LEGEND_WIDTH_SHARE = 0.5  # a legend never takes more than this share of the width
+MAX_NAME_CHARS = 20
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
 def palette(n_classes):
@@ -11,7 +39,7 @@ def palette(n_classes):
 
     Deterministic and the same everywhere, so a class has one colour in every
     figure, TensorBoard image and video the repository makes. Class ``i`` gets
-    the scheme's colour ``i + 1``, keeping black for ignored pixels.
+    the scheme's colour ``i + 1`` (the scheme's colour 0 is black).
     """
     colours = np.zeros((n_classes, 3), np.uint8)
     for i in range(n_classes):
@@ -25,14 +53,16 @@ def palette(n_classes):
     return colours
 
 
-def colorize(label, n_classes, ignore_label=255, ignore_colour=(0, 0, 0)):
+def colorize(label, n_classes, ignore_label=255, ignore_colour=IGNORE_COLOUR):
     """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in ``ignore_colour``."""
     label = np.asarray(label)
-    out = np.empty(label.shape + (3,), np.uint8)
-    out[...] = ignore_colour
-    valid = (label >= 0) & (label < n_classes) & (label != ignore_label)
-    out[valid] = palette(n_classes)[label[valid]]
-    return out
+    table = np.empty((n_classes + 1, 3), np.uint8)  # one lookup per pixel; the last row: ignored
+    table[:n_classes] = palette(n_classes)
+    table[n_classes] = ignore_colour
+    if 0 <= ignore_label < n_classes:
+        table[ignore_label] = ignore_colour
+    index = np.where((label >= 0) & (label < n_classes), label, n_classes)
+    return table[index]
 
 
 def display_available():
@@ -40,3 +70,179 @@ def display_available():
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# ------------------------------------------------------------------ text and legend (OpenCV)
+
+
+class TextStyle(NamedTuple):
+    """Font scale, stroke and spacing of overlay text, in pixels of the picture it is drawn on."""
+
+    scale: float  # cv2 fontScale
+    thickness: int
+    text_height: int  # cap height in pixels
+    margin: int  # from the picture's edge, and inside the legend box
+    row: int  # distance between legend rows
+
+
+def text_style(height, width):
+    """The style for a ``height`` x ``width`` picture: text :data:`TEXT_SHARE` of its shorter side.
+
+    Proportional to the picture from about 270 px up; smaller pictures keep
+    :data:`MIN_TEXT_PIXELS` so the text stays legible.
+    """
+    text_height = max(MIN_TEXT_PIXELS, round(TEXT_SHARE * min(height, width)))
+    thickness = max(1, round(text_height / 12))
+    margin = max(2, round(text_height * 0.5))
+    return TextStyle(text_height / FONT_PIXELS_AT_SCALE_1, thickness, text_height, margin,
+                     text_height + max(3, round(text_height * 0.6)))
+
+
+def text_width(text, style):
+    return cv2.getTextSize(text, FONT, style.scale, style.thickness)[0][0]
+
+
+def put_outlined_text(image, text, origin, style, colour=WHITE):
+    """``text`` with its baseline's left end at ``origin``, in ``colour`` on a black outline."""
+    for ink, extra in ((BLACK, 2 * style.thickness), (colour, 0)):
+        cv2.putText(image, text, origin, FONT, style.scale, ink, style.thickness + extra,
+                    cv2.LINE_AA)
+    return image
+
+
+def fit_name(name, style, max_width):
+    """``name`` shortened (ending in "..") so its drawn width is at most ``max_width``."""
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS - 2] + ".."
+    while len(name) > 3 and text_width(name, style) > max_width:
+        name = name[:-3] + ".."
+    return name
+
+
+def legend_entries(label_map, class_names, colours, max_rows=LEGEND_ROWS, ignore_label=None):
+    """``[(name, colour)]`` of the classes in ``label_map``, largest area first.
+
+    ``colours`` is the palette in the channel order of the picture the legend
+    goes on. More classes than ``max_rows`` give ``max_rows - 1`` classes and a
+    last row ``"+N more"`` (colour None). Pixels of ``ignore_label`` count as
+    one more entry, :data:`IGNORE_NAME` in :data:`IGNORE_COLOUR`.
+    """
+    n_classes = len(class_names)
+    flat = np.asarray(label_map).ravel()
+    if flat.size and flat.min() < 0:  # not from a network or a dataset: drop what is no class
+        flat = flat[flat >= 0]
+    # One pass over the pixels (a 1920x1080 frame every frame): bincount of all values at once.
+    every = np.bincount(flat, minlength=n_classes)
+    counts = every[:n_classes]
+    found = [(int(counts[i]), int(i)) for i in np.flatnonzero(counts)]
+    entries = [(class_names[i], tuple(int(c) for c in colours[i]))
+               for _, i in sorted(found, key=lambda item: (-item[0], item[1]))]
+    if ignore_label is not None and 0 <= ignore_label < len(every) and every[ignore_label]:
+        entries.append((IGNORE_NAME, IGNORE_COLOUR))
+    if len(entries) > max_rows:
+        hidden = len(entries) - (max_rows - 1)
+        entries = entries[:max_rows - 1] + [(f"+{hidden} more", None)]
+    return entries
+
+
+def legend_layout(image_shape, entries, style, right=True, width_share=LEGEND_WIDTH_SHARE):
+    """Where :func:`draw_legend` puts things: ``(box, [(swatch, text origin, name)])``.
+
+    Boxes are ``(x0, y0, x1, y1)`` (x1, y1 excluded). The legend sits in the
+    top-right (or top-left) corner; rows that do not fit the picture's height
+    are left out, names are shortened to fit ``width_share`` of its width.
+    """
+    height, width = image_shape[:2]
+    m, s = style.margin, style.text_height
+    n_rows = min(len(entries), max(0, (height - 3 * m) // style.row))
+    name_room = int(width * width_share) - 3 * m - s
+    if n_rows == 0 or name_room < 3 * s:
+        return None, []
+    names = [fit_name(name, style, name_room) for name, _ in entries[:n_rows]]
+    box_width = 3 * m + s + max(text_width(name, style) for name in names)
+    box_height = 2 * m + n_rows * style.row - (style.row - s)
+    x0 = width - m - box_width if right else m
+    rows = []
+    for k, name in enumerate(names):
+        top = m + m + k * style.row
+        swatch = (x0 + m, top, x0 + m + s, top + s)
+        rows.append((swatch, (x0 + 2 * m + s, top + s), name))
+    return (x0, m, x0 + box_width, m + box_height), rows
+
+
+def draw_legend(image, entries, style, right=True, width_share=LEGEND_WIDTH_SHARE):
+    """Draw the legend of ``entries`` (from :func:`legend_entries`) on ``image`` in place.
+
+    The picture under the box is darkened; each class gets a filled swatch of
+    exactly its colour (a contrasting 1-pixel frame around it) and its name in
+    white. Returns the box (see :func:`legend_layout`), None when nothing fits.
+    """
+    box, rows = legend_layout(image.shape, entries, style, right, width_share)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    region = image[y0:y1, x0:x1]
+    region[...] = (region * LEGEND_DIM).astype(image.dtype)
+    for (swatch, origin, name), (_, colour) in zip(rows, entries):
+        sx0, sy0, sx1, sy1 = swatch
+        if colour is not None:
+            cv2.rectangle(image, (sx0 - 1, sy0 - 1), (sx1, sy1), contrasting(colour), 1)
+            image[sy0:sy1, sx0:sx1] = colour
+        cv2.putText(image, name, origin, FONT, style.scale, WHITE, style.thickness, cv2.LINE_AA)
+    return box
+
+
+def contrasting(colour):
+    """White next to a dark colour, black next to a light one (Rec. 601 luma; any channel order
+    works well enough, the weights only decide near mid-grey)."""
+    a, b, c = (float(v) for v in colour)
+    return BLACK if 0.299 * a + 0.587 * b + 0.114 * c >= 128 else WHITE
+
+
+# ------------------------------------------------------------------ side-by-side panel
+
+PANEL_MIN_SIDE = 256  # pictures are enlarged by a whole factor until their shorter side is this
+PANEL_GAP = 4  # pixels between pictures
+PANEL_BACKGROUND = (40, 40, 40)
+PANEL_LEGEND_ROWS = 12  # the panel's legend column has room for more rows than a frame's
+
+
+def enlarge(picture, factor, nearest):
+    """``picture`` enlarged ``factor`` times: nearest neighbour (label maps keep their exact
+    colours and blocky class edges) or bilinear (photos)."""
+    if factor == 1:
+        return picture
+    height, width = picture.shape[:2]
+    return cv2.resize(picture, (width * factor, height * factor),
+                      interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+
+
+def side_by_side(pictures, titles, entries, nearest, min_side=PANEL_MIN_SIDE):
+    """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, legend on the right.
+
+    Each picture is enlarged by the smallest whole factor that makes its
+    shorter side at least ``min_side`` (``nearest[k]``: nearest neighbour for
+    picture ``k``, else bilinear); ``entries`` (:func:`legend_entries`, colours
+    in the pictures' channel order) fill a legend column. Text follows the
+    enlarged pictures' size (:func:`text_style`).
+    """
+    height, width = pictures[0].shape[:2]
+    factor = max(1, -(-min_side // max(1, min(height, width))))
+    big = [enlarge(np.ascontiguousarray(p), factor, n) for p, n in zip(pictures, nearest)]
+    style = text_style(height * factor, width * factor)
+    header = style.text_height + 2 * style.margin
+    names = [name for name, _ in entries] or [""]
+    legend_width = 4 * style.margin + style.text_height + max(
+        [3 * style.text_height] + [text_width(fit_name(n, style, 10**6), style) for n in names])
+    n = len(big)
+    canvas = np.empty((header + height * factor,
+                       n * (width * factor + PANEL_GAP) + legend_width, 3), np.uint8)
+    canvas[...] = PANEL_BACKGROUND
+    for k, (picture, title) in enumerate(zip(big, titles)):
+        x = k * (width * factor + PANEL_GAP)
+        canvas[header:, x:x + width * factor] = picture
+        cv2.putText(canvas, title, (x + style.margin, style.margin + style.text_height), FONT,
+                    style.scale, WHITE, style.thickness, cv2.LINE_AA)
+    column = canvas[header:, n * (width * factor + PANEL_GAP):]
+    draw_legend(column, entries, style, right=False, width_share=1.0)
+    return canvas
