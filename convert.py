@@ -21,6 +21,7 @@ from libs.caffe import (
     target_model,
 )
 from libs.cli import command, load_cli_config, one_line_errors
+from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 
 def _target(preset, config_path):
@@ -72,6 +73,8 @@ def main(dataset, caffemodel, output, config_path):
     preset = CAFFE_PRESETS[dataset]
     with one_line_errors(config_path):
         caffemodel, output = preset_paths(preset, caffemodel, output)
+        refuse_overwriting_inputs(output, {"caffemodel": caffemodel, "config file": config_path})
+        check_writable_output(output)  # before the conversion
         model, classes = _target(preset, config_path)
         click.echo(f"{dataset}: {preset.description}")
         click.echo(f"target: {type(model).__name__}, {classes}"

@@ -38,6 +38,7 @@ from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
 from libs.utils.device import choose_device
 from libs.utils.errors import OutputError
+from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 from libs.utils.visualize import display_available
 
 
@@ -67,15 +68,20 @@ def check_model_source(model_path, onnx_path, precision):
         raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
 
 
-def check_outputs(output, label_path, image_path):
-    """One line for an output the run could not write: a bad format, or the input image itself."""
+def check_outputs(output, label_path, image_path, inputs):
+    """One line for an output the run could not write: a bad format, one of the inputs (the
+    image, or ``inputs``: ``{what: path}``), or a folder that cannot take a file."""
     figure_format(output)
     refuse_overwrite(output, image_path, "--output")
+    refuse_overwriting_inputs(output, inputs, "--output")
     if label_path is not None:
         check_label_path(label_path)
         refuse_overwrite(label_path, image_path, "--save-label")
+        refuse_overwriting_inputs(label_path, inputs, "--save-label")
         if same_file(label_path, output):
             raise OutputError(f"{label_path}: --save-label and --output name the same file")
+        check_writable_output(label_path)
+    check_writable_output(output)
 
 
 def new_figure(show):
@@ -123,7 +129,9 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
     show = display_available() if show is None else show
     output = Path(output) if output else default_output_path(image_path)
     with one_line_errors(config_path):
-        check_outputs(output, label_path, image_path)  # before the slow part
+        check_outputs(output, label_path, image_path,  # before the slow part
+                      {"model file": model_path, "ONNX file": onnx_path,
+                       "config file": config_path})
         cfg = load_cli_config(config_path)
         class_names = load_checked_class_names(cfg)
         image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision,

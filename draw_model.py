@@ -19,6 +19,8 @@ import click
 from libs.cli import command, config_option, load_cli_config, one_line_errors
 from libs.models import build_model
 from libs.models.summary import format_summary, layer_summary, write_graph
+from libs.utils.atomic import write_error
+from libs.utils.files import check_writable_dir
 
 GRAPH_SUBDIR = "graph"
 
@@ -31,11 +33,17 @@ def main(config_path, size):
     """Write the model graph to TensorBoard (EXP.LOG_DIR/graph/EXP.ID) and print a layer summary."""
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
+        log_dir = Path(cfg.EXP.LOG_DIR) / GRAPH_SUBDIR / cfg.EXP.ID
+        check_writable_dir(log_dir, "the TensorBoard graph")  # before the tracing
         model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     size = size or cfg.IMAGE.SIZE.TEST
     rows, output_shape = layer_summary(model, size)
     click.echo(format_summary(rows, output_shape, model, size))
-    log_dir = write_graph(model, size, Path(cfg.EXP.LOG_DIR) / GRAPH_SUBDIR / cfg.EXP.ID)
+    with one_line_errors(config_path):
+        try:
+            write_graph(model, size, log_dir)
+        except OSError as e:  # a disk that filled up since the check
+            raise write_error(log_dir, e) from None
     click.echo(f"graph: {log_dir}  (view: tensorboard --logdir {cfg.EXP.LOG_DIR}, GRAPHS tab)")
 
 

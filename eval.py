@@ -24,7 +24,9 @@ from libs.inference.crf import DenseCRF, default_n_jobs
 from libs.inference.evaluation import evaluate_and_report
 from libs.inference.predict import load_model
 from libs.inference.report import default_output_path
+from libs.utils.atomic import remove_stale_temporaries
 from libs.utils.device import choose_device
+from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 # What ``--crf-prune`` holds when it is not given: the config's CRF.PRUNE_THRESHOLD applies.
 FROM_CONFIG = object()
@@ -44,6 +46,16 @@ def parse_prune_threshold(ctx, param, text):
     if value is None or not 0.0 <= value < 1.0:
         raise click.BadParameter(f"expected a number in [0, 1) or none, got {text!r}")
     return value
+
+
+def prepare_output(output, model_path, config_path):
+    """Check, before the slow part, that ``output`` can be written and is none of the inputs;
+    clear what killed earlier runs left in its folder (after the model loaded, so a
+    mistyped model path creates no folder)."""
+    refuse_overwriting_inputs(output, {"model file": model_path, "config file": config_path})
+    check_writable_output(output)
+    remove_stale_temporaries(Path(output).parent, suffixes=(Path(output).suffix,))
+    return output
 
 
 def build_crf(cfg, crf, prune_threshold):
@@ -95,11 +107,12 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         dense_crf = build_crf(cfg, crf, prune_threshold)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device, precision=precision)
+        output = prepare_output(output or default_output_path(
+            model_path, split, dense_crf, tta_scales, flip,
+            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released", limit=limit),
+            model_path, config_path)
         if dense_crf is not None:
             tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
-        output = output or default_output_path(
-            model_path, split, dense_crf, tta_scales, flip,
-            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released", limit=limit)
         evaluate_and_report(
             cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
             tta_scales=tta_scales, flip=flip, limit=limit,

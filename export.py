@@ -23,6 +23,7 @@ from libs.cli import command, config_option, load_cli_config, model_path_option,
 from libs.inference.predict import load_model
 from libs.models.export import EXPORTERS, default_onnx_path, export_onnx
 from libs.utils.errors import OutputError
+from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 
 def parse_sizes(ctx, param, text):
@@ -41,14 +42,17 @@ def parse_sizes(ctx, param, text):
     return sizes
 
 
-def output_path(cfg, model_path, output, single_scale, force):
-    """Where the file goes; never the weights, nor an existing file without ``--force``."""
+def output_path(cfg, model_path, output, single_scale, force, config_path=None):
+    """Where the file goes; never an input (weights, config), nor an existing file without
+    ``--force``; its folder must take a file (checked now, not after the export)."""
     path = Path(output) if output else default_onnx_path(
         model_path, single_scale, released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released")
     if Path(model_path).exists() and path.resolve() == Path(model_path).resolve():
         raise OutputError(f"{path}: is the model's weight file; choose another --output")
+    refuse_overwriting_inputs(path, {"config file": config_path})
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; pass --force to replace it")
+    check_writable_output(path)
     return path
 
 
@@ -80,7 +84,7 @@ def main(config_path, model_path, output, single_scale, sizes, rtol, example_siz
         raise click.BadParameter("expected one size", param_hint="--example-size")
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
-        path = output_path(cfg, model_path, output, single_scale, force)
+        path = output_path(cfg, model_path, output, single_scale, force, config_path)
         model = load_model(cfg, model_path, torch.device("cpu"))
         network = model.base if single_scale else model
         info = export_onnx(network, path, example_size=example_size[0], opset=opset,

@@ -487,7 +487,7 @@ def test_labels_beyond_n_classes_and_size_mismatch_are_clear(copy_of_synthetic):
     s = np.ones((64, 80), np.uint8)
     s[5, 5] = 9  # class 8 in an 8-class dataset
     scipy.io.savemat(mat, {"S": s})
-    with pytest.raises(DatasetError, match=re.escape(f"{mat}: label 8 outside 0..7 (DATASET.N_CLASSES=8)")):
+    with pytest.raises(DatasetError, match=re.escape(f"{mat}: label 9 outside 1..8 (DATASET.N_CLASSES=8, class c stored as c+1; unlabeled: 0)")):
         train_set(root)[0]
     scipy.io.savemat(mat, {"S": np.ones((10, 10), np.uint8)})
     with pytest.raises(DatasetError, match=re.escape(f"{mat}: label map is 10x10 but {ids[0]}.jpg is 64x80")):
@@ -675,3 +675,20 @@ def test_real_configs_build_the_expected_dataset_class(tmp_path):
     _, image, label = ds[0]
     assert image.shape == (3, 321, 321) and label.shape == (321, 321)
     assert build_dataset(cfg, "test", augment=False)[0][1].shape == (3, 513, 513)
+
+
+def test_generation_removes_what_a_killed_generation_left(tmp_path):
+    """A generation killed mid-way leaves its hidden staging folder; the next one removes it
+    (only this program's pattern, only folders older than the process)."""
+    import os
+
+    stale = tmp_path / ".synthetic.tmp-a1b2c3d4"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "x.jpg").write_bytes(b"partial")
+    foreign = tmp_path / ".synthetic.tmp-keep"  # not 8 characters: not ours
+    foreign.mkdir()
+    for path in (stale / "images" / "x.jpg", stale / "images", stale, foreign):
+        os.utime(path, (1e9, 1e9))  # 2001: older than this process
+    generate_synthetic(tmp_path / "synthetic", 2, 1, 16, 16, seed=0)
+    assert not stale.exists() and foreign.is_dir()
+    assert (tmp_path / "synthetic" / "synthetic.json").is_file()

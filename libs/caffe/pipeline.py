@@ -7,7 +7,6 @@ backbone). A failure there is a bug in the mapping, not bad input, and says so.
 """
 
 from ..utils.atomic import save_torch
-from ..utils.errors import OutputError
 from .converter import ConversionError, convert_caffe_layers
 from .protobuf import read_caffemodel
 
@@ -58,8 +57,6 @@ def backbone_note(summary, n_tensors):
 
 
 def save_state_dict(state_dict, output):
-    """Write ``state_dict`` to ``output`` atomically; :class:`OutputError` if that fails."""
-    try:
-        return save_torch(state_dict, output)
-    except OSError as e:
-        raise OutputError(f"{output}: cannot write ({e.strerror})") from None
+    """Write ``state_dict`` to ``output`` atomically; :class:`OutputError` if that fails (a full
+    disk, an unwritable folder: ``save_torch`` names the file)."""
+    return save_torch(state_dict, output)

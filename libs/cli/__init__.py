@@ -10,14 +10,20 @@ report. Every error the project raises for bad input derives from
 
 import contextlib
 import math
+import re
 
 import click
 
 from ..utils.config import ConfigValueError, load_config
-from ..utils.errors import DeepLabError
+from ..utils.errors import DeepLabError, first_line
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
+# torch re-raises an error of a DataLoader worker as the same type with this text before
+# the worker's traceback, whose last line is "<module>.<Type>: <the original message>".
+WORKER_PREAMBLE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+# torch's own words for a weight file it cannot read or write (RuntimeErrors of its zip code).
+TORCH_FILE_ERRORS = ("PytorchStreamReader", "PytorchStreamWriter", "unexpected pos")
 
 
 def command(**kwargs):
@@ -86,18 +92,44 @@ def parse_positive_floats(text):
     return values
 
 
+def original_message(error):
+    """``str(error)``, or for an error re-raised from a DataLoader worker, the worker's own message.
+
+    The user should read "images/3.jpg: corrupt image", not "Caught DatasetError in
+    DataLoader worker process 0" and twenty lines of the worker's traceback.
+    """
+    text = str(error)
+    if not WORKER_PREAMBLE.match(text):
+        return text
+    kind = type(error)
+    for name in (f"{kind.__module__}.{kind.__qualname__}", kind.__qualname__):
+        at = text.rfind(f"\n{name}: ")
+        if at >= 0:
+            return first_line(text[at + len(name) + 3:])
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].split(": ", 1)[-1].strip()
+
+
 @contextlib.contextmanager
 def one_line_errors(config_path=None):
     """Turn the project's errors raised inside the block into one-line click errors.
 
     A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF
     threshold) comes from a value of the config file, so its line is prefixed
-    with ``config_path`` when one is given.
+    with ``config_path`` when one is given. Errors raised in DataLoader workers are
+    unwrapped to their original line (:func:`original_message`). Every weight file
+    is read through ``libs.models.weights.load_file``, which names the file; a torch
+    serialisation error escaping elsewhere still becomes its first line.
     """
     try:
         yield
     except ConfigValueError as e:
         prefix = f"{config_path}: " if config_path is not None else ""
-        raise click.ClickException(f"{prefix}{e}") from None
+        raise click.ClickException(f"{prefix}{original_message(e)}") from None
     except DeepLabError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(original_message(e)) from None
+    except RuntimeError as e:
+        if not any(mark in str(e) for mark in TORCH_FILE_ERRORS):
+            raise
+        raise click.ClickException(f"a weight file torch cannot read or write: "
+                                   f"{first_line(original_message(e), 200)}") from None

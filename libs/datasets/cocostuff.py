@@ -126,6 +126,22 @@ def read_png_label(path):
     return label.astype(np.int64)
 
 
+def check_label_values(raw, path, first, last, unlabeled, legend):
+    """Raise :class:`DatasetError` for a value of the file's own label map ``raw`` that is
+    neither a class (``first..last``) nor an ``unlabeled`` value.
+
+    Judged before any remapping (the .mat's -1 shift, 255 -> IGNORE_LABEL), so a raw
+    256 cannot slip through as the ignore label, and the message quotes the value
+    as it is in the file. ``legend`` says what the file's values mean.
+    """
+    valid = (raw >= first) & (raw <= last)
+    for value in unlabeled:
+        valid |= raw == value
+    if not valid.all():
+        raise DatasetError(f"{path}: label {int(raw[~valid][0])} outside {first}..{last} "
+                           f"({legend})")
+
+
 class CocoStuffBase(Dataset):
     """Shared sampling, transform and skip logic; subclasses list ids and read files."""
 
@@ -182,6 +198,8 @@ class CocoStuffBase(Dataset):
         raise NotImplementedError
 
     def _read_label(self, path):
+        """The label map of ``path`` in 0..n-1 or the ignore label; the file's own values are
+        checked first (:meth:`_check_raw`)."""
         raise NotImplementedError
 
     @property
@@ -218,14 +236,14 @@ class CocoStuffBase(Dataset):
                 f"{label_path}: label map is {label.shape[0]}x{label.shape[1]} but "
                 f"{image_path.name} is {image.shape[0]}x{image.shape[1]}"
             )
-        bad = (label != self.ignore_label) & ((label < 0) | (label >= self.n_classes))
-        if bad.any():
-            raise DatasetError(
-                f"{label_path}: label {int(label[bad][0])} outside 0..{self.n_classes - 1} "
-                f"(DATASET.N_CLASSES={self.n_classes}) and not the ignore label "
-                f"{self.ignore_label}"
-            )
         return image, label
+
+    def _check_raw(self, raw, path, unlabeled, offset=0):
+        """:func:`check_label_values` for a file whose classes are ``offset..offset+n-1``."""
+        n = self.n_classes
+        shift = f", class c stored as c+{offset}" if offset else ""
+        legend = f"DATASET.N_CLASSES={n}{shift}; unlabeled: {' or '.join(map(str, unlabeled))}"
+        check_label_values(raw, path, offset, offset + n - 1, unlabeled, legend)
 
     def _transform(self, image, label, index):
         if self.augment:
@@ -300,6 +318,7 @@ class CocoStuff10k(CocoStuffBase):
 
     def _read_label(self, path):
         raw = read_mat_label(path, "S")
+        self._check_raw(raw, path, unlabeled=(0,), offset=1)
         label = raw - 1  # 1..182 -> 0..181
         label[raw == 0] = self.ignore_label  # 0 = unlabeled
         return label
@@ -327,5 +346,6 @@ class CocoStuff164k(CocoStuffBase):
 
     def _read_label(self, path):
         label = read_png_label(path)
+        self._check_raw(label, path, unlabeled=(self.PNG_UNLABELED,))
         label[label == self.PNG_UNLABELED] = self.ignore_label
         return label

@@ -123,4 +123,6 @@ class FolderDataset(CocoStuffBase):
         return self._image_path(image_id), self.root / "labels" / f"{image_id}.png"
 
     def _read_label(self, path):
-        return read_label_png(path)
+        label = read_label_png(path)
+        self._check_raw(label, path, unlabeled=(self.ignore_label,))
+        return label

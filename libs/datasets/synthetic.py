@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from ..utils.atomic import umask_mode
+from ..utils.atomic import remove_stale_temporaries, umask_mode
 from ..utils.sizes import size_text
 from .errors import DatasetError
 
@@ -322,6 +322,7 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
                            f"got {size_text(height, width)}")
     replace = _check_target(root, force)
     root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root.parent)  # what a killed generation left (.<name>.tmp-*)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     staging.chmod(umask_mode(directory=True))  # mkdtemp's 0o700 would survive the rename
     try:

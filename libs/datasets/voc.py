@@ -80,5 +80,6 @@ class VOC12(FolderDataset):
 
     def _read_label(self, path):
         label = read_label_png(path)
+        self._check_raw(label, path, unlabeled=(VOC_IGNORE,))
         label[label == VOC_IGNORE] = self.ignore_label
         return label

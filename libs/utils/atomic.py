@@ -4,15 +4,35 @@ Every writer goes through :func:`atomic_path`: the data goes to a temporary file
 beside the target, which is renamed onto the target only when writing succeeded.
 On any error the temporary file is removed and an existing target is untouched.
 Torch files, JSON, raw bytes (caffemodels), figures and videos all use it.
+
+After the rename the folder itself is fsynced, so a power loss right after a
+save cannot lose the published name. An ``OSError`` while writing (a full disk,
+a read-only folder) becomes one :class:`OutputError` line naming the target.
+A process killed mid-write leaves its temporary file behind; such files (this
+module's name pattern only) are removed by :func:`remove_stale_temporaries`.
 """
 
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, first_line
+from .files import os_reason
+
+# How torch.save reports a write that failed (a full disk): "[enforce fail at
+# inline_container.cc:...] unexpected pos 4416 vs 4310", "PytorchStreamWriter failed writing".
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter", "file write failed")
+# The temporaries left by a killed writer: atomic_path's ".<stem>.<8 random>.tmp<suffix>"
+# files and the synthetic generator's ".<name>.tmp-<8 random>" / ".<name>.old-<8 random>"
+# folders (tempfile's random names are 8 characters of [a-z0-9_]).
+TEMPORARY_FILE = re.compile(r"^\..*\.[a-z0-9_]{8}\.tmp(\.[^./]+)?$")
+TEMPORARY_DIR = re.compile(r"^\..+\.(tmp|old)-[a-z0-9_]{8}$")
+IMPORT_TIME = time.time()
 
 # Writable video containers and the codec each gets (both are in every OpenCV build with FFMPEG).
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -42,22 +62,57 @@ def umask_mode(directory=False):
     return (0o777 if directory else 0o666) & ~current_umask()
 
 
+def write_error(path, error):
+    """The one-line :class:`OutputError` for an ``OSError`` met while writing ``path``."""
+    reason = os_reason(error) if error.strerror else first_line(error)
+    return OutputError(f"{path}: cannot write ({reason})")
+
+
+def fsync_directory(folder):
+    """Flush ``folder``'s entries (a rename) to disk; best effort, skipped where the OS
+    cannot open a directory (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary_beside(path):
+    """A new empty temporary file next to ``path`` (:data:`TEMPORARY_FILE` names it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                   dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, umask_mode())
+    except OSError as e:
+        raise write_error(path, e) from None
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps ``path``'s suffix, so writers that pick a format
-    from the extension (matplotlib, OpenCV) behave as for ``path`` itself.
+    from the extension (matplotlib, OpenCV) behave as for ``path`` itself. An
+    ``OSError`` in the block or the rename is an :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, umask_mode())
+    tmp = _temporary_beside(path)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as e:
+            raise write_error(path, e) from None
+        fsync_directory(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -79,7 +134,13 @@ def save_torch(obj, path):
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:  # a failed write inside torch's zip writer
+                if not any(mark in str(e) for mark in TORCH_WRITE_FAILURES):
+                    raise
+                raise OutputError(f"{path}: cannot write (torch: {first_line(e, 120)}; "
+                                  "is the disk full?)") from None
             f.flush()
             os.fsync(f.fileno())
     return Path(path)
@@ -104,8 +165,12 @@ def publish_link(source, path):
 
 def write_json(obj, path):
     """``obj`` as indented JSON (NaN refused: it is not JSON) to ``path``, atomically."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 
@@ -175,6 +240,7 @@ class AtomicVideoWriter:
         self.writer.release()
         if self.n_frames:
             os.replace(self.tmp, self.path)
+            fsync_directory(self.path.parent)
         else:
             self._discard()
         return self.n_frames
@@ -182,3 +248,59 @@ class AtomicVideoWriter:
     def _discard(self):
         if self.tmp.exists():
             self.tmp.unlink()
+
+
+def process_start_time():
+    """When this process started (seconds since the epoch): from /proc on Linux, elsewhere the
+    time this module was imported (a little later, so still before any file it wrote)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return IMPORT_TIME
+
+
+def _newest_mtime(path):
+    """The latest modification time in ``path`` (a folder: of any entry below it), so a
+    folder another process is still filling counts as new."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for entry in path.rglob("*"):
+            with contextlib.suppress(OSError):
+                newest = max(newest, entry.lstat().st_mtime)
+    return newest
+
+
+def remove_stale_temporaries(folder, suffixes=None, before=None):
+    """Delete this program's temporaries in ``folder`` (not below) last changed before
+    ``before`` (default: this process's start); return the paths removed.
+
+    Only the names in :data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` are touched, and
+    only old ones, so another run writing into the same folder right now keeps its files.
+    ``suffixes`` (e.g. ``(".json",)``) limits it to the temporaries of those files: eval
+    clears its results' leftovers beside a checkpoint without ever touching a checkpoint
+    that a training run is fsyncing there. A missing or unreadable folder removes nothing.
+    """
+    before = process_start_time() if before is None else before
+    endings = None if suffixes is None else tuple(f".tmp{suffix}" for suffix in suffixes)
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        pattern = TEMPORARY_DIR if is_dir else TEMPORARY_FILE
+        if endings is not None and (is_dir or not entry.name.endswith(endings)):
+            continue
+        try:
+            if not pattern.match(entry.name) or _newest_mtime(entry) >= before:
+                continue
+            shutil.rmtree(entry) if is_dir else entry.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove
+        removed.append(entry)
+    return removed

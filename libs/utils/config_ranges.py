@@ -2,16 +2,144 @@
 
 :func:`check_ranges` runs on the mapping that has passed the schema (types are
 right), so every rule here can assume the type and only judges the value. Each
-failure is one :class:`ConfigError` line naming the file and the dotted key.
+failure is one :class:`ConfigError` line naming the file and the dotted key:
+"<file>: key SOLVER.ITER_SNAP: expected a positive integer, got 0". A zero or
+negative count would otherwise surface hours later as a ZeroDivisionError deep in
+training, or silently (``ITER_MAX: 0`` writing an untrained "final" model).
 """
 
+import math
+
 from .config_sources import ConfigError
+
+MISSING = object()  # a key absent from this config (a section being extended, a null parent)
+
+
+def _finite(v):
+    return math.isfinite(v)
+
+
+def _positive(v):
+    return math.isfinite(v) and v > 0
+
+
+def _non_negative(v):
+    return math.isfinite(v) and v >= 0
+
+
+def _below_one(v):
+    return math.isfinite(v) and 0 <= v < 1
+
+
+def _unit_scale(v):
+    return math.isfinite(v) and 0 < v <= 1
+
+
+def _non_empty(v):
+    return bool(v.strip())
+
+
+POSITIVE_INT = (_positive, "a positive integer")
+NON_NEGATIVE_INT = (_non_negative, "an integer >= 0")
+POSITIVE = (_positive, "a positive number")
+NON_NEGATIVE = (_non_negative, "a number >= 0")
+NON_EMPTY = (_non_empty, "a non-empty string")
+
+# Dotted key -> (rule, what the rule expects). A list value is judged item by item; a
+# null (an Optional key that is off) and a key this config does not have are skipped.
+RULES = {
+    "EXP.ID": NON_EMPTY,
+    "EXP.OUTPUT_DIR": NON_EMPTY,
+    "EXP.LOG_DIR": NON_EMPTY,
+    "EXP.SEED": NON_NEGATIVE_INT,  # numpy's generators refuse negative seeds
+    "DATASET.ROOT": NON_EMPTY,
+    "DATASET.LABELS": NON_EMPTY,
+    "DATASET.N_CLASSES": POSITIVE_INT,
+    "DATASET.SPLIT.TRAIN": NON_EMPTY,
+    "DATASET.SPLIT.TEST": NON_EMPTY,
+    "DATASET.SYNTHETIC.N_TRAIN": POSITIVE_INT,
+    "DATASET.SYNTHETIC.N_TEST": POSITIVE_INT,
+    "DATASET.SYNTHETIC.HEIGHT": (lambda v: v >= 8, "an integer >= 8"),
+    "DATASET.SYNTHETIC.WIDTH": (lambda v: v >= 8, "an integer >= 8"),
+    "DATALOADER.NUM_WORKERS": NON_NEGATIVE_INT,
+    "IMAGE.MEAN.B": (_finite, "a finite number"),
+    "IMAGE.MEAN.G": (_finite, "a finite number"),
+    "IMAGE.MEAN.R": (_finite, "a finite number"),
+    "IMAGE.SIZE.TRAIN": POSITIVE_INT,
+    "IMAGE.SIZE.TEST": POSITIVE_INT,
+    "IMAGE.SIZE.DEMO": POSITIVE_INT,
+    "IMAGE.SIZE.DEMO_FAST": POSITIVE_INT,
+    "MODEL.N_BLOCKS": POSITIVE_INT,
+    "MODEL.BASE_WIDTH": POSITIVE_INT,
+    "MODEL.ATROUS_RATES": POSITIVE_INT,
+    "MODEL.MSC_SCALES": (_unit_scale, "a scale in (0, 1]"),  # [] is allowed: single scale
+    "MODEL.MULTI_GRID": POSITIVE_INT,  # DeepLab v3/v3+ keys: skipped where a config lacks them
+    "MODEL.HEAD_CHANNELS": POSITIVE_INT,
+    "MODEL.DECODER_CHANNELS": POSITIVE_INT,
+    "SOLVER.BATCH_SIZE.TRAIN": POSITIVE_INT,
+    "SOLVER.BATCH_SIZE.TEST": POSITIVE_INT,
+    "SOLVER.ITER_SIZE": POSITIVE_INT,
+    "SOLVER.ITER_MAX": POSITIVE_INT,
+    "SOLVER.ITER_SNAP": POSITIVE_INT,
+    "SOLVER.ITER_TB": POSITIVE_INT,
+    "SOLVER.ITER_EVAL": POSITIVE_INT,
+    "SOLVER.LR": POSITIVE,
+    "SOLVER.LR_DECAY": POSITIVE_INT,
+    "SOLVER.LR_MULT.BACKBONE": NON_NEGATIVE,
+    "SOLVER.LR_MULT.ASPP_WEIGHT": NON_NEGATIVE,
+    "SOLVER.LR_MULT.ASPP_BIAS": NON_NEGATIVE,
+    "SOLVER.MOMENTUM": (_below_one, "a number in [0, 1)"),
+    "SOLVER.WEIGHT_DECAY": NON_NEGATIVE,
+    "SOLVER.POLY_POWER": NON_NEGATIVE,
+    "SOLVER.AVERAGE_LOSS": POSITIVE_INT,
+    "CRF.ITER_MAX": POSITIVE_INT,
+    "CRF.POS_W": NON_NEGATIVE,
+    "CRF.POS_XY_STD": POSITIVE,
+    "CRF.BI_W": NON_NEGATIVE,
+    "CRF.BI_XY_STD": POSITIVE,
+    "CRF.BI_RGB_STD": POSITIVE,
+    "CRF.PRUNE_THRESHOLD": (_below_one, "a number in [0, 1) or null"),
+}
 
 
 def check_ranges(checked, path):
     """Raise :class:`ConfigError` for the first value of ``checked`` (a schema-checked mapping)
     that is out of range or inconsistent with another key."""
+    for key, (rule, expected) in RULES.items():
+        _check_rule(checked, key, rule, expected, path)
     _check_scales(checked["AUGMENTATION"], path)
+    _check_ignore_label(checked["DATASET"], path)
+
+
+def lookup(mapping, dotted):
+    """The value at ``dotted`` in nested mappings, or :data:`MISSING` (absent, or under a null)."""
+    value = mapping
+    for name in dotted.split("."):
+        if not isinstance(value, dict) or name not in value:
+            return MISSING
+        value = value[name]
+    return value
+
+
+def _check_rule(checked, key, rule, expected, path):
+    """One line for the first value (or list item) at ``key`` that ``rule`` refuses."""
+    value = lookup(checked, key)
+    if value is MISSING or value is None:
+        return
+    items = enumerate(value) if isinstance(value, list) else [(None, value)]
+    for i, item in items:
+        if isinstance(item, bool) or not rule(item):
+            where = key if i is None else f"{key}[{i}]"
+            raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
+
+
+def _check_ignore_label(dataset, path):
+    """``IGNORE_LABEL`` must not be a class: pixels of that class would silently never train."""
+    n_classes, ignore = dataset["N_CLASSES"], dataset["IGNORE_LABEL"]
+    if 0 <= ignore < n_classes:
+        raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
+                          f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
+                          f"got {ignore}")
 
 
 def _check_scales(augmentation, path):

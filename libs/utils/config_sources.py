@@ -44,15 +44,46 @@ class ConfigError(DeepLabError, ValueError):
 def read_mapping(path):
     """The top-level mapping of the YAML file ``path`` (``yaml.safe_load``)."""
     text = read_input(path, "config file", ConfigError)
+    loader = ConfigLoader(text)
     try:
-        raw = yaml.load(text, Loader=ConfigLoader)
+        node = loader.get_single_node()
+        if node is not None:
+            refuse_duplicate_keys(node, path)
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{where}") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
+
+
+def refuse_duplicate_keys(node, path, prefix=""):
+    """Raise :class:`ConfigError` for a key given twice in one mapping of ``node`` (nested too).
+
+    YAML loaders keep the last value silently, so ``SOLVER.LR`` written twice would
+    train with whichever came second; the message names the line and the dotted key.
+    """
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            refuse_duplicate_keys(item, path, f"{prefix}[{i}]")
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_lines = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        dotted = f"{prefix}.{key_node.value}" if prefix else key_node.value
+        line = key_node.start_mark.line + 1
+        if key_node.value in first_lines:
+            raise ConfigError(f"{path}: line {line}: duplicate key {dotted} (first given at "
+                              f"line {first_lines[key_node.value]}); give each key once")
+        first_lines[key_node.value] = line
+        refuse_duplicate_keys(value_node, path, dotted)
 
 
 def merge(base, child):

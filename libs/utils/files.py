@@ -1,5 +1,6 @@
 """Input files read with one clear error; output locations checked before any work starts."""
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,17 @@ def refuse_overwriting_inputs(output, inputs, option="--output"):
             raise OutputError(f"{output}: this is the input {what}; choose another {option}")
 
 
+def os_reason(error):
+    """The words for an ``OSError`` in a one-line message ("Permission denied").
+
+    ``mkdir`` over an existing regular file says "File exists", which reads as if
+    the folder were there; it is "Not a directory", so that is what the user reads.
+    """
+    if isinstance(error, FileExistsError):
+        return os.strerror(errno.ENOTDIR)
+    return error.strerror or type(error).__name__
+
+
 def check_writable_dir(folder, what):
     """Create ``folder`` if needed and check that a file can be created in it, at start.
 
@@ -58,5 +70,18 @@ def check_writable_dir(folder, what):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OutputError(f"{folder}: cannot write {what} there "
-                          f"({e.strerror or type(e).__name__})") from None
+        raise OutputError(f"{folder}: cannot write {what} there ({os_reason(e)})") from None
+
+
+
+def check_writable_output(path):
+    """Like :func:`check_writable_dir` for the folder of the file ``path``, at start, with the
+    line the writers give (``libs.utils.atomic.write_error``): "<path>: cannot write (Not a
+    directory)"."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({os_reason(e)})") from None
