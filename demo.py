@@ -39,6 +39,7 @@ from libs.utils.atomic import figure_format, save_figure
 from libs.utils.device import choose_device
 from libs.utils.errors import OutputError
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
+from libs.utils.sizes import size_text
 from libs.utils.visualize import display_available
 
 
@@ -138,7 +139,7 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
                                              onnx_path)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
         height, width = label_map.shape
-        click.echo(f"{image_path} ({height}x{width}{', CRF' if crf else ''}): "
+        click.echo(f"{image_path} ({size_text(height, width)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
         figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares,

@@ -2,7 +2,7 @@
 """Export a DeepLab v2 model to ONNX and check it against PyTorch.
 
     python export.py --config config/cocostuff.yaml --model-path PATH [--output model.onnx]
-                     [--single-scale] [--check-sizes 289x353,193x257] [--force]
+                     [--single-scale] [--check-sizes 353x289,257x193] [--force]
 
 The model (multi-scale, or its single-scale network with ``--single-scale``)
 is loaded as eval.py loads it, its BatchNorms folded, and exported with
@@ -24,18 +24,20 @@ from libs.inference.predict import load_model
 from libs.models.export import EXPORTERS, default_onnx_path, export_onnx
 from libs.utils.errors import OutputError
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
+from libs.utils.sizes import size_text
 
 
 def parse_sizes(ctx, param, text):
-    """``"289x353,193x257"`` -> ``[(289, 353), (193, 257)]`` (height x width); empty: no check."""
+    """``"353x289,257x193"`` (width x height, as every size is written here) ->
+    ``[(289, 353), (193, 257)]`` (height, width); empty: no check."""
     sizes = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         try:
-            height, width = (int(v) for v in part.lower().split("x"))
+            width, height = (int(v) for v in part.lower().split("x"))
         except ValueError:
-            raise click.BadParameter(f"expected HxW sizes such as 289x353, got {part!r}") from None
+            raise click.BadParameter(f"expected WxH sizes such as 353x289, got {part!r}") from None
         if height < 1 or width < 1:
             raise click.BadParameter(f"sizes must be positive, got {part!r}")
         sizes.append((height, width))
@@ -64,14 +66,14 @@ def output_path(cfg, model_path, output, single_scale, force, config_path=None):
                    "released model's name, under EXP.OUTPUT_DIR/released/]")
 @click.option("--single-scale", is_flag=True,
               help="Export the single-scale network (model.base) instead of the MSC.")
-@click.option("--check-sizes", "sizes", default="289x353,193x257", show_default=True,
+@click.option("--check-sizes", "sizes", default="353x289,257x193", show_default=True,
               callback=parse_sizes,
-              help="Input sizes (HxW, comma-separated) at which ONNX Runtime must match "
+              help="Input sizes (WxH, comma-separated) at which ONNX Runtime must match "
                    "PyTorch; '' skips the check.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest allowed max|onnx - torch| / max|torch| of the logits.")
 @click.option("--example-size", default="321x321", show_default=True, callback=parse_sizes,
-              help="Input size traced (HxW); the exported sizes stay dynamic.")
+              help="Input size traced (WxH); the exported sizes stay dynamic.")
 @click.option("--opset", type=click.IntRange(min=7), default=None,
               help="ONNX opset  [default: the exporter's default in the installed torch]")
 @click.option("--exporter", type=click.Choice(EXPORTERS), default="auto", show_default=True,
@@ -94,7 +96,7 @@ def main(config_path, model_path, output, single_scale, sizes, rtol, example_siz
                f"{info.exporter} exporter, {info.n_folded} BatchNorms folded, exported in "
                f"{info.seconds:.1f} s; onnx.checker: ok")
     for (height, width), error in info.errors.items():
-        click.echo(f"ONNX Runtime vs PyTorch at {height}x{width}: "
+        click.echo(f"ONNX Runtime vs PyTorch at {size_text(height, width)}: "
                    f"max relative error {error:.1e} (tolerance {rtol:.0e})")
 
 

@@ -490,7 +490,7 @@ def test_labels_beyond_n_classes_and_size_mismatch_are_clear(copy_of_synthetic):
     with pytest.raises(DatasetError, match=re.escape(f"{mat}: label 9 outside 1..8 (DATASET.N_CLASSES=8, class c stored as c+1; unlabeled: 0)")):
         train_set(root)[0]
     scipy.io.savemat(mat, {"S": np.ones((10, 10), np.uint8)})
-    with pytest.raises(DatasetError, match=re.escape(f"{mat}: label map is 10x10 but {ids[0]}.jpg is 64x80")):
+    with pytest.raises(DatasetError, match=re.escape(f"{mat}: label map is 10x10 but {ids[0]}.jpg is 80x64 (width x height)")):
         train_set(root)[0]
 
 

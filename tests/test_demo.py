@@ -77,7 +77,7 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
     assert result.exit_code == 0, result.output
 
     # Printed: the resized size (64x80 image, longer side IMAGE.SIZE.DEMO = 65), then the classes.
-    assert f"{image_path} (52x65)" in result.output
+    assert f"{image_path} (65x52)" in result.output
     printed = [LINE.match(line).groups() for line in result.output.splitlines()
                if LINE.match(line)]
     assert len(printed) >= 2, "the seed should give a map with several classes"
@@ -129,7 +129,7 @@ def test_cli_default_output_in_current_directory_and_label_png(toy_cfg, syntheti
     result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--crf", "--no-show",
                  "--save-label", "labels/picture.png")
     assert result.exit_code == 0, result.output
-    assert "(52x65, CRF)" in result.output
+    assert "(65x52, CRF)" in result.output
     assert cv2.imread(str(work / "picture_segmentation.png")) is not None
     assert sorted(p.name for p in data.iterdir()) == ["picture.jpg"]  # nothing beside the input
     saved = cv2.imread(str(work / "labels" / "picture.png"), cv2.IMREAD_UNCHANGED)

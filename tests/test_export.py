@@ -193,7 +193,7 @@ def test_export_command_writes_checks_and_refuses_to_overwrite(toy_cfg, tmp_path
     assert re.match(rf"^{re.escape(str(output))}: MSC \(caffe geometry\), [\d.]+ MiB, opset \d+, "
                     r"torchscript exporter, 17 BatchNorms folded, exported in [\d.]+ s; "
                     r"onnx.checker: ok$", lines[0]), lines[0]
-    for line, size in zip(lines[1:], ["289x353", "193x257"]):
+    for line, size in zip(lines[1:], ["353x289", "257x193"]):  # width x height
         error = float(re.match(rf"^ONNX Runtime vs PyTorch at {size}: max relative error "
                                r"(\S+) \(tolerance 1e-04\)$", line).group(1))
         assert error < 1e-4
@@ -207,10 +207,10 @@ def test_export_command_writes_checks_and_refuses_to_overwrite(toy_cfg, tmp_path
     assert output.read_bytes() == before
 
     result = run_export("-c", config_path, "-m", checkpoint, "--single-scale", "-o", output,
-                        "--check-sizes", "41x57", "--example-size", "49x49", "--force",
+                        "--check-sizes", "57x41", "--example-size", "49x49", "--force",
                         "--exporter", "torchscript")
     assert result.exit_code == 0, result.output
-    assert f"{output}: single-scale" in result.output and "at 41x57" in result.output
+    assert f"{output}: single-scale" in result.output and "at 57x41" in result.output
     assert len(result.output.strip().splitlines()) == 2
     assert not hasattr(OnnxModel(output, CPU), "geometry")  # replaced by the single-scale export
     assert sorted(p.name for p in tmp_path.rglob("*.tmp*")) == []
@@ -221,7 +221,7 @@ def test_export_command_usage(toy_cfg, tmp_path):
     assert result.exit_code == 0 and "--check-sizes" in result.output and "--force" in result.output
     config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
     result = run_export("-c", config_path, "-m", checkpoint, "--check-sizes", "289by353")
-    assert result.exit_code == 2 and "expected HxW sizes such as 289x353" in result.output
+    assert result.exit_code == 2 and "expected WxH sizes such as 353x289" in result.output
     result = run_export("-c", config_path, "-m", tmp_path / "none.pth", "-o", tmp_path / "x.onnx")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()]
@@ -254,7 +254,9 @@ def test_demo_onnx_gives_the_torch_label_map(toy_cfg, synthetic_root, tmp_path,
     # It prints the classes and shares of the torch label map.
     shares = format_shares(class_shares(labels_torch, cfg.DATASET.N_CLASSES),
                            load_class_names(cfg.DATASET.LABELS))
-    assert result.output == (f"{image_path} (52x65): {len(shares.splitlines())} classes found "
+    height, width = labels_torch.shape
+    assert result.output == (f"{image_path} ({width}x{height}): {len(shares.splitlines())} "
+                             f"classes found "
                              f"(id, name, share of pixels)\n{shares}\nfigure: {output}\n")
 
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..utils.files import read_input
+from ..utils.sizes import size_text
 from .errors import DatasetError
 from .transforms import (
     augment,
@@ -233,8 +234,8 @@ class CocoStuffBase(Dataset):
         label = self._read_label(label_path)
         if image.shape[:2] != label.shape:
             raise DatasetError(
-                f"{label_path}: label map is {label.shape[0]}x{label.shape[1]} but "
-                f"{image_path.name} is {image.shape[0]}x{image.shape[1]}"
+                f"{label_path}: label map is {size_text(*label.shape[:2])} but "
+                f"{image_path.name} is {size_text(*image.shape[:2])} (width x height)"
             )
         return image, label
 
