@@ -7,6 +7,7 @@ original), or on several processes/machines under ``torchrun``
 lives in ``libs/training``; this script parses, wires and reports.
 """
 
+import os
 import sys
 
 import click
@@ -19,18 +20,21 @@ from libs.cli import (
     load_cli_config,
     one_line_errors,
 )
+from libs.cli.train_options import exit_on_interrupt, run_options
 from libs.inference.evaluation import evaluate_and_report, score
 from libs.inference.report import default_output_path
 from libs.training import distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
+from libs.training.run_folder import prepare_run_folders
 from libs.utils.device import choose_device
 
 
-def train_distributed(cfg, cuda, resume, sources=None, scoring=True):
+def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_changes=()):
     """Join the process group (under torchrun), train, leave it; return (model, rank, device).
 
     ``sources`` (the config file and the ``--set`` overrides) go into the start summary.
     With ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations.
+    ``allow_changes``: config keys a resumed run may change (``--allow-config-change``).
     """
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
@@ -40,7 +44,7 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True):
         if scoring and cfg.SOLVER.ITER_EVAL:
             evaluator = lambda model: score(cfg, model, device, progress=False)  # noqa: E731
         model = train(cfg, device, resume, rank, world_size, data_parallel, sources=sources,
-                      evaluator=evaluator)
+                      evaluator=evaluator, allow_changes=allow_changes)
     finally:
         distributed.cleanup()
     return model, rank, device
@@ -49,21 +53,27 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True):
 @command()
 @config_option()
 @cuda_option("Train on the visible GPUs")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue from a training checkpoint exactly where it stopped.")
+@run_options
 @click.option("--eval/--no-eval", "evaluate_after", default=True, show_default=True,
               help="Score the model on the test split when training ends (and every "
                    "SOLVER.ITER_EVAL iterations, when set).")
-def main(config_path, cuda, resume, evaluate_after):
+def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
     """Train DeepLab v2 as configured in CONFIG (every default lives there).
 
-    Launch with torchrun for several processes or machines.
+    Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and
+    SIGHUP stop after the current iteration with a checkpoint and print the
+    command that resumes it (exit status 130, 143, 129); a second Ctrl-C stops at once.
     """
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
         overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
         sources = {"config": str(config_path), "overrides": list(overrides)}
-        model, rank, device = train_distributed(cfg, cuda, resume, sources, evaluate_after)
+        first_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 checks alone
+        resume = prepare_run_folders(cfg.EXP, resume, overwrite, check=first_process,
+                                     log=click.echo)
+        with exit_on_interrupt(config_path, overrides):
+            model, rank, device = train_distributed(cfg, cuda, resume, sources, evaluate_after,
+                                                    allow_changes)
         if evaluate_after and rank == 0:
             final = checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
             results = evaluate_and_report(cfg, model.eval(), device,

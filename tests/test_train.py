@@ -292,7 +292,9 @@ def test_a_non_finite_loss_stops_with_one_line(toy_cfg, tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match="loss is nan at iteration 1; stopping"):
         run_training(cfg, CPU, progress=False)
     assert issubclass(TrainingError, FloatingPointError)
-    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda"])
+    # --overwrite: the library run above left its logs under the same EXP.ID
+    result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
+                      "--overwrite"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == "Error: loss is nan at iteration 1; stopping"
 

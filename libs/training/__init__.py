@@ -7,8 +7,11 @@ loss scaler), ``acceleration`` (channels-last layout, activation checkpointing,
 (save, resume, initial weights), ``distributed`` (torchrun and model wrappers),
 ``tensorboard`` and ``monitor`` (what a run logs and shows: loss, rates,
 images/s, peak memory), ``runlog`` (the start summary, ``train.log`` and
-:func:`record_scores`, which takes the final scores as a plain dict) and
-``loop`` (:func:`train`, the entry point).
+:func:`record_scores`, which takes the final scores as a plain dict),
+``interrupt`` (SIGINT/SIGTERM/SIGHUP stop after an iteration with a
+checkpoint), ``resume`` (what ``--resume`` checks), ``run_folder`` (no run is
+overwritten by accident; ``--resume latest``) and ``loop`` (:func:`train`,
+the entry point).
 """
 
 from .errors import TrainingError

@@ -1,6 +1,6 @@
 """Training checkpoints: where they go, what they hold, and how a run starts from one.
 
-A checkpoint is ``{model, optimizer, iteration, rng, config}`` (and
+A checkpoint is ``{model, optimizer, iteration, rng, config, num_threads}`` (and
 ``grad_scaler``, the fp16 loss scale, when training with ``SOLVER.AMP: fp16``):
 with the random-number state of every generator, ``--resume`` continues exactly
 as the uninterrupted run would have. Files are written atomically
@@ -60,6 +60,8 @@ def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
     """Write a training checkpoint; ``config`` is the run's config as a plain dict.
 
     ``scaler`` (the fp16 ``GradScaler``) adds its state when it is enabled.
+    ``num_threads`` (torch's CPU thread count) is kept because a resumed run is
+    bit-identical only with the same count (reductions split differently).
     """
     save_torch(
         {
@@ -68,22 +70,27 @@ def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
             "iteration": iteration,
             "rng": rng_state(),
             "config": config,
+            "num_threads": torch.get_num_threads(),
             **scaler_state(scaler),
         },
         path,
     )
 
 
-def load_checkpoint(path, model, n_classes):
+def load_checkpoint(path, model, n_classes, check=None):
     """Read the training checkpoint ``path`` and load its weights into ``model``.
 
     Returns the checkpoint; hand it to :func:`restore_training_state` once the
     optimizer exists. A plain state dict (no optimizer or iteration) cannot be
-    resumed and is an error.
+    resumed and is an error. ``check(checkpoint)`` runs before the weights are
+    loaded (the resume checks: a changed config is named before it shows as a
+    shape mismatch).
     """
     checkpoint = load_file(path)
     if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
         raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/iteration)")
+    if check is not None:
+        check(checkpoint)
     load_state_dict_checked(model, checkpoint["model"], path, n_classes)
     return checkpoint
 

@@ -49,12 +49,12 @@ class Monitor:
     ``ITER_SIZE`` times processes. ``text_log`` (a :class:`~.runlog.TextLog`
     or None) gets the loss every ``SOLVER.ITER_TB`` iterations and is closed
     with the monitor. The merged config goes to TensorBoard as text ``config``
-    at step ``start``.
+    at step ``start``; a resumed run (``start`` > 0) purges the steps after it.
     """
 
     def __init__(self, cfg, device, optimizer, scaler, images_per_iteration, text_log=None,
                  start=0):
-        self.writer = open_writer(log_dir(cfg.EXP))
+        self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
         self.writer.add_text("config", config_markdown(cfg), start)
         self.text_log = text_log
         self.average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
