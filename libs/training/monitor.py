@@ -5,6 +5,7 @@ from collections import deque
 
 import torch
 
+from ..datasets import load_class_names
 from ..utils.meters import MovingAverage
 from .runlog import add_score_scalars, config_markdown, loss_line, score_lines
 from .tensorboard import log_dir, log_images, log_scalars, log_speed, open_writer
@@ -61,6 +62,7 @@ class Monitor:
         self.speed = Throughput(cfg.SOLVER.AVERAGE_LOSS)
         self.cfg, self.device, self.optimizer, self.scaler = cfg, device, optimizer, scaler
         self.images_per_iteration = images_per_iteration
+        self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
         self.first = True
 
     def update(self, iteration, loss, base_lr, seconds, last_batch, fused):
@@ -77,7 +79,7 @@ class Monitor:
                                               self.average.value, base_lr))
             _, images, labels = last_batch
             log_images(self.writer, images, labels, fused, dataset.N_CLASSES,
-                       dataset.IGNORE_LABEL, self.cfg.IMAGE.MEAN, iteration)
+                       dataset.IGNORE_LABEL, self.cfg.IMAGE.MEAN, iteration, self.class_names)
         if self.first and self.device.type == "cuda":
             # cuDNN's autotuning (cudnn.benchmark) tries algorithms with large workspaces in the
             # first iteration only; the peak that matters is the steady state's (an fp32 run on
