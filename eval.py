@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Score a DeepLab v2 model on the test split (see docs/eval.md).
+"""Score a DeepLab model (v2, v3, v3+) on the test split (see docs/eval.md).
 
     python eval.py --config config/cocostuff.yaml --model-path PATH [--crf [--crf-prune T]]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export a DeepLab v2 model to ONNX and check it against PyTorch.
+"""Export a DeepLab model (v2, v3, v3+) to ONNX and check it against PyTorch.
 
     python export.py --config config/cocostuff.yaml --model-path PATH [--output model.onnx]
                      [--single-scale] [--check-sizes 353x289,257x193] [--force]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train DeepLab v2 with the protocol of the paper (see README, "Training").
+"""Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training").
 
 Runs on the CPU, on one GPU, on all GPUs of a machine (DataParallel, as the
 original), or on several processes/machines under ``torchrun``
@@ -58,7 +58,7 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_chang
               help="Score the model on the test split when training ends (and every "
                    "SOLVER.ITER_EVAL iterations, when set).")
 def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
-    """Train DeepLab v2 as configured in CONFIG (every default lives there).
+    """Train the DeepLab model (v2, v3, v3+) configured in CONFIG (every default lives there).
 
     Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and
     SIGHUP stop after the current iteration with a checkpoint and print the

@@ -130,6 +130,9 @@ CONFIG_CASES = [
     ("SOLVER.POLY_POWER=.nan", "key SOLVER.POLY_POWER: expected a number >= 0, got nan"),
     ("MODEL.MSC_SCALES=[0.0]", "key MODEL.MSC_SCALES[0]: expected a scale in (0, 1], got 0.0"),
     ("MODEL.MSC_SCALES=[0.5, 1.5]", "key MODEL.MSC_SCALES[1]: expected a scale in (0, 1], got 1.5"),
+    ("MODEL.OUTPUT_STRIDE=32", "key MODEL.OUTPUT_STRIDE: expected 8 or 16, got 32"),
+    ("MODEL.MULTI_GRID=[1, 0, 4]", "key MODEL.MULTI_GRID[1]: " + POSITIVE + ", got 0"),
+    ("MODEL.HEAD_CHANNELS=0", "key MODEL.HEAD_CHANNELS: " + POSITIVE + ", got 0"),
     ("DATASET.IGNORE_LABEL=3", "key DATASET.IGNORE_LABEL: expected a value outside the classes "
                                "0..7 (DATASET.N_CLASSES: 8), got 3"),
     ("DATASET.N_CLASSES=0", "key DATASET.N_CLASSES: " + POSITIVE + ", got 0"),

@@ -230,3 +230,29 @@ def test_load_model_takes_released_weights(toy_cfg, tmp_path):
     lines = []
     model = load_model(toy_cfg, path, torch.device("cpu"), log=lines.append)
     assert model.geometry == "pytorch" and not model.training and len(lines) == 1
+
+
+class _Hostile:
+    """Unpickling this would create ``marker``: what a malicious weight file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_hostile_pickle_is_refused_and_never_executed(tmp_path):
+    from libs.models.weights import load_file
+
+    marker = tmp_path / "executed"
+    path = tmp_path / "hostile.pth"
+    torch.save({"model": _Hostile(marker)}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_file(path)
+    message = str(error.value)
+    assert message == (f"{path}: not a readable PyTorch weight file (truncated or corrupt?): it "
+                       "holds objects other than tensors and plain containers (refused; nothing "
+                       "in it was executed)")
+    assert "weights_only" not in message and "\n" not in message  # no unsafe advice
+    assert not marker.exists()

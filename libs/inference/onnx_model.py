@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..models.export import (INPUT_NAME, LINE_LIMIT, META_GEOMETRY, META_MSC, META_N_CLASSES,
+                             META_OUTPUT_STRIDE,
                              OUTPUT_NAME)
 from ..models.geometry import MSC_GEOMETRIES
 from ..utils.errors import DeepLabError, first_line
@@ -50,12 +51,14 @@ def _providers(device):
 
 
 def _read_metadata(path, session):
-    """``(n_classes, geometry or None)`` from the file's metadata, or OnnxModelError."""
+    """``(n_classes, geometry or None, output stride)`` from the file's metadata, or
+    OnnxModelError. Files exported before v3 existed carry no stride: DeepLab v2's 8."""
     meta = session.get_modelmeta().custom_metadata_map
     try:
         n_classes = int(meta[META_N_CLASSES])
         msc = meta[META_MSC] == "1"
         geometry = meta[META_GEOMETRY] if msc else None
+        output_stride = int(meta.get(META_OUTPUT_STRIDE, 8))
     except (KeyError, ValueError):
         raise OnnxModelError(f"{path}: no DeepLab metadata ({META_N_CLASSES}, {META_MSC}); "
                              f"export the model with export.py") from None
@@ -65,7 +68,7 @@ def _read_metadata(path, session):
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
         raise OnnxModelError(f"{path}: expected input {INPUT_NAME!r} and output "
                              f"{OUTPUT_NAME!r}, got {names[0]} and {names[1]}")
-    return n_classes, geometry
+    return n_classes, geometry, output_stride
 
 
 class OnnxModel:
@@ -84,7 +87,8 @@ class OnnxModel:
             raise OnnxModelError(f"{path}: ONNX model not found")
         self.path = path
         self.session = _session(path, _providers(device), threads)
-        self.n_classes, geometry = _read_metadata(path, self.session)
+        # output_stride: the grid predict.py pads inputs to (16 for v3 and v3+, 8 for v2)
+        self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)
         if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)
             self.geometry = geometry
 

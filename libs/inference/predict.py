@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from ..datasets.transforms import subtract_mean, to_rgb_uint8
 from ..models import build_model
 from ..models.inference import prepare_for_inference
-from ..models.geometry import (caffe_scaled_side, check_geometry, model_geometry, pad_to_cells,
-                               upsample_logits)
+from ..models.geometry import (caffe_scaled_side, check_geometry, model_geometry,
+                               model_output_stride, pad_to_cells, upsample_logits)
 from ..models.weights import load_model_weights
 from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
@@ -38,17 +38,20 @@ def load_model(cfg, model_path, device, log=print, precision=None):
 def dense_logits(model, x, size, geometry="caffe"):
     """Logits of the batch ``x`` at ``size``, whose corners are ``x``'s corners.
 
-    Caffe geometry (``geometry.py``): an input whose sides are not ``8k + 1``
-    is padded at the bottom and right (:func:`pad_to_cells`), its logits are
-    upsampled corner-aligned to the padded size and cropped back to ``x``'s
-    size, and only then brought corner-aligned to ``size`` if that differs.
-    An ``8k + 1`` input needs none of it and gets ``upsample_logits(model(x),
-    size)`` directly, without a copy: the eval default. The legacy
-    ``"pytorch"`` geometry always takes that direct formula, unpadded, as the
-    original repository did.
+    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1``
+    (``s``: the model's own output stride, :func:`model_output_stride`: 8 for
+    DeepLab v2, 16 for v3 and v3+) is padded at the bottom and right
+    (:func:`pad_to_cells`), its logits are upsampled corner-aligned to the
+    padded size and cropped back to ``x``'s size, and only then brought
+    corner-aligned to ``size`` if that differs. An ``s k + 1`` input needs none
+    of it and gets ``upsample_logits(model(x), size)`` directly, without a
+    copy: the eval default (513 = 16 x 32 + 1). The legacy ``"pytorch"``
+    geometry always takes that direct formula, unpadded, as the original
+    repository did.
     """
     height, width = x.shape[-2:]
-    padded = pad_to_cells(x) if check_geometry(geometry) == "caffe" else x
+    caffe = check_geometry(geometry) == "caffe"
+    padded = pad_to_cells(x, model_output_stride(model)) if caffe else x
     if padded is x:
         return upsample_logits(model(x), size)
     logits = upsample_logits(model(padded), padded.shape[-2:])[..., :height, :width]
@@ -83,7 +86,7 @@ def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=N
     :func:`dense_logits`, so inputs of any size follow the geometry rule;
     softmax comes after the upsampling and the probabilities are averaged.
     ``geometry`` defaults to the model's own (:func:`model_geometry`). With the
-    single scale 1.0, no flip and ``8k + 1`` sides this is exactly
+    single scale 1.0, no flip and ``s k + 1`` sides (``s``: the output stride) this is exactly
     ``softmax(upsample_logits(model(images), size))``.
     """
     geometry = model_geometry(model) if geometry is None else geometry
@@ -136,7 +139,8 @@ def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=Non
     """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
 
     The network sees ``image_bgr`` as given (resize it first) with the BGR
-    ``mean`` subtracted, padded to ``8k + 1`` sides when it has others
+    ``mean`` subtracted, padded to ``s k + 1`` sides (``s``: its output stride)
+    when it has others
     (:func:`predict_probs`); its logits come corner-aligned to ``output_size``
     (default: the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
     ``output_size`` equal to the image size, and ``legacy_mean_subtracted``

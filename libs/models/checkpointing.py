@@ -102,14 +102,19 @@ def blocks_per_segment(granularity, n_blocks):
     return granularity
 
 
-def segments(backbone, granularity):
-    """The backbone's modules in forward order, grouped into segments (tuples of modules)."""
-    plan = [(backbone.conv1, backbone.pool1)]
+def stage_segments(backbone, granularity):
+    """``[(stage name, segment)]`` in forward order (the stem's stage name is ``"stem"``)."""
+    plan = [("stem", (backbone.conv1, backbone.pool1))]
     for name in STAGES:
         blocks = tuple(getattr(backbone, name).children())
         step = blocks_per_segment(granularity, len(blocks))
-        plan.extend(blocks[i:i + step] for i in range(0, len(blocks), step))
+        plan.extend((name, blocks[i:i + step]) for i in range(0, len(blocks), step))
     return plan
+
+
+def segments(backbone, granularity):
+    """The backbone's modules in forward order, grouped into segments (tuples of modules)."""
+    return [segment for _, segment in stage_segments(backbone, granularity)]
 
 
 def run_segment(modules, x):
@@ -131,14 +136,18 @@ class CheckpointedBackbone(ResNetBackbone):
     and ``checkpoint_preserve_rng`` (plain attributes, not in the state dict).
     """
 
-    def forward(self, x):
+    def forward_features(self, x):
+        """``(res2 output, res5 output)`` as the plain backbone's, recomputed in backward."""
         if not (self.training and torch.is_grad_enabled()):
-            return super().forward(x)
-        for segment in segments(self, self.checkpoint_granularity):
+            return super().forward_features(x)
+        low = None
+        for stage, segment in stage_segments(self, self.checkpoint_granularity):
             x = torch_checkpoint.checkpoint(
                 functools.partial(run_segment, segment), x, use_reentrant=False,
                 preserve_rng_state=self.checkpoint_preserve_rng)
-        return x
+            if stage == "res2":
+                low = x  # after res2's last segment: what DeepLab v3+'s decoder reads
+        return low, x
 
 
 def backbones(model):

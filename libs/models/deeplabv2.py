@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from .resnet import ResNetBackbone
+from .resnet import ResNetBackbone, batchnorm_class
 
 
 class ASPP(nn.ModuleDict):
@@ -36,12 +36,20 @@ class ASPP(nn.ModuleDict):
 
 
 class DeepLabV2(nn.Module):
-    """Single-scale DeepLab v2: logits at 1/8 of the input resolution."""
+    """Single-scale DeepLab v2: logits at 1/8 of the input resolution.
 
-    def __init__(self, n_classes, n_blocks, atrous_rates, base_width):
+    ``label_rule = "cells"``: its loss compares each logit cell with the label
+    of the pixel it sits on (Caffe's ``label_shrink``; ``libs/training/loss.py``).
+    ``backbone_bn`` is ``"frozen"`` (Caffe's) or ``"train"``.
+    """
+
+    label_rule = "cells"
+    output_stride = logit_stride = 8
+
+    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, backbone_bn="frozen"):
         super().__init__()
         self.n_classes = n_classes
-        self.backbone = ResNetBackbone(n_blocks, base_width)
+        self.backbone = ResNetBackbone(n_blocks, base_width, norm=batchnorm_class(backbone_bn))
         self.aspp = ASPP(self.backbone.out_channels, n_classes, atrous_rates)
 
     def forward(self, x):

@@ -1,8 +1,10 @@
-"""ONNX export of DeepLab v2 (single-scale or MSC) with dynamic batch, height and width.
+"""ONNX export of DeepLab v2, v3 and v3+ (single-scale or MSC) with dynamic batch, height and width.
 
 The exported graph takes ``image`` (N x 3 x H x W float32, BGR with the mean
 subtracted, as the PyTorch model) and gives ``logits`` (N x C x h x w float32,
-cell ``i`` on input pixel ``8i``). Its frozen BatchNorms are folded into the
+cell ``i`` on input pixel ``s i``, ``s`` the logits' stride: 8 for v2, 16 or 8
+for v3, 4 for v3+; the stride inputs are padded to is recorded as
+``deeplab.output_stride``). Its frozen BatchNorms are folded into the
 convolutions first (:func:`~libs.models.inference.fold_batchnorm`), which
 changes only float rounding.
 
@@ -67,6 +69,7 @@ META_MSC = "deeplab.msc"  # "1" for the multi-scale model, "0" for the single-sc
 META_GEOMETRY = "deeplab.msc_geometry"
 META_SCALES = "deeplab.msc_scales"
 META_EXPORTER = "deeplab.exporter"
+META_OUTPUT_STRIDE = "deeplab.output_stride"  # inputs padded to s k + 1 (geometry.py)
 
 
 class ExportError(DeepLabError, ValueError):
@@ -121,6 +124,7 @@ class ExportableMSC(nn.Module):
         self.scales = [float(s) for s in scales]
         self.geometry = check_geometry(geometry)
         self.fractions = [dyadic_scale(s) for s in self.scales] if geometry == "caffe" else []
+        self.output_stride = getattr(base, "output_stride", 8)
 
     def resize_input(self, x, index):
         if self.geometry != "caffe":
@@ -141,8 +145,9 @@ class ExportableMSC(nn.Module):
 def exportable_network(model):
     """``(network, metadata, folded BatchNorms)``: a float32 CPU copy of ``model`` ready to export.
 
-    ``model`` is an MSC, a single-scale DeepLabV2 (an MSC's ``.base``), an
-    :class:`InferenceModel` of either, or a DataParallel/DDP wrapper of them.
+    ``model`` is an MSC, a single-scale network (an MSC's ``.base``: DeepLab
+    v2, v3 or v3+), an :class:`InferenceModel` of either, or a
+    DataParallel/DDP wrapper of them.
     """
     net = getattr(model, "module", model)
     if isinstance(net, InferenceModel):
@@ -158,8 +163,10 @@ def exportable_network(model):
     else:
         n_classes, msc, meta = getattr(net, "n_classes", None), "0", {}
     if n_classes is None:
-        raise ExportError(f"cannot export a {type(net).__name__}: expected DeepLabV2 or its MSC")
-    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc})
+        raise ExportError(f"cannot export a {type(net).__name__}: expected a DeepLab network "
+                          "or its MSC")
+    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc,
+                 META_OUTPUT_STRIDE: str(int(getattr(net, "output_stride", 8)))})
     return net, meta, n_folded
 
 

@@ -20,6 +20,25 @@ follows from that, as in Caffe DeepLab v2:
 * **inputs of other sizes** are padded at the bottom and right to the next
   ``8k + 1`` size (:func:`padded_side`) and the output cropped back.
 
+Other output strides (DeepLab v3 and v3+)
+-----------------------------------------
+The same construction holds for every stride-2 step: at output stride 16
+(DeepLab v3's default; res4's stride-2 1x1) cell ``i`` sits on pixel ``16 i``,
+and on res2's grid (stride 4, DeepLab v3+'s decoder and logits) on ``4 i``. A
+model says its stride with ``output_stride`` (:func:`model_output_stride`; 8
+where it does not), and inputs are padded to ``16k + 1`` for stride 16. An
+input of ``16k + 1`` pixels is also ``4(4k) + 1``, so every grid of such a
+network has cells on its first and last pixel, and each resize between two of
+them (v3+'s encoder output onto res2's grid, any logits onto the input) is
+corner-aligned and exact. The resizes, named once:
+
+* ``upsample_logits`` / corner-aligned bilinear: logit grid -> pixels, and
+  v3+'s stride-16 features -> its stride-4 grid;
+* v3's image pooling: a 1x1 map broadcast to the grid (a copy: every
+  resize of one value gives it);
+* the v3/v3+ loss: every output's logits corner-aligned to the crop and
+  compared with the full-resolution label (``libs/training/loss.py``).
+
 Image-to-image warps (the augmentation's rescale, the 513 test warp) are not
 logit grids; they keep OpenCV's half-pixel convention (``libs/utils/sizes.py``).
 
@@ -41,22 +60,35 @@ def check_geometry(geometry):
     return geometry
 
 
-def n_cells(side):
-    """Logit cells along an input side of ``side`` pixels (conv1 /2, pool1 /2 with ceil, res3 /2)."""
+def n_cells(side, output_stride=OUTPUT_STRIDE):
+    """Cells along an input side of ``side`` pixels on the grid of ``output_stride`` (4, 8 or 16).
+
+    conv1 /2 and pool1 /2 (ceil mode) give stride 4 (res2); res3's and, at
+    stride 16, res4's stride-2 1x1 convolutions each give ``(n - 1) // 2 + 1``.
+    """
     conv1 = (side - 1) // 2 + 1
-    pool1 = -(-(conv1 - 1) // 2) + 1
-    return (pool1 - 1) // 2 + 1
+    cells = -(-(conv1 - 1) // 2) + 1
+    stride = 4
+    while stride < output_stride:
+        cells = (cells - 1) // 2 + 1
+        stride *= 2
+    return cells
 
 
-def padded_side(side):
-    """The smallest ``8k + 1`` side not below ``side`` (its last cell sits on its last pixel)."""
-    return OUTPUT_STRIDE * (-(-(side - 1) // OUTPUT_STRIDE)) + 1
+def padded_side(side, output_stride=OUTPUT_STRIDE):
+    """The smallest ``s k + 1`` side not below ``side`` (``s``: the output stride).
+
+    Its last cell then sits on its last pixel.
+    """
+    return output_stride * (-(-(side - 1) // output_stride)) + 1
 
 
 def upsample_logits(logits, size):
-    """Logits brought corner-aligned (bilinear) to ``size`` (h, w): cell ``i`` onto pixel ``8i``.
+    """Logits brought corner-aligned (bilinear) to ``size`` (h, w): cell ``i`` onto pixel ``s i``.
 
-    Exact for an input of ``8k + 1`` pixels and ``size`` equal to that input's size.
+    Exact for an input of ``s k + 1`` pixels (``s`` the output stride) and ``size``
+    equal to that input's size. Also how DeepLab v3+ brings its stride-16
+    features onto res2's stride-4 grid.
     """
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
@@ -112,22 +144,22 @@ def cells_on_pixels(input_side, label_side):
     return (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0
 
 
-def padded_size(size):
+def padded_size(size, output_stride=OUTPUT_STRIDE):
     """``(height, width)`` with each side raised to :func:`padded_side`."""
-    return tuple(padded_side(side) for side in size)
+    return tuple(padded_side(side, output_stride) for side in size)
 
 
-def pad_to_cells(x):
+def pad_to_cells(x, output_stride=OUTPUT_STRIDE):
     """An NCHW batch padded with zeros at the bottom and right to :func:`padded_size`.
 
     Padding only at the far sides keeps pixel ``p`` where it was, so the cells
     stay on pixels ``8i`` of the original, and the last pixel of the padded
     input carries a cell. Zero is the mean colour of a mean-subtracted input,
     which is what Caffe pads its test images with. Returns ``x`` itself (no
-    copy) when both sides already are ``8k + 1``.
+    copy) when both sides already are ``s k + 1`` (``s``: ``output_stride``).
     """
     height, width = x.shape[-2:]
-    target_height, target_width = padded_size((height, width))
+    target_height, target_width = padded_size((height, width), output_stride)
     if (target_height, target_width) == (height, width):
         return x
     return F.pad(x, (0, target_width - width, 0, target_height - height))
@@ -141,3 +173,16 @@ def model_geometry(model):
     """
     model = getattr(model, "module", model)
     return check_geometry(getattr(model, "geometry", "caffe"))
+
+
+def model_output_stride(model):
+    """The stride of the grid ``model``'s inputs are padded to: its ``output_stride``, else 8.
+
+    Looks through a ``DataParallel``/DDP wrapper (``.module``) and an inference
+    wrapper (``.net``). DeepLab v2 and v3 at OS8 give 8, v3 at OS16 and v3+
+    (whose encoder runs at 16 although its logits are at 4) give 16. A model
+    that does not say (an ONNX file of v2) follows this module's rule.
+    """
+    model = getattr(model, "module", model)
+    model = getattr(model, "net", model)
+    return int(getattr(model, "output_stride", OUTPUT_STRIDE))

@@ -38,7 +38,7 @@ def fold_conv_bn(conv, bn):
 
 
 def _foldable(conv, bn):
-    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
             and bn.running_mean is not None and bn.affine and conv.out_channels == bn.num_features)
 
 
@@ -46,7 +46,9 @@ def fold_batchnorm(module):
     """Fold every BatchNorm that directly follows a convolution, in place; returns the count.
 
     Two patterns are recognised: a module with ``.conv`` and ``.bn`` children
-    whose forward is ``bn(conv(x))`` (this repository's ``ConvBnReLU``), and a
+    whose forward is ``bn(conv(x))`` (this repository's ``ConvBnReLU``, also in
+    the v3/v3+ heads, whose training BatchNorms fold with their running
+    statistics like the frozen ones), and a
     ``Conv2d`` immediately followed by a ``BatchNorm2d`` inside an
     ``nn.Sequential``. The BatchNorm becomes ``nn.Identity``. Call it on an
     eval-mode copy: a folded BatchNorm no longer learns.
@@ -72,7 +74,8 @@ class InferenceModel(nn.Module):
     """The prepared network: NHWC input in its precision, float32 logits out.
 
     Keeps the attributes the inference code reads from a model (``geometry``
-    of an MSC, ``n_classes``), so it drops in wherever the plain module went.
+    of an MSC, ``n_classes``, ``output_stride``), so it drops in wherever the
+    plain module went.
     """
 
     def __init__(self, net, dtype, memory_format):
@@ -84,6 +87,7 @@ class InferenceModel(nn.Module):
         if hasattr(net, "geometry"):
             self.geometry = net.geometry
         self.n_classes = getattr(inner, "n_classes", None)
+        self.output_stride = getattr(net, "output_stride", 8)
 
     def forward(self, x):
         x = x.to(dtype=self.dtype).contiguous(memory_format=self.memory_format)

@@ -15,6 +15,10 @@ class MSC(nn.Module):
     repository's later releases). Non-square and odd-sized inputs work. The
     fused output is the element-wise maximum over all scales.
 
+    ``base`` is any single-scale network of this repository (DeepLab v2, v3,
+    v3+); an empty ``scales`` is single scale. ``output_stride`` and
+    ``label_rule`` are the base network's (padding and loss rules).
+
     In training mode the forward returns a list
     ``[full-scale logits, *extra-scale logits at their own sizes, fused logits]``
     so that each can be supervised (the DeepLab v2 loss); in eval mode it
@@ -26,6 +30,16 @@ class MSC(nn.Module):
         self.base = base
         self.scales = [float(s) for s in scales]
         self.geometry = check_geometry(geometry)
+
+    @property
+    def output_stride(self):
+        """The stride the base network's inputs are padded to (``geometry.model_output_stride``)."""
+        return self.base.output_stride
+
+    @property
+    def label_rule(self):
+        """How the loss pairs the base network's logits with labels (``libs/training/loss.py``)."""
+        return self.base.label_rule
 
     def forward(self, x):
         full = self.base(x)

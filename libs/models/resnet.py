@@ -41,15 +41,32 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         )
 
 
-class ConvBnReLU(nn.Module):
-    """A bias-free convolution, a frozen BatchNorm and (optionally) a ReLU."""
+BATCHNORMS = {"frozen": FrozenBatchNorm2d, "train": nn.BatchNorm2d}
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride, padding, dilation, relu=True):
+
+def batchnorm_class(mode):
+    """The BatchNorm class of ``MODEL.BACKBONE_BN`` / ``HEAD_BN`` (``frozen`` or ``train``).
+
+    ``frozen`` (the protocol's default for the backbone) normalises with the
+    stored statistics and learns no affine parameters; ``train`` is a plain
+    ``nn.BatchNorm2d`` (batch statistics in training, running ones in eval),
+    which ``libs.training.distributed`` turns into ``SyncBatchNorm`` under torchrun.
+    """
+    if mode not in BATCHNORMS:
+        raise ValueError(f"BatchNorm mode must be one of {list(BATCHNORMS)}, got {mode!r}")
+    return BATCHNORMS[mode]
+
+
+class ConvBnReLU(nn.Module):
+    """A bias-free convolution, a BatchNorm (frozen unless ``norm`` says otherwise) and a ReLU."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride, padding, dilation, relu=True,
+                 norm=FrozenBatchNorm2d):
         super().__init__()
         self.conv = nn.Conv2d(
             in_ch, out_ch, kernel_size, stride, padding, dilation, bias=False
         )
-        self.bn = FrozenBatchNorm2d(out_ch)
+        self.bn = norm(out_ch, eps=BATCHNORM_EPS)
         self.relu = relu
 
     def forward(self, x):
@@ -65,14 +82,15 @@ class Bottleneck(nn.Module):
     stage has a 1x1 projection shortcut (``branch1``).
     """
 
-    def __init__(self, in_ch, out_ch, stride, dilation, projection):
+    def __init__(self, in_ch, out_ch, stride, dilation, projection, norm=FrozenBatchNorm2d):
         super().__init__()
         mid_ch = out_ch // 4
-        self.branch2a = ConvBnReLU(in_ch, mid_ch, 1, stride, 0, 1)
-        self.branch2b = ConvBnReLU(mid_ch, mid_ch, 3, 1, dilation, dilation)
-        self.branch2c = ConvBnReLU(mid_ch, out_ch, 1, 1, 0, 1, relu=False)
+        self.branch2a = ConvBnReLU(in_ch, mid_ch, 1, stride, 0, 1, norm=norm)
+        self.branch2b = ConvBnReLU(mid_ch, mid_ch, 3, 1, dilation, dilation, norm=norm)
+        self.branch2c = ConvBnReLU(mid_ch, out_ch, 1, 1, 0, 1, relu=False, norm=norm)
         self.branch1 = (
-            ConvBnReLU(in_ch, out_ch, 1, stride, 0, 1, relu=False) if projection else None
+            ConvBnReLU(in_ch, out_ch, 1, stride, 0, 1, relu=False, norm=norm)
+            if projection else None
         )
 
     def forward(self, x):
@@ -89,44 +107,76 @@ def block_names(n_blocks):
 
 
 class ResStage(nn.Sequential):
-    """One stage (res2..res5): a projection block followed by identity blocks."""
+    """One stage (res2..res5): a projection block followed by identity blocks.
 
-    def __init__(self, n_blocks, in_ch, out_ch, stride, dilation):
+    Block ``i`` is dilated by ``dilation * multi_grid[i % len(multi_grid)]``
+    (DeepLab v3's multi-grid; ``(1,)`` gives every block the stage's rate).
+    """
+
+    def __init__(self, n_blocks, in_ch, out_ch, stride, dilation, multi_grid=(1,),
+                 norm=FrozenBatchNorm2d):
         blocks = OrderedDict()
         for i, name in enumerate(block_names(n_blocks)):
             blocks[name] = Bottleneck(
                 in_ch if i == 0 else out_ch,
                 out_ch,
                 stride if i == 0 else 1,
-                dilation,
+                dilation * multi_grid[i % len(multi_grid)],
                 projection=(i == 0),
+                norm=norm,
             )
         super().__init__(blocks)
 
 
+# (res4 stride, res4 dilation, res5 dilation) per output stride. Output stride 8 is DeepLab
+# v2's (and v3's "OS8"); 16 is DeepLab v3's default: res4 strided (on branch2a, as Caffe's
+# res3a), res5 dilated 2.
+STAGE_LAYOUTS = {8: (1, 2, 4), 16: (2, 1, 2)}
+
+
 class ResNetBackbone(nn.Module):
-    """ResNet with output stride 8: res4 and res5 are dilated (2 and 4) instead of strided.
+    """ResNet at output stride 8 (res4, res5 dilated 2, 4) or 16 (res4 strided, res5 dilated 2).
 
     ``base_width`` is the stem's channel count (64 in ResNet-101); every stage
     scales with it. Only the quick-start and test models narrow it, so that a
-    CPU trains them in minutes; ``out_channels`` is ``32 * base_width``.
+    CPU trains them in minutes; ``out_channels`` is ``32 * base_width`` and
+    ``res2_channels`` (what DeepLab v3+'s decoder reads) ``4 * base_width``.
+    ``multi_grid`` multiplies res5's rate block by block (DeepLab v3: ``(1, 2, 4)``);
+    ``norm`` is the BatchNorm class (frozen by default: the protocol's batches
+    are too small for batch statistics). The defaults build DeepLab v2's
+    backbone, module for module and draw for draw.
     """
 
-    def __init__(self, n_blocks, base_width):
+    def __init__(self, n_blocks, base_width, output_stride=8, multi_grid=(1,),
+                 norm=FrozenBatchNorm2d):
         super().__init__()
         if len(n_blocks) != 4 or min(n_blocks) < 1:
             raise ValueError(f"n_blocks must be four positive integers, got {list(n_blocks)}")
         if base_width < 1:
             raise ValueError(f"base_width must be positive, got {base_width}")
+        if output_stride not in STAGE_LAYOUTS:
+            raise ValueError(f"output_stride must be one of {sorted(STAGE_LAYOUTS)}, "
+                             f"got {output_stride}")
+        if not multi_grid or min(multi_grid) < 1:
+            raise ValueError(f"multi_grid must be positive integers, got {list(multi_grid)}")
         w = base_width
+        stride4, dilation4, dilation5 = STAGE_LAYOUTS[output_stride]
+        self.output_stride = output_stride
         self.out_channels = 32 * w
-        self.conv1 = ConvBnReLU(3, w, 7, 2, 3, 1)
+        self.res2_channels = 4 * w
+        self.conv1 = ConvBnReLU(3, w, 7, 2, 3, 1, norm=norm)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
-        self.res2 = ResStage(n_blocks[0], w, 4 * w, stride=1, dilation=1)
-        self.res3 = ResStage(n_blocks[1], 4 * w, 8 * w, stride=2, dilation=1)
-        self.res4 = ResStage(n_blocks[2], 8 * w, 16 * w, stride=1, dilation=2)
-        self.res5 = ResStage(n_blocks[3], 16 * w, 32 * w, stride=1, dilation=4)
+        self.res2 = ResStage(n_blocks[0], w, 4 * w, stride=1, dilation=1, norm=norm)
+        self.res3 = ResStage(n_blocks[1], 4 * w, 8 * w, stride=2, dilation=1, norm=norm)
+        self.res4 = ResStage(n_blocks[2], 8 * w, 16 * w, stride=stride4, dilation=dilation4,
+                             norm=norm)
+        self.res5 = ResStage(n_blocks[3], 16 * w, 32 * w, stride=1, dilation=dilation5,
+                             multi_grid=tuple(multi_grid), norm=norm)
+
+    def forward_features(self, x):
+        """``(res2 output, res5 output)``: stride 4 and the output stride."""
+        low = self.res2(self.pool1(self.conv1(x)))
+        return low, self.res5(self.res4(self.res3(low)))
 
     def forward(self, x):
-        x = self.pool1(self.conv1(x))
-        return self.res5(self.res4(self.res3(self.res2(x))))
+        return self.forward_features(x)[1]

@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from .resnet import ConvBnReLU
+from .resnet import ConvBnReLU, FrozenBatchNorm2d
 
 
 def summary_layers(model):
@@ -85,8 +85,10 @@ def format_summary(rows, output_shape, model, image_size):
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"model output (fused logits): {format_shape(output_shape)}")
+    frozen = sum(p.numel() for m in model.modules() if isinstance(m, FrozenBatchNorm2d)
+                 for p in m.parameters(recurse=False))
     lines.append(f"{len(rows)} layers, {total:,} parameters ({trainable:,} trainable; "
-                 "BatchNorm is frozen)")
+                 f"{frozen:,} in frozen BatchNorm)")
     return "\n".join(lines)
 
 

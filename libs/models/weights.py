@@ -25,6 +25,9 @@ UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert
               "deeplab-pytorch's released checkpoints (keys base.layerN.blockK...; "
               "by name: " + ", ".join(zoo.ZOO) + ")")
 OUR_PREFIXES = ("base.backbone.", "base.aspp.", "backbone.", "aspp.")
+# The classifier's weight, whose rows are the classes: v2's first ASPP branch, v3/v3+'s 1x1.
+CLASSIFIER_KEYS = ("base.aspp.c0.weight", "aspp.c0.weight", "base.classifier.weight",
+                   "classifier.weight")
 
 
 class CheckpointError(DeepLabError, ValueError):
@@ -40,6 +43,11 @@ def load_file(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         reason = first_line(e)
+        if reason.startswith("Weights only load failed"):
+            # torch's message goes on to suggest weights_only=False, which would execute
+            # whatever the file holds; this project never does that.
+            reason = ("it holds objects other than tensors and plain containers "
+                      "(refused; nothing in it was executed)")
         raise CheckpointError(
             f"{path}: not a readable PyTorch weight file (truncated or corrupt?): {reason}"
         ) from None
@@ -109,16 +117,56 @@ def check_zoo_classes(name, n_classes):
 
 
 def n_classes_of(state_dict):
-    """The class count of a DeepLab state dict (rows of its first ASPP branch), or None."""
-    for key in ("base.aspp.c0.weight", "aspp.c0.weight"):
-        if key in state_dict:
+    """The class count of a DeepLab state dict (rows of its classifier), or None.
+
+    v2's classifier is its ASPP (``aspp.c0``); v3's and v3+'s is ``classifier``.
+    """
+    for key in CLASSIFIER_KEYS:
+        if key in state_dict and state_dict[key].dim() == 4:
             return state_dict[key].shape[0]
+    return None
+
+
+def head_prefixes(model):
+    """State-dict prefixes of everything but the backbone: what initial weights may leave out.
+
+    ``("base.aspp.",)`` for DeepLab v2, ``("base.aspp.", "base.classifier.")``
+    for v3 and ``("base.aspp.", "base.decoder.", "base.classifier.")`` for v3+
+    (no ``base.`` for a bare single-scale network). Training passes this as
+    ``optional_prefix`` to :func:`load_model_weights`, so the COCO init
+    model's backbone loads into any of them and each head keeps its own
+    initialisation.
+    """
+    net = getattr(model, "module", model)
+    base = getattr(net, "base", net)
+    prefix = "base." if base is not net else ""
+    return tuple(f"{prefix}{name}." for name, _ in base.named_children() if name != "backbone")
+
+
+def check_released_fits(name, model):
+    """Before a download: the released weights are DeepLab v2's; refuse another model at once."""
+    if zoo.is_zoo_name(name) and not Path(name).exists():
+        keys = model.state_dict()
+        if not any(key in keys for key in CLASSIFIER_KEYS[:2]):
+            net = getattr(getattr(model, "module", model), "base", model)
+            raise CheckpointError(f"{name}: the released weights are DeepLab v2's; this model is "
+                                  f"a {type(net).__name__} (no released weights)")
+
+
+def foreign_head(model, state_dict, optional_prefix):
+    """The first key under ``optional_prefix`` that ``model`` lacks or has in another shape."""
+    expected = model.state_dict()
+    for key, value in state_dict.items():
+        if key.startswith(optional_prefix) and (key not in expected
+                                                or expected[key].shape != value.shape):
+            return key
     return None
 
 
 def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None,
                        log=print, adopt_geometry=True):
     """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`."""
+    check_released_fits(path, model)
     if optional_prefix is None:  # a classifier that can be dropped may have any class count
         check_zoo_classes(path, n_classes)
     weights = read_weights(path, map_location)
@@ -135,16 +183,24 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     their published scores stay reproducible. Training from them
     (``MODEL.INIT_MODEL``) passes False: the config decides how a new run trains.
 
-    With ``optional_prefix`` (``"base.aspp."`` for initial weights), weights
-    trained for another class count lose that part: fine-tuning a COCO-Stuff or
-    VOC model on a new label set keeps its backbone and starts a new classifier.
+    With ``optional_prefix`` (a prefix or a tuple of them, :func:`head_prefixes`
+    for initial weights), weights trained for another class count lose that
+    part: fine-tuning a COCO-Stuff or VOC model on a new label set keeps its
+    backbone and starts a new classifier. So do weights whose head is another
+    model's (a DeepLab v2 checkpoint as the start of v3): only the backbone loads.
     """
     state_dict = weights.state_dict
     found = n_classes_of(state_dict)
     if optional_prefix is not None and found not in (None, n_classes):
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
         log(f"{weights.source}: its classifier is for {found} classes, not {n_classes}; "
-            f"dropped, so {optional_prefix}* starts from its initialisation.")
+            f"dropped, so {prefix_text(optional_prefix)} from its initialisation.")
+    foreign = None if optional_prefix is None else foreign_head(model, state_dict,
+                                                                optional_prefix)
+    if foreign is not None:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
+        log(f"{weights.source}: its head is another model's ({foreign}); dropped, so "
+            f"{prefix_text(optional_prefix)} from its initialisation.")
     absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
                                      optional_prefix)
     msc = getattr(model, "module", model)
@@ -157,6 +213,13 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
             log(f"{weights.source}: released deeplab-pytorch weights (trained with the "
                 f"'pytorch' MSC geometry); this run keeps MODEL.MSC_GEOMETRY={msc.geometry!r}.")
     return absent
+
+
+def prefix_text(optional_prefix):
+    """``base.aspp.* starts`` or ``base.aspp.*, base.classifier.* start`` for a log line."""
+    prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
+    verb = "starts" if len(prefixes) == 1 else "start"
+    return ", ".join(f"{p}*" for p in prefixes) + f" {verb}"
 
 
 def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=None):

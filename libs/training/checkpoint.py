@@ -16,6 +16,7 @@ import torch
 
 from ..models.weights import (
     CheckpointError,
+    head_prefixes,
     load_file,
     load_model_weights,
     load_state_dict_checked,
@@ -114,8 +115,9 @@ def load_initial_weights(model, path, log=print):
     our layout, and the run keeps the config's MSC geometry.
 
     The COCO init model carries only the backbone (its classifier is not an
-    ASPP), so the ASPP keeps its own N(0, 0.01) initialisation; anything else
-    missing is an error, since a silently half-loaded model trains to nonsense.
+    ASPP), so the head (v2's ASPP; v3's ASPP and classifier; v3+'s decoder too)
+    keeps its own initialisation; anything else missing is an error, since a
+    silently half-loaded model trains to nonsense.
     """
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
@@ -126,10 +128,11 @@ def load_initial_weights(model, path, log=print):
             f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
             "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
         )
-    n_classes = model.base.aspp["c0"].out_channels
-    missing = load_model_weights(model, path, n_classes, optional_prefix="base.aspp.", log=log,
+    missing = load_model_weights(model, path, model.base.n_classes,
+                                 optional_prefix=head_prefixes(model), log=log,
                                  adopt_geometry=False)
     if missing:
-        log(f"Loaded backbone weights from {path}; the ASPP keeps its initialisation.")
+        head = "ASPP" if head_prefixes(model) == ("base.aspp.",) else "head"
+        log(f"Loaded backbone weights from {path}; the {head} keeps its initialisation.")
     else:
         log(f"Loaded all weights from {path}.")

@@ -51,9 +51,35 @@ def wants_data_parallel(use_cuda, world_size):
     return use_cuda and world_size == 1 and torch.cuda.device_count() > 1
 
 
+def sync_batchnorm(model, device):
+    """Turn each training BatchNorm of ``model`` into ``SyncBatchNorm`` in place; returns the count.
+
+    Only modules of exactly ``nn.BatchNorm2d`` (the v3/v3+ head's with
+    ``MODEL.HEAD_BN: train``, the backbone's with ``BACKBONE_BN: train``): the
+    frozen BatchNorms, a subclass, keep their stored statistics. The
+    parameters and running statistics are the same tensors, so an optimizer
+    built before keeps them. ``SyncBatchNorm`` needs CUDA; on CPUs (Gloo) each
+    process keeps its own batch statistics and DDP broadcasts rank 0's
+    running statistics every forward.
+    """
+    if device.type != "cuda":
+        return 0
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.BatchNorm2d:
+                parent.add_module(name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+                count += 1
+    return count
+
+
 def wrap_model(model, device, world_size, data_parallel):
-    """The module that runs the batches: DDP under torchrun, DataParallel, or the model."""
+    """The module that runs the batches: DDP under torchrun, DataParallel, or the model.
+
+    Under DDP the training BatchNorms become ``SyncBatchNorm`` (:func:`sync_batchnorm`).
+    """
     if world_size > 1:
+        sync_batchnorm(model, device)
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

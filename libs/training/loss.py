@@ -1,4 +1,18 @@
-"""The DeepLab v2 training loss over the outputs of the multi-scale (MSC) model.
+"""The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s.
+
+The model says which rule applies (``label_rule`` of its network, read by
+``step.py``): ``"cells"`` for DeepLab v2 (below), ``"dense"`` for v3 and v3+.
+
+The dense rule (v3, v3+)
+------------------------
+As in the v3 and v3+ papers (and their TensorFlow code, which resizes with
+``align_corners=True``): every output's logits (full scale, each extra scale,
+fused) are upsampled bilinearly to the crop and compared with the
+full-resolution labels (single scale: one term, as in the papers). Under the ``caffe`` geometry the upsampling is
+corner-aligned, which on a ``16k + 1`` crop puts cell ``i`` exactly on pixel
+``16 i`` (``4 i`` for v3+): the geometry rule of ``libs/models/geometry.py``.
+An extra scale's input is a corner-aligned rescale of the crop, so its logits
+come back the same way. The legacy ``pytorch`` geometry resizes half-pixel.
 
 Where each logit cell is supervised
 -----------------------------------
@@ -40,6 +54,7 @@ from ..models.geometry import (
     cells_on_pixels,
     check_geometry,
     msc_input_size,
+    msc_resize_logits,
     n_cells,
     upsample_logits,
 )
@@ -80,15 +95,35 @@ def caffe_pairs(outputs, labels, scales):
     return pairs
 
 
-def loss_pairs(outputs, labels, scales, geometry):
+def dense_pairs(outputs, labels, geometry):
+    """(logits upsampled to the crop, full-resolution labels) per output: the v3/v3+ rule.
+
+    Without extra scales the fused logits are the full-scale ones, and the
+    papers' single cross-entropy is kept: that output is supervised once.
+    """
+    if len(outputs) == 2 and outputs[1] is outputs[0]:
+        outputs = outputs[:1]
+    size = tuple(labels.shape[-2:])
+    return [(msc_resize_logits(out.float(), size, geometry), labels) for out in outputs]
+
+
+LABEL_RULES = ("cells", "dense")
+
+
+def loss_pairs(outputs, labels, scales, geometry, label_rule="cells"):
     """The logits each MSC output is supervised with, paired with their target labels.
 
     ``outputs`` is the training-mode MSC list ``[full, *one per scale, fused]``;
-    ``labels`` (NxHxW) has the size of the crop the network saw.
+    ``labels`` (NxHxW) has the size of the crop the network saw; ``label_rule``
+    is the network's (``"cells"``: DeepLab v2, ``"dense"``: v3 and v3+).
     """
     if len(outputs) != len(scales) + 2:
         raise ValueError(f"expected {len(scales) + 2} MSC outputs for scales {list(scales)}, "
                          f"got {len(outputs)}")
+    if label_rule not in LABEL_RULES:
+        raise ValueError(f"label_rule must be one of {LABEL_RULES}, got {label_rule!r}")
+    if label_rule == "dense":
+        return dense_pairs(outputs, labels, check_geometry(geometry))
     if check_geometry(geometry) == "pytorch":
         return [(out, resize_labels_torch(labels, out.shape[-2:])) for out in outputs]
     return caffe_pairs(outputs, labels, scales)
@@ -101,11 +136,13 @@ def per_image_cross_entropy(logits, target, ignore_label):
     return pixels.sum(dim=(-2, -1)) / valid.clamp(min=1)
 
 
-def msc_loss_terms(outputs, labels, ignore_label, scales, geometry):
+def msc_loss_terms(outputs, labels, ignore_label, scales, geometry, label_rule="cells"):
     """Per-output, per-image mean cross-entropy: a tensor of shape (outputs, images).
 
     Its sum divided by the number of images of the whole update is the loss
-    (Caffe's normalisation; see the module docstring).
+    (Caffe's normalisation; see the module docstring). ``label_rule`` is the
+    network's (:func:`loss_pairs`).
     """
+    pairs = loss_pairs(outputs, labels, scales, geometry, label_rule)
     return torch.stack([per_image_cross_entropy(logits, target, ignore_label)
-                        for logits, target in loss_pairs(outputs, labels, scales, geometry)])
+                        for logits, target in pairs])

@@ -1,27 +1,41 @@
-"""The SGD optimizer of DeepLab v2 and its three parameter groups."""
+"""The SGD optimizer of DeepLab and its three parameter groups (v2's rule, extended to v3/v3+)."""
 
 import torch
 
+from ..models.resnet import ResNetBackbone
+
+# The names stay v2's (logs, TensorBoard and tests read them); "aspp" means the whole head.
 GROUP_NAMES = ("backbone", "aspp_weight", "aspp_bias")
 
 
+def backbone_parameter_ids(model):
+    """``id()`` of every parameter inside a ResNet backbone of ``model``."""
+    return {id(p) for m in model.modules() if isinstance(m, ResNetBackbone)
+            for p in m.parameters()}
+
+
 def parameter_groups(model, solver):
-    """SGD groups of DeepLab v2: backbone weights 1x, ASPP weights 10x, ASPP biases 20x.
+    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule).
 
     ``solver`` is the config's ``SOLVER`` section (``LR``, ``LR_MULT``,
-    ``WEIGHT_DECAY``). BatchNorm parameters are frozen (``requires_grad=False``)
-    and so belong to no group. ASPP biases get no weight decay, as in the Caffe
-    solver.
+    ``WEIGHT_DECAY``). The backbone is the ``ResNetBackbone``; the head is
+    everything else: v2's ASPP, v3's ASPP (with its projection) and classifier,
+    v3+'s decoder. Frozen parameters (``requires_grad=False``: the frozen
+    BatchNorms) belong to no group. A trainable head BatchNorm (v3/v3+) counts
+    as head: its scale with the weights (10x, decayed), its shift with the
+    biases (20x, no decay), as a convolution's bias. Head biases get no weight
+    decay, as in the Caffe solver. The group names keep v2's ``aspp_*``.
     """
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
     groups = {name: [] for name in GROUP_NAMES}
+    in_backbone = backbone_parameter_ids(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if ".aspp." in f".{name}":
-            groups["aspp_bias" if name.endswith(".bias") else "aspp_weight"].append(param)
-        else:
+        if id(param) in in_backbone:
             groups["backbone"].append(param)
+        else:
+            groups["aspp_bias" if name.endswith(".bias") else "aspp_weight"].append(param)
     settings = {
         "backbone": (mult.BACKBONE, decay),
         "aspp_weight": (mult.ASPP_WEIGHT, decay),

@@ -13,13 +13,15 @@ def train_step(net, sub_batches, device, ignore_label, world_size, autocast,
     """Accumulate the gradients of one iteration over its sub-batches.
 
     The loss is Caffe's: each image's cross-entropy, per MSC output, averaged
-    over that image's valid pixels (targets by the model's MSC geometry, see
-    ``loss.py``), summed over the outputs and averaged over every image of the
-    iteration (all sub-batches, all processes). Since each image's term does
-    not depend on the others, dividing by that global count gives the gradient
-    of one big batch however it is split. DDP averages gradients over
-    processes, hence the ``* world_size``. Returns the loss of the iteration
-    and the last sub-batch's fused logits (for logging).
+    over that image's valid pixels (targets by the model's ``label_rule`` and
+    MSC geometry, see ``loss.py``: label cells for v2, upsampled logits against
+    the full-resolution labels for v3/v3+), summed over the outputs and
+    averaged over every image of the iteration (all sub-batches, all
+    processes). Since each image's term does not depend on the others,
+    dividing by that global count gives the gradient of one big batch however
+    it is split. DDP averages gradients over processes, hence the
+    ``* world_size``. Returns the loss of the iteration and the last
+    sub-batch's fused logits (for logging).
 
     Only the forward pass runs under ``autocast()``; the logits are cast to
     fp32 before the loss. ``scaler`` (a ``GradScaler``, for fp16) scales the
@@ -38,7 +40,8 @@ def train_step(net, sub_batches, device, ignore_label, world_size, autocast,
             with autocast():
                 outputs = net(images)
             outputs = [out.float() for out in outputs]  # the loss in fp32 (a no-op without AMP)
-            terms = msc_loss_terms(outputs, labels, ignore_label, msc.scales, msc.geometry)
+            terms = msc_loss_terms(outputs, labels, ignore_label, msc.scales, msc.geometry,
+                                   getattr(msc, "label_rule", "cells"))
             loss = terms.sum() / n_images
             scaled = loss * world_size
             (scaled if scaler is None else scaler.scale(scaled)).backward()

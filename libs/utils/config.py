@@ -97,6 +97,12 @@ SCHEMA = {
         "ATROUS_RATES": ListOf(int, min_length=1),
         "MSC_SCALES": ListOf(float),
         "MSC_GEOMETRY": str,  # caffe (corner-aligned, the default) | pytorch (original repo's)
+        "OUTPUT_STRIDE": int,  # 8 (v2; v3 OS8) | 16 (v3, v3+)
+        "MULTI_GRID": ListOf(int, min_length=1),  # res5 block i's rate factor (v3: [1, 2, 4])
+        "HEAD_CHANNELS": int,  # v3/v3+ ASPP, projection and decoder width (256)
+        "DECODER_CHANNELS": int,  # v3+: res2 reduced to this (48)
+        "BACKBONE_BN": OneOf("frozen", "train"),
+        "HEAD_BN": OneOf("train", "frozen"),  # v3/v3+ head (v2's ASPP has no BatchNorm)
         "INIT_MODEL": Optional(str),
     },
     "SOLVER": {

@@ -73,7 +73,8 @@ RULES = {
     "MODEL.BASE_WIDTH": POSITIVE_INT,
     "MODEL.ATROUS_RATES": POSITIVE_INT,
     "MODEL.MSC_SCALES": (_unit_scale, "a scale in (0, 1]"),  # [] is allowed: single scale
-    "MODEL.MULTI_GRID": POSITIVE_INT,  # DeepLab v3/v3+ keys: skipped where a config lacks them
+    "MODEL.OUTPUT_STRIDE": (lambda v: v in (8, 16), "8 or 16"),
+    "MODEL.MULTI_GRID": POSITIVE_INT,
     "MODEL.HEAD_CHANNELS": POSITIVE_INT,
     "MODEL.DECODER_CHANNELS": POSITIVE_INT,
     "SOLVER.BATCH_SIZE.TRAIN": POSITIVE_INT,

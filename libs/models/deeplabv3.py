@@ -1,0 +1,182 @@
+"""DeepLab v3 and v3+ on this repository's Caffe ResNet-101 backbone.
+
+DeepLab v3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image
+Segmentation", 2017): the backbone at output stride 16 (res5 dilated 2) or 8
+(res4 dilated 2, res5 4), multi-grid ``(1, 2, 4)`` on res5's blocks, and the v3
+ASPP: a 1x1 convolution, three 3x3 atrous convolutions and image-level pooling,
+each 256 channels with BatchNorm and ReLU, concatenated and projected to 256
+(1x1, BatchNorm, ReLU), then the 1x1 classifier with a bias. There is no extra
+3x3 convolution after the ASPP (torchvision adds one; the paper does not).
+
+DeepLab v3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution",
+2018), with regular (not separable) convolutions: the v3 encoder at output
+stride 16; res2's output through a 1x1 convolution to 48 channels, the encoder
+output upsampled corner-aligned onto res2's grid, both concatenated, two 3x3
+convolutions of 256, the 1x1 classifier: logits at stride 4.
+
+Geometry (``geometry.py``): on a ``16k + 1`` input every grid of these networks
+has a cell on the first and the last pixel, so the decoder's upsampling is
+corner-aligned and exact; the image pooling's 1x1 map is broadcast (a copy).
+Each model says the stride its inputs are padded to (``output_stride``), the
+stride of its logits (``logit_stride``) and how its loss is formed
+(``label_rule = "dense"``: logits upsampled to the crop, full-resolution labels).
+
+Initialisation: the head's convolutions He-normal (fan in, ReLU), its
+BatchNorms ``weight = 1, bias = 0``, the classifier N(0, 0.01) with a zero
+bias (the v2 ASPP's Caffe filler); the backbone comes from the COCO init model.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .geometry import upsample_logits
+from .resnet import BATCHNORM_EPS, ConvBnReLU, ResNetBackbone, batchnorm_class
+
+DENSE = "dense"  # label_rule: every output upsampled to the crop (libs/training/loss.py)
+
+
+def head_unit(in_ch, out_ch, kernel_size, dilation, norm):
+    """A conv (3x3 padded by its rate, or 1x1) + BatchNorm + ReLU of the head, He-initialised."""
+    padding = dilation if kernel_size == 3 else 0
+    unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, padding, dilation, norm=norm)
+    nn.init.kaiming_normal_(unit.conv.weight, mode="fan_in", nonlinearity="relu")
+    return unit
+
+
+def classifier(in_ch, n_classes):
+    """The 1x1 classifier with a bias: N(0, 0.01) and zero, as Caffe's filler of the v2 ASPP."""
+    conv = nn.Conv2d(in_ch, n_classes, 1, bias=True)
+    nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def one_value_per_channel(bn, y):
+    """Whether a training BatchNorm would see one value per channel in ``y`` (all processes)."""
+    if not (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training):
+        return False
+    processes = 1
+    if isinstance(bn, nn.SyncBatchNorm) and dist.is_available() and dist.is_initialized():
+        processes = dist.get_world_size()
+    return y.shape[0] * y.shape[2] * y.shape[3] * processes == 1
+
+
+class ImagePooling(ConvBnReLU):
+    """Image-level features: global average, 1x1 conv + BatchNorm + ReLU, broadcast back.
+
+    A training-mode BatchNorm cannot estimate statistics from one value per
+    channel (a batch of one image), which ``nn.BatchNorm2d`` refuses; then it
+    normalises with its running statistics, without updating them.
+    """
+
+    def __init__(self, in_ch, out_ch, norm):
+        super().__init__(in_ch, out_ch, 1, 1, 0, 1, norm=norm)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
+
+    def forward(self, x):
+        y = self.conv(x.mean(dim=(2, 3), keepdim=True))
+        bn = self.bn
+        if one_value_per_channel(bn, y):
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
+                             bn.eps)
+        else:
+            y = bn(y)
+        return F.relu(y).expand(-1, -1, x.shape[2], x.shape[3])
+
+
+class ASPPV3(nn.Module):
+    """DeepLab v3's ASPP: ``c0`` (1x1), ``c1..`` (3x3 at ``rates``), ``pool``, then ``project``."""
+
+    def __init__(self, in_ch, channels, rates, norm):
+        super().__init__()
+        self.c0 = head_unit(in_ch, channels, 1, 1, norm)
+        for i, rate in enumerate(rates, start=1):
+            setattr(self, f"c{i}", head_unit(in_ch, channels, 3, rate, norm))
+        self.n_atrous = len(rates)
+        self.pool = ImagePooling(in_ch, channels, norm)
+        self.project = head_unit((len(rates) + 2) * channels, channels, 1, 1, norm)
+
+    def forward(self, x):
+        branches = [getattr(self, f"c{i}")(x) for i in range(self.n_atrous + 1)]
+        branches.append(self.pool(x))
+        return self.project(torch.cat(branches, dim=1))
+
+
+class Decoder(nn.Module):
+    """DeepLab v3+'s decoder: res2 reduced to ``low_channels``, joined with the encoder, two 3x3."""
+
+    def __init__(self, res2_ch, encoder_ch, low_channels, channels, norm):
+        super().__init__()
+        self.reduce = head_unit(res2_ch, low_channels, 1, 1, norm)
+        self.fuse1 = head_unit(low_channels + encoder_ch, channels, 3, 1, norm)
+        self.fuse2 = head_unit(channels, channels, 3, 1, norm)
+
+    def forward(self, low, encoded):
+        encoded = upsample_logits(encoded, low.shape[-2:])  # stride 16 -> 4, corner-aligned
+        return self.fuse2(self.fuse1(torch.cat([self.reduce(low), encoded], dim=1)))
+
+
+def check_head(atrous_rates, head_channels):
+    if not atrous_rates or min(atrous_rates) < 1:
+        raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+    if head_channels < 1:
+        raise ValueError(f"head_channels must be positive, got {head_channels}")
+
+
+class DeepLabV3(nn.Module):
+    """Single-scale DeepLab v3: logits at ``1 / output_stride`` of the input (16 or 8)."""
+
+    label_rule = DENSE
+
+    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, output_stride,
+                 multi_grid, head_channels, backbone_bn="frozen", head_bn="train"):
+        super().__init__()
+        check_head(atrous_rates, head_channels)
+        self.n_classes = n_classes
+        self.backbone = ResNetBackbone(n_blocks, base_width, output_stride, multi_grid,
+                                       batchnorm_class(backbone_bn))
+        self.output_stride = self.logit_stride = output_stride
+        self.aspp = ASPPV3(self.backbone.out_channels, head_channels, atrous_rates,
+                           batchnorm_class(head_bn))
+        self.classifier = classifier(head_channels, n_classes)
+
+    def forward(self, x):
+        return self.classifier(self.aspp(self.backbone(x)))
+
+
+class DeepLabV3Plus(nn.Module):
+    """Single-scale DeepLab v3+: the v3 encoder (at ``output_stride``) and decoder; logits at 1/4.
+
+    Its inputs are padded to the encoder's grid (``output_stride``), whose
+    ``16k + 1`` sizes put a cell of every grid on the last pixel.
+    """
+
+    label_rule = DENSE
+    logit_stride = 4
+
+    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, output_stride,
+                 multi_grid, head_channels, decoder_channels, backbone_bn="frozen",
+                 head_bn="train"):
+        super().__init__()
+        check_head(atrous_rates, head_channels)
+        if decoder_channels < 1:
+            raise ValueError(f"decoder_channels must be positive, got {decoder_channels}")
+        norm = batchnorm_class(head_bn)
+        self.n_classes = n_classes
+        self.backbone = ResNetBackbone(n_blocks, base_width, output_stride, multi_grid,
+                                       batchnorm_class(backbone_bn))
+        self.output_stride = output_stride
+        self.aspp = ASPPV3(self.backbone.out_channels, head_channels, atrous_rates, norm)
+        self.decoder = Decoder(self.backbone.res2_channels, head_channels, decoder_channels,
+                               head_channels, norm)
+        self.classifier = classifier(head_channels, n_classes)
+
+    def forward(self, x):
+        low, high = self.backbone.forward_features(x)
+        return self.classifier(self.decoder(low, self.aspp(high)))
+
+
+__all__ = ["ASPPV3", "BATCHNORM_EPS", "DENSE", "Decoder", "DeepLabV3", "DeepLabV3Plus",
+           "ImagePooling"]
