@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from ..utils.atomic import atomic_path
 from ..utils.errors import DeepLabError, first_line
+from ..utils.sizes import size_text
 from .geometry import check_geometry, msc_resize_input, msc_resize_logits
 from .inference import InferenceModel, fold_batchnorm
 from .msc import MSC
@@ -296,7 +297,7 @@ def check_onnx_parity(model, path, sizes, rtol=1e-4, batch=1, seed=0, threads=No
             reference = model(x.to(device)).float().cpu().numpy()
         if ours.shape != reference.shape:
             raise ParityError(f"{name}: ONNX Runtime gives logits of shape {ours.shape} at "
-                              f"{size[0]}x{size[1]}, PyTorch {reference.shape}")
+                              f"{size_text(*size)}, PyTorch {reference.shape}")
         errors[size] = float(np.abs(ours - reference).max() / np.abs(reference).max())
     worst = max(errors, key=errors.get, default=None)
     if worst is not None and errors[worst] > rtol:
