@@ -205,51 +205,6 @@ def video_codec(path):
     return VIDEO_CODECS[suffix]
 
 
-class AtomicVideoWriter:
-    """A ``cv2.VideoWriter`` on a temporary file that is renamed to ``path`` on :meth:`close`.
-
-    Whatever was written before an interruption (Ctrl-C, a camera unplugged)
-    is still finalised into a playable file; an output with no frame at all is
-    discarded rather than left as an empty file.
-    """
-
-    def __init__(self, path, fps, frame_size):
-        import cv2
-
-        self.path = Path(path)
-        codec = video_codec(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.",
-                                   suffix=f".tmp{self.path.suffix}", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        width, height = frame_size
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*codec),
-                                      float(fps), (int(width), int(height)))
-        if not self.writer.isOpened():
-            self._discard()
-            raise OutputError(f"{self.path}: OpenCV cannot write this video (codec {codec})")
-        self.n_frames = 0
-
-    def write(self, frame):
-        self.writer.write(frame)
-        self.n_frames += 1
-
-    def close(self):
-        """Finalise and move into place; returns the number of frames written."""
-        self.writer.release()
-        if self.n_frames:
-            os.replace(self.tmp, self.path)
-            fsync_directory(self.path.parent)
-        else:
-            self._discard()
-        return self.n_frames
-
-    def _discard(self):
-        if self.tmp.exists():
-            self.tmp.unlink()
-
-
 def process_start_time():
     """When this process started (seconds since the epoch): from /proc on Linux, elsewhere the
     time this module was imported (a little later, so still before any file it wrote)."""
