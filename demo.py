@@ -32,13 +32,13 @@ from libs.datasets.cocostuff import read_image_bgr
 from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
                                    class_shares, default_output_path, format_shares,
-                                   refuse_overwrite, same_file, save_label_png)
+                                   refuse_overwrite, save_label_png)
 from libs.inference.onnx_model import load_onnx_model
 from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
 from libs.utils.device import choose_device
 from libs.utils.errors import OutputError
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs
+from libs.utils.files import check_writable_output, refuse_overwriting_inputs, same_file
 from libs.utils.sizes import size_text
 from libs.utils.visualize import display_available
 

@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 
 from ..utils.atomic import atomic_path
 from ..utils.errors import OutputError
+from ..utils.files import same_file
 from ..utils.visualize import colorize, palette
 
 PANEL_INCHES = 3.2  # side of one panel in the docs figures
@@ -203,14 +204,6 @@ def build_figure(image_rgb, label_map, class_names, shares, figure=None, top_k=T
 def default_output_path(image_path, folder="."):
     """``<folder>/<image stem>_segmentation.png`` (the current directory by default)."""
     return Path(folder) / (Path(image_path).stem + "_segmentation.png")
-
-
-def same_file(a, b):
-    """Whether paths ``a`` and ``b`` name one file (through links and relative paths too)."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return a.samefile(b)
-    return a.resolve() == b.resolve()
 
 
 def refuse_overwrite(output, input_path, option):

@@ -29,11 +29,12 @@ def read_input(path, what, error_type, binary=False):
 
 
 def same_file(a, b):
-    """Whether the paths ``a`` and ``b`` name one existing file (links and ``..`` resolved)."""
+    """Whether paths ``a`` and ``b`` name one file: the same existing file (through links, hard
+    links and ``..``), or, where one does not exist yet, the same resolved path."""
     try:
         return os.path.samefile(a, b)
-    except OSError:  # either is missing: a file about to be created is no input
-        return False
+    except OSError:  # one is missing: two names of one file about to be written are still one
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def refuse_overwriting_inputs(output, inputs, option="--output"):
