@@ -7,6 +7,7 @@ original), or on several processes/machines under ``torchrun``
 lives in ``libs/training``; this script parses, wires and reports.
 """
 
+import functools
 import os
 import sys
 
@@ -23,7 +24,7 @@ from libs.cli import (
 from libs.cli.train_options import exit_on_interrupt, run_options
 from libs.inference.evaluation import evaluate_and_report, score
 from libs.inference.report import default_output_path
-from libs.training import distributed, record_scores, train
+from libs.training import Launch, distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
 from libs.training.run_folder import prepare_run_folders
 from libs.utils.device import choose_device
@@ -38,13 +39,12 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_chang
     """
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
-    data_parallel = distributed.wants_data_parallel(use_cuda, world_size)
+    launch = Launch(distributed.wants_data_parallel(use_cuda, world_size), sources, allow_changes)
     try:
         evaluator = None
         if scoring and cfg.SOLVER.ITER_EVAL:
-            evaluator = lambda model: score(cfg, model, device, progress=False)  # noqa: E731
-        model = train(cfg, device, resume, rank, world_size, data_parallel, sources=sources,
-                      evaluator=evaluator, allow_changes=allow_changes)
+            evaluator = functools.partial(score, cfg, device=device, progress=False)
+        model = train(cfg, device, resume, evaluator=evaluator, launch=launch)
     finally:
         distributed.cleanup()
     return model, rank, device

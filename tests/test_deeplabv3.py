@@ -4,7 +4,6 @@ The full ResNet-101 models are only built (parameter counts); every forward
 pass runs a narrow variant, so the module stays within seconds.
 """
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from addict import Dict
+from support_training import train_step
 
 from libs.inference.predict import dense_logits, predict_probs
 from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101,
@@ -25,7 +25,6 @@ from libs.models.weights import (CheckpointError, Weights, apply_weights, head_p
 from libs.training.distributed import sync_batchnorm
 from libs.training.loss import loss_pairs, msc_loss_terms
 from libs.training.optim import build_optimizer
-from libs.training.step import train_step
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +126,7 @@ def test_batchnorm_frozen_backbone_and_training_head():
                LR_MULT=Dict(BACKBONE=1.0, ASPP_WEIGHT=10.0, ASPP_BIAS=20.0))
     optimizer = build_optimizer(model, cfg)
     images, labels = torch.randn(2, 3, 49, 49), torch.randint(0, 5, (2, 49, 49))
-    train_step(model, [(["a", "b"], images, labels)], CPU, 255, 1, contextlib.nullcontext)
+    train_step(model, [(["a", "b"], images, labels)])
     optimizer.step()
     after = model.state_dict()
     frozen = [k for k in after if k.startswith("base.backbone.") and ".bn." in k]
@@ -169,13 +168,13 @@ def test_parameter_groups_of_the_v3plus_head():
     names = {id(p): n for n, p in model.named_parameters()}
     grouped = {g: sorted(names[id(p)] for p in groups[g]["params"]) for g in groups}
     assert all(n.startswith("base.backbone.") and ".bn." not in n for n in grouped["backbone"])
-    assert all(not n.startswith("base.backbone.") for n in grouped["aspp_weight"])
-    assert "base.decoder.fuse2.bn.bias" in grouped["aspp_bias"]
-    assert "base.classifier.bias" in grouped["aspp_bias"]
+    assert all(not n.startswith("base.backbone.") for n in grouped["head_weights"])
+    assert "base.decoder.fuse2.bn.bias" in grouped["head_biases"]
+    assert "base.classifier.bias" in grouped["head_biases"]
     assert {"base.decoder.reduce.conv.weight", "base.aspp.pool.bn.weight",
-            "base.classifier.weight"} <= set(grouped["aspp_weight"])
-    assert (groups["aspp_weight"]["lr"], groups["aspp_bias"]["lr"]) == (1e-2, 2e-2)
-    assert groups["aspp_bias"]["weight_decay"] == 0.0
+            "base.classifier.weight"} <= set(grouped["head_weights"])
+    assert (groups["head_weights"]["lr"], groups["head_biases"]["lr"]) == (1e-2, 2e-2)
+    assert groups["head_biases"]["weight_decay"] == 0.0
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
     assert sorted(sum(grouped.values(), [])) == trainable
 

@@ -1,7 +1,6 @@
 """The training loss (libs/training/loss.py, step.py): where each logit cell is supervised
 (Caffe's geometry and the legacy one) and Caffe's per-image normalisation."""
 
-import contextlib
 import math
 
 import numpy as np
@@ -9,10 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from support_training import train_step
 
 from libs.models import build_model
 from libs.training.loss import loss_pairs, msc_loss_terms
-from libs.training.step import train_step
 
 CPU = torch.device("cpu")
 N_CLASSES = 5
@@ -150,7 +149,7 @@ def test_each_image_is_averaged_over_its_own_valid_pixels():
         bounds = np.cumsum([0] + split)
         sub_batches = [(["x"] * (b - a), images[a:b], labels[a:b])
                        for a, b in zip(bounds[:-1], bounds[1:])]
-        loss, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext)
+        loss, _ = train_step(model, sub_batches)
         assert loss == pytest.approx(expected_loss, rel=1e-6), split
         torch.testing.assert_close(model.bias.grad, torch.tensor([-1 / 3, 1 / 3]))
 

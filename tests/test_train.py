@@ -1,7 +1,6 @@
 """Training (libs/training and train.py): the poly schedule, parameter groups, accumulation,
 exact resume, DDP, logging, and the one-line errors of the script."""
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
+from support_training import train_step
 from tiny_model import narrow
 
 import train
@@ -20,9 +20,8 @@ from libs.models.weights import CheckpointError
 from libs.training import TrainingError
 from libs.training.checkpoint import load_initial_weights
 from libs.training.loop import train as run_training
-from libs.training.lr_policy import poly_lr, set_learning_rates
+from libs.training.loop import poly_lr, set_learning_rates
 from libs.training.optim import build_optimizer
-from libs.training.step import train_step
 from libs.utils.atomic import save_torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,10 +55,10 @@ def test_poly_schedule_and_group_learning_rates(toy_cfg):
         expected = 1e-3 * (1 - step_start / 100) ** 0.9
         assert poly_lr(1e-3, iteration, 100, 0.9, 10) == pytest.approx(expected, rel=1e-12)
         assert groups["backbone"]["lr"] == pytest.approx(expected, rel=1e-12)
-        assert groups["aspp_weight"]["lr"] == pytest.approx(10 * expected, rel=1e-12)
-        assert groups["aspp_bias"]["lr"] == pytest.approx(20 * expected, rel=1e-12)
-    assert groups["backbone"]["weight_decay"] == groups["aspp_weight"]["weight_decay"] == 5e-4
-    assert groups["aspp_bias"]["weight_decay"] == 0.0
+        assert groups["head_weights"]["lr"] == pytest.approx(10 * expected, rel=1e-12)
+        assert groups["head_biases"]["lr"] == pytest.approx(20 * expected, rel=1e-12)
+    assert groups["backbone"]["weight_decay"] == groups["head_weights"]["weight_decay"] == 5e-4
+    assert groups["head_biases"]["weight_decay"] == 0.0
     # Every trainable parameter is in exactly one group; no BatchNorm parameter is.
     in_groups = [id(p) for g in optimizer.param_groups for p in g["params"]]
     trainable = [id(p) for p in model.parameters() if p.requires_grad]
@@ -67,8 +66,8 @@ def test_poly_schedule_and_group_learning_rates(toy_cfg):
     names = {id(p): n for n, p in model.named_parameters()}
     assert not any(".bn." in names[i] for i in in_groups)
     assert all(names[id(p)].startswith("base.aspp.") and names[id(p)].endswith("bias")
-               for p in groups["aspp_bias"]["params"])
-    assert len(groups["aspp_weight"]["params"]) == len(groups["aspp_bias"]["params"]) == 4
+               for p in groups["head_biases"]["params"])
+    assert len(groups["head_weights"]["params"]) == len(groups["head_biases"]["params"]) == 4
     with pytest.raises(ValueError, match="outside 1..100"):
         poly_lr(1e-3, 101, 100, 0.9, 10)
 
@@ -102,7 +101,7 @@ def test_gradient_accumulation_equals_one_big_batch(toy_cfg):
 
     def gradients(sub_batches):
         model.zero_grad(set_to_none=True)
-        loss, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext)
+        loss, _ = train_step(model, sub_batches)
         return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     ids = ["a"] * 4
@@ -178,14 +177,14 @@ def test_checkpoints_and_tensorboard_logs(toy_cfg):
                               size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"loss/train", "loss/train_moving_average", "lr/backbone", "lr/aspp_weight",
-            "lr/aspp_bias"} <= set(tags["scalars"])
+    assert {"loss/train", "loss/train_moving_average", "lr/backbone", "lr/head_weights",
+            "lr/head_biases"} <= set(tags["scalars"])
     assert "train/panel" in tags["images"]
     assert [e.step for e in events.Images("train/panel")] == [2, 4]
     raw = [e.value for e in events.Scalars("loss/train")]
     average = [e.value for e in events.Scalars("loss/train_moving_average")]
     assert average[-1] == pytest.approx(sum(raw) / len(raw), rel=1e-5)
-    lrs = {e.step: e.value for e in events.Scalars("lr/aspp_bias")}
+    lrs = {e.step: e.value for e in events.Scalars("lr/head_biases")}
     assert lrs[1] == pytest.approx(20 * cfg.SOLVER.LR, rel=1e-6)
 
 
@@ -286,8 +285,8 @@ def test_unknown_model_and_dataset_too_small_are_one_line(toy_cfg, tmp_path):
 def test_a_non_finite_loss_stops_with_one_line(toy_cfg, tmp_path, monkeypatch):
     import libs.training.loop
 
-    monkeypatch.setattr(libs.training.loop, "train_step",
-                        lambda *args: (float("nan"), None))
+    monkeypatch.setattr(libs.training.loop, "msc_loss_terms",
+                        lambda *args: torch.full((1, 1), float("nan"), requires_grad=True))
     cfg = small(toy_cfg, ITER_MAX=3)
     with pytest.raises(TrainingError, match="loss is nan at iteration 1; stopping"):
         run_training(cfg, CPU, progress=False)

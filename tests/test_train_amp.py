@@ -3,28 +3,28 @@ checkpoints, channels-last, the torch.compile fallback, activation checkpointing
 images/s and peak-memory logging. The GPU side is checked by tests marked ``cuda``."""
 
 import contextlib
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from support_training import train_step
 from tiny_model import narrow, random_batch
 
+import libs.training.acceleration
 import libs.training.loop
 import libs.utils.device
 import train
 from libs.models import build_model
 from libs.training import TrainingError
-from libs.training.acceleration import EagerFallback, apply_model_options, compile_model
+from libs.training.acceleration import (SCALER_KEY, EagerFallback, Precision, apply_model_options,
+                                        compile_model, disabled_scaler, precision_for)
 from libs.training.checkpoint import restore_training_state, save_checkpoint
 from libs.training.errors import TrainingConfigError
 from libs.training.loop import train as run_training
-from libs.training.monitor import Throughput, peak_memory_gib, postfix
+from libs.training.runlog import Throughput, peak_memory_gib, postfix
 from libs.training.optim import build_optimizer
-from libs.training.precision import SCALER_KEY, Precision, disabled_scaler, precision_for
-from libs.training.step import train_step
 from libs.utils.config import ConfigValueError
 
 CPU = torch.device("cpu")
@@ -96,10 +96,10 @@ def test_bf16_autocast_on_a_cpu_with_native_bf16(toy_cfg, monkeypatch, one_torch
     sub_batches = batch(8, n=1, size=25)
     dtypes = []
     hook = model.base.aspp.c0.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-    reference, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext)
+    reference, _ = train_step(model, sub_batches)
     precision = precision_for("bf16", CPU, log=lambda *_: None)
     model.zero_grad(set_to_none=True)
-    loss, fused = train_step(model, sub_batches, CPU, 255, 1, precision.autocast, precision.scaler)
+    loss, fused = train_step(model, sub_batches, CPU, precision.autocast, precision.scaler)
     hook.remove()
     assert dtypes == [torch.float32] * 3 + [torch.bfloat16] * 3  # three MSC scales each
     assert fused.dtype == torch.float32
@@ -188,7 +188,7 @@ def test_channels_last_gives_the_loss_and_gradients_of_the_contiguous_layout(toy
     torch.manual_seed(0)
     model = build_model(cfg.MODEL, 8).train()
     sub_batches = batch(8)
-    loss, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext)
+    loss, _ = train_step(model, sub_batches)
     reference = gradients(model)
     model.zero_grad(set_to_none=True)
     apply_model_options(model, small(toy_cfg, CHANNELS_LAST=True).SOLVER, CPU)
@@ -197,8 +197,8 @@ def test_channels_last_gives_the_loss_and_gradients_of_the_contiguous_layout(toy
     seen = []
     hook = model.base.backbone.conv1.register_forward_pre_hook(
         lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    loss_nhwc, _ = train_step(model, sub_batches, CPU, 255, 1, contextlib.nullcontext,
-                              None, torch.channels_last)
+    loss_nhwc, _ = train_step(model, sub_batches, CPU,
+                              memory_format=torch.channels_last)
     hook.remove()
     assert seen[0] is True  # the full-scale input went in as NHWC
     assert loss_nhwc == pytest.approx(loss, rel=1e-5)
@@ -277,14 +277,9 @@ def test_a_compiled_backward_failure_reruns_the_first_step_eagerly(monkeypatch):
 def test_activation_checkpointing_is_applied_through_the_models_helper(toy_cfg, monkeypatch):
     cfg = small(toy_cfg, ACTIVATION_CHECKPOINTING=True)
     model = build_model(cfg.MODEL, 8)
-    monkeypatch.setitem(sys.modules, "libs.models.checkpointing", None)  # as if not written
-    with pytest.raises(TrainingConfigError, match=r"^SOLVER.ACTIVATION_CHECKPOINTING: this "
-                                                  r"installation has no libs/models/checkpoint"):
-        apply_model_options(model, cfg.SOLVER, CPU)
     calls = []
-    fake = type(sys)("libs.models.checkpointing")
-    fake.enable_activation_checkpointing = calls.append
-    monkeypatch.setitem(sys.modules, "libs.models.checkpointing", fake)
+    monkeypatch.setattr(libs.training.acceleration, "enable_activation_checkpointing",
+                        calls.append)
     assert apply_model_options(model, cfg.SOLVER, CPU) is model and calls == [model]
     apply_model_options(model, small(toy_cfg, ACTIVATION_CHECKPOINTING=False).SOLVER, CPU)
     assert calls == [model]

@@ -1,18 +1,83 @@
-"""Speed and memory options that leave the protocol unchanged: layout, recomputation, compilation.
+"""The ``SOLVER`` options that change how fast a run computes, not what it learns.
 
-``SOLVER.CHANNELS_LAST`` stores the model's weights and the input batches in
-NHWC order (fast on tensor-core GPUs; allowed on the CPU, where it is only a
-layout). ``SOLVER.ACTIVATION_CHECKPOINTING`` recomputes activations in the
-backward pass instead of keeping them (``libs.models.checkpointing``).
+``SOLVER.AMP`` is ``null`` (fp32), ``bf16`` or ``fp16``. Only the forward pass
+runs under autocast; the loss is computed from the logits cast back to fp32.
+fp16 needs a :class:`torch.amp.GradScaler`, whose state goes into the
+checkpoint so that a resumed run keeps its loss scale. On the CPU only bf16 is
+offered, and only where the CPU computes bf16 natively: elsewhere PyTorch
+emulates it, about 100 times slower than fp32, so the run is refused with one
+line instead of crawling.
+
+``SOLVER.CHANNELS_LAST`` stores weights and inputs in NHWC order (fast on
+tensor-core GPUs; only a layout on the CPU). ``SOLVER.ACTIVATION_CHECKPOINTING``
+recomputes activations in the backward pass (``libs.models.checkpointing``).
 ``SOLVER.COMPILE`` runs the model through :func:`torch.compile` where that
-works; a failure, when compiling or at the first call, falls back to the eager
-model with a one-line notice, since a run should not die for want of a speed-up.
+works; a failure, when compiling or in the first update, falls back to the
+eager model with a one-line notice, since a run should not die for want of a
+speed-up.
 """
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
 
 import torch
 
-from ..utils.errors import first_line
+from ..models.checkpointing import enable_activation_checkpointing
+from ..utils.device import cpu_native_bf16
+from ..utils.errors import DeepLabError, first_line
 from .errors import TrainingConfigError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SCALER_KEY = "grad_scaler"  # the checkpoint entry of the fp16 loss scaler
+
+
+def disabled_scaler():
+    """A :class:`GradScaler` that does nothing: ``scale`` returns the loss, ``step`` just steps."""
+    return torch.amp.GradScaler("cuda", enabled=False)
+
+
+@dataclass
+class Precision:
+    """``autocast()`` around the forward pass and the loss ``scaler`` (disabled without fp16)."""
+
+    autocast: object = contextlib.nullcontext
+    scaler: torch.amp.GradScaler = field(default_factory=disabled_scaler)
+    amp: str = None
+
+    @property
+    def scaling(self):
+        return self.scaler.is_enabled()
+
+
+def check_amp(amp, device):
+    """Refuse, with one line, an ``amp`` that ``device`` cannot train with fast."""
+    if amp is None:
+        return
+    if device.type == "cuda":
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise TrainingConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
+                                      "use fp16 or null")
+        return
+    if amp == "fp16":
+        raise TrainingConfigError(f"SOLVER.AMP: fp16 needs CUDA, and this run is on the "
+                                  f"{device.type}; use null (or bf16 on a CPU with AMX or "
+                                  "AVX512-BF16)")
+    supported, reason = cpu_native_bf16()
+    if not supported:
+        raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
+
+
+def precision_for(amp, device, log=print):
+    """The :class:`Precision` of ``SOLVER.AMP`` on ``device`` (checked by :func:`check_amp`)."""
+    check_amp(amp, device)
+    if amp is None:
+        return Precision()
+    autocast = functools.partial(torch.autocast, device.type, dtype=DTYPES[amp])
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()
+    log(f"Mixed precision: {amp} autocast on the {device.type}, loss in fp32"
+        + (", loss scaling" if amp == "fp16" else "") + ".")
+    return Precision(autocast, scaler, amp)
 
 
 def memory_format(solver):
@@ -31,26 +96,14 @@ def apply_model_options(model, solver, device):
     if solver.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
     if solver.ACTIVATION_CHECKPOINTING:
-        enable_checkpointing(model)
+        enable_activation_checkpointing(model)
     return model
-
-
-def enable_checkpointing(model):
-    """Recompute activations in backward (``libs.models.checkpointing``, imported when asked)."""
-    try:
-        from ..models.checkpointing import enable_activation_checkpointing
-    except ModuleNotFoundError as e:
-        if e.name != "libs.models.checkpointing":
-            raise
-        raise TrainingConfigError("SOLVER.ACTIVATION_CHECKPOINTING: this installation has no "
-                                  "libs/models/checkpointing.py; set it to false") from None
-    enable_activation_checkpointing(model)
 
 
 def one_line(error):
     """``Type: first line of the message``, for a notice."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {first_line(error)}" if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() \
+        else type(error).__name__
 
 
 class EagerFallback:
@@ -60,14 +113,12 @@ class EagerFallback:
     is where an unsupported operator or a missing compiler shows; the backward
     graph may compile at the first backward pass, which :meth:`guard_first_step`
     covers. Everything else (``module``, ``no_sync``, ``scales``, ...) is the
-    eager module's, so the training step treats this as the module it wraps.
+    eager module's, so the update treats this as the module it wraps.
     """
 
     def __init__(self, eager, compiled, log=print):
-        self.eager = eager
-        self.compiled = compiled
-        self.log = log
-        self.proven = False  # a whole step (forward and backward) has run compiled
+        self.eager, self.compiled, self.log = eager, compiled, log
+        self.proven = False  # a whole update (forward and backward) has run compiled
 
     def fall_back(self, error):
         self.compiled = None
@@ -86,12 +137,13 @@ class EagerFallback:
 
     def guard_first_step(self, step, reset):
         """``step()``; if the first one fails in the compiled model's backward, ``reset()`` the
-        gradients and run it again eagerly. Later failures, and eager ones, propagate."""
+        gradients and run it again eagerly. Later failures, eager ones and the project's own
+        errors (a non-finite loss) propagate."""
         if self.proven or self.compiled is None:
             return step()
         try:
             result = step()
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, DeepLabError):
             raise
         except Exception as e:  # noqa: BLE001 - see __call__
             if self.compiled is None:

@@ -6,32 +6,30 @@ import torch
 import torch.distributed as dist
 
 
-def launched_by_torchrun():
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
 def setup(use_cuda):
     """Join the process group when launched by torchrun; return ``(rank, world, device)``.
 
     NCCL on GPUs, Gloo on CPUs. Each process drives the GPU of its LOCAL_RANK.
     """
-    if not launched_by_torchrun():
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not under torchrun
         return 0, 1, torch.device("cuda" if use_cuda else "cpu")
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
+    device = torch.device("cpu")
     if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
     else:
-        device = torch.device("cpu")
         dist.init_process_group("gloo")
-    return rank, world, device
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
 
 
 def is_distributed():
     return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world_size():
+    """This process's rank and the number of processes: ``(0, 1)`` outside a process group."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
 
 
 def all_reduce_sum(tensor):
@@ -56,11 +54,10 @@ def sync_batchnorm(model, device):
 
     Only modules of exactly ``nn.BatchNorm2d`` (the v3/v3+ head's with
     ``MODEL.HEAD_BN: train``, the backbone's with ``BACKBONE_BN: train``): the
-    frozen BatchNorms, a subclass, keep their stored statistics. The
-    parameters and running statistics are the same tensors, so an optimizer
-    built before keeps them. ``SyncBatchNorm`` needs CUDA; on CPUs (Gloo) each
-    process keeps its own batch statistics and DDP broadcasts rank 0's
-    running statistics every forward.
+    frozen BatchNorms, a subclass, keep their stored statistics. The parameters
+    and running statistics are the same tensors, so an optimizer built before
+    keeps them. ``SyncBatchNorm`` needs CUDA; on CPUs (Gloo) each process keeps
+    its own batch statistics and DDP broadcasts rank 0's running statistics.
     """
     if device.type != "cuda":
         return 0
@@ -74,15 +71,11 @@ def sync_batchnorm(model, device):
 
 
 def wrap_model(model, device, world_size, data_parallel):
-    """The module that runs the batches: DDP under torchrun, DataParallel, or the model.
-
-    Under DDP the training BatchNorms become ``SyncBatchNorm`` (:func:`sync_batchnorm`).
-    """
+    """The module that runs the batches: DDP (with :func:`sync_batchnorm`) under torchrun,
+    DataParallel, or the model itself."""
     if world_size > 1:
         sync_batchnorm(model, device)
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if data_parallel:
-        return torch.nn.DataParallel(model)
-    return model
+    return torch.nn.DataParallel(model) if data_parallel else model

@@ -23,6 +23,7 @@ import threading
 import time
 
 import torch
+import torch.distributed as dist
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                 if hasattr(signal, name))  # Windows has no SIGHUP
@@ -109,8 +110,6 @@ def agreed_stop(signum, world_size, device):
     """
     if world_size <= 1:
         return signum
-    import torch.distributed as dist
-
     flag = torch.tensor([signum], dtype=torch.int64, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag.item())
@@ -119,8 +118,6 @@ def agreed_stop(signum, world_size, device):
 def barrier(world_size):
     """Wait for every process (rank 0 has written the checkpoint before the others leave)."""
     if world_size > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 

@@ -1,68 +1,232 @@
-"""The training loop: seed, build, (resume,) iterate, log, checkpoint.
+"""The training loop: seed, build, (resume,) then one :func:`update` per iteration.
 
 :func:`train` is the entry point; it takes the whole config because it builds
-the model and the dataset, and hands each helper the section it needs. The
-order of the steps below is part of the result: every random draw (weight
-initialisation, DataLoader seeds) happens in the same order on a fresh run and
-on a resumed one, which is what makes ``--resume`` bit-exact.
+the model and the dataset. The order of the steps is part of the result: every
+random draw (weight initialisation, DataLoader seeds) happens in the same order
+on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact.
+The learning rate is a pure function of the iteration for the same reason.
 """
 
+import contextlib
+import functools
+import math
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..datasets import build_dataset
+from ..datasets import DatasetError, build_dataset
+from ..datasets.sampler import EpochBatchSampler
 from ..models import build_model
+from ..models.weights import load_state_dict_checked
 from ..utils.atomic import publish_link, remove_stale_temporaries
-from ..utils.errors import DeepLabError
 from ..utils.files import check_writable_dir
 from . import distributed
-from .acceleration import apply_model_options, compile_model, memory_format
-from .checkpoint import (
-    checkpoint_dir,
-    load_checkpoint,
-    load_initial_weights,
-    restore_training_state,
-    save_checkpoint,
-)
+from .acceleration import (EagerFallback, apply_model_options, compile_model, memory_format,
+                           precision_for)
+from .checkpoint import (checkpoint_dir, load_initial_weights, read_checkpoint,
+                         restore_training_state, save_checkpoint)
 from .errors import TrainingError
-from .interrupt import StopSignals, TrainingInterrupted, agreed_stop, barrier, signal_name
-from .lr_policy import set_learning_rates
-from .monitor import Monitor
+from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, barrier,
+                        ignore_stop_signals, signal_name)
+from .loss import msc_loss_terms
 from .optim import build_optimizer
-from .precision import precision_for
 from .resume import check_resume
-from .runlog import TextLog, log_path, summary_lines
-from .step import train_step
-from .stream import batch_stream
+from .runlog import Monitor, start_log
 from .tensorboard import log_dir
 
 
-def seed_everything(seed):
-    """Seed the torch, Python and NumPy generators (the run's first random act)."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
+@dataclass
+class Launch:
+    """How ``train.py`` started the run: DataParallel over the visible GPUs, the config's
+    ``sources`` for the summary (``{"config": path, "overrides": [...]}``) and the config keys
+    a resumed run may change (``--allow-config-change``). Rank and world size come from the
+    process group (:mod:`.distributed`)."""
+
+    data_parallel: bool = False
+    sources: dict = None
+    allow_changes: tuple = ()
 
 
-def prepare_model(cfg, device, resume, log, scaler=None, allow_changes=()):
-    """The model on ``device`` in training mode, its optimizer and the first iteration to skip.
+@dataclass
+class Run:
+    """What every update of a run uses; ``monitor`` and ``bar`` are rank 0's (None elsewhere)."""
+
+    cfg: object
+    model: torch.nn.Module  # the MSC model: its state dict is the checkpoint's
+    net: object  # what runs the batches: the model, its DDP/DataParallel wrapper, compiled
+    optimizer: torch.optim.Optimizer
+    precision: object  # acceleration.Precision: the autocast and the fp16 loss scaler
+    device: torch.device
+    world_size: int = 1
+    monitor: object = None
+    bar: object = None
+    evaluator: object = None  # model -> scores, every SOLVER.ITER_EVAL
+
+
+def poly_lr(base_lr, iteration, max_iter, power, step):
+    """Learning rate for ``iteration`` (1-based), refreshed every ``step`` iterations.
+
+    ``base * (1 - s / max_iter) ** power`` where ``s`` is the last multiple of
+    ``step`` not after ``iteration - 1``: iterations 1..10 use s=0, 11..20 use
+    s=10, and so on (the original's ``lr_decay_iter``).
+    """
+    if not 1 <= iteration <= max_iter:
+        raise ValueError(f"iteration {iteration} outside 1..{max_iter}")
+    s = ((iteration - 1) // step) * step
+    return base_lr * (1.0 - s / max_iter) ** power
+
+
+def set_learning_rates(optimizer, base_lr, iteration, max_iter, power, step):
+    """Give every parameter group ``poly_lr * group["lr_mult"]``; returns the base rate."""
+    lr = poly_lr(base_lr, iteration, max_iter, power, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    return lr
+
+
+def update(run, iteration, sub_batches, began):
+    """One weight update from ``sub_batches``; returns its loss and the last fused logits.
+
+    The loss is Caffe's: each image's cross-entropy, per MSC output, averaged over
+    that image's valid pixels (targets by the model's ``label_rule``, ``loss.py``),
+    summed over the outputs and averaged over every image of the update (all
+    sub-batches, all processes). Each image's term does not depend on the others,
+    so dividing by that global count gives the gradient of one big batch however
+    it is split; DDP averages gradients over processes, hence ``* world_size``.
+    Only the forward pass runs under autocast. A non-finite loss stops the run
+    before the step, so the weights stay those of the last good iteration.
+    ``began`` is when the update started fetching its data (for images/s).
+    """
+    cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
+    solver = cfg.SOLVER
+    base_lr = set_learning_rates(optimizer, solver.LR, iteration, solver.ITER_MAX,
+                                 solver.POLY_POWER, solver.LR_DECAY)
+    optimizer.zero_grad(set_to_none=True)
+    msc = getattr(run.net, "module", run.net)  # DDP and DataParallel wrap the MSC model
+    no_sync = getattr(run.net, "no_sync", None)  # DDP: reduce gradients after the last only
+    count = torch.tensor(float(sum(len(labels) for _, _, labels in sub_batches)), device=device)
+    n_images = distributed.all_reduce_sum(count)
+    total = torch.zeros((), device=device)
+    for i, (_, images, labels) in enumerate(sub_batches):
+        images = images.to(device, non_blocking=True, memory_format=memory_format(solver))
+        labels = labels.to(device, non_blocking=True)
+        last = i == len(sub_batches) - 1
+        with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+            with run.precision.autocast():
+                outputs = run.net(images)
+            outputs = [out.float() for out in outputs]  # the loss in fp32 (a no-op without AMP)
+            terms = msc_loss_terms(outputs, labels, cfg.DATASET.IGNORE_LABEL, msc.scales,
+                                   msc.geometry, getattr(msc, "label_rule", "cells"))
+            loss = terms.sum() / n_images
+            scaler.scale(loss * run.world_size).backward()  # scale: the loss itself without fp16
+        total += loss.detach()
+    loss, fused = distributed.all_reduce_sum(total).item(), outputs[-1].detach()
+    if not math.isfinite(loss):
+        raise TrainingError(f"loss is {loss} at iteration {iteration}; stopping")
+    if scaler.is_enabled():
+        scaler.step(optimizer)  # fp16: skipped (and the scale lowered) when a gradient overflowed
+        scaler.update()
+    else:
+        optimizer.step()
+    if run.monitor is not None:
+        seconds = time.perf_counter() - began
+        run.bar.set_postfix(run.monitor.update(iteration, loss, base_lr, seconds,
+                                               sub_batches[-1], fused))
+        if snapshot_due(iteration, solver):
+            snapshot(run, iteration)
+        if run.evaluator is not None and evaluation_due(iteration, solver):
+            scores = evaluate_in_between(run.evaluator, run.model, device)
+            tqdm.write("\n".join(run.monitor.record_scores(iteration, scores)))
+    return loss, fused
+
+
+def snapshot_due(iteration, solver):
+    return iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX
+
+
+def evaluation_due(iteration, solver):
+    """Whether ``SOLVER.ITER_EVAL`` asks for scores after ``iteration`` (the last is train.py's)."""
+    return bool(solver.ITER_EVAL) and iteration % solver.ITER_EVAL == 0 \
+        and iteration < solver.ITER_MAX
+
+
+def snapshot(run, iteration):
+    """Write ``checkpoint_<iteration>.pth`` (atomically) and return its path."""
+    path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"
+    save_checkpoint(path, run.model, run.optimizer, iteration, run.cfg.to_dict(),
+                    run.precision.scaler)
+    return path
+
+
+def evaluate_in_between(evaluator, model, device):
+    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened.
+
+    The model goes back to training mode (BatchNorm layers that train must not
+    keep eval mode), and the global generators (torch's, CUDA's, Python's,
+    NumPy's) are restored: the augmentation draws from ``(seed, epoch, index)``,
+    but the evaluation's DataLoader advances torch's, and a run with periodic
+    evaluation must stay bit-identical to one without.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model.eval()
+            return evaluator(model)
+    finally:
+        model.train()
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
+    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in.
+
+    A new DataLoader per epoch hands the epoch number to the workers, so every
+    augmentation is drawn from ``(seed, epoch, index)`` whatever the worker count.
+    Closing the generator shuts the loader's workers down before it returns, so
+    a stopped run leaves no worker behind.
+    """
+    batch_size = cfg.SOLVER.BATCH_SIZE.TRAIN
+    per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch_size, world_size)
+    if per_epoch < 1:
+        raise DatasetError(f"{cfg.DATASET.ROOT}: split {cfg.DATASET.SPLIT.TRAIN!r} has "
+                           f"{len(dataset)} images, fewer than one batch of {batch_size} x "
+                           f"{world_size} process(es)")
+    epoch, skip = divmod(start, per_epoch)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    while True:
+        dataset.set_epoch(epoch)
+        sampler = EpochBatchSampler(len(dataset), batch_size, cfg.EXP.SEED, epoch, rank,
+                                    world_size, skip)
+        batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                  pin_memory=pin_memory,
+                                  worker_init_fn=ignore_stop_signals if workers else None))
+        try:
+            yield from batches
+        finally:
+            if hasattr(batches, "_shutdown_workers"):  # multi-process iterators: join them now
+                batches._shutdown_workers()
+        epoch, skip = epoch + 1, 0
+
+
+def prepare_model(cfg, device, resume, log, scaler, allow_changes=()):
+    """The model on ``device`` in training mode, its optimizer and the iteration it starts after.
 
     From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
-    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`,
-    which lets the config keys in ``allow_changes`` differ) or from
-    ``MODEL.INIT_MODEL``. The ``SOLVER`` layout and activation-checkpointing
-    options are applied here.
+    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`)
+    or from ``MODEL.INIT_MODEL``.
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     checkpoint, start = None, 0
     if resume is not None:
-        checkpoint = load_checkpoint(
-            resume, model, cfg.DATASET.N_CLASSES,
-            check=lambda state: check_resume(state, cfg, resume, allow_changes, log))
+        checkpoint = read_checkpoint(resume)
+        check_resume(checkpoint, cfg, resume, allow_changes, log)  # before a shape mismatch
+        load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
         start = int(checkpoint["iteration"])
         log(f"Resuming from {resume} at iteration {start}.")
     else:
@@ -75,103 +239,15 @@ def prepare_model(cfg, device, resume, log, scaler=None, allow_changes=()):
     return model, optimizer, start
 
 
-def training_stream(cfg, dataset, start, rank, world_size, device):
-    """The augmented training ``dataset`` as an endless stream, ``start`` iterations in."""
-    return batch_stream(
-        dataset, cfg.SOLVER.BATCH_SIZE.TRAIN, cfg.EXP.SEED, cfg.DATALOADER.NUM_WORKERS,
-        start=start * cfg.SOLVER.ITER_SIZE, rank=rank, world_size=world_size,
-        pin_memory=device.type == "cuda",
-        name=f"{cfg.DATASET.ROOT}: split {cfg.DATASET.SPLIT.TRAIN!r}",
-    )
-
-
-def iterate(net, optimizer, stream, iteration, solver, ignore_label, device, world_size,
-            precision):
-    """One SGD iteration of the poly schedule; returns (loss, base lr, last sub-batch, logits).
-
-    ``precision`` (:class:`~.precision.Precision`) gives the autocast and the
-    fp16 loss scaler. Raises :class:`TrainingError` when the loss is not finite
-    (before the step, so the weights stay those of the last good iteration).
-    """
-    base_lr = set_learning_rates(
-        optimizer, solver.LR, iteration, solver.ITER_MAX, solver.POLY_POWER, solver.LR_DECAY,
-    )
-    optimizer.zero_grad(set_to_none=True)
-    sub_batches = [next(stream) for _ in range(solver.ITER_SIZE)]
-
-    def step():
-        return train_step(net, sub_batches, device, ignore_label, world_size,
-                          precision.autocast, precision.scaler, memory_format(solver))
-
-    guard = getattr(net, "guard_first_step", None)  # a compiled model (SOLVER.COMPILE)
-    loss, fused = step() if guard is None else guard(
-        step, lambda: optimizer.zero_grad(set_to_none=True))
-    if not np.isfinite(loss):
-        raise TrainingError(f"loss is {loss} at iteration {iteration}; stopping")
-    precision.step(optimizer)
-    return loss, base_lr, sub_batches[-1], fused
-
-
 def progress_bar(start, iter_max, enabled):
     """The iterations still to run, ``start + 1 .. iter_max``, with a tqdm bar when enabled."""
     return tqdm(range(start + 1, iter_max + 1), initial=start, total=iter_max,
                 dynamic_ncols=True, leave=True, disable=not enabled)
 
 
-def count_test_samples(cfg):
-    """The test split's sample count; None where it cannot be read (training needs no test set)."""
-    try:
-        return len(build_dataset(cfg, "test", augment=False))
-    except DeepLabError:
-        return None
-
-
-def evaluation_due(iteration, iter_eval, iter_max):
-    """Whether ``SOLVER.ITER_EVAL`` asks for scores after ``iteration`` (the last is train.py's)."""
-    return bool(iter_eval) and iteration % iter_eval == 0 and iteration < iter_max
-
-
-def evaluate_in_between(evaluator, model, device):
-    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened.
-
-    The model goes back to training mode (BatchNorm layers that train must not
-    keep eval mode), and the global generators (torch's, CUDA's, Python's,
-    NumPy's) are restored. The augmentation draws from ``(seed, epoch, index)``
-    and not from them, but the evaluation's DataLoader advances torch's, and a
-    run with periodic evaluation must stay bit-identical to one without
-    (tests/test_train_feedback.py compares the weights).
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            model.eval()
-            return evaluator(model)
-    finally:
-        model.train()
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def start_log(cfg, log, run):
-    """Print the summary block (:func:`~.runlog.summary_lines`) and open ``train.log`` with it.
-
-    Returns the :class:`~.runlog.TextLog`; each launch appends a separator line first.
-    """
-    lines = summary_lines(cfg, run)
-    log("\n".join(lines))
-    text_log = TextLog(log_path(cfg.EXP))
-    text_log.separator()
-    text_log.write("\n".join(lines))
-    return text_log
-
-
 def check_output_folders(exp, log):
-    """Fail now, not at the first checkpoint hours in, when a run's folders cannot be written.
-
-    Also removes the temporary files that a killed save left in the checkpoint
-    folder (only this program's name pattern, only older than this process).
-    """
+    """Fail now, not at the first checkpoint hours in, when a run's folders cannot be written;
+    remove the temporary files a killed save left (this program's pattern, older than us)."""
     out_dir = checkpoint_dir(exp)
     check_writable_dir(out_dir, "checkpoints")
     check_writable_dir(log_dir(exp), "TensorBoard logs")
@@ -180,112 +256,86 @@ def check_output_folders(exp, log):
         log(f"Removed {len(removed)} temporary file(s) left in {out_dir} by an interrupted save.")
 
 
-def stop_on_signal(signum, iteration, snapshot, saved, world_size, monitor):
-    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
-
-    Rank 0 writes ``checkpoint_<iteration>.pth`` unless ``saved`` (the periodic
-    snapshot of this very iteration), and every process waits for it before
-    leaving, so torchrun sees no process end while the checkpoint is written.
-    """
-    path = None
-    if monitor is not None:
-        path = snapshot(iteration) if not saved else saved
-        monitor.text_log.write(f"Stopped by {signal_name(signum)} after iteration {iteration}; "
-                               f"saved {path}")
-    barrier(world_size)
-    raise TrainingInterrupted(signum, iteration, path)
-
-
-def train(cfg, device, resume=None, rank=0, world_size=1, data_parallel=False, progress=True,
-          sources=None, evaluator=None, allow_changes=()):
+def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
     """Run (or resume) the training that ``cfg`` describes; return the trained model.
 
-    ``rank``/``world_size`` come from torchrun; only rank 0 logs and writes checkpoints.
-    ``sources`` (``{"config": path, "overrides": ["KEY=VALUE", ...]}``) is shown in
-    the summary that rank 0 prints and writes to ``train.log`` at the start.
-    ``evaluator`` (``model -> results dict``, run by rank 0 only) scores the model
-    every ``SOLVER.ITER_EVAL`` iterations into ``train.log`` and ``eval/*``.
-    ``allow_changes``: config keys a resumed run may change (:mod:`.resume`). A stop
-    signal ends it with a checkpoint and :class:`~.interrupt.TrainingInterrupted`.
+    Under torchrun only rank 0 logs, writes checkpoints and runs ``evaluator``
+    (``model -> results dict``, every ``SOLVER.ITER_EVAL`` iterations). A stop
+    signal ends the run with a checkpoint and :class:`~.interrupt.TrainingInterrupted`.
     """
-    is_main = rank == 0
-    log = tqdm.write if is_main else (lambda *_: None)
-    seed_everything(cfg.EXP.SEED)
-    solver, out_dir = cfg.SOLVER, checkpoint_dir(cfg.EXP)
+    launch = launch or Launch()
+    rank, world_size = distributed.rank_and_world_size()
+    log = tqdm.write if rank == 0 else (lambda *_: None)
+    torch.manual_seed(cfg.EXP.SEED)  # the run's first random act
+    random.seed(cfg.EXP.SEED)
+    np.random.seed(cfg.EXP.SEED)
+    solver = cfg.SOLVER
     precision = precision_for(solver.AMP, device, log)  # refused before anything is built
-    if is_main:
+    if rank == 0:
         check_output_folders(cfg.EXP, log)
     model, optimizer, start = prepare_model(cfg, device, resume, log, precision.scaler,
-                                            allow_changes)
-    net = distributed.wrap_model(model, device, world_size, data_parallel)
+                                            launch.allow_changes)
+    net = distributed.wrap_model(model, device, world_size, launch.data_parallel)
     net = compile_model(net, solver.COMPILE, log)
     dataset = build_dataset(cfg, "train", augment=True)
-    monitor = None
-    if is_main:
-        text_log = start_log(cfg, log, dict(
-            device=device, world_size=world_size, data_parallel=data_parallel, sources=sources,
-            n_train=len(dataset), n_test=count_test_samples(cfg), model=model, start=start,
-            checkpoints=out_dir))
-        monitor = Monitor(cfg, device, optimizer, precision.scaler,
-                          solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * world_size, text_log, start)
-
-    def snapshot(iteration):
-        path = out_dir / f"checkpoint_{iteration}.pth"
-        save_checkpoint(path, model, optimizer, iteration, cfg.to_dict(), precision.scaler)
-        return path
-
-    stream = training_stream(cfg, dataset, start, rank, world_size, device)
-    bar, signum = progress_bar(start, solver.ITER_MAX, progress and is_main), 0
+    run = Run(cfg, model, net, optimizer, precision, device, world_size, evaluator=evaluator)
+    if rank == 0:
+        run.monitor = Monitor(cfg, run, start_log(cfg, log, dict(
+            device=device, world_size=world_size, data_parallel=launch.data_parallel,
+            sources=launch.sources, n_train=len(dataset), model=model, start=start)), start)
+    stream = batch_stream(cfg, dataset, start * solver.ITER_SIZE, rank, world_size,
+                          pin_memory=device.type == "cuda")
+    run.bar = progress_bar(start, solver.ITER_MAX, progress and rank == 0)
+    signum = 0
     try:
         with StopSignals() as stop:
-            for iteration in bar:
-                saved = run_iteration(cfg, net, optimizer, stream, iteration, device, world_size,
-                                      precision, monitor, bar, snapshot, evaluator, model)
+            for iteration in run.bar:
+                began = time.perf_counter()
+                sub_batches = [next(stream) for _ in range(solver.ITER_SIZE)]
+                if isinstance(net, EagerFallback):  # its first backward may fail: then eagerly
+                    net.guard_first_step(functools.partial(update, run, iteration, sub_batches,
+                                                           began), optimizer.zero_grad)
+                else:
+                    update(run, iteration, sub_batches, began)
                 signum = agreed_stop(stop.signum, world_size, device)
                 if signum and iteration < solver.ITER_MAX:
-                    stop_on_signal(signum, iteration, snapshot, saved, world_size, monitor)
-        if is_main:
-            finish(cfg, out_dir, monitor, log)
+                    stop_on_signal(run, signum, iteration)
+        if rank == 0:
+            finish(cfg, run.monitor, log)
     finally:
         stream.close()  # joins the loader's workers
-        bar.close()
-        if monitor is not None:
-            monitor.close()
+        run.bar.close()
+        if run.monitor is not None:
+            run.monitor.close()
     if signum:  # in the last iteration: the run is complete, the script stops before scoring
-        raise TrainingInterrupted(signum, solver.ITER_MAX, out_dir / "checkpoint_final.pth",
-                                  complete=True)
+        raise TrainingInterrupted(signum, solver.ITER_MAX,
+                                  checkpoint_dir(cfg.EXP) / "checkpoint_final.pth", complete=True)
     return model
 
 
-def run_iteration(cfg, net, optimizer, stream, iteration, device, world_size, precision,
-                  monitor, bar, snapshot, evaluator, model):
-    """One iteration and, on rank 0 (``monitor``), its logging, snapshot and periodic scores.
+def stop_on_signal(run, signum, iteration):
+    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
 
-    Returns the checkpoint written for this iteration, or None.
+    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of
+    this very iteration did, and every process waits for it before leaving, so
+    torchrun sees no process end while the checkpoint is written.
     """
-    solver = cfg.SOLVER
-    began = time.perf_counter()
-    loss, base_lr, last_batch, fused = iterate(
-        net, optimizer, stream, iteration, solver, cfg.DATASET.IGNORE_LABEL, device,
-        world_size, precision,
-    )
-    if monitor is None:
-        return None
-    seconds = time.perf_counter() - began
-    bar.set_postfix(monitor.update(iteration, loss, base_lr, seconds, last_batch, fused))
-    saved = None
-    if iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX:
-        saved = snapshot(iteration)
-    if evaluator is not None and evaluation_due(iteration, solver.ITER_EVAL, solver.ITER_MAX):
-        scores = evaluate_in_between(evaluator, model, device)
-        tqdm.write("\n".join(monitor.record_scores(iteration, scores)))
-    return saved
+    path = None
+    if run.monitor is not None:
+        path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"
+        if not snapshot_due(iteration, run.cfg.SOLVER):
+            snapshot(run, iteration)
+        run.monitor.text_log.write(f"Stopped by {signal_name(signum)} after iteration "
+                                   f"{iteration}; saved {path}")
+    barrier(run.world_size)
+    raise TrainingInterrupted(signum, iteration, path)
 
 
-def finish(cfg, out_dir, monitor, log):
+def finish(cfg, monitor, log):
     """Publish ``checkpoint_final.pth`` (a link to the last snapshot) and say where things are."""
-    last = out_dir / f"checkpoint_{cfg.SOLVER.ITER_MAX}.pth"
-    publish_link(last, out_dir / "checkpoint_final.pth")
+    out_dir = checkpoint_dir(cfg.EXP)
+    publish_link(out_dir / f"checkpoint_{cfg.SOLVER.ITER_MAX}.pth",
+                 out_dir / "checkpoint_final.pth")
     done = f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}"
     monitor.text_log.write(done)
     log(done)

@@ -2,55 +2,37 @@
 
 import torch
 
-from ..models.resnet import ResNetBackbone
-
-# The names stay v2's (logs, TensorBoard and tests read them); "aspp" means the whole head.
-GROUP_NAMES = ("backbone", "aspp_weight", "aspp_bias")
-
-
-def backbone_parameter_ids(model):
-    """``id()`` of every parameter inside a ResNet backbone of ``model``."""
-    return {id(p) for m in model.modules() if isinstance(m, ResNetBackbone)
-            for p in m.parameters()}
+GROUP_NAMES = ("backbone", "head_weights", "head_biases")
 
 
 def parameter_groups(model, solver):
     """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule).
 
     ``solver`` is the config's ``SOLVER`` section (``LR``, ``LR_MULT``,
-    ``WEIGHT_DECAY``). The backbone is the ``ResNetBackbone``; the head is
-    everything else: v2's ASPP, v3's ASPP (with its projection) and classifier,
-    v3+'s decoder. Frozen parameters (``requires_grad=False``: the frozen
-    BatchNorms) belong to no group. A trainable head BatchNorm (v3/v3+) counts
-    as head: its scale with the weights (10x, decayed), its shift with the
-    biases (20x, no decay), as a convolution's bias. Head biases get no weight
-    decay, as in the Caffe solver. The group names keep v2's ``aspp_*``.
+    ``WEIGHT_DECAY``). The backbone is what the model declares as such,
+    ``model.base.backbone`` (every model of ``libs.models.build_model`` is an MSC
+    wrapper whose network has one); every other trainable parameter is head:
+    v2's ASPP, v3's ASPP and classifier, v3+'s decoder. Frozen parameters (the
+    frozen BatchNorms) belong to no group. A trainable head BatchNorm counts as
+    head: its scale with the weights (10x, decayed), its shift with the biases
+    (20x), as a convolution's bias. Head biases get no weight decay, as in the
+    Caffe solver. Within a group the parameters keep the model's order.
     """
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
+    in_backbone = {id(p) for p in model.base.backbone.parameters()}
     groups = {name: [] for name in GROUP_NAMES}
-    in_backbone = backbone_parameter_ids(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if id(param) in in_backbone:
             groups["backbone"].append(param)
         else:
-            groups["aspp_bias" if name.endswith(".bias") else "aspp_weight"].append(param)
-    settings = {
-        "backbone": (mult.BACKBONE, decay),
-        "aspp_weight": (mult.ASPP_WEIGHT, decay),
-        "aspp_bias": (mult.ASPP_BIAS, 0.0),
-    }
-    return [
-        {
-            "name": name,
-            "params": groups[name],
-            "lr": solver.LR * settings[name][0],
-            "lr_mult": settings[name][0],
-            "weight_decay": settings[name][1],
-        }
-        for name in GROUP_NAMES
-    ]
+            groups["head_biases" if name.endswith(".bias") else "head_weights"].append(param)
+    settings = {"backbone": (mult.BACKBONE, decay), "head_weights": (mult.ASPP_WEIGHT, decay),
+                "head_biases": (mult.ASPP_BIAS, 0.0)}
+    return [{"name": name, "params": groups[name], "lr": solver.LR * settings[name][0],
+             "lr_mult": settings[name][0], "weight_decay": settings[name][1]}
+            for name in GROUP_NAMES]
 
 
 def build_optimizer(model, solver):

@@ -1,4 +1,4 @@
-"""What a run tells its user in words: the start summary, ``train.log`` and the final scores.
+"""What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
 
 ``train.log`` sits next to the TensorBoard events (``EXP.LOG_DIR/EXP.ID``). It
 is a log, so it is opened in append mode and flushed line by line: each launch
@@ -9,14 +9,16 @@ this package never needs to know how evaluation works.
 """
 
 import datetime
-import math
+import sys
+from collections import deque
 
 import torch
-import yaml
 
-from ..utils.meters import SCORE_LABELS
-
-from .tensorboard import log_dir, open_writer
+from ..datasets import build_dataset, load_class_names
+from ..utils.errors import DeepLabError
+from ..utils.meters import SCORE_LABELS, MovingAverage
+from .checkpoint import checkpoint_dir
+from .tensorboard import add_score_scalars, config_markdown, log_dir, log_images, open_writer
 
 LOG_NAME = "train.log"
 
@@ -31,17 +33,12 @@ class TextLog:
 
     def __init__(self, path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
         self.file = open(path, "a", encoding="utf-8")  # a log: appended, never replaced
 
     def write(self, text):
         for line in str(text).splitlines() or [""]:
             self.file.write(line.rstrip() + "\n")
         self.file.flush()
-
-    def separator(self):
-        stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        self.write(f"===== launch {stamp} " + "=" * 40)
 
     def close(self):
         self.file.close()
@@ -59,11 +56,12 @@ def device_text(device, world_size, data_parallel):
     return f"{text}; world size {world_size}" + (" (torchrun)" if world_size > 1 else "")
 
 
-def parameter_counts(model):
-    """``(trainable, total)`` parameter counts of ``model``."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
+def count_test_samples(cfg):
+    """The test split's sample count; None where it cannot be read (training needs no test set)."""
+    try:
+        return len(build_dataset(cfg, "test", augment=False))
+    except DeepLabError:
+        return None
 
 
 def summary_lines(cfg, run):
@@ -71,15 +69,15 @@ def summary_lines(cfg, run):
 
     ``run`` holds the plain facts the loop knows: ``device``, ``world_size``,
     ``data_parallel``, ``sources`` (``{"config": path, "overrides": [...]}`` or
-    None), ``n_train``, ``n_test`` (None: unknown), ``model``, ``start``,
-    ``checkpoints`` (a folder).
+    None), ``n_train``, ``model`` and ``start``.
     """
     solver, sources = cfg.SOLVER, run.get("sources") or {}
-    trainable, total = parameter_counts(run["model"])
+    parameters = list(run["model"].parameters())
+    total = sum(p.numel() for p in parameters)
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
     batch, iter_size, world = solver.BATCH_SIZE.TRAIN, solver.ITER_SIZE, run["world_size"]
     overrides = list(sources.get("overrides") or [])
-    n_test = run.get("n_test")
-    split = cfg.DATASET.SPLIT
+    n_test, split = count_test_samples(cfg), cfg.DATASET.SPLIT
     return [
         "Training summary",
         f"  config:       {sources.get('config', '(given as an object)')}",
@@ -92,22 +90,22 @@ def summary_lines(cfg, run):
         f"(BATCH_SIZE.TRAIN) x {iter_size} (ITER_SIZE) x {world} (world size)",
         f"  iterations:   {run['start'] + 1}..{solver.ITER_MAX}"
         + (f" (resumed at {run['start']})" if run["start"] else ""),
-        f"  checkpoints:  {run['checkpoints']}",
+        f"  checkpoints:  {checkpoint_dir(cfg.EXP)}",
         f"  TensorBoard:  {log_dir(cfg.EXP)} (this summary and the losses: "
         f"{log_path(cfg.EXP)})",
     ]
 
 
-def loss_line(iteration, iter_max, loss, average, base_lr):
-    """One ``train.log`` line of the loss, its moving average and the base learning rate."""
-    return (f"iter {iteration}/{iter_max}  loss {loss:.4f}  moving average {average:.4f}  "
-            f"lr {base_lr:.6g}")
-
-
-def config_markdown(cfg):
-    """The merged config as YAML in a Markdown code block (TensorBoard's text tab)."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
-    return f"```yaml\n{text}```"
+def start_log(cfg, log, run):
+    """Print the summary (:func:`summary_lines`) and open ``train.log`` with a separator line
+    (each launch adds one) and the summary; returns the :class:`TextLog`."""
+    lines = "\n".join(summary_lines(cfg, run))
+    log(lines)
+    text_log = TextLog(log_path(cfg.EXP))
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    text_log.write(f"===== launch {stamp} " + "=" * 40)
+    text_log.write(lines)
+    return text_log
 
 
 def score_lines(scores, heading="Final scores"):
@@ -122,23 +120,9 @@ def score_lines(scores, heading="Final scores"):
     return lines
 
 
-def add_score_scalars(writer, scores, step):
-    """The headline scores as ``eval/<key>`` scalars (``eval/mean_iou``, ...) at ``step``.
-
-    Keys that are missing or not finite numbers are left out.
-    """
-    for key in SCORE_LABELS:
-        value = scores.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            writer.add_scalar(f"eval/{key}", value, step)
-
-
 def record_scores(cfg, scores):
-    """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run.
-
-    Appends them to ``train.log`` and adds them to TensorBoard as ``eval/<key>``
-    scalars at step ``SOLVER.ITER_MAX`` (:func:`add_score_scalars`).
-    """
+    """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run:
+    ``train.log``, and ``eval/<key>`` scalars at step ``SOLVER.ITER_MAX`` in TensorBoard."""
     text = TextLog(log_path(cfg.EXP))
     try:
         text.write("\n".join(score_lines(scores)))
@@ -149,3 +133,105 @@ def record_scores(cfg, scores):
         add_score_scalars(writer, scores, cfg.SOLVER.ITER_MAX)
     finally:
         writer.close()
+
+
+def peak_memory_gib(device):
+    """Peak memory so far in GiB: allocated tensors on CUDA, the process's resident set on the CPU.
+
+    ``None`` where neither is known (a CPU run without the ``resource`` module).
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+class Throughput:
+    """Images per second over the last ``window`` iterations."""
+
+    def __init__(self, window):
+        self.images, self.seconds = deque(maxlen=window), deque(maxlen=window)
+
+    def add(self, images, seconds):
+        self.images.append(images)
+        self.seconds.append(max(seconds, 1e-9))
+        return images / self.seconds[-1]
+
+    @property
+    def value(self):
+        return sum(self.images) / sum(self.seconds)
+
+
+def postfix(average_loss, base_lr, images_per_s, peak_gib):
+    """The progress bar's ``loss``, ``lr``, ``img/s`` and ``mem`` fields."""
+    fields = {"loss": f"{average_loss:.4f}", "lr": f"{base_lr:.3g}",
+              "img/s": f"{images_per_s:.3g}"}
+    if peak_gib is not None:
+        fields["mem"] = f"{peak_gib:.2f}GiB"
+    return fields
+
+
+class Monitor:
+    """Rank 0's view of each update: TensorBoard, ``train.log`` every ``SOLVER.ITER_TB``, the bar.
+
+    ``run`` is the loop's :class:`~.loop.Run` (device, optimizer, loss scaler,
+    world size). The merged config goes to TensorBoard as text ``config`` at step
+    ``start``; a resumed run (``start`` > 0) purges the steps after it.
+    """
+
+    def __init__(self, cfg, run, text_log, start=0):
+        self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
+        self.writer.add_text("config", config_markdown(cfg), start)
+        self.cfg, self.run, self.text_log = cfg, run, text_log
+        self.average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
+        self.speed = Throughput(cfg.SOLVER.AVERAGE_LOSS)
+        solver = cfg.SOLVER
+        self.images_per_update = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * run.world_size
+        self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
+        self.first = True
+
+    def update(self, iteration, loss, base_lr, seconds, last_batch, fused):
+        """Log one update; returns the postfix for the progress bar."""
+        cfg, device, writer = self.cfg, self.run.device, self.writer
+        self.average.add(loss)
+        images_per_s = self.speed.add(self.images_per_update, seconds)
+        peak = peak_memory_gib(device)
+        writer.add_scalar("loss/train", loss, iteration)
+        writer.add_scalar("loss/train_moving_average", self.average.value, iteration)
+        for group in self.run.optimizer.param_groups:
+            writer.add_scalar(f"lr/{group['name']}", group["lr"], iteration)
+        if device.type == "cuda":
+            writer.add_scalar("memory/max_allocated_GB",
+                              torch.cuda.max_memory_allocated(device) / 2**30, iteration)
+        writer.add_scalar("speed/images_per_s", images_per_s, iteration)
+        if peak is not None:
+            writer.add_scalar("memory/peak_gib", peak, iteration)
+        if self.run.precision.scaling:
+            writer.add_scalar("amp/loss_scale", self.run.precision.scaler.get_scale(), iteration)
+        if iteration % cfg.SOLVER.ITER_TB == 0:
+            self.text_log.write(f"iter {iteration}/{cfg.SOLVER.ITER_MAX}  loss {loss:.4f}  "
+                                f"moving average {self.average.value:.4f}  lr {base_lr:.6g}")
+            _, images, labels = last_batch
+            log_images(writer, images, labels, fused, cfg.DATASET.N_CLASSES,
+                       cfg.DATASET.IGNORE_LABEL, cfg.IMAGE.MEAN, iteration, self.class_names)
+        if self.first and device.type == "cuda":
+            # cuDNN's autotuning tries algorithms with large workspaces in the first iteration
+            # only; the peak that matters is the steady state's (docs/scale.md).
+            torch.cuda.reset_peak_memory_stats(device)
+        self.first = False
+        return postfix(self.average.value, base_lr, self.speed.value, peak)
+
+    def record_scores(self, iteration, scores):
+        """Scores of a periodic evaluation (``SOLVER.ITER_EVAL``): ``train.log`` and ``eval/*``."""
+        add_score_scalars(self.writer, scores, iteration)
+        lines = score_lines(scores, heading=f"Scores at iteration {iteration}")
+        self.text_log.write("\n".join(lines))
+        return lines
+
+    def close(self):
+        self.writer.close()
+        self.text_log.close()

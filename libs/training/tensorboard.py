@@ -1,23 +1,25 @@
-"""What a training run shows in TensorBoard: scalars every iteration, an image panel now and then.
+"""What a training run shows in TensorBoard, beside the scalars :class:`~.runlog.Monitor` adds.
 
 Scalars: ``loss/train`` and its moving average, ``lr/<group>``, ``speed/images_per_s``
 (images of the whole update over all processes, per second of wall time, data
 loading included), ``memory/peak_gib`` (CUDA: peak allocated tensor memory; CPU:
 peak resident memory of the process), on CUDA also ``memory/max_allocated_GB``,
-and with fp16 ``amp/loss_scale``.
+with fp16 ``amp/loss_scale``, and the scores as ``eval/<key>``.
 
 Images (every ``SOLVER.ITER_TB`` iterations): ``train/panel``, one picture of the
 batch's first image | its ground truth | the prediction, enlarged so its shorter
 side is at least 256 px, with a legend of the classes shown (see :func:`log_images`).
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
-import torch
+import yaml
 
 from ..datasets import to_rgb_uint8
 from ..models.geometry import upsample_logits
+from ..utils.meters import SCORE_LABELS
 from ..utils.visualize import (PANEL_LEGEND_ROWS, colorize, legend_entries, palette,
                                side_by_side)
 
@@ -39,24 +41,18 @@ def open_writer(path, purge_step=None):
     return SummaryWriter(str(path), purge_step=purge_step)
 
 
-def log_scalars(writer, iteration, loss, average, optimizer, device):
-    """The loss, its moving average, each group's learning rate and the peak GPU memory."""
-    writer.add_scalar("loss/train", loss, iteration)
-    writer.add_scalar("loss/train_moving_average", average, iteration)
-    for group in optimizer.param_groups:
-        writer.add_scalar(f"lr/{group['name']}", group["lr"], iteration)
-    if device.type == "cuda":
-        writer.add_scalar("memory/max_allocated_GB",
-                          torch.cuda.max_memory_allocated(device) / 2**30, iteration)
+def config_markdown(cfg):
+    """The merged config as YAML in a Markdown code block (TensorBoard's text tab)."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return f"```yaml\n{text}```"
 
 
-def log_speed(writer, iteration, images_per_s, peak_gib, scaler=None):
-    """Throughput, peak memory and, when fp16 loss scaling is on, the current loss scale."""
-    writer.add_scalar("speed/images_per_s", images_per_s, iteration)
-    if peak_gib is not None:
-        writer.add_scalar("memory/peak_gib", peak_gib, iteration)
-    if scaler is not None and scaler.is_enabled():
-        writer.add_scalar("amp/loss_scale", scaler.get_scale(), iteration)
+def add_score_scalars(writer, scores, step):
+    """The headline scores as ``eval/<key>`` scalars at ``step``; missing or non-finite left out."""
+    for key in SCORE_LABELS:
+        value = scores.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(f"eval/{key}", value, step)
 
 
 def log_images(writer, images, labels, fused, n_classes, ignore_label, mean, iteration,

@@ -11,7 +11,6 @@ backward and the SGD step), as the median of ``--repeats`` runs after a warm-up.
 ``--config config/toy.yaml --repeats 1`` is a quick smoke run of the tiny model.
 """
 
-import contextlib
 import statistics
 import time
 
@@ -20,8 +19,8 @@ import torch
 
 from libs.models import build_model
 from libs.training.optim import build_optimizer
-from libs.training.step import train_step
 from libs.utils.config import load_config
+from tests.support_training import train_step
 
 
 def median_seconds(fn, repeats):
@@ -62,7 +61,7 @@ def main(config_path, repeats):
 
     def iteration():
         optimizer.zero_grad(set_to_none=True)
-        train_step(model, batch, device, cfg.DATASET.IGNORE_LABEL, 1, contextlib.nullcontext)
+        train_step(model, batch, device)
         optimizer.step()
 
     t_train = median_seconds(iteration, repeats)

@@ -18,10 +18,10 @@ import yaml
 
 from libs.models import build_model
 from libs.models.inference import prepare_for_inference
-from libs.training.acceleration import apply_model_options
+from libs.training.acceleration import SCALER_KEY, apply_model_options, precision_for
+from libs.training.loop import Launch
 from libs.training.loop import train as run_training
-from libs.training.precision import SCALER_KEY, precision_for
-from libs.training.step import train_step
+from tests.support_training import train_step
 from tests.tiny_model import narrow, random_batch
 
 pytestmark = pytest.mark.cuda
@@ -43,10 +43,9 @@ def step_gradients(cfg, amp=None, memory_format=torch.preserve_format, **solver)
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).to(CUDA).train()
     apply_model_options(model, small(cfg, **solver).SOLVER, CUDA)
     precision = precision_for(amp, CUDA, log=lambda *_: None)
-    loss, _ = train_step(model, batch(cfg.DATASET.N_CLASSES), CUDA, 255, 1, precision.autocast,
-                         precision.scaler if precision.scaling else None, memory_format)
-    scale = precision.scaler.get_scale() if precision.scaling else 1.0
-    grads = {n: p.grad.float() / scale for n, p in model.named_parameters() if p.grad is not None}
+    loss, _ = train_step(model, batch(cfg.DATASET.N_CLASSES), CUDA, precision.autocast,
+                         precision.scaler, memory_format)  # the scaler's step unscales the gradients
+    grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
     return loss, grads
 
 
@@ -94,7 +93,7 @@ def test_fp16_resume_restores_the_grad_scaler(toy_cfg, tmp_path):
 def test_data_parallel_over_the_visible_gpus(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=2, ITER_SNAP=2, ITER_TB=10)
     cfg.EXP.OUTPUT_DIR = str(tmp_path)
-    model = run_training(cfg, CUDA, data_parallel=True, progress=False)
+    model = run_training(cfg, CUDA, progress=False, launch=Launch(data_parallel=True))
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert (tmp_path / cfg.EXP.ID / "checkpoint_final.pth").is_file()
 
