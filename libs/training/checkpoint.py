@@ -66,7 +66,10 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
     starts from a fresh scale; a disabled scaler ignores it, so runs can switch
     precision across a resume.
     """
+    names = [group["name"] for group in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
+    for group, name in zip(optimizer.param_groups, names):  # not an older checkpoint's aspp_*
+        group["name"] = name
     rng = checkpoint["rng"]
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
