@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.weights import CheckpointError, head_prefixes, load_file, load_model_weights
+from ..models import build_model
+from ..models.weights import (CheckpointError, head_prefixes, load_file, load_model_weights,
+                              load_state_dict_checked)
 from ..models.zoo import is_zoo_name
 from ..utils.atomic import save_torch
-from .acceleration import SCALER_KEY
+from .acceleration import SCALER_KEY, apply_model_options
+from .optim import build_optimizer
+from .resume import check_resume
 
 TRAINING_KEYS = {"model", "optimizer", "iteration"}
 
@@ -112,3 +116,28 @@ def load_initial_weights(model, path, log=print):
         log(f"Loaded backbone weights from {path}; the {head} keeps its initialisation.")
     else:
         log(f"Loaded all weights from {path}.")
+
+
+def prepare_model(cfg, device, resume, log, scaler, allow_changes=()):
+    """The model on ``device`` in training mode, its optimizer and the iteration it starts after.
+
+    From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
+    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`)
+    or from ``MODEL.INIT_MODEL``.
+    """
+    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
+    checkpoint, start = None, 0
+    if resume is not None:
+        checkpoint = read_checkpoint(resume)
+        check_resume(checkpoint, cfg, resume, allow_changes, log)  # before a shape mismatch
+        load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
+        start = int(checkpoint["iteration"])
+        log(f"Resuming from {resume} at iteration {start}.")
+    else:
+        load_initial_weights(model, cfg.MODEL.INIT_MODEL, log)
+    model.to(device).train()
+    apply_model_options(model, cfg.SOLVER, device)
+    optimizer = build_optimizer(model, cfg.SOLVER)
+    if checkpoint is not None:
+        restore_training_state(checkpoint, optimizer, scaler, log)
+    return model, optimizer, start

@@ -5,11 +5,7 @@ from ..utils.errors import DeepLabError
 
 
 class TrainingError(DeepLabError, FloatingPointError):
-    """The loss became NaN or infinite; the message names the iteration.
-
-    It is still a ``FloatingPointError``, as the stop was before it became a
-    project error, so older callers that catch that keep working.
-    """
+    """The loss became NaN or infinite; the message names the iteration."""
 
 
 class TrainingConfigError(TrainingError, ConfigValueError):

@@ -21,21 +21,15 @@ from tqdm import tqdm
 
 from ..datasets import DatasetError, build_dataset
 from ..datasets.sampler import EpochBatchSampler
-from ..models import build_model
-from ..models.weights import load_state_dict_checked
-from ..utils.atomic import publish_link, remove_stale_temporaries
-from ..utils.files import check_writable_dir
+from ..utils.atomic import publish_link
 from . import distributed
-from .acceleration import (EagerFallback, apply_model_options, compile_model, memory_format,
-                           precision_for)
-from .checkpoint import (checkpoint_dir, load_initial_weights, read_checkpoint,
-                         restore_training_state, save_checkpoint)
+from .acceleration import EagerFallback, compile_model, memory_format, precision_for
+from .checkpoint import checkpoint_dir, prepare_model, save_checkpoint
 from .errors import TrainingError
 from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, barrier,
                         ignore_stop_signals, signal_name)
 from .loss import msc_loss_terms
-from .optim import build_optimizer
-from .resume import check_resume
+from .run_folder import check_output_folders
 from .runlog import Monitor, start_log
 from .tensorboard import log_dir
 
@@ -214,46 +208,10 @@ def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
         epoch, skip = epoch + 1, 0
 
 
-def prepare_model(cfg, device, resume, log, scaler, allow_changes=()):
-    """The model on ``device`` in training mode, its optimizer and the iteration it starts after.
-
-    From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
-    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`)
-    or from ``MODEL.INIT_MODEL``.
-    """
-    model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
-    checkpoint, start = None, 0
-    if resume is not None:
-        checkpoint = read_checkpoint(resume)
-        check_resume(checkpoint, cfg, resume, allow_changes, log)  # before a shape mismatch
-        load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
-        start = int(checkpoint["iteration"])
-        log(f"Resuming from {resume} at iteration {start}.")
-    else:
-        load_initial_weights(model, cfg.MODEL.INIT_MODEL, log)
-    model.to(device).train()
-    apply_model_options(model, cfg.SOLVER, device)
-    optimizer = build_optimizer(model, cfg.SOLVER)
-    if checkpoint is not None:
-        restore_training_state(checkpoint, optimizer, scaler, log)
-    return model, optimizer, start
-
-
 def progress_bar(start, iter_max, enabled):
     """The iterations still to run, ``start + 1 .. iter_max``, with a tqdm bar when enabled."""
     return tqdm(range(start + 1, iter_max + 1), initial=start, total=iter_max,
                 dynamic_ncols=True, leave=True, disable=not enabled)
-
-
-def check_output_folders(exp, log):
-    """Fail now, not at the first checkpoint hours in, when a run's folders cannot be written;
-    remove the temporary files a killed save left (this program's pattern, older than us)."""
-    out_dir = checkpoint_dir(exp)
-    check_writable_dir(out_dir, "checkpoints")
-    check_writable_dir(log_dir(exp), "TensorBoard logs")
-    removed = remove_stale_temporaries(out_dir)
-    if removed:
-        log(f"Removed {len(removed)} temporary file(s) left in {out_dir} by an interrupted save.")
 
 
 def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):

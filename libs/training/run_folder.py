@@ -6,14 +6,16 @@ of an existing one would overwrite its checkpoints and mix two runs in one
 TensorBoard folder, so :func:`prepare_run_folders` refuses it unless told to
 resume (``--resume PATH`` or ``latest``) or to start over (``--overwrite``,
 which deletes that run's checkpoints, their results and its logs first).
-This is called by ``train.py`` and not by :func:`~.loop.train`, which library
-callers may point at any folder.
+:func:`prepare_run_folders` is ``train.py``'s, not :func:`~.loop.train`'s, which
+library callers may point at any folder; :func:`check_output_folders` runs in both.
 """
 
 import re
 from pathlib import Path
 
+from ..utils.atomic import remove_stale_temporaries
 from ..utils.errors import DeepLabError
+from ..utils.files import check_writable_dir
 from .checkpoint import checkpoint_dir
 from .runlog import LOG_NAME
 from .tensorboard import log_dir
@@ -79,3 +81,14 @@ def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print
         log(f"--overwrite: deleted {len(existing)} file(s) of the earlier run {exp.ID!r} "
             f"in {checkpoint_dir(exp)} and {log_dir(exp)}.")
     return None
+
+
+def check_output_folders(exp, log):
+    """Fail now, not at the first checkpoint hours in, when a run's folders cannot be written;
+    remove the temporary files a killed save left (this program's pattern, older than us)."""
+    out_dir = checkpoint_dir(exp)
+    check_writable_dir(out_dir, "checkpoints")
+    check_writable_dir(log_dir(exp), "TensorBoard logs")
+    removed = remove_stale_temporaries(out_dir)
+    if removed:
+        log(f"Removed {len(removed)} temporary file(s) left in {out_dir} by an interrupted save.")
