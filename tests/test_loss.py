@@ -1,4 +1,4 @@
-"""The training loss (libs/training/loss.py, step.py): where each logit cell is supervised
+"""The training loss (libs/training/loss.py, loop.py update): where each logit cell is supervised
 (Caffe's geometry and the legacy one) and Caffe's per-image normalisation."""
 
 import math

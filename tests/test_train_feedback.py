@@ -1,5 +1,5 @@
 """What a training run tells its user: the start summary, train.log, and the final scores and
-the config in TensorBoard (libs/training/runlog.py, monitor.py, train.py)."""
+the config in TensorBoard (libs/training/runlog.py, train.py)."""
 
 import json
 import re

@@ -1,7 +1,7 @@
 """The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s.
 
-The model says which rule applies (``label_rule`` of its network, read by
-``step.py``): ``"cells"`` for DeepLab v2 (below), ``"dense"`` for v3 and v3+.
+The model says which rule applies (``label_rule`` of its network, read by the
+update in ``loop.py``): ``"cells"`` for DeepLab v2 (below), ``"dense"`` for v3 and v3+.
 
 The dense rule (v3, v3+)
 ------------------------
