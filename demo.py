@@ -28,7 +28,7 @@ import matplotlib
 from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
                       one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
-from libs.datasets.cocostuff import read_image_bgr
+from libs.datasets.images import read_image_bgr
 from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
                                    class_shares, default_output_path, format_shares,

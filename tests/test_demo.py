@@ -15,7 +15,7 @@ from tiny_model import tiny_setup
 import demo
 from docs import make_data_figure
 from libs.datasets import load_class_names
-from libs.datasets.cocostuff import read_image_bgr
+from libs.datasets.images import read_image_bgr
 from libs.inference import figure as demo_figure
 from libs.inference.crf import DenseCRF
 from libs.inference.predict import load_model, resize_longer_side, segment

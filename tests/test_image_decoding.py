@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from libs.datasets.cocostuff import read_image_bgr
+from libs.datasets.images import read_image_bgr
 
 MEAN = (104.008, 116.669, 122.675)
 

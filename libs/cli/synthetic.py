@@ -6,7 +6,7 @@
 
 import click
 
-from ..datasets.synthetic import LAYOUTS, generate_synthetic
+from ..datasets.synthetic import DEFAULT_LAYOUT, LAYOUTS, generate_synthetic
 from . import command, one_line_errors
 
 
@@ -17,7 +17,8 @@ from . import command, one_line_errors
 @click.option("--height", required=True, type=click.IntRange(min=8), help="Image height.")
 @click.option("--width", required=True, type=click.IntRange(min=8), help="Image width.")
 @click.option("--seed", required=True, type=int, help="Same seed, same bytes.")
-@click.option("--layout", type=click.Choice(LAYOUTS), default=LAYOUTS[0], show_default=True,
+@click.option("--layout", type=click.Choice(list(LAYOUTS)), default=DEFAULT_LAYOUT,
+              show_default=True,
               help="On-disk format: COCO-Stuff 10k, VOC 2012 + SBD, or the generic folder one.")
 @click.option("--force", is_flag=True,
               help="Replace an existing synthetic set at --root (never any other folder).")

@@ -3,14 +3,16 @@
 from pathlib import Path
 
 from ..utils.files import read_input
-from .cocostuff import CocoStuff10k, CocoStuff164k, CocoStuffBase
+from .base import SegmentationDataset
+from .cocostuff import CocoStuff10k, CocoStuff164k
 from .errors import DatasetError
-from .folder import FolderDataset, read_label_png
+from .folder import FolderDataset
+from .images import read_image_bgr, read_label_png
 from .synthetic import ensure_synthetic, generate_synthetic
 from .transforms import resize_label, resize_labels_torch, to_rgb_uint8
 from .voc import VOC12
 
-# Every reader takes the same arguments (CocoStuffBase's); DATASET.NAME picks one.
+# Every reader takes the same arguments (SegmentationDataset's); DATASET.NAME picks one.
 DATASETS = {
     "cocostuff10k": CocoStuff10k,
     "cocostuff164k": CocoStuff164k,
@@ -100,16 +102,17 @@ def build_dataset(cfg, split, augment):
 __all__ = [
     "CocoStuff10k",
     "CocoStuff164k",
-    "CocoStuffBase",
     "DATASETS",
     "DatasetError",
     "FolderDataset",
+    "SegmentationDataset",
     "VOC12",
     "build_dataset",
     "ensure_synthetic",
     "generate_synthetic",
     "load_checked_class_names",
     "load_class_names",
+    "read_image_bgr",
     "read_label_png",
     "resize_label",
     "resize_labels_torch",

@@ -3,7 +3,7 @@
 A bad file found mid-way through a long training run costs the run; a class that
 never occurs, or labels that are mostly the ignore value, silently cost the scores.
 This module reads every sample of a split through the dataset's own reader
-(``read_sample`` of :class:`~libs.datasets.cocostuff.CocoStuffBase`: the same checks
+(``read_sample`` of :class:`~libs.datasets.base.SegmentationDataset`: the same checks
 training applies, without the augmentation), keeps going past bad files, and gathers
 what a user needs to trust a new dataset: counts, image sizes, the per-class pixel
 histogram, the ignored share and every bad file with its reason. Bad samples are
@@ -69,7 +69,7 @@ class SplitReport:
 def scan_dataset(dataset, name=None, progress=True):
     """Read every sample of ``dataset`` once (no augmentation); never stop at a bad file.
 
-    ``dataset`` is any reader built on ``CocoStuffBase`` (``ids``, ``read_sample``,
+    ``dataset`` is any reader built on ``SegmentationDataset`` (``ids``, ``read_sample``,
     ``n_classes``, ``ignore_label``, ``bad_samples``). Duplicate ids in a list are read once.
     """
     report = SplitReport(name or dataset.split, dataset.split, dataset.n_classes)

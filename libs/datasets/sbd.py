@@ -1,44 +1,23 @@
 """Build DeepLab v2's ``train_aug`` set from SBD and PASCAL VOC 2012 (``python -m libs.cli.sbd``).
 
-Inputs: the Semantic Boundaries Dataset (Hariharan et al. 2011, ``benchmark.tgz``), whose
-``benchmark_RELEASE/dataset`` holds ``cls/<id>.mat`` (a MATLAB v5 struct ``GTcls``; its
-``Segmentation`` is a uint8 HxW map of classes 0..20 without boundary pixels),
-``img/<id>.jpg`` and the lists ``train.txt`` (8,498 ids) and ``val.txt`` (2,857 ids); and
-the ``VOC2012`` folder of VOC's trainval tar (``JPEGImages``, ``SegmentationClass`` palette
-PNGs, ``ImageSets/Segmentation/{train,val}.txt``: 1,464 and 1,449 ids).
+Inputs: the Semantic Boundaries Dataset's ``benchmark_RELEASE/dataset`` (``cls/<id>.mat``, a
+MATLAB v5 struct ``GTcls`` whose ``Segmentation`` is a uint8 map of classes 0..20, and the
+lists ``train.txt``, ``val.txt``) and the ``VOC2012`` folder. Outputs, in the layout
+:mod:`.voc` reads: ``SegmentationClassAug/<id>.png`` (grey, 0..20, 255 = ignore) for every
+``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``, DeepLab's
+(SBD train | SBD val | VOC train) - VOC val in sorted order. The sizes on the real data and
+the public recipes this follows are in docs/data.md.
 
-Outputs, in the layout :mod:`.voc` reads::
-
-    VOC2012/SegmentationClassAug/<id>.png            # grey 8-bit PNG: 0..20, 255 = ignore
-    VOC2012/ImageSets/SegmentationAug/train_aug.txt  # one pair a line, DeepLab's format:
-        /JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png
-
-``train_aug`` is DeepLab's: (SBD train | SBD val | VOC train) - VOC val, which is 10,582
-ids on the real data, written in sorted order. A PNG is written for every ``train_aug`` id
-and every VOC trainval id (so ``val`` can be read from ``SegmentationClassAug`` too): the
-union of SBD and VOC trainval, 12,031 ids on the real data (2,913 VOC labels and 9,118
-from SBD, the ids MMSegmentation's ``aug.txt`` holds).
-
-Which label an id gets when both datasets have one: **VOC's official label** (read by
-palette index, its 255 boundary band kept); SBD's label only for the ids VOC did not
-annotate. That is what the public recipes that build ``SegmentationClassAug`` do: the
-train-DeepLab recipe (martinkersner/train-DeepLab, scripted for instance in SR-Net's
-``download_voc.sh``) converts SBD's ``cls/*.mat`` to PNGs and then copies VOC's trainval
-labels, converted to indices, over them; and
-MMSegmentation's ``voc_aug.py`` and PaddleSeg's ``voc_augment.py`` train on VOC's own
-labels for VOC's ids and on SBD's only for the ids outside VOC's lists. VOC's labels are
-the benchmark's own annotation (with the ignore band DeepLab's loss skips); we could
-not inspect the widely shared ``SegmentationClassAug.zip`` itself.
-
-Images are not copied: every SBD id is a VOC 2011 trainval image, so VOC 2012's
-``JPEGImages`` already holds it; a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops
-the run before anything is written, with one line naming the missing file.
+Where both datasets label an id, **VOC's official label** wins (read by palette index, its
+255 boundary band kept), as in the public recipes: it is the benchmark's own annotation,
+with the ignore band DeepLab's loss skips. Images are not copied (every SBD id is a VOC
+2011 trainval image); a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops the run
+before anything is written.
 
 Re-running is safe: a PNG that already holds the same labels is left alone, files are
-written atomically (an interruption leaves whole files, and the list is written last),
-and a PNG or list that differs from what would be written is refused unless
-``overwrite`` is set. Every bad or missing input is one :class:`DatasetError` line
-naming the file.
+written atomically (the list last), and a PNG or list that differs from what would be
+written is refused unless ``overwrite`` is set. Every bad or missing input is one
+:class:`DatasetError` line naming the file.
 """
 
 import re
@@ -46,15 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from tqdm import tqdm
 
 from ..utils.atomic import write_bytes
 from ..utils.errors import OutputError
 from ..utils.files import read_input
 from .errors import DatasetError
-from .folder import read_id_list, read_label_png
-from .synthetic import grey_png_bytes
+from .images import grey_png_bytes, integer_map, load_mat, read_id_list, read_label_png
 
 N_CLASSES = 21  # background + 20 VOC classes
 IGNORE = 255  # VOC's boundary / "difficult" value
@@ -75,10 +52,6 @@ class SBDConversion:
     n_written: int
     n_unchanged: int
     list_written: bool  # False when an equal train_aug.txt was already there
-
-
-def _one_line(error):
-    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def resolve_sbd_root(root):
@@ -110,20 +83,12 @@ def read_sbd_label(path):
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: SBD annotation not found")
-    try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False,
-                               variable_names=["GTcls"])
-    except NotImplementedError:  # scipy's answer to HDF5-based v7.3 files
-        raise DatasetError(f"{path}: MATLAB v7.3 file; SBD's cls/*.mat are v5") from None
-    except Exception as e:  # scipy raises many types for damaged files
-        raise DatasetError(f"{path}: corrupt SBD annotation ({_one_line(e)})") from None
-    if "GTcls" not in mat:
+    gtcls = load_mat(path, "GTcls", "SBD annotation", squeeze_me=True, struct_as_record=False)
+    if gtcls is None:
         raise DatasetError(f"{path}: no GTcls struct (is this a file of SBD's cls/ folder?)")
-    label = getattr(mat["GTcls"], "Segmentation", None)
+    label = getattr(gtcls, "Segmentation", None)
     label = None if label is None else np.asarray(label)
-    integral = label is not None and (np.issubdtype(label.dtype, np.integer) or (
-        np.issubdtype(label.dtype, np.floating) and np.array_equal(label, np.round(label))))
-    if not integral or label.ndim != 2:
+    if label is None or not integer_map(label):
         got = "nothing" if label is None else f"{label.dtype} of shape {label.shape}"
         raise DatasetError(f"{path}: GTcls.Segmentation must be a 2-D integer map, got {got}")
     return _check_values(label, path)

@@ -2,7 +2,7 @@
 
 Real COCO-Stuff cannot be downloaded everywhere (and weighs 2 GB), yet tests and
 first-time users need to run the whole pipeline: data loading, training, evaluation,
-CRF, demo. This module writes ``images/<id>.jpg``, ``annotations/<id>.mat`` (key
+CRF, demo. The default layout writes ``images/<id>.jpg``, ``annotations/<id>.mat`` (key
 ``S``: 0 = unlabeled, 1..8 = classes) and ``imageLists/{train,test,all}.txt``, so the
 COCO-Stuff 10k reader consumes it unchanged. ``layout="voc12"`` writes the same kind
 of samples as PASCAL VOC 2012 + SBD (palette PNGs in ``SegmentationClass``, grey PNGs
@@ -14,11 +14,8 @@ Each image is one or two textured backgrounds with a few coloured shapes on top.
 Every class differs from the others in colour *and* texture or shape, so a tiny
 DeepLab (``n_blocks=(1,1,1,1)``) learns them within minutes on a CPU. A one-pixel
 band on each shape outline is left unlabeled (``S=0``) to exercise the ignore label.
-
-Scripts whose config sets ``DATASET.SYNTHETIC`` write it on first use; by hand::
-
-    python -m libs.cli.synthetic --root data/datasets/synthetic \\
-        --n-train 200 --n-test 40 --height 120 --width 160 --seed 0
+The output is byte-for-byte a function of the arguments (the quick start's scores
+depend on it). Scripts whose config sets ``DATASET.SYNTHETIC`` write it on first use.
 """
 
 import io
@@ -37,47 +34,32 @@ import scipy.io
 from ..utils.atomic import remove_stale_temporaries, umask_mode
 from ..utils.sizes import size_text
 from .errors import DatasetError
+from .images import PNG_SIGNATURE, encode, grey_png_bytes, png_chunk
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
 GRASS, WATER, SAND, BALL, CRATE, KITE, CLOUD, TILE = range(8)
-N_CLASSES = 8
 BACKGROUND_CLASSES = (GRASS, WATER, SAND)
 SHAPE_CLASSES = (BALL, CRATE, KITE, CLOUD, TILE)
-
-# Base BGR colour of each class; every image jitters it a little.
-BASE_COLOUR_BGR = {
-    GRASS: (40, 140, 50),
-    WATER: (170, 90, 30),
-    SAND: (120, 180, 215),
-    BALL: (40, 40, 215),
-    CRATE: (30, 100, 170),
-    KITE: (200, 50, 200),
-    CLOUD: (240, 240, 240),
-    TILE: (210, 200, 40),
-}
-
+# Base BGR colour of each class (by id); every image jitters it a little.
+BASE_COLOUR_BGR = ((40, 140, 50), (170, 90, 30), (120, 180, 215), (40, 40, 215),
+                   (30, 100, 170), (200, 50, 200), (240, 240, 240), (210, 200, 40))
 COLOUR_JITTER = 15  # per-image, per-channel shift of a class colour
 PIXEL_NOISE_STD = 5.0  # sensor-like noise over the whole image
-JPEG_QUALITY = 90
+JPEG_PARAMS = (cv2.IMWRITE_JPEG_QUALITY, 90)
 MAX_SHAPES = 4
 SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
 MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
-LAYOUTS = ("cocostuff10k", "voc12", "folder")  # the first is the original (marker has no layout)
 UNLABELED = 255  # the ignore value in the PNG layouts (VOC's boundary value)
+# Layout: (ids drawn below, train id prefix, test id prefix, digits). The first layout is the
+# original one, whose marker file has no "layout" key.
+LAYOUTS = {"cocostuff10k": (600_000, "COCO_train2014_", "COCO_val2014_", 12),
+           "voc12": (1_000_000, "2008_", "2008_", 6), "folder": (1_000_000, "img_", "img_", 6)}
+DEFAULT_LAYOUT = "cocostuff10k"
 
 # scipy writes the wall-clock time into the MAT header; a fixed header keeps the
 # generator byte-for-byte deterministic for a seed.
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(
-    116, b" "
-)
-
-
-def image_ids(n_train, n_test, rng):
-    """COCO-style ids (``COCO_train2014_000000000077``), unique across both splits."""
-    numbers = rng.choice(600_000, size=n_train + n_test, replace=False)
-    train = [f"COCO_train2014_{n:012d}" for n in sorted(numbers[:n_train])]
-    test = [f"COCO_val2014_{n:012d}" for n in sorted(numbers[n_train:])]
-    return train, test
+    116, b" ")
 
 
 def _texture(class_id, height, width, rng):
@@ -106,13 +88,10 @@ def _texture(class_id, height, width, rng):
 
 
 def _shape_mask(class_id, height, width, rng):
-    """A uint8 mask (1 inside) of one shape of the class at a random place and size."""
+    """A bool mask of one shape of the class at a random place and size."""
     mask = np.zeros((height, width), np.uint8)
-    side = min(height, width)
-    r = int(round(side * rng.uniform(*SHAPE_SIZE_RANGE)))
-    r = max(r, 3)
-    cx = int(rng.integers(0, width))
-    cy = int(rng.integers(0, height))
+    r = max(int(round(min(height, width) * rng.uniform(*SHAPE_SIZE_RANGE))), 3)
+    cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
     if class_id == BALL:
         cv2.circle(mask, (cx, cy), r, 1, thickness=-1)
     elif class_id == CRATE:  # axis-aligned square
@@ -124,14 +103,13 @@ def _shape_mask(class_id, height, width, rng):
         cv2.ellipse(mask, (cx, cy), (int(1.6 * r), max(r // 2, 2)), 0, 0, 360, 1, -1)
     else:  # TILE: tall rectangle
         cv2.rectangle(mask, (cx - r // 2, cy - r), (cx + r // 2, cy + r), 1, thickness=-1)
-    return mask
+    return mask.astype(bool)
 
 
 def make_sample(height, width, rng):
     """One ``(image uint8 HxWx3 BGR, S uint8 HxW)`` pair; S is 0 (unlabeled) or class + 1."""
     classes = np.empty((height, width), np.int64)
     image = np.empty((height, width, 3), np.float32)
-
     first, second = rng.choice(BACKGROUND_CLASSES, size=2, replace=False)
     classes[:] = first
     image[:] = _texture(first, height, width, rng)
@@ -141,27 +119,20 @@ def make_sample(height, width, rng):
         below = np.arange(height)[:, None] > horizon[None, :]
         classes[below] = second
         image[below] = _texture(second, height, width, rng)[below]
-
     outline = np.zeros((height, width), np.uint8)
     for class_id in rng.choice(SHAPE_CLASSES, size=int(rng.integers(1, MAX_SHAPES + 1))):
-        mask = _shape_mask(int(class_id), height, width, rng).astype(bool)
+        mask = _shape_mask(int(class_id), height, width, rng)
         classes[mask] = class_id
         image[mask] = _texture(int(class_id), height, width, rng)[mask]
         outline[mask] = 0  # a later shape hides the outlines it covers
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-        )
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(outline, contours, -1, 1, thickness=1)
-
     image += rng.normal(0, PIXEL_NOISE_STD, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     s = (classes + 1).astype(np.uint8)
     s[outline.astype(bool)] = 0
     return image, s
-
-
-def _write_bytes(path, data):
-    path.write_bytes(data)
 
 
 def _mat_bytes(s):
@@ -173,41 +144,14 @@ def _mat_bytes(s):
     return bytes(data)
 
 
-def _write_dataset(root, n_train, n_test, height, width, seed):
-    rng = np.random.default_rng(seed)
-    train, test = image_ids(n_train, n_test, rng)
-    for sub in ("images", "annotations", "imageLists"):
-        (root / sub).mkdir(parents=True)
-    for image_id in train + test:
-        image, s = make_sample(height, width, rng)
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
-            raise DatasetError(f"{root / 'images' / image_id}.jpg: JPEG encoding failed")
-        _write_bytes(root / "images" / f"{image_id}.jpg", jpeg.tobytes())
-        _write_bytes(root / "annotations" / f"{image_id}.mat", _mat_bytes(s))
-    lists = {"train": train, "test": test, "all": sorted(train + test)}
-    for name, ids in lists.items():
-        (root / "imageLists" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
-    marker = {"n_train": n_train, "n_test": n_test, "height": height, "width": width, "seed": seed}
-    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-
-
 def voc_colour_map(n=256):
     """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
     palette = np.zeros((n, 3), np.uint8)
     for i in range(n):
-        c, rgb = i, [0, 0, 0]
         for j in range(8):
             for k in range(3):
-                rgb[k] |= ((c >> k) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = rgb
+                palette[i, k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
     return palette
-
-
-def _png_chunk(kind, payload):
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 def palette_png_bytes(indices, palette):
@@ -216,92 +160,64 @@ def palette_png_bytes(indices, palette):
     Written by hand with zlib so the test data does not come from the decoder it tests.
     """
     height, width = indices.shape
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     rows = np.concatenate([np.zeros((height, 1), np.uint8), indices.astype(np.uint8)], axis=1)
-    return b"".join([
-        b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
-        _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
-        _png_chunk(b"IEND", b""),
+    return PNG_SIGNATURE + b"".join([
+        png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
+        png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
+        png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
+        png_chunk(b"IEND", b""),
     ])
 
 
-def grey_png_bytes(indices):
-    """A single-channel 8-bit PNG of a uint8 index map (SBD's and the folder layout)."""
-    ok, png = cv2.imencode(".png", indices.astype(np.uint8))
-    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
-        raise DatasetError("PNG encoding failed")
-    return png.tobytes()
+def _sample_files(layout, image_id, image, s):
+    """``{relative path: bytes}`` of one sample in ``layout``."""
+    jpeg = encode(image, ".jpg", JPEG_PARAMS)
+    if layout == DEFAULT_LAYOUT:
+        return {f"images/{image_id}.jpg": jpeg, f"annotations/{image_id}.mat": _mat_bytes(s)}
+    label = np.where(s == 0, UNLABELED, s.astype(np.int64) - 1)
+    if layout == "folder":
+        return {f"images/{image_id}.jpg": jpeg, f"labels/{image_id}.png": grey_png_bytes(label)}
+    return {f"JPEGImages/{image_id}.jpg": jpeg,
+            f"SegmentationClass/{image_id}.png": palette_png_bytes(label, voc_colour_map()),
+            f"SegmentationClassAug/{image_id}.png": grey_png_bytes(label)}
 
 
-def _jpeg_bytes(image, path):
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
-        raise DatasetError(f"{path}: JPEG encoding failed")
-    return jpeg.tobytes()
+def _split_lists(layout, train, test):
+    """``{relative path: ids}``: train, the held-out split and both (VOC: + train_aug)."""
+    both = sorted(train + test)
+    if layout == DEFAULT_LAYOUT:
+        return {"imageLists/train.txt": train, "imageLists/test.txt": test,
+                "imageLists/all.txt": both}
+    if layout == "folder":  # held-out ids go to val, as in config/folder_example.yaml (and VOC)
+        return {"lists/train.txt": train, "lists/val.txt": test, "lists/all.txt": both}
+    sets = "ImageSets/Segmentation/"
+    return {sets + "train.txt": train, sets + "val.txt": test, sets + "trainval.txt": both,
+            "ImageSets/SegmentationAug/train_aug.txt":
+                [f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in train]}
 
 
-def _png_samples(n_train, n_test, height, width, seed, prefix):
-    """Train and test ids and ``{id: (image, label)}`` with labels 0..7 and UNLABELED."""
+def _write_layout(root, layout, sizes, seed):
+    """All files of the set, from ``sizes = {n_train, n_test, height, width}`` and ``seed``."""
+    count, train_prefix, test_prefix, digits = LAYOUTS[layout]
     rng = np.random.default_rng(seed)
-    numbers = rng.choice(1_000_000, size=n_train + n_test, replace=False)
-    train = [f"{prefix}{n:06d}" for n in sorted(numbers[:n_train])]
-    test = [f"{prefix}{n:06d}" for n in sorted(numbers[n_train:])]
-    samples = {}
+    n_train = sizes["n_train"]
+    numbers = rng.choice(count, size=n_train + sizes["n_test"], replace=False)
+    train = [f"{train_prefix}{n:0{digits}d}" for n in sorted(numbers[:n_train])]
+    test = [f"{test_prefix}{n:0{digits}d}" for n in sorted(numbers[n_train:])]
+    files = {}
     for image_id in train + test:
-        image, s = make_sample(height, width, rng)
-        samples[image_id] = (image, np.where(s == 0, UNLABELED, s.astype(np.int64) - 1))
-    return train, test, samples
+        image, s = make_sample(sizes["height"], sizes["width"], rng)
+        files.update(_sample_files(layout, image_id, image, s))
+    for name, ids in _split_lists(layout, train, test).items():
+        files[name] = "".join(f"{i}\n" for i in ids).encode()
+    marker = dict(sizes, seed=seed, **({} if layout == DEFAULT_LAYOUT else {"layout": layout}))
+    files[MARKER_FILE] = (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
 
 
-def _write_marker(root, n_train, n_test, height, width, seed, layout):
-    marker = {"n_train": n_train, "n_test": n_test, "height": height, "width": width,
-              "seed": seed, "layout": layout}
-    (root / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-
-
-def _write_lines(path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{line}\n" for line in lines))
-
-
-def _write_voc(root, n_train, n_test, height, width, seed):
-    """VOC 2012 + SBD: train/val/trainval id lists and DeepLab's train_aug pair list."""
-    train, test, samples = _png_samples(n_train, n_test, height, width, seed, "2008_")
-    palette = voc_colour_map()
-    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassAug"):
-        (root / sub).mkdir(parents=True)
-    for image_id, (image, label) in samples.items():
-        _write_bytes(root / "JPEGImages" / f"{image_id}.jpg", _jpeg_bytes(image, root))
-        _write_bytes(root / "SegmentationClass" / f"{image_id}.png",
-                     palette_png_bytes(label, palette))
-        _write_bytes(root / "SegmentationClassAug" / f"{image_id}.png", grey_png_bytes(label))
-    lists = root / "ImageSets" / "Segmentation"
-    for name, ids in {"train": train, "val": test, "trainval": sorted(train + test)}.items():
-        _write_lines(lists / f"{name}.txt", ids)
-    _write_lines(root / "ImageSets" / "SegmentationAug" / "train_aug.txt",
-                 [f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in train])
-    _write_marker(root, n_train, n_test, height, width, seed, "voc12")
-
-
-def _write_folder(root, n_train, n_test, height, width, seed):
-    """The generic layout: images/<id>.jpg, labels/<id>.png, lists/{train,val,all}.txt.
-
-    The held-out ids go to ``val`` as in ``config/folder_example.yaml`` (and VOC).
-    """
-    train, test, samples = _png_samples(n_train, n_test, height, width, seed, "img_")
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-    for image_id, (image, label) in samples.items():
-        _write_bytes(root / "images" / f"{image_id}.jpg", _jpeg_bytes(image, root))
-        _write_bytes(root / "labels" / f"{image_id}.png", grey_png_bytes(label))
-    for name, ids in {"train": train, "val": test, "all": sorted(train + test)}.items():
-        _write_lines(root / "lists" / f"{name}.txt", ids)
-    _write_marker(root, n_train, n_test, height, width, seed, "folder")
-
-
-def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUTS[0],
+def generate_synthetic(root, n_train, n_test, height, width, seed, layout=DEFAULT_LAYOUT,
                        force=False):
     """Write the synthetic dataset to ``root`` (which must not exist or be empty).
 
@@ -312,9 +228,9 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
     ``synthetic.json``), and only such a set: any other folder is never touched.
     """
     root = Path(root)
-    writers = {"cocostuff10k": _write_dataset, "voc12": _write_voc, "folder": _write_folder}
-    if layout not in writers:
-        raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; choose one of {LAYOUTS}")
+    if layout not in LAYOUTS:
+        raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; "
+                           f"choose one of {tuple(LAYOUTS)}")
     if n_train < 1 or n_test < 1:
         raise DatasetError(f"{root}: need at least one train and one test image")
     if height < 8 or width < 8:
@@ -325,8 +241,9 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=LAYOUT
     remove_stale_temporaries(root.parent)  # what a killed generation left (.<name>.tmp-*)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     staging.chmod(umask_mode(directory=True))  # mkdtemp's 0o700 would survive the rename
+    sizes = {"n_train": n_train, "n_test": n_test, "height": height, "width": width}
     try:
-        writers[layout](staging, n_train, n_test, height, width, seed)
+        _write_layout(staging, layout, sizes, seed)
         if replace:  # the old set moves aside only once the new one is complete
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             os.replace(root, old / root.name)
@@ -352,32 +269,23 @@ def _check_target(root, force):
     raise DatasetError(f"{root}: already exists and is not empty; {hint}")
 
 
-def layout_for(dataset_name):
-    """The synthetic layout a ``DATASET.NAME`` reads (COCO-Stuff's for the COCO-Stuff names)."""
-    return dataset_name if dataset_name in LAYOUTS else LAYOUTS[0]
-
-
-def _marker_params(synthetic_cfg):
-    """The generator's arguments from the ``DATASET.SYNTHETIC`` section (as in the marker file)."""
-    s = synthetic_cfg
-    return {"n_train": s.N_TRAIN, "n_test": s.N_TEST, "height": s.HEIGHT, "width": s.WIDTH}
-
-
 def ensure_synthetic(dataset_cfg, seed):
     """Generate the synthetic dataset at ``DATASET.ROOT`` (from the ``DATASET`` section
     ``dataset_cfg``, with ``seed``) unless it is already there.
 
     Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The layout follows
-    ``DATASET.NAME`` (:func:`layout_for`). The dataset counts as present when ROOT
-    holds the generator's marker file with the same sizes and layout; the
-    seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
+    ``DATASET.NAME`` (COCO-Stuff's for the COCO-Stuff names). The dataset counts as
+    present when ROOT holds the generator's marker file with the same sizes and layout;
+    the seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
     the root path, or None when the config does not ask for synthetic data.
     """
-    if not dataset_cfg.get("SYNTHETIC"):
+    s = dataset_cfg.get("SYNTHETIC")
+    if not s:
         return None
     root = Path(dataset_cfg.ROOT)
-    wanted = _marker_params(dataset_cfg.SYNTHETIC)
-    wanted_layout = layout_for(dataset_cfg.get("NAME"))
+    wanted = {"n_train": s.N_TRAIN, "n_test": s.N_TEST, "height": s.HEIGHT, "width": s.WIDTH}
+    name = dataset_cfg.get("NAME")
+    wanted_layout = name if name in LAYOUTS else DEFAULT_LAYOUT
     marker = root / MARKER_FILE
     if not marker.exists():
         if root.exists() and root.is_dir() and any(root.iterdir()):
@@ -394,7 +302,7 @@ def ensure_synthetic(dataset_cfg, seed):
         found = json.loads(marker.read_text())
     except (OSError, ValueError) as e:
         raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
-    layout = found.get("layout", LAYOUTS[0]) if isinstance(found, dict) else None
+    layout = found.get("layout", DEFAULT_LAYOUT) if isinstance(found, dict) else None
     found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
     if found != wanted or layout != wanted_layout:
         raise DatasetError(

@@ -15,16 +15,16 @@ annotations and ``train_aug`` finds DeepLab's list. Each line of either file may
 id (labels from ``SegmentationClass``) or an image/label pair of paths relative to
 ROOT, so a DeepLab-format list works wherever it is put.
 
-Palette PNGs are read by index, never by colour (see :mod:`.folder`). The value 255
+Palette PNGs are read by index, never by colour (see :mod:`.images`). The value 255
 (object boundaries, "difficult" regions) becomes ``IGNORE_LABEL``.
 """
 
 from ..utils.files import read_input
 from .errors import DatasetError
-from .folder import FolderDataset, read_label_png
+from .base import SegmentationDataset
+from .images import read_label_png
 
 LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/SegmentationAug")
-VOC_IGNORE = 255
 
 
 def parse_list_line(root, line, path, number):
@@ -46,7 +46,7 @@ def parse_list_line(root, line, path, number):
     )
 
 
-class VOC12(FolderDataset):
+class VOC12(SegmentationDataset):
     """VOC 2012 + SBD: ids or DeepLab pairs from ``ImageSets``, labels by palette index."""
 
     def list_path(self):
@@ -78,8 +78,5 @@ class VOC12(FolderDataset):
     def _paths(self, image_id):
         return self._files[image_id]
 
-    def _read_label(self, path):
-        label = read_label_png(path)
-        self._check_raw(label, path, unlabeled=(VOC_IGNORE,))
-        label[label == VOC_IGNORE] = self.ignore_label
-        return label
+    def _read_raw_label(self, path):
+        return read_label_png(path)

@@ -18,7 +18,7 @@ import numpy as np
 from addict import Dict
 
 from libs.datasets import build_dataset
-from libs.datasets.cocostuff import read_image_bgr, read_mat_label
+from libs.datasets.images import read_image_bgr, read_mat_label
 from libs.datasets.synthetic import generate_synthetic
 from libs.utils.config import load_config
 
