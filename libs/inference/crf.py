@@ -114,17 +114,6 @@ class DenseCRF:
             above[np.unique(flat[:, flat_pixels].argmax(axis=0))] = True
         return np.flatnonzero(above)
 
-    def predict(self, image, probmap):
-        """The HxW int64 label map after the CRF: ``crf(image, probmap).argmax(0)``, cheaper.
-
-        With pruning, the argmax runs over the kept labels only and no
-        full-size posterior is built, which matters at 182 labels.
-        """
-        image, probmap = _check_inputs(image, probmap)
-        kept = self.kept_labels(probmap)
-        reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
-        return _run_in_worker(self, image, np.ascontiguousarray(reduced), kept, argmax=True)
-
     def infer(self, image, probmap):
         """Mean-field inference over all labels of ``probmap`` (no pruning)."""
         n_labels, height, width = probmap.shape

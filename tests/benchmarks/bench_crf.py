@@ -63,6 +63,11 @@ from libs.inference.predict import crf_image, load_model, predict_probs
 from libs.utils.config import load_config
 from libs.utils.device import choose_device
 
+
+def crf_predict(crf, image, probmap):
+    """The HxW label map after ``crf``: ``crf(image, probmap).argmax(0)``, via :func:`map_crf`."""
+    return next(map_crf(crf, [(None, image, probmap)], n_jobs=1, argmax=True))[1]
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "cocostuff.yaml"
 OUTPUT_STRIDE = 8
 REGION_STRENGTH = 4.0  # logit lead of a region's class inside it over the other present ones
@@ -142,7 +147,7 @@ def describe(prob, truth, threshold):
 def timed_predict(crf, image, prob):
     """The CRF's label map (what eval.py computes, via map_crf), CPU and wall seconds."""
     cpu, wall = time.process_time(), time.perf_counter()
-    labels = crf.predict(image, prob)
+    labels = crf_predict(crf, image, prob)
     return labels, time.process_time() - cpu, time.perf_counter() - wall
 
 
