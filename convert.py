@@ -11,16 +11,9 @@ from pathlib import Path
 
 import click
 
-from libs.caffe import (
-    CAFFE_PRESETS,
-    backbone_note,
-    check_loads,
-    convert_caffemodel,
-    preset_paths,
-    save_state_dict,
-    target_model,
-)
+from libs.caffe import CAFFE_PRESETS, check_loads, convert_caffemodel, preset_paths, target_model
 from libs.cli import command, load_cli_config, one_line_errors
+from libs.utils.atomic import save_torch
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 
@@ -31,6 +24,17 @@ def _target(preset, config_path):
     cfg = load_cli_config(config_path)
     model = target_model(preset, cfg.MODEL, cfg.DATASET.N_CLASSES)
     return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
+
+
+def _backbone_note(summary, n_tensors):
+    """Why a backbone-only conversion is complete although the ASPP got nothing."""
+    heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
+    return (
+        f"note: the COCO init model's classifier ({heads}) is not DeepLab v2's ASPP, so "
+        f"only the backbone was converted ({n_tensors} base.backbone.* tensors). "
+        "Training loads it with strict=False and the ASPP (base.aspp.*) keeps its own "
+        "initialisation (gaussian std 0.01, zero bias)."
+    )
 
 
 @command()
@@ -84,8 +88,8 @@ def main(dataset, caffemodel, output, config_path):
         for line in summary.lines():
             click.echo(line)
         if preset.backbone_only:
-            click.echo(backbone_note(summary, len(state_dict)))
-        save_state_dict(state_dict, output)
+            click.echo(_backbone_note(summary, len(state_dict)))
+        save_torch(state_dict, output)
     click.echo(f"saved {output}")
 
 

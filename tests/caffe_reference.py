@@ -19,9 +19,11 @@ import math
 
 import numpy as np
 
-from libs.caffe.protobuf import ELTWISE_SUM, POOL_MAX, LayerParameter, array_to_blob
+from libs.caffe.protobuf import POOL_MAX, LayerParameter, NetParameter
+from libs.utils.atomic import write_bytes
 
-ELTWISE_PROD, ELTWISE_MAX = 0, 2
+ELTWISE_PROD, ELTWISE_SUM, ELTWISE_MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp
+BLOB_DATA_TAG = b"\x2a"  # BlobProto field 5 (data), wire type 2 (length-delimited: packed)
 RESNET101_BLOCKS = (3, 4, 23, 3)
 STAGE_WIDTH = {2: 4, 3: 8, 4: 16, 5: 32}  # output channels in units of the stem width
 STAGE_DILATION = {2: 1, 3: 1, 4: 2, 5: 4}
@@ -33,6 +35,39 @@ def caffe_block_names(n_blocks):
     if n_blocks <= 3:
         return ["a", "b", "c"][:n_blocks]
     return ["a"] + [f"b{i}" for i in range(1, n_blocks)]
+
+
+def _varint(n):
+    """``n`` as a protobuf varint: 7 bits a byte, low bits first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def array_to_blob(array, blob):
+    """Set a BlobProto to ``array``: its shape and packed float data.
+
+    A packed float field is one length-delimited record of little-endian floats, so the
+    array's bytes are merged in as that record: what Caffe writes, without creating a
+    Python float per value.
+    """
+    array = np.ascontiguousarray(array, dtype="<f4")
+    blob.Clear()
+    blob.shape.dim[:] = [int(d) for d in array.shape]
+    data = array.tobytes()
+    blob.MergeFromString(BLOB_DATA_TAG + _varint(len(data)) + data)
+    return blob
+
+
+def write_caffemodel(layers, path, name="deeplab"):
+    """Write ``LayerParameter`` messages as a NetParameter to ``path``, atomically."""
+    net = NetParameter(name=name)
+    for layer in layers:
+        net.layer.add().CopyFrom(layer)
+    return write_bytes(net.SerializeToString(), path)
 
 
 class _NetWriter:

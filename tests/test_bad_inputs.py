@@ -27,8 +27,7 @@ import convert
 import demo
 import draw_model
 import export as export_script
-from caffe_reference import deeplab_caffe_layers
-from libs.caffe import write_caffemodel
+from caffe_reference import deeplab_caffe_layers, write_caffemodel
 from libs.datasets.synthetic import generate_synthetic
 from libs.inference import evaluation
 from libs.utils import atomic

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import convert
-from caffe_reference import caffe_forward, deeplab_caffe_layers
+from caffe_reference import array_to_blob, caffe_forward, deeplab_caffe_layers, write_caffemodel
 from libs.caffe import (
     CAFFE_PRESETS,
     CaffeModelError,
@@ -25,14 +25,13 @@ from libs.caffe import (
     convert_caffe_layers,
     preset_paths,
     read_caffemodel,
-    save_state_dict,
     target_model,
-    write_caffemodel,
 )
 from libs.caffe.names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target
-from libs.caffe.protobuf import BlobProto, LayerParameter, NetParameter, array_to_blob
+from libs.caffe.protobuf import BlobProto, LayerParameter, NetParameter
 from libs.models import DeepLabV2_ResNet101_MSC, ModelError
 from libs.training.checkpoint import load_initial_weights
+from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
 
 TINY = (1, 1, 1, 1)
@@ -588,5 +587,5 @@ def test_save_state_dict_turns_os_errors_into_one_line(tmp_path):
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "a_file" / "x.pth"
     with pytest.raises(OutputError, match=r"a_file/x.pth: cannot write \(") as error:
-        save_state_dict({"w": torch.zeros(1)}, out)
+        save_torch({"w": torch.zeros(1)}, out)
     assert "\n" not in str(error.value)

@@ -2,11 +2,11 @@
 
 The modules, from the bytes up:
 
-* ``protobuf``: read and write ``.caffemodel`` files without Caffe;
+* ``protobuf``: read ``.caffemodel`` files without Caffe;
 * ``names``: which module of our model each Caffe layer fills;
 * ``converter``: the strict layer-by-layer mapping onto a model's state dict;
 * ``presets``: the released files, their default paths and the model each must fit;
-* ``pipeline``: file in, checked state dict out, saved atomically.
+* ``pipeline``: file in, checked state dict out (``convert.py`` saves it atomically).
 
 Every failure is a :class:`~libs.utils.errors.DeepLabError` with a one-line
 message naming the file (and layer): ``CaffeModelError`` for a file that
@@ -16,9 +16,9 @@ cannot be read, ``ConversionError`` for one that does not fit the model,
 
 from ..utils.errors import OutputError
 from .converter import ConversionError, ConversionSummary, convert_caffe_layers
-from .pipeline import backbone_note, check_loads, convert_caffemodel, save_state_dict
+from .pipeline import check_loads, convert_caffemodel
 from .presets import CAFFE_PRESETS, CaffePreset, preset_paths, target_model
-from .protobuf import CaffeModelError, read_caffemodel, write_caffemodel
+from .protobuf import CaffeModelError, read_caffemodel
 
 __all__ = [
     "CAFFE_PRESETS",
@@ -27,13 +27,10 @@ __all__ = [
     "ConversionError",
     "ConversionSummary",
     "OutputError",
-    "backbone_note",
     "check_loads",
     "convert_caffe_layers",
     "convert_caffemodel",
     "preset_paths",
     "read_caffemodel",
-    "save_state_dict",
     "target_model",
-    "write_caffemodel",
 ]

@@ -83,39 +83,20 @@ def _pair(values, name, default):
     raise ValueError(f"{name} has {len(values)} values, a 2-D layer takes 1 or 2")
 
 
-def _conv_geometry(param):
-    """(kernel, stride, pad, dilation) of a ConvolutionParameter as (h, w) pairs."""
-    if param.HasField("kernel_h") or param.HasField("kernel_w"):
-        kernel = (param.kernel_h, param.kernel_w)
-    else:
-        kernel = _pair(param.kernel_size, "kernel_size", 0)
-    if param.HasField("stride_h") or param.HasField("stride_w"):
-        stride = (param.stride_h, param.stride_w)
-    else:
-        stride = _pair(param.stride, "stride", 1)
-    if param.HasField("pad_h") or param.HasField("pad_w"):
-        pad = (param.pad_h, param.pad_w)
-    else:
-        pad = _pair(param.pad, "pad", 0)
-    dilation = _pair(param.dilation, "dilation", 1)
-    return kernel, stride, pad, dilation
+def _setting(param, name, hw_prefix, default):
+    """A spatial setting as an (h, w) pair: its ``<hw_prefix>_h``/``_w`` fields when either is
+    set, else ``name`` (repeated in ConvolutionParameter, a single value in PoolingParameter)."""
+    if param.HasField(f"{hw_prefix}_h") or param.HasField(f"{hw_prefix}_w"):
+        return (getattr(param, f"{hw_prefix}_h"), getattr(param, f"{hw_prefix}_w"))
+    values = getattr(param, name)
+    return _pair([values] if isinstance(values, int) else values, name, default)
 
 
-def _pool_geometry(param):
-    """(kernel, stride, pad) of a PoolingParameter as (h, w) pairs."""
-    if param.HasField("kernel_h") or param.HasField("kernel_w"):
-        kernel = (param.kernel_h, param.kernel_w)
-    else:
-        kernel = (param.kernel_size, param.kernel_size)
-    if param.HasField("stride_h") or param.HasField("stride_w"):
-        stride = (param.stride_h, param.stride_w)
-    else:
-        stride = (param.stride, param.stride)
-    if param.HasField("pad_h") or param.HasField("pad_w"):
-        pad = (param.pad_h, param.pad_w)
-    else:
-        pad = (param.pad, param.pad)
-    return kernel, stride, pad
+def _geometry(param, with_dilation):
+    """(kernel, stride, pad[, dilation]) of a Convolution- or PoolingParameter as (h, w) pairs."""
+    geometry = (_setting(param, "kernel_size", "kernel", 0),
+                _setting(param, "stride", "stride", 1), _setting(param, "pad", "pad", 0))
+    return geometry + ((_pair(param.dilation, "dilation", 1),) if with_dilation else ())
 
 
 def _as_pair(value):
@@ -136,11 +117,9 @@ class _Converter:
         self.backbone_only = backbone_only
         self.source = source
         self.modules = dict(model.named_modules())
-        full = model.state_dict()
         prefix = "base.backbone." if backbone_only else ""
-        self.target = OrderedDict(
-            (k, v) for k, v in full.items() if k.startswith(prefix)
-        )
+        self.target = OrderedDict((k, v) for k, v in model.state_dict().items()
+                                  if k.startswith(prefix))
         self.filled = {}  # key -> Caffe layer that filled it
         self.out = {}
         self.batchnorm_seen = {}  # module path -> BatchNorm layer name
@@ -158,12 +137,10 @@ class _Converter:
         expected = tuple(self.target[key].shape)
         got = tuple(array.shape)
         if got != expected and _strip_leading_ones(got) != _strip_leading_ones(expected):
-            if key.startswith("base.aspp.") and key.endswith("weight") and len(got) == 4:
-                if got[0] != expected[0]:
-                    self.fail(
-                        layer,
-                        f"predicts {got[0]} classes but the model has {expected[0]} classes",
-                    )
+            if (key.startswith("base.aspp.") and key.endswith("weight") and len(got) == 4
+                    and got[0] != expected[0]):
+                self.fail(layer, f"predicts {got[0]} classes but the model has {expected[0]} "
+                                 "classes")
             self.fail(layer, f"{what} has shape {list(got)} but {key} needs {list(expected)}")
         self.out[key] = torch.from_numpy(np.ascontiguousarray(array).reshape(expected))
         self.filled[key] = layer.name
@@ -180,6 +157,13 @@ class _Converter:
         if layer.n_blobs != count:
             self.fail(layer, f"has {layer.n_blobs} blobs, expected {count}")
 
+    def check_geometry(self, layer, path, got, module_values):
+        """Fail unless the file's (kernel, stride, padding[, dilation]) are the module's."""
+        names = ("kernel size", "stride", "padding", "dilation")
+        for name, value, want in zip(names, got, (_as_pair(v) for v in module_values)):
+            if tuple(value) != want:
+                self.fail(layer, f"{name} {tuple(value)} in the file, {want} in {path}")
+
     def module(self, layer, path, kinds):
         module = self.modules.get(path)
         if module is None:
@@ -193,16 +177,11 @@ class _Converter:
         conv = self.module(layer, path, nn.Conv2d)
         param = layer.proto.convolution_param
         try:
-            geometry = _conv_geometry(param)
+            geometry = _geometry(param, with_dilation=True)
         except ValueError as e:
             self.fail(layer, str(e))
-        names = ("kernel size", "stride", "padding", "dilation")
-        expected = tuple(
-            _as_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-        )
-        for name, got, want in zip(names, geometry, expected):
-            if tuple(got) != want:
-                self.fail(layer, f"{name} {tuple(got)} in the file, {want} in {path}")
+        self.check_geometry(layer, path, geometry,
+                            (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
         if param.group != conv.groups or param.axis != 1:
             self.fail(layer, f"group {param.group} / axis {param.axis} is not supported")
         has_bias = conv.bias is not None
@@ -239,10 +218,8 @@ class _Converter:
             self.fail(layer, f"no BatchNorm layer for {path} comes before this Scale layer")
         param = layer.proto.scale_param
         if not param.bias_term or param.axis != 1 or param.num_axes != 1:
-            self.fail(
-                layer,
-                "expected a per-channel Scale with bias (axis 1, num_axes 1, bias_term true)",
-            )
+            self.fail(layer, "expected a per-channel Scale with bias (axis 1, num_axes 1, "
+                             "bias_term true)")
         self.expect_blobs(layer, 2)
         self.fill(layer, f"{path}.weight", self.blob(layer, 0), "scale blob 0")
         self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
@@ -252,12 +229,9 @@ class _Converter:
         param = layer.proto.pooling_param
         if param.pool != POOL_MAX or param.global_pooling:
             self.fail(layer, f"is not a windowed MAX pooling, but {path} is")
-        kernel, stride, pad = _pool_geometry(param)
-        expected = tuple(_as_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
-        for name, got, want in zip(("kernel size", "stride", "padding"), (kernel, stride, pad),
-                                   expected):
-            if tuple(got) != want:
-                self.fail(layer, f"{name} {tuple(got)} in the file, {want} in {path}")
+        kernel, stride, pad = _geometry(param, with_dilation=False)
+        self.check_geometry(layer, path, (kernel, stride, pad),
+                            (pool.kernel_size, pool.stride, pool.padding))
         if (param.round_mode == ROUND_CEIL) != bool(pool.ceil_mode):
             self.fail(layer, f"rounds output sizes differently from {path} (ceil_mode)")
         if _as_pair(pool.dilation) != (1, 1):
@@ -280,10 +254,8 @@ class _Converter:
                     if layer.name.startswith("fc"):
                         hint = (f" (this preset's classifier is {self.classifier}_c0.., "
                                 "is --dataset right?)")
-                    self.fail(
-                        layer,
-                        f"carries {layer.n_blobs} blobs but no rule maps it to the model{hint}",
-                    )
+                    self.fail(layer, f"carries {layer.n_blobs} blobs but no rule maps it to "
+                                     f"the model{hint}")
                 summary.skipped[f"parameter-free {layer.type or 'untyped'}"].append(layer.name)
                 continue
             if target.kind == SKIP:
@@ -293,13 +265,9 @@ class _Converter:
                 outputs = layer.blob_shape(0)[:1] or (layer.proto.convolution_param.num_output,)
                 summary.classifier.append((layer.name, int(outputs[0])))
                 continue
-            handler = {
-                CONV: self.convolution,
-                BATCHNORM: self.batchnorm,
-                SCALE: self.scale,
-                POOL: self.pooling,
-            }[target.kind]
-            handler(layer, target.module)
+            handlers = {CONV: self.convolution, BATCHNORM: self.batchnorm, SCALE: self.scale,
+                        POOL: self.pooling}
+            handlers[target.kind](layer, target.module)
             if target.kind != POOL:
                 summary.layers_mapped += 1
         self.finish()

@@ -1,4 +1,4 @@
-"""From a ``.caffemodel`` on disk to a saved state dict: read, convert, prove it loads, save.
+"""From a ``.caffemodel`` on disk to a checked state dict: read, convert, prove it loads.
 
 The converter already checks every layer against the model; the load check
 here is the last guard, done the way training and evaluation will load the
@@ -6,7 +6,6 @@ file (``strict`` for a full model, only ``base.aspp.*`` may be missing from a
 backbone). A failure there is a bug in the mapping, not bad input, and says so.
 """
 
-from ..utils.atomic import save_torch
 from .converter import ConversionError, convert_caffe_layers
 from .protobuf import read_caffemodel
 
@@ -44,19 +43,3 @@ def check_loads(state_dict, model, backbone_only, output):
                 f"({(stray + result.unexpected_keys)[0]})"
             )
 
-
-def backbone_note(summary, n_tensors):
-    """Why a backbone-only conversion is complete although the ASPP got nothing."""
-    heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
-    return (
-        f"note: the COCO init model's classifier ({heads}) is not DeepLab v2's ASPP, so "
-        f"only the backbone was converted ({n_tensors} base.backbone.* tensors). "
-        "Training loads it with strict=False and the ASPP (base.aspp.*) keeps its own "
-        "initialisation (gaussian std 0.01, zero bias)."
-    )
-
-
-def save_state_dict(state_dict, output):
-    """Write ``state_dict`` to ``output`` atomically; :class:`OutputError` if that fails (a full
-    disk, an unwritable folder: ``save_torch`` names the file)."""
-    return save_torch(state_dict, output)

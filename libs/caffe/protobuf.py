@@ -1,4 +1,4 @@
-"""Read and write Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
+"""Read Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
 
 A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead
 of shipping a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a
@@ -11,11 +11,8 @@ ignored, so a real file with data layers, loss layers, learning-rate settings
 and so on reads fine.
 
 Values are read with the schema as Caffe declares it (``repeated float data = 5
-[packed = true]``); NumPy converts the parsed field in one C-level copy. For
-writing test fixtures, a second class declares field 5 as raw bytes: a packed
-float array is one length-delimited record on the wire, so encoding the array's
-little-endian bytes produces exactly what Caffe writes, without creating a
-Python float per value.
+[packed = true]``); NumPy converts the parsed field in one C-level copy. The test
+fixtures write files with the same classes (``tests/caffe_reference.py``).
 """
 
 from dataclasses import dataclass, field
@@ -25,20 +22,18 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from ..utils.atomic import write_bytes
 from ..utils.errors import DeepLabError
 
 _F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
 INT32, INT64, UINT32 = _F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32
 FLOAT, DOUBLE, BOOL = _F.TYPE_FLOAT, _F.TYPE_DOUBLE, _F.TYPE_BOOL
-STRING, BYTES, MESSAGE = _F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_MESSAGE
+STRING, MESSAGE = _F.TYPE_STRING, _F.TYPE_MESSAGE
 
 # Enum values of caffe.proto that the converter compares against. Enum fields
 # are declared as int32 (same varint encoding) so unknown values never vanish.
 POOL_MAX = 0  # PoolingParameter.PoolMethod.MAX
 ROUND_CEIL = 0  # PoolingParameter.RoundMode.CEIL (BVLC field 13; older forks lack it)
-ELTWISE_SUM = 1  # EltwiseParameter.EltwiseOp.SUM
 
 _PACKAGE = "deeplab_caffe_subset"
 
@@ -141,23 +136,17 @@ _SCHEMA = {
 }
 
 
-def _build_classes(blob_data_as_bytes):
+def _build_classes():
     """Message classes for the schema above, in a private pool (no clash with a real caffe_pb2)."""
-    package = _PACKAGE + ("_raw" if blob_data_as_bytes else "")
     proto = descriptor_pb2.FileDescriptorProto(
-        name=f"{package}.proto", package=package, syntax="proto2"
+        name=f"{_PACKAGE}.proto", package=_PACKAGE, syntax="proto2"
     )
     for message_name, fields in _SCHEMA.items():
         message = proto.message_type.add(name=message_name)
         for name, number, ftype, label, type_name, default, packed in fields:
-            if blob_data_as_bytes and message_name == "BlobProto" and name in (
-                "data",
-                "double_data",
-            ):
-                ftype, packed = BYTES, None
             f = message.field.add(name=name, number=number, type=ftype, label=label)
             if type_name is not None:
-                f.type_name = f".{package}.{type_name}"
+                f.type_name = f".{_PACKAGE}.{type_name}"
             if default is not None:
                 f.default_value = default
             if packed:
@@ -165,18 +154,15 @@ def _build_classes(blob_data_as_bytes):
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
         for name in _SCHEMA
     }
 
 
-_EXACT = _build_classes(blob_data_as_bytes=False)
-_RAW_BLOB = _build_classes(blob_data_as_bytes=True)["BlobProto"]
-
-NetParameter = _EXACT["NetParameter"]
-LayerParameter = _EXACT["LayerParameter"]
-BlobProto = _EXACT["BlobProto"]
-BlobShape = _EXACT["BlobShape"]
+_CLASSES = _build_classes()
+NetParameter = _CLASSES["NetParameter"]
+LayerParameter = _CLASSES["LayerParameter"]
+BlobProto = _CLASSES["BlobProto"]
 
 
 class CaffeModelError(DeepLabError, ValueError):
@@ -244,22 +230,6 @@ def blob_to_array(blob, where="blob"):
     return values.reshape(shape if shape else (values.size,))
 
 
-def array_to_blob(array, blob):
-    """Set an (exact-view) BlobProto to ``array``: its shape and packed float data.
-
-    The values are encoded as raw little-endian bytes (the wire format of a
-    packed float field) and merged into ``blob``, which parses them as floats.
-    """
-    array = np.ascontiguousarray(array, dtype="<f4")
-    for name in ("shape", "data", "double_data", "num", "channels", "height", "width"):
-        blob.ClearField(name)
-    encoded = _RAW_BLOB()
-    encoded.shape.dim[:] = [int(d) for d in array.shape]
-    encoded.data.append(array.tobytes())
-    blob.MergeFromString(encoded.SerializeToString())
-    return blob
-
-
 def _text(value):
     """proto2 strings are not validated on parse; damaged ones come back as bytes."""
     return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
@@ -314,10 +284,3 @@ def read_caffemodel(path):
         )
     return layers
 
-
-def write_caffemodel(layers, path, name="deeplab"):
-    """Write exact-view ``LayerParameter`` messages as a NetParameter, atomically."""
-    net = NetParameter(name=name)
-    for layer in layers:
-        net.layer.add().CopyFrom(layer)
-    return write_bytes(net.SerializeToString(), path)

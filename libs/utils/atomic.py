@@ -32,7 +32,7 @@ TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter", "file write fai
 # folders (tempfile's random names are 8 characters of [a-z0-9_]).
 TEMPORARY_FILE = re.compile(r"^\..*\.[a-z0-9_]{8}\.tmp(\.[^./]+)?$")
 TEMPORARY_DIR = re.compile(r"^\..+\.(tmp|old)-[a-z0-9_]{8}$")
-IMPORT_TIME = time.time()
+STARTED = time.time()  # a temporary last changed before this is no live writer's
 
 # Writable video containers and the codec each gets (both are in every OpenCV build with FFMPEG).
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -69,81 +69,79 @@ def write_error(path, error):
 
 
 def fsync_directory(folder):
-    """Flush ``folder``'s entries (a rename) to disk; best effort, skipped where the OS
-    cannot open a directory (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temporary_beside(path):
-    """A new empty temporary file next to ``path`` (:data:`TEMPORARY_FILE` names it)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                   dir=path.parent)
-        os.close(fd)
-        os.chmod(tmp, umask_mode())
-    except OSError as e:
-        raise write_error(path, e) from None
-    return Path(tmp)
+    """Flush ``folder``'s entries (a rename) to disk; skipped where the OS cannot open a
+    directory (Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+    """Yield a temporary path beside ``path`` (:data:`TEMPORARY_FILE` names it); rename it onto
+    ``path`` if the block succeeds.
 
     The temporary name keeps ``path``'s suffix, so writers that pick a format
     from the extension (matplotlib, OpenCV) behave as for ``path`` itself. An
     ``OSError`` in the block or the rename is an :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    tmp = _temporary_beside(path)
+    tmp = None
     try:
         try:
-            yield tmp
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                       dir=path.parent)
+            os.close(fd)
+            os.chmod(tmp, umask_mode())
+            yield Path(tmp)
             os.replace(tmp, path)
         except OSError as e:
             raise write_error(path, e) from None
         fsync_directory(path.parent)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_bytes(data, path):
-    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
+def _write_flushed(path, write):
+    """``write(f)`` into a binary file at ``path``, atomically, flushed to disk before the rename."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
     return Path(path)
+
+
+def write_bytes(data, path):
+    """Write ``data`` to ``path`` atomically."""
+    return _write_flushed(path, lambda f: f.write(data))
+
+
+def write_json(obj, path):
+    """``obj`` as indented JSON (NaN refused: it is not JSON) to ``path``, atomically."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    return _write_flushed(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_torch(obj, path):
     """``torch.save`` ``obj`` to ``path`` atomically (checkpoints, converted weights)."""
     import torch  # only the writers of weight files need it
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(obj, f)
-            except RuntimeError as e:  # a failed write inside torch's zip writer
-                if not any(mark in str(e) for mark in TORCH_WRITE_FAILURES):
-                    raise
-                raise OutputError(f"{path}: cannot write (torch: {first_line(e, 120)}; "
-                                  "is the disk full?)") from None
-            f.flush()
-            os.fsync(f.fileno())
-    return Path(path)
+    def write(f):
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # a failed write inside torch's zip writer
+            if not any(mark in str(e) for mark in TORCH_WRITE_FAILURES):
+                raise
+            raise OutputError(f"{path}: cannot write (torch: {first_line(e, 120)}; "
+                              "is the disk full?)") from None
+
+    return _write_flushed(path, write)
 
 
 def publish_link(source, path):
@@ -152,25 +150,12 @@ def publish_link(source, path):
     One copy of a 450 MB checkpoint instead of two; where the file system has
     no hard links, ``source`` is copied (still atomically).
     """
-    import shutil
-
     with atomic_path(path) as tmp:
         os.unlink(tmp)
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-    return Path(path)
-
-
-def write_json(obj, path):
-    """``obj`` as indented JSON (NaN refused: it is not JSON) to ``path``, atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
     return Path(path)
 
 
@@ -205,19 +190,6 @@ def video_codec(path):
     return VIDEO_CODECS[suffix]
 
 
-def process_start_time():
-    """When this process started (seconds since the epoch): from /proc on Linux, elsewhere the
-    time this module was imported (a little later, so still before any file it wrote)."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return IMPORT_TIME
-
-
 def _newest_mtime(path):
     """The latest modification time in ``path`` (a folder: of any entry below it), so a
     folder another process is still filling counts as new."""
@@ -229,9 +201,9 @@ def _newest_mtime(path):
     return newest
 
 
-def remove_stale_temporaries(folder, suffixes=None, before=None):
-    """Delete this program's temporaries in ``folder`` (not below) last changed before
-    ``before`` (default: this process's start); return the paths removed.
+def remove_stale_temporaries(folder, suffixes=None):
+    """Delete this program's temporaries in ``folder`` (not below) last changed before this
+    process imported this module; return the paths removed.
 
     Only the names in :data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` are touched, and
     only old ones, so another run writing into the same folder right now keeps its files.
@@ -239,7 +211,6 @@ def remove_stale_temporaries(folder, suffixes=None, before=None):
     clears its results' leftovers beside a checkpoint without ever touching a checkpoint
     that a training run is fsyncing there. A missing or unreadable folder removes nothing.
     """
-    before = process_start_time() if before is None else before
     endings = None if suffixes is None else tuple(f".tmp{suffix}" for suffix in suffixes)
     removed = []
     try:
@@ -248,11 +219,11 @@ def remove_stale_temporaries(folder, suffixes=None, before=None):
         return removed
     for entry in entries:
         is_dir = entry.is_dir() and not entry.is_symlink()
-        pattern = TEMPORARY_DIR if is_dir else TEMPORARY_FILE
         if endings is not None and (is_dir or not entry.name.endswith(endings)):
             continue
         try:
-            if not pattern.match(entry.name) or _newest_mtime(entry) >= before:
+            if (not (TEMPORARY_DIR if is_dir else TEMPORARY_FILE).match(entry.name)
+                    or _newest_mtime(entry) >= STARTED):
                 continue
             shutil.rmtree(entry) if is_dir else entry.unlink()
         except OSError:

@@ -59,6 +59,15 @@ def os_reason(error):
     return error.strerror or type(error).__name__
 
 
+def _check_can_create_in(folder, message):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{message} ({os_reason(e)})") from None
+
+
 def check_writable_dir(folder, what):
     """Create ``folder`` if needed and check that a file can be created in it, at start.
 
@@ -66,23 +75,11 @@ def check_writable_dir(folder, what):
     line: "<folder>: cannot write <what> there (Permission denied)".
     """
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot write {what} there ({os_reason(e)})") from None
-
+    _check_can_create_in(folder, f"{folder}: cannot write {what} there")
 
 
 def check_writable_output(path):
-    """Like :func:`check_writable_dir` for the folder of the file ``path``, at start, with the
-    line the writers give (``libs.utils.atomic.write_error``): "<path>: cannot write (Not a
-    directory)"."""
+    """Like :func:`check_writable_dir` for the folder of the file ``path``, with the line the
+    writers give (``libs.utils.atomic.write_error``): "<path>: cannot write (Not a directory)"."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({os_reason(e)})") from None
+    _check_can_create_in(path.parent, f"{path}: cannot write")

@@ -17,15 +17,11 @@ never below one pixel.
 """
 
 
-def scaled_side(side, scale):
-    """``side * scale`` rounded to the nearest integer (ties to even), at least 1."""
-    return max(1, int(round(side * scale)))
-
-
 def scaled_size(size, scale):
-    """``(height, width)`` scaled by ``scale`` with :func:`scaled_side` on each axis."""
+    """``(height, width)`` times ``scale``, each side rounded to the nearest integer (ties to
+    even) and at least 1."""
     height, width = size
-    return scaled_side(height, scale), scaled_side(width, scale)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
 def longer_side_size(height, width, longer_side):

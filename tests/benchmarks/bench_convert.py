@@ -24,8 +24,8 @@ import click
 import numpy as np
 import torch
 
-from libs.caffe import read_caffemodel, write_caffemodel
-from tests.caffe_reference import deeplab_caffe_layers
+from libs.caffe import read_caffemodel
+from tests.caffe_reference import deeplab_caffe_layers, write_caffemodel
 
 ROOT = Path(__file__).resolve().parents[2]
 
