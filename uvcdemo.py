@@ -69,7 +69,7 @@ def start_line(source, frame, profile, cfg, live, window):
     """What is read, how the network sees it, and whether frames may be dropped."""
     reading = ("newest frame, slower frames dropped" if live else "every frame in order")
     return (f"{source}: {frame.shape[1]}x{frame.shape[0]} frames, "
-            f"{profile.describe(cfg.MODEL.MSC_SCALES)}; {reading}"
+            f"{profile.describe(cfg.MODEL.MSC.SCALES)}; {reading}"
             + ("; q or Esc quits" if window else ""))
 
 

@@ -87,7 +87,7 @@ def toy_cfg(synthetic_root, tmp_path):
     cfg.IMAGE.SIZE.TRAIN = TOY_CROP
     cfg.IMAGE.SIZE.TEST = TOY_TEST_SIZE
     cfg.IMAGE.SIZE.DEMO = TOY_TEST_SIZE
-    cfg.MODEL.N_BLOCKS = [1, 1, 1, 1]
+    cfg.MODEL.BACKBONE.N_BLOCKS = [1, 1, 1, 1]
     cfg.MODEL.INIT_MODEL = None
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2
     cfg.SOLVER.BATCH_SIZE.TEST = 1

@@ -127,11 +127,8 @@ CONFIG_CASES = [
     ("SOLVER.MOMENTUM=1.0", "key SOLVER.MOMENTUM: expected a number in [0, 1), got 1.0"),
     ("SOLVER.WEIGHT_DECAY=-5e-4", "key SOLVER.WEIGHT_DECAY: expected a number >= 0, got -0.0005"),
     ("SOLVER.POLY_POWER=.nan", "key SOLVER.POLY_POWER: expected a number >= 0, got nan"),
-    ("MODEL.MSC_SCALES=[0.0]", "key MODEL.MSC_SCALES[0]: expected a scale in (0, 1], got 0.0"),
-    ("MODEL.MSC_SCALES=[0.5, 1.5]", "key MODEL.MSC_SCALES[1]: expected a scale in (0, 1], got 1.5"),
-    ("MODEL.OUTPUT_STRIDE=32", "key MODEL.OUTPUT_STRIDE: expected 8 or 16, got 32"),
-    ("MODEL.MULTI_GRID=[1, 0, 4]", "key MODEL.MULTI_GRID[1]: " + POSITIVE + ", got 0"),
-    ("MODEL.HEAD_CHANNELS=0", "key MODEL.HEAD_CHANNELS: " + POSITIVE + ", got 0"),
+    ("MODEL.MSC.SCALES=[0.0]", "key MODEL.MSC.SCALES[0]: expected a scale in (0, 1], got 0.0"),
+    ("MODEL.MSC.SCALES=[0.5, 1.5]", "key MODEL.MSC.SCALES[1]: expected a scale in (0, 1], got 1.5"),
     ("DATASET.IGNORE_LABEL=3", "key DATASET.IGNORE_LABEL: expected a value outside the classes "
                                "0..7 (DATASET.N_CLASSES: 8), got 3"),
     ("DATASET.N_CLASSES=0", "key DATASET.N_CLASSES: " + POSITIVE + ", got 0"),
@@ -149,6 +146,24 @@ CONFIG_CASES = [
 def test_out_of_range_config_values_are_one_line(world, override, message):
     result = run_unchanged(world, eval_script, *eval_args(world, "--set", override))
     assert_one_line(result, message, start=f"{world['config']}: ")
+
+
+V3_CASES = [  # keys only v3 and v3+ take (config/toy_deeplabv3.yaml)
+    ("MODEL.OUTPUT_STRIDE=32", "key MODEL.OUTPUT_STRIDE: expected 8 or 16, got 32"),
+    ("MODEL.MULTI_GRID=[1, 0, 4]", "key MODEL.MULTI_GRID[1]: " + POSITIVE + ", got 0"),
+    ("MODEL.HEAD_CHANNELS=0", "key MODEL.HEAD_CHANNELS: " + POSITIVE + ", got 0"),
+]
+
+
+@pytest.mark.parametrize("override, message", V3_CASES, ids=[c[0] for c in V3_CASES])
+def test_out_of_range_v3_values_are_one_line(world, override, message):
+    config = world["root"] / "v3.yaml"
+    config.write_text(f"_BASE_: {world['config']}\nMODEL:\n  NAME: DeepLabV3_ResNet101\n"
+                      "  OUTPUT_STRIDE: 16\n  MULTI_GRID: [1, 2, 4]\n  HEAD_CHANNELS: 16\n"
+                      "  HEAD_BN: train\n")
+    result = run_unchanged(world, eval_script, "-c", config, "-m", world["model"], "--no-cuda",
+                           "--set", override)
+    assert_one_line(result, message, start=f"{config}: ")
 
 
 @pytest.mark.parametrize("script", ["demo", "export", "draw_model", "convert"])
@@ -196,10 +211,10 @@ def test_duplicate_keys_name_file_line_and_key(world, text, line, key):
 def test_exponent_floats_are_numbers_and_an_empty_msc_list_is_single_scale(world):
     config = world["root"] / "ok.yaml"
     config.write_text(f"_BASE_: {world['config']}\nSOLVER:\n  LR: 1e-3\n  WEIGHT_DECAY: 1.0e-6\n"
-                      "MODEL:\n  MSC_SCALES: []\n")
+                      "MODEL:\n  MSC:\n    SCALES: []\n")
     cfg = load_config(config, overrides=["SOLVER.MOMENTUM=9e-1"])
     assert (cfg.SOLVER.LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.MOMENTUM) == (1e-3, 1e-6, 0.9)
-    assert cfg.MODEL.MSC_SCALES == []
+    assert cfg.MODEL.MSC.SCALES == []
 
 
 def test_missing_and_invalid_config_files_are_one_line(world):

@@ -1,5 +1,7 @@
 """The strict YAML config loader: every defect is one line naming the file and the key."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -21,9 +23,9 @@ def write(tmp_path, data, name="cfg.yaml"):
 def test_cocostuff_defaults_match_the_original_protocol():
     cfg = load_config("config/cocostuff.yaml")
     assert cfg.DATASET.N_CLASSES == 182 and cfg.DATASET.IGNORE_LABEL == 255
-    assert cfg.MODEL.N_BLOCKS == [3, 4, 23, 3]
+    assert cfg.MODEL.BACKBONE.N_BLOCKS == [3, 4, 23, 3]
     assert cfg.MODEL.ATROUS_RATES == [6, 12, 18, 24]
-    assert cfg.MODEL.MSC_SCALES == [0.5, 0.75]
+    assert cfg.MODEL.MSC.SCALES == [0.5, 0.75]
     assert (cfg.SOLVER.BATCH_SIZE.TRAIN, cfg.SOLVER.ITER_SIZE) == (5, 2)
     assert cfg.SOLVER.ITER_MAX == 20000 and cfg.SOLVER.ITER_SNAP == 5000
     assert (cfg.SOLVER.LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY) == (2.5e-4, 0.9, 5e-4)
@@ -41,7 +43,7 @@ def test_cocostuff_defaults_match_the_original_protocol():
 
 def test_toy_config_loads():
     cfg = load_config("config/toy.yaml")
-    assert cfg.MODEL.N_BLOCKS == [1, 1, 1, 1]
+    assert cfg.MODEL.BACKBONE.N_BLOCKS == [1, 1, 1, 1]
     assert cfg.DATASET.SYNTHETIC.N_TRAIN > 0
     assert cfg.AUGMENTATION.SCALE_CHOICES == [0.5, 0.75, 1.0, 1.25, 1.5]
     assert cfg.AUGMENTATION.SCALE_RANGE is None
@@ -82,7 +84,9 @@ def test_unknown_top_level_section(tmp_path, raw):
         ("SOLVER", "LR", "fast", "key SOLVER.LR: expected a number, got 'fast'"),
         ("AUGMENTATION", "FLIP", "yes please", "key AUGMENTATION.FLIP: expected true/false"),
         ("DATASET", "N_CLASSES", True, "key DATASET.N_CLASSES: expected an integer, got True"),
-        ("MODEL", "N_BLOCKS", [3, 4, 23], "key MODEL.N_BLOCKS: expected a list of length 4"),
+        ("MODEL", "BACKBONE", {"NAME": "resnet101_caffe", "N_BLOCKS": [3, 4, 23], "BASE_WIDTH": 64,
+                               "BN": "frozen"},
+         "key MODEL.BACKBONE.N_BLOCKS: expected a list of length 4"),
         ("MODEL", "ATROUS_RATES", [6, "x"], "key MODEL.ATROUS_RATES[1]: expected an integer"),
         ("IMAGE", "SIZE", 321, "key IMAGE.SIZE: expected a mapping"),
     ],
@@ -234,4 +238,46 @@ def test_amp_values_and_the_other_speed_switches_load(tmp_path, raw, value):
     assert cfg.SOLVER.COMPILE is True
     raw["SOLVER"]["COMPILE"] = "yes"
     with pytest.raises(ConfigError, match=r"key SOLVER.COMPILE: expected true/false, got 'yes'$"):
+        load_config(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("old, value, new", [
+    ("N_BLOCKS", [3, 4, 23, 3], "MODEL.BACKBONE.N_BLOCKS"),
+    ("BASE_WIDTH", 64, "MODEL.BACKBONE.BASE_WIDTH"),
+    ("BACKBONE_BN", "frozen", "MODEL.BACKBONE.BN"),
+    ("MSC_SCALES", [0.5, 0.75], "MODEL.MSC.SCALES"),
+    ("MSC_GEOMETRY", "caffe", "MODEL.MSC.GEOMETRY"),
+])
+def test_a_renamed_model_key_says_what_it_became(tmp_path, raw, old, value, new):
+    raw["MODEL"][old] = value
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: key MODEL.{old} is now {new}"
+    with pytest.raises(ConfigError) as e:
+        load_config("config/toy.yaml", [f"MODEL.{old}={value}"])
+    assert str(e.value).endswith(f"unknown key MODEL.{old} (now {new})")
+
+
+@pytest.mark.parametrize("key, value", [("OUTPUT_STRIDE", 8), ("MULTI_GRID", [1]),
+                                        ("HEAD_CHANNELS", 256), ("HEAD_BN", "train")])
+def test_v3_keys_are_refused_in_a_v2_config(tmp_path, raw, key, value):
+    raw["MODEL"][key] = value
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == (f"{path}: key MODEL.{key}: DeepLabV2_ResNet101_MSC has no {key} (a "
+                            "key of DeepLabV3_ResNet101 and DeepLabV3Plus_ResNet101); remove it")
+
+
+def test_model_keys_follow_the_model_name(tmp_path):
+    base = Path("config/cocostuff.yaml").resolve()
+    raw = yaml.safe_load(open("config/cocostuff_deeplabv3.yaml")) | {"_BASE_": str(base)}
+    raw["MODEL"]["DECODER_CHANNELS"] = 48
+    with pytest.raises(ConfigError, match="DeepLabV3_ResNet101 has no DECODER_CHANNELS"):
+        load_config(write(tmp_path, raw))
+    raw["MODEL"]["NAME"] = "DeepLabV3Plus_ResNet101"
+    assert load_config(write(tmp_path, raw)).MODEL.DECODER_CHANNELS == 48
+    del raw["MODEL"]["HEAD_BN"]
+    with pytest.raises(ConfigError, match="missing key MODEL.HEAD_BN$"):
         load_config(write(tmp_path, raw))

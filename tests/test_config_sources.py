@@ -59,10 +59,10 @@ def test_base_errors_are_one_line(base_file, tmp_path):
 
 def test_set_overrides_values_as_yaml(base_file):
     cfg = load_config(base_file, overrides=["SOLVER.ITER_MAX=1000", "SOLVER.LR=1e-3",
-                                            "MODEL.MSC_SCALES=[0.5]", "MODEL.INIT_MODEL=null",
+                                            "MODEL.MSC.SCALES=[0.5]", "MODEL.INIT_MODEL=null",
                                             "EXP.ID = run 2"])
     assert cfg.SOLVER.ITER_MAX == 1000 and cfg.SOLVER.LR == 1e-3
-    assert cfg.MODEL.MSC_SCALES == [0.5] and cfg.MODEL.INIT_MODEL is None
+    assert cfg.MODEL.MSC.SCALES == [0.5] and cfg.MODEL.INIT_MODEL is None
     assert cfg.EXP.ID == "run 2"
 
 

@@ -57,11 +57,12 @@ def v3_cfg(toy_cfg, kind, base_width=8, head_channels=16, decoder_channels=8):
     """``toy_cfg`` (conftest) with the MODEL section of the toy v3/v3+ config, made narrow."""
     model = load_config(REPO / "config" / CONFIGS[kind]).MODEL.to_dict()
     toy_cfg.MODEL = Dict(model)
-    toy_cfg.MODEL.N_BLOCKS = [1, 1, 1, 1]
+    toy_cfg.MODEL.BACKBONE.N_BLOCKS = [1, 1, 1, 1]
     toy_cfg.MODEL.INIT_MODEL = None
-    toy_cfg.MODEL.BASE_WIDTH = base_width
+    toy_cfg.MODEL.BACKBONE.BASE_WIDTH = base_width
     toy_cfg.MODEL.HEAD_CHANNELS = head_channels
-    toy_cfg.MODEL.DECODER_CHANNELS = decoder_channels
+    if kind == "v3plus":
+        toy_cfg.MODEL.DECODER_CHANNELS = decoder_channels
     return toy_cfg
 
 
@@ -139,7 +140,7 @@ def test_batchnorm_frozen_backbone_and_training_head():
 
 def test_batchnorm_switches_and_batch_of_one():
     cfg = v3_cfg(Dict(load_config(REPO / "config" / "toy.yaml").to_dict()), "v3")
-    cfg.MODEL.BACKBONE_BN, cfg.MODEL.HEAD_BN = "train", "frozen"
+    cfg.MODEL.BACKBONE.BN, cfg.MODEL.HEAD_BN = "train", "frozen"
     model = build_model(cfg.MODEL, 5)
     assert type(model.base.backbone.conv1.bn) is nn.BatchNorm2d
     assert type(model.base.aspp.project.bn) is FrozenBatchNorm2d

@@ -40,8 +40,10 @@ def setup(request, toy_cfg, tmp_path):
     """(kind, config path, random-init checkpoint, cfg) of a narrow v3 or v3+ on the toy data."""
     config_name = KINDS[request.param]
     toy_cfg.MODEL = Dict(load_config(REPO / "config" / config_name).MODEL.to_dict())
-    toy_cfg.MODEL.update(N_BLOCKS=[1, 1, 1, 1], BASE_WIDTH=8, HEAD_CHANNELS=16,
-                         DECODER_CHANNELS=8, INIT_MODEL=None)
+    toy_cfg.MODEL.BACKBONE.update(N_BLOCKS=[1, 1, 1, 1], BASE_WIDTH=8)
+    toy_cfg.MODEL.update(HEAD_CHANNELS=16, INIT_MODEL=None)
+    if "DECODER_CHANNELS" in toy_cfg.MODEL:
+        toy_cfg.MODEL.DECODER_CHANNELS = 8
     toy_cfg.SOLVER.update(ITER_MAX=2, ITER_SNAP=2, ITER_TB=2)
     config_path = tmp_path / "toy.yaml"
     config_path.write_text(yaml.safe_dump(toy_cfg.to_dict()))

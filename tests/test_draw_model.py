@@ -13,7 +13,7 @@ SIZE = 33  # stride 2 conv -> 17, ceil-mode pool -> 9, res3 stride 2 -> 5
 
 
 def write_config(cfg, tmp_path):
-    cfg.MODEL.BASE_WIDTH = 8
+    cfg.MODEL.BACKBONE.BASE_WIDTH = 8
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path
@@ -47,7 +47,7 @@ def test_graph_event_file_and_summary(toy_cfg, tmp_path):
     assert rows["base.backbone.conv1"][:2] == ("ConvBnReLU", "1x8x17x17")
     assert rows["base.backbone.pool1"][1] == "1x8x9x9"
     assert rows["base.aspp.c0"][1] == f"1x{n_classes}x5x5"
-    assert rows["base.aspp.c0"][3] == str(1 + len(toy_cfg.MODEL.MSC_SCALES))  # MSC calls
+    assert rows["base.aspp.c0"][3] == str(1 + len(toy_cfg.MODEL.MSC.SCALES))  # MSC calls
     model = build_model(toy_cfg.MODEL, toy_cfg.DATASET.N_CLASSES)
     aspp_params = model.base.aspp["c0"].weight.numel() + model.base.aspp["c0"].bias.numel()
     assert int(rows["base.aspp.c0"][2].replace(",", "")) == aspp_params

@@ -36,7 +36,7 @@ def tiny_model(cfg, geometry="caffe", symmetric=False, seed=0):
     symmetrically on the input.
     """
     cfg = cfg.deepcopy()
-    cfg.MODEL.MSC_GEOMETRY = geometry
+    cfg.MODEL.MSC.GEOMETRY = geometry
     torch.manual_seed(seed)
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     with torch.no_grad():

@@ -67,7 +67,7 @@ def test_caffe_loss_equals_a_hand_built_reference():
 
 def test_a_real_network_gets_the_same_targets_on_a_non_square_crop(toy_cfg):
     """97x65 (both 8k+1): cells 13x9; 0.5x is 49x33 (stride 16 on both axes), 0.75x 73x49."""
-    toy_cfg.MODEL.BASE_WIDTH = 8
+    toy_cfg.MODEL.BACKBONE.BASE_WIDTH = 8
     torch.manual_seed(0)
     model = build_model(toy_cfg.MODEL, N_CLASSES).train()
     with torch.no_grad():

@@ -146,10 +146,10 @@ def test_msc_pytorch_geometry_is_the_original_repositorys():
 def test_msc_geometry_comes_from_the_config_and_is_checked():
     cfg = load_config("config/toy.yaml")
     assert build_model(cfg.MODEL, 8).geometry == "caffe"
-    legacy = cfg.MODEL.to_dict() | {"MSC_GEOMETRY": "pytorch"}
+    legacy = cfg.MODEL.to_dict() | {"MSC": {"SCALES": [0.5, 0.75], "GEOMETRY": "pytorch"}}
     assert build_model(Dict(legacy), 8).geometry == "pytorch"
-    with pytest.raises(ModelError, match="MODEL.MSC_GEOMETRY: unknown geometry 'tf'"):
-        build_model(Dict(legacy | {"MSC_GEOMETRY": "tf"}), 8)
+    with pytest.raises(ModelError, match="MODEL.MSC.GEOMETRY: unknown geometry 'tf'"):
+        build_model(Dict(legacy | {"MSC": {"SCALES": [0.5], "GEOMETRY": "tf"}}), 8)
 
 
 def test_msc_eval_returns_fused_only():

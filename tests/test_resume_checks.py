@@ -41,11 +41,11 @@ def test_a_changed_config_is_listed_and_refused(toy_cfg, tmp_path, one_torch_thr
     cfg, config, out = first_run(toy_cfg, tmp_path)
     before = snapshot_files(cfg.EXP.OUTPUT_DIR, cfg.EXP.LOG_DIR)
     result = invoke(config, "--resume", str(out / "checkpoint_2.pth"), "--set", "SOLVER.LR=0.01",
-                    "--set", "EXP.SEED=3", "--set", "MODEL.BASE_WIDTH=16")
+                    "--set", "EXP.SEED=3", "--set", "MODEL.BACKBONE.BASE_WIDTH=16")
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {out / 'checkpoint_2.pth'}: the config differs from the checkpoint's: "
-        "EXP.SEED: 0 -> 3; MODEL.BASE_WIDTH: 8 -> 16; SOLVER.LR: 0.00025 -> 0.01 (resume with "
+        "EXP.SEED: 0 -> 3; MODEL.BACKBONE.BASE_WIDTH: 8 -> 16; SOLVER.LR: 0.00025 -> 0.01 (resume with "
         "the checkpoint's values, or allow a deliberate change with --allow-config-change KEY)")
     assert snapshot_files(cfg.EXP.OUTPUT_DIR, cfg.EXP.LOG_DIR) == before
 
@@ -124,10 +124,10 @@ def test_config_comparison_rules(toy_cfg):
     current["AUGMENTATION"]["FLIP"] = not saved["AUGMENTATION"]["FLIP"]
     changes = config_changes(saved, current)
     assert [key for key, _, _ in changes] == [
-        "AUGMENTATION.FLIP", "MODEL.BASE_WIDTH", "SOLVER.ITER_MAX"]
+        "AUGMENTATION.FLIP", "MODEL.BACKBONE.BASE_WIDTH", "SOLVER.ITER_MAX"]
     assert [key for key, _, _ in refused_changes(changes, ())] == [
-        "AUGMENTATION.FLIP", "MODEL.BASE_WIDTH"]
-    assert refused_changes(changes, ("AUGMENTATION", "MODEL.BASE_WIDTH")) == []
+        "AUGMENTATION.FLIP", "MODEL.BACKBONE.BASE_WIDTH"]
+    assert refused_changes(changes, ("AUGMENTATION", "MODEL.BACKBONE.BASE_WIDTH")) == []
     assert refused_changes(changes, ("ALL",)) == []
     shorter = config_changes(saved, dict(saved, SOLVER=dict(saved["SOLVER"], ITER_MAX=3)))
     assert refused_changes(shorter, ()) == [("SOLVER.ITER_MAX", 4, 3)]

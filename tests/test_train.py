@@ -253,7 +253,7 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     assert result.output.startswith(f"Error: {truncated}: not a readable PyTorch weight file")
     assert len(result.output.strip().splitlines()) == 1
 
-    wider = build_model(cfg.MODEL | {"BASE_WIDTH": 16}, cfg.DATASET.N_CLASSES)
+    wider = build_model(cfg.MODEL | {"BACKBONE": cfg.MODEL.BACKBONE | {"BASE_WIDTH": 16}}, cfg.DATASET.N_CLASSES)
     foreign = tmp_path / "foreign.pth"
     save_torch({"model": wider.state_dict(), "optimizer": {}, "iteration": 1}, foreign)
     result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",

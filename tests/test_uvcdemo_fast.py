@@ -204,7 +204,7 @@ def test_segment_frame_gives_segments_labels_at_the_frame_size(toy_cfg, one_torc
 
 @pytest.mark.parametrize("geometry", ["caffe", "pytorch"])
 def test_the_fast_network_keeps_the_msc_geometry(toy_cfg, tmp_path, geometry):
-    toy_cfg.MODEL.MSC_GEOMETRY = geometry
+    toy_cfg.MODEL.MSC.GEOMETRY = geometry
     _, checkpoint = tiny_setup(toy_cfg, tmp_path)
     profile = video_loop.Profile.from_config(toy_cfg, fast=True, precision="fp32")
     model = video_loop.load_profile_model(toy_cfg, checkpoint, torch.device("cpu"), profile,

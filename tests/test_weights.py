@@ -219,12 +219,12 @@ def test_initial_weights_from_a_released_checkpoint_keep_the_run_geometry(tmp_pa
     lines = []
     load_initial_weights(model, path, log=lines.append)
     assert model.geometry == "caffe"
-    assert "keeps MODEL.MSC_GEOMETRY='caffe'" in lines[0] and "Loaded all weights" in lines[1]
+    assert "keeps MODEL.MSC.GEOMETRY='caffe'" in lines[0] and "Loaded all weights" in lines[1]
 
 
 def test_load_model_takes_released_weights(toy_cfg, tmp_path):
-    toy_cfg.MODEL.BASE_WIDTH = 8
-    reference = released_reference(toy_cfg.DATASET.N_CLASSES, toy_cfg.MODEL.N_BLOCKS, 8)
+    toy_cfg.MODEL.BACKBONE.BASE_WIDTH = 8
+    reference = released_reference(toy_cfg.DATASET.N_CLASSES, toy_cfg.MODEL.BACKBONE.N_BLOCKS, 8)
     reference.base.aspp = RefASPP(32 * 8, toy_cfg.DATASET.N_CLASSES, toy_cfg.MODEL.ATROUS_RATES)
     path = save_released(reference, tmp_path / "released.pth")
     lines = []

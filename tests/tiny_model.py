@@ -17,7 +17,7 @@ def tiny_setup(cfg, folder, n_classes=None, seed=0):
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg.MODEL.BASE_WIDTH = 8
+    cfg.MODEL.BACKBONE.BASE_WIDTH = 8
     config_path = folder / "toy.yaml"
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
     model_cfg = cfg.deepcopy()
@@ -35,7 +35,7 @@ def narrow(cfg, base_width=8, **solver):
 
     Each training iteration then takes a fraction of a second on the CPU.
     """
-    cfg.MODEL.BASE_WIDTH = base_width
+    cfg.MODEL.BACKBONE.BASE_WIDTH = base_width
     cfg.MODEL.INIT_MODEL = None
     for key, value in solver.items():
         cfg.SOLVER[key] = value

@@ -1,9 +1,7 @@
-"""DeepLab v2: the dilated ResNet backbone followed by the ASPP classifier."""
+"""DeepLab v2: a backbone at output stride 8 followed by the ASPP classifier."""
 
 import torch
 import torch.nn as nn
-
-from .resnet import ResNetBackbone, batchnorm_class
 
 
 class ASPP(nn.ModuleDict):
@@ -40,16 +38,18 @@ class DeepLabV2(nn.Module):
 
     ``label_rule = "cells"``: its loss compares each logit cell with the label
     of the pixel it sits on (Caffe's ``label_shrink``; ``libs/training/loss.py``).
-    ``backbone_bn`` is ``"frozen"`` (Caffe's) or ``"train"``.
+    ``backbone`` is built at output stride 8 (``backbone.py``).
     """
 
     label_rule = "cells"
     output_stride = logit_stride = 8
 
-    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, backbone_bn="frozen"):
+    def __init__(self, backbone, n_classes, atrous_rates):
         super().__init__()
+        if backbone.output_stride != 8:
+            raise ValueError(f"DeepLab v2 has output stride 8, got {backbone.output_stride}")
         self.n_classes = n_classes
-        self.backbone = ResNetBackbone(n_blocks, base_width, norm=batchnorm_class(backbone_bn))
+        self.backbone = backbone
         self.aspp = ASPP(self.backbone.out_channels, n_classes, atrous_rates)
 
     def forward(self, x):

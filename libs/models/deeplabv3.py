@@ -1,4 +1,4 @@
-"""DeepLab v3 and v3+ on this repository's Caffe ResNet-101 backbone.
+"""DeepLab v3 and v3+ on a backbone of ``backbone.py`` (the papers': the Caffe ResNet-101).
 
 DeepLab v3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image
 Segmentation", 2017): the backbone at output stride 16 (res5 dilated 2) or 8
@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .geometry import upsample_logits
-from .resnet import BATCHNORM_EPS, ConvBnReLU, ResNetBackbone, batchnorm_class
+from .resnet import BATCHNORM_EPS, ConvBnReLU, batchnorm_class
 
 DENSE = "dense"  # label_rule: every output upsampled to the crop (libs/training/loss.py)
 
@@ -107,14 +107,14 @@ class ASPPV3(nn.Module):
 class Decoder(nn.Module):
     """DeepLab v3+'s decoder: res2 reduced to ``low_channels``, joined with the encoder, two 3x3."""
 
-    def __init__(self, res2_ch, encoder_ch, low_channels, channels, norm):
+    def __init__(self, low_ch, encoder_ch, low_channels, channels, norm):
         super().__init__()
-        self.reduce = head_unit(res2_ch, low_channels, 1, 1, norm)
+        self.reduce = head_unit(low_ch, low_channels, 1, 1, norm)
         self.fuse1 = head_unit(low_channels + encoder_ch, channels, 3, 1, norm)
         self.fuse2 = head_unit(channels, channels, 3, 1, norm)
 
     def forward(self, low, encoded):
-        encoded = upsample_logits(encoded, low.shape[-2:])  # stride 16 -> 4, corner-aligned
+        encoded = upsample_logits(encoded, low.shape[-2:])  # e.g. stride 16 -> 4, corner-aligned
         return self.fuse2(self.fuse1(torch.cat([self.reduce(low), encoded], dim=1)))
 
 
@@ -126,19 +126,17 @@ def check_head(atrous_rates, head_channels):
 
 
 class DeepLabV3(nn.Module):
-    """Single-scale DeepLab v3: logits at ``1 / output_stride`` of the input (16 or 8)."""
+    """Single-scale DeepLab v3: logits at the backbone's ``output_stride`` (16 or 8)."""
 
     label_rule = DENSE
 
-    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, output_stride,
-                 multi_grid, head_channels, backbone_bn="frozen", head_bn="train"):
+    def __init__(self, backbone, n_classes, atrous_rates, head_channels, head_bn="train"):
         super().__init__()
         check_head(atrous_rates, head_channels)
         self.n_classes = n_classes
-        self.backbone = ResNetBackbone(n_blocks, base_width, output_stride, multi_grid,
-                                       batchnorm_class(backbone_bn))
-        self.output_stride = self.logit_stride = output_stride
-        self.aspp = ASPPV3(self.backbone.out_channels, head_channels, atrous_rates,
+        self.backbone = backbone
+        self.output_stride = self.logit_stride = backbone.output_stride
+        self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates,
                            batchnorm_class(head_bn))
         self.classifier = classifier(head_channels, n_classes)
 
@@ -147,17 +145,16 @@ class DeepLabV3(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """Single-scale DeepLab v3+: the v3 encoder (at ``output_stride``) and decoder; logits at 1/4.
+    """Single-scale DeepLab v3+: the v3 encoder and the decoder on the backbone's low features.
 
-    Its inputs are padded to the encoder's grid (``output_stride``), whose
-    ``16k + 1`` sizes put a cell of every grid on the last pixel.
+    Logits at the backbone's ``low_stride`` (4). Its inputs are padded to the
+    encoder's grid (``output_stride``), whose ``16k + 1`` sizes put a cell of
+    every grid on the last pixel.
     """
 
     label_rule = DENSE
-    logit_stride = 4
 
-    def __init__(self, n_classes, n_blocks, atrous_rates, base_width, output_stride,
-                 multi_grid, head_channels, decoder_channels, backbone_bn="frozen",
+    def __init__(self, backbone, n_classes, atrous_rates, head_channels, decoder_channels,
                  head_bn="train"):
         super().__init__()
         check_head(atrous_rates, head_channels)
@@ -165,11 +162,10 @@ class DeepLabV3Plus(nn.Module):
             raise ValueError(f"decoder_channels must be positive, got {decoder_channels}")
         norm = batchnorm_class(head_bn)
         self.n_classes = n_classes
-        self.backbone = ResNetBackbone(n_blocks, base_width, output_stride, multi_grid,
-                                       batchnorm_class(backbone_bn))
-        self.output_stride = output_stride
-        self.aspp = ASPPV3(self.backbone.out_channels, head_channels, atrous_rates, norm)
-        self.decoder = Decoder(self.backbone.res2_channels, head_channels, decoder_channels,
+        self.backbone = backbone
+        self.output_stride, self.logit_stride = backbone.output_stride, backbone.low_stride
+        self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates, norm)
+        self.decoder = Decoder(backbone.low_channels, head_channels, decoder_channels,
                                head_channels, norm)
         self.classifier = classifier(head_channels, n_classes)
 

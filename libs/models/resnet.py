@@ -17,6 +17,8 @@ from collections import OrderedDict
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbone import register_backbone
+
 BATCHNORM_EPS = 1e-5
 
 
@@ -45,7 +47,7 @@ BATCHNORMS = {"frozen": FrozenBatchNorm2d, "train": nn.BatchNorm2d}
 
 
 def batchnorm_class(mode):
-    """The BatchNorm class of ``MODEL.BACKBONE_BN`` / ``HEAD_BN`` (``frozen`` or ``train``).
+    """The BatchNorm class of ``MODEL.BACKBONE.BN`` / ``HEAD_BN`` (``frozen`` or ``train``).
 
     ``frozen`` (the protocol's default for the backbone) normalises with the
     stored statistics and learns no affine parameters; ``train`` is a plain
@@ -134,18 +136,23 @@ class ResStage(nn.Sequential):
 STAGE_LAYOUTS = {8: (1, 2, 4), 16: (2, 1, 2)}
 
 
+@register_backbone("resnet101_caffe")
 class ResNetBackbone(nn.Module):
     """ResNet at output stride 8 (res4, res5 dilated 2, 4) or 16 (res4 strided, res5 dilated 2).
+
+    The backbone ``resnet101_caffe`` (interface: ``backbone.py``).
 
     ``base_width`` is the stem's channel count (64 in ResNet-101); every stage
     scales with it. Only the quick-start and test models narrow it, so that a
     CPU trains them in minutes; ``out_channels`` is ``32 * base_width`` and
-    ``res2_channels`` (what DeepLab v3+'s decoder reads) ``4 * base_width``.
+    ``low_channels`` (res2's, what DeepLab v3+'s decoder reads) ``4 * base_width``.
     ``multi_grid`` multiplies res5's rate block by block (DeepLab v3: ``(1, 2, 4)``);
     ``norm`` is the BatchNorm class (frozen by default: the protocol's batches
     are too small for batch statistics). The defaults build DeepLab v2's
     backbone, module for module and draw for draw.
     """
+
+    low_stride = 4
 
     def __init__(self, n_blocks, base_width, output_stride=8, multi_grid=(1,),
                  norm=FrozenBatchNorm2d):
@@ -163,7 +170,7 @@ class ResNetBackbone(nn.Module):
         stride4, dilation4, dilation5 = STAGE_LAYOUTS[output_stride]
         self.output_stride = output_stride
         self.out_channels = 32 * w
-        self.res2_channels = 4 * w
+        self.low_channels = 4 * w
         self.conv1 = ConvBnReLU(3, w, 7, 2, 3, 1, norm=norm)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
         self.res2 = ResStage(n_blocks[0], w, 4 * w, stride=1, dilation=1, norm=norm)

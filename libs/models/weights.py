@@ -208,10 +208,10 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
         if adopt_geometry:
             msc.geometry = "pytorch"
             log(f"{weights.source}: released deeplab-pytorch weights; the MSC uses their "
-                "'pytorch' resize geometry, as they were trained (MODEL.MSC_GEOMETRY ignored).")
+                "'pytorch' resize geometry, as they were trained (MODEL.MSC.GEOMETRY ignored).")
         else:
             log(f"{weights.source}: released deeplab-pytorch weights (trained with the "
-                f"'pytorch' MSC geometry); this run keeps MODEL.MSC_GEOMETRY={msc.geometry!r}.")
+                f"'pytorch' MSC geometry); this run keeps MODEL.MSC.GEOMETRY={msc.geometry!r}.")
     return absent
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from addict import Dict
 
 from .config_ranges import check_ranges
-from .config_sources import ConfigError, apply_overrides, read_with_bases
+from .config_sources import RENAMED_KEYS, ConfigError, apply_overrides, read_with_bases
 
-__all__ = ["ConfigError", "ConfigValueError", "SCHEMA", "load_config"]
+__all__ = ["ConfigError", "ConfigValueError", "MODEL_KEYS", "SCHEMA", "load_config"]
 
 
 class ConfigValueError(ConfigError):
@@ -91,19 +91,20 @@ SCHEMA = {
         "FLIP": bool,
     },
     "MODEL": {
-        "NAME": str,
-        "N_BLOCKS": ListOf(int, length=4),
-        "BASE_WIDTH": int,  # 64 for ResNet-101; smaller only for tiny test/quick-start models
+        "NAME": str,  # DeepLabV2_ResNet101_MSC | DeepLabV3_ResNet101 | DeepLabV3Plus_ResNet101
+        "BACKBONE": {
+            "NAME": str,  # a registered backbone (libs/models/backbone.py): resnet101_caffe
+            "N_BLOCKS": ListOf(int, length=4),
+            "BASE_WIDTH": int,  # 64 for ResNet-101; smaller only for tiny test/quick-start models
+            "BN": OneOf("frozen", "train"),
+        },
         "ATROUS_RATES": ListOf(int, min_length=1),
-        "MSC_SCALES": ListOf(float),
-        "MSC_GEOMETRY": str,  # caffe (corner-aligned, the default) | pytorch (original repo's)
-        "OUTPUT_STRIDE": int,  # 8 (v2; v3 OS8) | 16 (v3, v3+)
-        "MULTI_GRID": ListOf(int, min_length=1),  # res5 block i's rate factor (v3: [1, 2, 4])
-        "HEAD_CHANNELS": int,  # v3/v3+ ASPP, projection and decoder width (256)
-        "DECODER_CHANNELS": int,  # v3+: res2 reduced to this (48)
-        "BACKBONE_BN": OneOf("frozen", "train"),
-        "HEAD_BN": OneOf("train", "frozen"),  # v3/v3+ head (v2's ASPP has no BatchNorm)
+        "MSC": {
+            "SCALES": ListOf(float),  # [] is single scale
+            "GEOMETRY": str,  # caffe (corner-aligned, the default) | pytorch (original repo's)
+        },
         "INIT_MODEL": Optional(str),
+        # and the keys of MODEL_KEYS[NAME]
     },
     "SOLVER": {
         "BATCH_SIZE": {"TRAIN": int, "TEST": int},
@@ -138,6 +139,37 @@ SCHEMA = {
 }
 
 
+# The MODEL keys only some models take (lower-cased, the builder's arguments of that name).
+V3_KEYS = {
+    "OUTPUT_STRIDE": int,  # 16 | 8 (with the rates doubled)
+    "MULTI_GRID": ListOf(int, min_length=1),  # the last stage's block i rate factor: [1, 2, 4]
+    "HEAD_CHANNELS": int,  # ASPP, projection and decoder width (256)
+    "HEAD_BN": OneOf("train", "frozen"),  # v2's ASPP has no BatchNorm
+}
+MODEL_KEYS = {
+    "DeepLabV2_ResNet101_MSC": {},
+    "DeepLabV3_ResNet101": V3_KEYS,
+    "DeepLabV3Plus_ResNet101": {**V3_KEYS, "DECODER_CHANNELS": int},  # res2 reduced to (48)
+}
+
+
+def model_schema(name):
+    """The schema of a ``MODEL`` section whose ``NAME`` is ``name`` (any name: the common keys)."""
+    return {**SCHEMA["MODEL"], **MODEL_KEYS.get(name, {})}
+
+
+def foreign_model_key(model):
+    """What is wrong with the first key of ``model`` (a ``MODEL`` mapping) that only other
+    models take, or None."""
+    name = model.get("NAME")
+    for key in model:
+        owners = [n for n, keys in MODEL_KEYS.items() if key in keys]
+        if name in MODEL_KEYS and owners and key not in MODEL_KEYS[name]:
+            return (f"key MODEL.{key}: {name} has no {key} (a key of {' and '.join(owners)}); "
+                    "remove it")
+    return None
+
+
 # Keys that once existed, with what replaced them. A retired key gets its own message instead
 # of "unknown key", because an old config deserves to be told what changed, not that it is wrong.
 RETIRED_KEYS = {
@@ -145,6 +177,7 @@ RETIRED_KEYS = {
         "AUGMENTATION.SCALES was a [min, max] range; use AUGMENTATION.SCALE_RANGE for that, "
         "or AUGMENTATION.SCALE_CHOICES for Caffe's discrete scales"
     ),
+    **{old: f"key {old} is now {new}" for old, new in RENAMED_KEYS.items()},
 }
 
 
@@ -172,6 +205,10 @@ def _check(value, spec, key, path):
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             fail(f"expected a mapping, got {value!r}")
+        if key == "MODEL":
+            spec = model_schema(value.get("NAME"))
+            if foreign_model_key(value):
+                raise ConfigError(f"{path}: {foreign_model_key(value)}")
         unknown = sorted(set(value) - set(spec))
         prefix = f"{key}." if key else ""
         for name in unknown:

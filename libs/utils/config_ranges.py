@@ -69,10 +69,10 @@ RULES = {
     "IMAGE.SIZE.TEST": POSITIVE_INT,
     "IMAGE.SIZE.DEMO": POSITIVE_INT,
     "IMAGE.SIZE.DEMO_FAST": POSITIVE_INT,
-    "MODEL.N_BLOCKS": POSITIVE_INT,
-    "MODEL.BASE_WIDTH": POSITIVE_INT,
+    "MODEL.BACKBONE.N_BLOCKS": POSITIVE_INT,
+    "MODEL.BACKBONE.BASE_WIDTH": POSITIVE_INT,
     "MODEL.ATROUS_RATES": POSITIVE_INT,
-    "MODEL.MSC_SCALES": (_unit_scale, "a scale in (0, 1]"),  # [] is allowed: single scale
+    "MODEL.MSC.SCALES": (_unit_scale, "a scale in (0, 1]"),  # [] is allowed: single scale
     "MODEL.OUTPUT_STRIDE": (lambda v: v in (8, 16), "8 or 16"),
     "MODEL.MULTI_GRID": POSITIVE_INT,
     "MODEL.HEAD_CHANNELS": POSITIVE_INT,

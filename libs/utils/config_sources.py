@@ -19,6 +19,14 @@ from .errors import DeepLabError
 from .files import read_input
 
 BASE_KEY = "_BASE_"
+# Keys of older configs and what they became (issue 22: one MODEL section per model).
+RENAMED_KEYS = {
+    "MODEL.N_BLOCKS": "MODEL.BACKBONE.N_BLOCKS",
+    "MODEL.BASE_WIDTH": "MODEL.BACKBONE.BASE_WIDTH",
+    "MODEL.BACKBONE_BN": "MODEL.BACKBONE.BN",
+    "MODEL.MSC_SCALES": "MODEL.MSC.SCALES",
+    "MODEL.MSC_GEOMETRY": "MODEL.MSC.GEOMETRY",
+}
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -138,6 +146,7 @@ def apply_overrides(raw, overrides, path):
                 raise ConfigError(
                     f"{path}: --set {key}: unknown key {'.'.join(parents[:i + 1])}")
         if leaf not in section:
-            raise ConfigError(f"{path}: --set {key}: unknown key {key}")
+            became = f" (now {RENAMED_KEYS[key]})" if key in RENAMED_KEYS else ""
+            raise ConfigError(f"{path}: --set {key}: unknown key {key}{became}")
         section[leaf] = value
     return out

@@ -6,7 +6,7 @@ distinct names everywhere:
 * ``scale_choices`` / ``scale_range``: the random rescale of training
   augmentation (``AUGMENTATION.SCALE_CHOICES``, Caffe's discrete list, or
   ``AUGMENTATION.SCALE_RANGE``, a continuous range);
-* ``msc_scales``: the extra inputs of the multi-scale model (``MODEL.MSC_SCALES``),
+* ``msc_scales``: the extra inputs of the multi-scale model (``MODEL.MSC.SCALES``),
   whose sizes follow the network's logit grid (``libs/models/geometry.py``, corner-aligned);
 * ``tta_scales``: test-time augmentation in evaluation (``eval.py --scales``),
   whose sizes also follow the logit grid.

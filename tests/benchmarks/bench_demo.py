@@ -62,7 +62,7 @@ def main(config_path, repeats, crf):
     image = resize_longer_side(picture, cfg.IMAGE.SIZE.DEMO)
     load_before = os.getloadavg()
     print(f"{cfg.MODEL.NAME}, {cfg.DATASET.N_CLASSES} classes, MSC scales "
-          f"{cfg.MODEL.MSC_SCALES}; input {image.shape[0]}x{image.shape[1]}; "
+          f"{cfg.MODEL.MSC.SCALES}; input {image.shape[0]}x{image.shape[1]}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f}")
 

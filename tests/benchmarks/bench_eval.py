@@ -55,7 +55,7 @@ def main(config_path, size, n_images, full_crf, prune_threshold, seed):
     inputs = [torch.from_numpy((image[..., ::-1] - mean).transpose(2, 0, 1).copy())[None]
               for image, _, _ in samples]
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
-    print(f"{cfg.MODEL.NAME} {cfg.MODEL.N_BLOCKS}, {n_classes} classes, {n_images} images "
+    print(f"{cfg.MODEL.NAME} {cfg.MODEL.BACKBONE.N_BLOCKS}, {n_classes} classes, {n_images} images "
           f"{size}x{size}, {torch.get_num_threads()} torch threads, "
           f"{default_n_jobs()} CRF workers")
     with torch.inference_mode():

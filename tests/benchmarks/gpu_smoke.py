@@ -81,7 +81,7 @@ def main(config_path):
     print(torch.cuda.get_device_name(device), torch.__version__, flush=True)
     ok = True
     for geometry in ("caffe", "pytorch"):
-        model_cfg = cfg.MODEL.to_dict() | {"MSC_GEOMETRY": geometry}
+        model_cfg = cfg.MODEL.to_dict() | {"MSC": cfg.MODEL.MSC.to_dict() | {"GEOMETRY": geometry}}
         torch.manual_seed(0)
         model = build_model(type(cfg)(model_cfg), cfg.DATASET.N_CLASSES)
         for size in ((97, 97), (65, 81)):
