@@ -110,6 +110,8 @@ def build_model(model_cfg, n_classes):
     scale. The model-specific keys (``MODEL_KEYS``) are its arguments of the
     same name, lower-cased.
     """
+    if model_cfg.NAME not in HEADS:
+        raise ModelError(f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(HEADS)}")
     foreign = foreign_model_key(model_cfg)
     if foreign:
         raise ModelError(foreign)

@@ -161,6 +161,8 @@ def model_schema(name):
 def foreign_model_key(model):
     """What is wrong with the first key of ``model`` (a ``MODEL`` mapping) that only other
     models take, or None."""
+    if not hasattr(model, "keys"):  # not a config mapping: nothing to check
+        return None
     name = model.get("NAME")
     for key in model:
         owners = [n for n, keys in MODEL_KEYS.items() if key in keys]
