@@ -12,7 +12,7 @@ from libs.models.inference import InferenceModel, fold_batchnorm, prepare_for_in
 from libs.utils import device as device_utils
 from libs.utils.errors import DeviceError
 from libs.utils.device import require_precision
-from tiny_model import randomised_model, tiny_setup
+from tests.tiny_model import randomised_model, tiny_setup
 
 
 

@@ -15,7 +15,7 @@ core), so this module offers two speed-ups:
   protocol's configs leave it off (null: the exact CRF). ``docs/eval.md``
   gives its measured speed-up and agreement with the exact CRF, on a trained
   model's outputs and on synthetic 182-class maps
-  (``tests/benchmarks/bench_crf.py`` measures both).
+  (``benchmarks/bench_crf.py`` measures both).
 """
 
 import multiprocessing

@@ -33,7 +33,7 @@ would be pure overhead. ``preserve_rng_state=None`` (the default) therefore
 turns it on only for a backbone that contains a dropout module; pass ``True``
 to force it (e.g. a custom block that calls ``F.dropout`` itself).
 
-Measured (``python -m tests.benchmarks.bench_train``; the full model, batch 2,
+Measured (``python -m benchmarks.bench_train``; the full model, batch 2,
 321x321, MSC at 0.5x and 0.75x, Caffe loss, backward, SGD step; 2-core CPU,
 peak RSS of a child process per variant; "step" is the peak minus the
 resident memory after building the model):

@@ -7,7 +7,7 @@ marked ``cuda``) and lists each test as passed, failed or skipped with the
 reason. Part 2, only where CUDA is available, times one training iteration of
 the full ResNet-101 MSC at the protocol's sub-batch (5 x 321x321) for fp32 and
 bf16 x activation checkpointing off/on x channels_last off/on
-(tests/benchmarks/bench_train.py, each variant in its own process), with
+(benchmarks/bench_train.py, each variant in its own process), with
 images/s and peak memory. Everything skipped says why. The results also go to
 the JSON file, written atomically. Exit code 1 if a test failed.
 """
@@ -66,7 +66,7 @@ def run_benchmark(config):
     if not torch.cuda.is_available():
         return [{"variant": "CUDA benchmark", "skipped": "no CUDA device "
                  "(torch.cuda.is_available() is false)"}]
-    from tests.benchmarks.bench_train import run_in_child
+    from benchmarks.bench_train import run_in_child
 
     variants = [(amp, checkpointing, channels_last, PROTOCOL_BATCH) for amp, checkpointing,
                 channels_last in itertools.product((None, "bf16"), (False, True), (False, True))]
