@@ -1,0 +1,171 @@
+"""The dense CRF of pydensecrf, in PyTorch tensor operations: the same numbers on any device.
+
+Krähenbühl's mean-field inference filters the label distributions with two
+Gaussian kernels through a permutohedral lattice (Adams et al. 2010). This is
+that algorithm as pydensecrf's C++ sources compute it, step by step, so that
+the posteriors agree to float rounding (the parity tests compare the two):
+
+* features in units of their standard deviations: ``(x, y) / sxy`` for the
+  smoothness kernel, ``(x, y, r, g, b) / (sxy, sxy, srgb, ...)`` for the
+  appearance kernel;
+* each feature vector scaled, elevated to d+1 coordinates, rounded to the
+  nearest remainder-0 lattice point, ranked (a stable descending sort of the
+  rounding residuals), and given barycentric weights on the d+1 vertices of
+  its simplex;
+* one filtering pass: splat onto the vertices, blur along each of the d+1
+  lattice axes (``v + (left + right) / 2``, a missing neighbour reads zero),
+  slice back with the same weights times ``1 / (1 + 2^-d)``;
+* symmetric normalisation ``n^-1/2 K(n^-1/2 Q)`` with ``n = K 1``; Potts
+  compatibility; ``Q <- softmax(-U + sum_k w_k K_k Q)`` from ``Q0 = softmax(-U)``.
+
+Where C++ uses a hash table, this finds the lattice points once per image
+with ``torch.unique`` over packed integer keys, and each point's blur
+neighbours by ``searchsorted``. pydensecrf feeds pixels to its lattice four at
+a time and inserts the zero features of the padding lanes as lattice points
+too; they change which neighbours exist near the origin, so they are inserted
+here as well. Both lattices of an image are built once and reused by every
+iteration.
+"""
+
+import math
+
+import torch
+
+SIMD_LANES = 4  # pydensecrf pads the pixel count to a multiple of 4 (its SSE blocks)
+
+
+class Lattice:
+    """The permutohedral lattice of ``features`` (N x d): where each pixel splats, and the blur.
+
+    ``vertices`` (N x d+1) index the lattice points of each pixel's simplex,
+    ``weights`` (N x d+1) are its barycentric weights, and ``neighbours``
+    ((d+1) x 2 x M) the two blur neighbours of every point along every axis,
+    shifted by one so that 0 is the "missing" row of zeros.
+    """
+
+    def __init__(self, features):
+        n, d = features.shape
+        f = torch.cat([features.float(), features.new_zeros((-n) % SIMD_LANES, d)])
+        device = f.device
+        # The scale of each coordinate, rounded to float32 as the C++ does (a double product).
+        inv_std = float(torch.tensor(math.sqrt(2.0 / 3.0) * (d + 1), dtype=torch.float32))
+        scale = torch.tensor([inv_std / math.sqrt((i + 2) * (i + 1)) for i in range(d)],
+                             dtype=torch.float32, device=device)
+        elevated = f.new_empty(len(f), d + 1)
+        running = f.new_zeros(len(f))
+        for j in range(d, 0, -1):
+            scaled = f[:, j - 1] * scale[j - 1]
+            elevated[:, j] = running - j * scaled
+            running = running + scaled
+        elevated[:, 0] = running
+        inv_d1 = float(torch.tensor(1.0 / (d + 1), dtype=torch.float32))
+        rounded = torch.round(elevated * inv_d1)  # ties to even, as SSE's rounding mode
+        rem0 = rounded * (d + 1)
+        residual = elevated - rem0
+        # rank_i = #{j > i: r_i < r_j} + #{j < i: r_j <= r_i}: position in a stable descending sort
+        less = residual[:, :, None] < residual[:, None, :]
+        later = torch.ones(d + 1, d + 1, dtype=torch.bool, device=device).triu(1)
+        rank = ((less & later).sum(2) + (~less.transpose(1, 2) & later.T).sum(2)).float()
+        rank = rank + rounded.sum(1, keepdim=True)
+        wrap = (d + 1) * ((rank < 0).float() - (rank >= d + 1).float())
+        rank, rem0 = rank + wrap, rem0 + wrap
+        bary = f.new_zeros(len(f), d + 2)
+        rank_long = rank.long()
+        for i in range(d + 1):
+            v = (elevated[:, i] - rem0[:, i]) * inv_d1
+            position = (d - rank_long[:, i])[:, None]
+            bary.scatter_add_(1, position, v[:, None])
+            bary.scatter_add_(1, position + 1, -v[:, None])
+        bary[:, 0] += 1 + bary[:, d + 1]
+        # Vertex k of the simplex: rem0 + k, less d+1 where the rank exceeds d - k.
+        k = torch.arange(d + 1, device=device)
+        keys = (rem0[:, None, :d] + k[None, :, None]
+                - (d + 1) * (rank[:, None, :d] > d - k[None, :, None]).float()).long()
+        low = keys.reshape(-1, d).amin(0) - d  # room for the blur neighbours' coordinates
+        span = keys.reshape(-1, d).amax(0) + d - low + 1
+        self.span = span
+        self.radix = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
+        if float(span.double().prod()) >= 2 ** 62:
+            raise ValueError("CRF features span too large a lattice for 64-bit keys")
+        self.low = low
+        points, index = torch.unique(self._pack(keys.reshape(-1, d)), return_inverse=True)
+        self.vertices = index.reshape(-1, d + 1)[:n] + 1
+        self.weights = bary[:n, : d + 1]
+        coords = self._unpack(points)
+        shifts = torch.full((d + 1, d), -1, dtype=torch.long, device=device)
+        shifts[torch.arange(d), torch.arange(d)] = d
+        self.neighbours = torch.stack([torch.stack([self._find(points, coords + s),
+                                                    self._find(points, coords - s)])
+                                       for s in shifts])
+        self.n_points, self.alpha = len(points), 1.0 / (1.0 + 2.0 ** -d)
+
+    def _pack(self, coords):
+        return ((coords - self.low) * self.radix).sum(-1)
+
+    def _unpack(self, packed):
+        return (packed[:, None] // self.radix) % self.span + self.low
+
+    def _find(self, points, coords):
+        """1 + the index of each lattice point at ``coords``, or 0 where there is none."""
+        packed = self._pack(coords)
+        at = torch.searchsorted(points, packed).clamp(max=len(points) - 1)
+        return torch.where(points[at] == packed, at + 1, 0)
+
+    def filter(self, values):
+        """Splat ``values`` (N x L), blur along every axis, slice: the unnormalised ``K values``."""
+        table = values.new_zeros(self.n_points + 1, values.shape[1])
+        for k in range(self.vertices.shape[1]):
+            table.index_add_(0, self.vertices[:, k], values * self.weights[:, k:k + 1])
+        blurred, pair = torch.zeros_like(table), table.new_empty(2, *table[1:].shape)
+        for left, right in self.neighbours:  # double-buffered; row 0 stays the zeros
+            torch.index_select(table, 0, left, out=pair[0])
+            torch.index_select(table, 0, right, out=pair[1])
+            torch.add(table[1:], pair[0].add_(pair[1]), alpha=0.5, out=blurred[1:])
+            table, blurred = blurred, table
+        out = torch.zeros_like(values)
+        for k in range(self.vertices.shape[1]):
+            out += (self.weights[:, k:k + 1] * self.alpha) * table[self.vertices[:, k]]
+        return out
+
+
+class NormalisedKernel:
+    """A Gaussian kernel on ``features`` with pydensecrf's symmetric normalisation."""
+
+    def __init__(self, features):
+        self.lattice = Lattice(features)
+        ones = features.new_ones(len(features), 1, dtype=torch.float32)
+        self.norm = 1.0 / torch.sqrt(self.lattice.filter(ones) + 1e-20)
+
+    def __call__(self, q):
+        return self.lattice.filter(q * self.norm) * self.norm
+
+
+def crf_features(image, crf):
+    """The two kernels' features of an HxWx3 image tensor: positions over ``pos_xy_std``, and
+    positions over ``bi_xy_std`` with colours over ``bi_rgb_std`` (pixels in row-major order)."""
+    height, width = image.shape[:2]
+    y, x = torch.meshgrid(torch.arange(height, device=image.device, dtype=torch.float32),
+                          torch.arange(width, device=image.device, dtype=torch.float32),
+                          indexing="ij")
+    xy = torch.stack([x.reshape(-1), y.reshape(-1)], 1)
+    colour = image.reshape(-1, 3).float()
+    return (xy / torch.tensor(crf.pos_xy_std, dtype=torch.float32),
+            torch.cat([xy / torch.tensor(crf.bi_xy_std, dtype=torch.float32),
+                       colour / torch.tensor(crf.bi_rgb_std, dtype=torch.float32)], 1))
+
+
+def torch_crf_posterior(crf, image, probmap):
+    """Mean-field posterior (L x H x W) of ``probmap`` (L x H x W) on ``image`` (H x W x 3 uint8).
+
+    ``crf`` holds the parameters (a :class:`~libs.inference.crf.DenseCRF`); the
+    tensors stay on their device, and the result is float32 on it too.
+    """
+    n_labels, height, width = probmap.shape
+    if n_labels == 1:
+        return torch.ones_like(probmap, dtype=torch.float32)
+    smooth, appearance = (NormalisedKernel(f) for f in crf_features(image, crf))
+    unary = -torch.log(probmap.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T
+    q = torch.softmax(-unary, dim=1)
+    for _ in range(crf.iter_max):
+        q = torch.softmax(-unary + crf.pos_w * smooth(q) + crf.bi_w * appearance(q), dim=1)
+    return q.T.reshape(n_labels, height, width)
