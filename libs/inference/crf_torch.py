@@ -164,7 +164,7 @@ def torch_crf_posterior(crf, image, probmap):
     if n_labels == 1:
         return torch.ones_like(probmap, dtype=torch.float32)
     smooth, appearance = (NormalisedKernel(f) for f in crf_features(image, crf))
-    unary = -torch.log(probmap.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T
+    unary = -torch.log(probmap.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T.contiguous()
     q = torch.softmax(-unary, dim=1)
     for _ in range(crf.iter_max):
         q = torch.softmax(-unary + crf.pos_w * smooth(q) + crf.bi_w * appearance(q), dim=1)
