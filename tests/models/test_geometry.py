@@ -18,7 +18,7 @@ from libs.datasets import build_dataset
 from libs.inference.evaluation import evaluate, evaluate_and_report
 from libs.inference.metric import ConfusionMatrix
 from libs.inference.predict import network_input, predict_probs, resize_longer_side, segment
-from libs.inference.video import segment_frame
+from libs.inference.frame_loop import segment_frame
 from libs.models import build_model
 from libs.models.geometry import model_geometry, pad_to_cells, padded_size
 

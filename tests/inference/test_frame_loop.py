@@ -17,8 +17,9 @@ import torch
 from tests.scripts.test_uvcdemo import read_video, run, write_video
 from tests.tiny_model import tiny_setup
 
-from libs.inference import video as video_loop
+from libs.inference import frame_loop as video_loop
 from libs.inference.predict import segment
+from libs.inference.video import LatestFrame
 from libs.models import build_model
 from libs.models.deeplabv2 import DeepLabV2
 from libs.models.geometry import model_geometry
@@ -84,9 +85,9 @@ def fake_network(monkeypatch, on_frame):
 def run_loop(capture, **kwargs):
     writer = ListWriter()
     stats = video_loop.RunStats()
-    video_loop.run(None, "cpu", capture, FakeCapture.frame(0), profile=FAST, mean=None,
-                   class_names=[str(i) for i in range(N_CLASSES)], echo=print, writer=writer,
-                   stats=stats, **kwargs)
+    playback = video_loop.Playback(FAST, None, [str(i) for i in range(N_CLASSES)], print,
+                                   writer=writer, **kwargs)
+    video_loop.run(None, "cpu", capture, FakeCapture.frame(0), playback, stats)
     return stats, writer
 
 
@@ -135,9 +136,9 @@ def test_the_reader_stops_when_the_consumer_fails_or_is_interrupted(monkeypatch,
     stats = video_loop.RunStats()
     start = time.perf_counter()
     with pytest.raises(type(error)):
-        video_loop.run(None, "cpu", FakeCapture(None), FakeCapture.frame(0), profile=FAST,
-                       mean=None, class_names=["a"] * N_CLASSES, echo=print, live=True,
-                       pace_fps=1000.0, stats=stats)
+        playback = video_loop.Playback(FAST, None, ["a"] * N_CLASSES, print, live=True,
+                                       pace_fps=1000.0)
+        video_loop.run(None, "cpu", FakeCapture(None), FakeCapture.frame(0), playback, stats)
     assert time.perf_counter() - start < 2.0
     assert not reader_threads()  # a camera that never ends is not read any more
     assert stats.shown == 1 and stats.seconds > 0
@@ -152,7 +153,7 @@ def test_a_reader_error_reaches_the_consumer_after_the_frames_read():
             raise OSError("camera unplugged")
 
     seen = []
-    reader = video_loop.LatestFrame(FakeCapture(None, before_read), FakeCapture.frame(0))
+    reader = LatestFrame(FakeCapture(None, before_read), FakeCapture.frame(0))
     with reader, pytest.raises(OSError, match="camera unplugged"):
         for frame in reader:
             seen.append(int(frame[0, 0, 0]))
