@@ -162,19 +162,18 @@ def legend_size_inches(legend, figure):
     return extent.width / figure.dpi, extent.height / figure.dpi
 
 
-def build_figure(image_rgb, label_map, class_names, shares, figure=None, top_k=TOP_K,
-                 min_share=MIN_SHARE):
+def build_figure(image_rgb, label_map, class_names, shares, figure=None, panels=None):
     """The demo figure; returns it (a fresh :class:`Figure` unless ``figure`` is given).
 
     Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the
     legend (titled ``"classes"``: every entry of ``shares`` with its share),
-    then one panel titled ``"<name> (<share>%)"`` for each of
-    :func:`panel_classes`. Passing a pyplot figure lets the caller show it; a
+    then one panel titled ``"<name> (<share>%)"`` for each entry of ``panels`` (default:
+    :func:`panel_classes` of ``shares``). Passing a pyplot figure lets the caller show it; a
     bare Figure needs no display.
     """
     n_classes = len(class_names)
     colours = palette(n_classes)
-    panels = panel_classes(shares, top_k, min_share)
+    panels = panel_classes(shares) if panels is None else panels
     boxes, content_height = panel_boxes(np.shape(label_map), len(panels))
     figure = Figure() if figure is None else figure
     figure.set_dpi(FIGURE_DPI)

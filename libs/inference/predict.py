@@ -134,28 +134,19 @@ def crf_image(image, mean, legacy_mean_subtracted):
     return to_rgb_uint8(image, mean)
 
 
-def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None,
-            output_size=None):
+def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None):
     """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
 
-    The network sees ``image_bgr`` as given (resize it first) with the BGR
-    ``mean`` subtracted, padded to ``s k + 1`` sides (``s``: its output stride)
-    when it has others
-    (:func:`predict_probs`); its logits come corner-aligned to ``output_size``
-    (default: the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
-    ``output_size`` equal to the image size, and ``legacy_mean_subtracted``
-    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it compares
-    colours on (see :func:`crf_image`).
+    The network sees ``image_bgr`` as given (resize it first) with the BGR ``mean``
+    subtracted (:func:`predict_probs`). ``crf`` is a :class:`DenseCRF` or None; it needs
+    ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it
+    compares colours on (see :func:`crf_image`).
     """
-    size = tuple(output_size or image_bgr.shape[:2])
-    if crf is not None:
-        if size != image_bgr.shape[:2]:
-            raise ValueError("the CRF needs the probabilities at the image's own size")
-        if legacy_mean_subtracted is None:
-            raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
+    if crf is not None and legacy_mean_subtracted is None:
+        raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
     with torch.inference_mode():
         images = network_input(image_bgr, mean).to(device)
-        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
+        probs = predict_probs(model, images, image_bgr.shape[:2])[0].float().cpu().numpy()
     if crf is not None:
         probs = crf(crf_image(images[0], mean, legacy_mean_subtracted), probs)
     return probs, probs.argmax(axis=0)

@@ -242,8 +242,11 @@ def test_demo_onnx_gives_the_torch_label_map(toy_cfg, synthetic_root, tmp_path,
     export_onnx(load_model(cfg, checkpoint, CPU), onnx_path, example_size=EXAMPLE,
                 exporter="torchscript")
     image_path = sorted((Path(synthetic_root) / "images").glob("*.jpg"))[0]
-    _, labels_torch = demo.segment_image(cfg, checkpoint, image_path, False, False)
-    _, labels_onnx = demo.segment_image(cfg, None, image_path, False, False, onnx_path=onnx_path)
+    image = demo.read_demo_image(cfg, image_path)
+    labels_torch = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
+                                      image, False)
+    labels_onnx = demo.segment_image(cfg, demo.load_network(cfg, None, onnx_path, CPU), CPU,
+                                     image, False)
     np.testing.assert_array_equal(labels_onnx, labels_torch)
 
     output = tmp_path / "figure.png"
