@@ -1,29 +1,12 @@
-"""Segmentation scores from a confusion matrix.
+"""Segmentation scores from one confusion matrix (rows: ground truth, columns: prediction).
 
-Evaluation accumulates one ``n_class x n_class`` confusion matrix (rows: ground
-truth, columns: prediction) over every labelled pixel of the test split and
-derives all scores from it at the end, so memory does not grow with the number
-of images.
-
-Which classes enter the means
------------------------------
-COCO-Stuff 10k has 182 class indices but its annotations use only 171 of them
-(11 "thing" indices of COCO are never labelled). A class that never occurs in
-the ground truth has no defined accuracy and an IoU that is either undefined
-(never predicted either) or 0 (predicted somewhere). Averaging those zeros in
-would make the mean depend on the model's stray predictions of classes that the
-benchmark does not contain, so:
-
-* ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the
-  ground truth (row sum > 0) only;
-* ``Frequency Weighted IoU`` weights each class by its ground-truth frequency,
-  so absent classes have weight 0 anyway;
-* ``Class IoU`` reports every class: NaN for a class absent from both ground
-  truth and prediction, 0.0 for a class that was only predicted.
-
-The original implementation averaged ``nanmean`` over all classes with a
-defined IoU, which also counts predicted-but-absent classes as 0; the two agree
-whenever the model never predicts an unlabelled class.
+Evaluation accumulates it over every labelled pixel, so memory does not grow with the number
+of images. ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the ground
+truth only: COCO-Stuff 10k never labels 11 of its 182 indices, and averaging in the zeros of
+stray predictions of those would make the mean depend on classes the benchmark does not
+contain. ``Class IoU`` is NaN for a class absent from truth and prediction, 0.0 for one only
+predicted. The original ``nanmean`` agrees whenever no unlabelled class is predicted
+(``docs/eval.md``).
 """
 
 import numpy as np
@@ -34,13 +17,11 @@ SCORE_NAMES = tuple(SCORE_LABELS)
 
 
 def confusion_matrix(label_true, label_pred, n_class):
-    """Confusion matrix of one label map; pixels whose true label is not in 0..n_class-1 are ignored."""
-    label_true = np.asarray(label_true)
-    label_pred = np.asarray(label_pred)
+    """Confusion matrix of one label map; true labels outside 0..n_class-1 are ignored."""
+    label_true, label_pred = np.asarray(label_true), np.asarray(label_pred)
     if label_true.shape != label_pred.shape:
-        raise ValueError(
-            f"label map shapes differ: ground truth {label_true.shape}, prediction {label_pred.shape}"
-        )
+        raise ValueError(f"label map shapes differ: ground truth {label_true.shape}, "
+                         f"prediction {label_pred.shape}")
     label_true = label_true.ravel().astype(np.int64, copy=False)
     label_pred = label_pred.ravel().astype(np.int64, copy=False)
     labelled = (label_true >= 0) & (label_true < n_class)
@@ -106,14 +87,3 @@ def scores_from_confusion(hist):
         "class_iou": {i: float(iou[i]) for i in range(n_class)},
     }
 
-
-def scores(label_trues, label_preds, n_class):
-    """Scores over lists of label maps (see :func:`scores_from_confusion`)."""
-    if len(label_trues) != len(label_preds):
-        raise ValueError(
-            f"got {len(label_trues)} ground-truth maps but {len(label_preds)} predictions"
-        )
-    matrix = ConfusionMatrix(n_class)
-    for label_true, label_pred in zip(label_trues, label_preds):
-        matrix.update(label_true, label_pred)
-    return matrix.scores()

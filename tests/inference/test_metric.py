@@ -3,7 +3,19 @@ import math
 import numpy as np
 import pytest
 
-from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores, scores_from_confusion
+from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores_from_confusion
+
+
+def scores(label_trues, label_preds, n_class):
+    """Scores over lists of label maps (see :func:`scores_from_confusion`)."""
+    if len(label_trues) != len(label_preds):
+        raise ValueError(
+            f"got {len(label_trues)} ground-truth maps but {len(label_preds)} predictions"
+        )
+    matrix = ConfusionMatrix(n_class)
+    for label_true, label_pred in zip(label_trues, label_preds):
+        matrix.update(label_true, label_pred)
+    return matrix.scores()
 
 
 def test_unequal_class_frequencies_hand_computed():

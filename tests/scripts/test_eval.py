@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
+from tests.inference.test_metric import scores
 
 from libs.datasets import build_dataset, to_rgb_uint8
 from libs.models import build_model
 from libs.inference.crf import DenseCRF, legacy_crf_image
-from libs.inference.metric import SCORE_NAMES, scores
+from libs.inference.metric import SCORE_NAMES
 from libs.inference.predict import crf_image, predict_probs
 from libs.inference.evaluation import EvalOptions, default_output_path
 
