@@ -18,16 +18,10 @@ from .crf import legacy_crf_image
 def load_model(cfg, model_path, device, log=print, precision=None):
     """The config's model with the weights of ``model_path``, in eval mode on ``device``.
 
-    With ``precision`` (``fp32``, ``bf16``, ``fp16``) the model comes back
-    prepared for inference (:func:`prepare_for_inference`: BatchNorm folded,
-    channels_last, that precision); ``None`` returns the plain module.
-
-    ``model_path`` is a weight file in any format :func:`read_weights`
-    understands, or a released checkpoint's name (``cocostuff10k``,
-    ``cocostuff164k``, ``voc12``: downloaded once). A released checkpoint sets
-    the MSC to the geometry it was trained with and ``log`` says so. Raises
-    :class:`CheckpointError` for a missing or unusable weight file (including
-    one trained for another number of classes).
+    ``model_path`` is a weight file or a released checkpoint's name (see
+    :func:`load_model_weights`; ``log`` reports the geometry a released one sets). With
+    ``precision`` the model comes back prepared for inference (:func:`prepare_for_inference`);
+    ``None`` returns the plain module.
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
@@ -38,16 +32,11 @@ def load_model(cfg, model_path, device, log=print, precision=None):
 def dense_logits(model, x, size, geometry="caffe"):
     """Logits of the batch ``x`` at ``size``, whose corners are ``x``'s corners.
 
-    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1``
-    (``s``: the model's own output stride, :func:`model_output_stride`: 8 for
-    DeepLab v2, 16 for v3 and v3+) is padded at the bottom and right
-    (:func:`pad_to_cells`), its logits are upsampled corner-aligned to the
-    padded size and cropped back to ``x``'s size, and only then brought
-    corner-aligned to ``size`` if that differs. An ``s k + 1`` input needs none
-    of it and gets ``upsample_logits(model(x), size)`` directly, without a
-    copy: the eval default (513 = 16 x 32 + 1). The legacy ``"pytorch"``
-    geometry always takes that direct formula, unpadded, as the original
-    repository did.
+    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1`` (``s``: the
+    model's output stride) is padded at the bottom and right, its logits upsampled
+    corner-aligned to the padded size, cropped back and only then brought to ``size``. An
+    ``s k + 1`` input (the eval default 513) and the legacy ``"pytorch"`` geometry get
+    ``upsample_logits(model(x), size)`` directly.
     """
     height, width = x.shape[-2:]
     caffe = check_geometry(geometry) == "caffe"
@@ -63,12 +52,9 @@ def dense_logits(model, x, size, geometry="caffe"):
 def tta_view(images, scale, geometry="caffe"):
     """The test-time view of ``images`` at ``scale`` (scale 1.0: ``images`` itself).
 
-    Caffe geometry: ``caffe_scaled_side(side, scale)`` pixels per axis, resized
-    corner-aligned, so the view's corners are the label's corners and
-    :func:`dense_logits` can bring it back corner-aligned (an ``8k + 1`` side
-    stays ``8k + 1`` when ``(side - 1) * scale`` is a multiple of 8, as for
-    513 and 321 at 0.5 and 0.75). Legacy ``"pytorch"`` geometry: the half-pixel
-    resize to ``round(side * scale)`` that this repository used before.
+    Caffe geometry: ``caffe_scaled_side`` pixels per axis, resized corner-aligned, so that
+    :func:`dense_logits` can bring it back corner-aligned. Legacy ``"pytorch"`` geometry: the
+    half-pixel resize to ``round(side * scale)`` this repository used before.
     """
     if scale == 1.0:
         return images
@@ -82,12 +68,8 @@ def tta_view(images, scale, geometry="caffe"):
 def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=None):
     """Class probabilities at ``size``, averaged over input scales and horizontal flips.
 
-    Each view (:func:`tta_view`, mirrored for ``flip``) goes through
-    :func:`dense_logits`, so inputs of any size follow the geometry rule;
-    softmax comes after the upsampling and the probabilities are averaged.
-    ``geometry`` defaults to the model's own (:func:`model_geometry`). With the
-    single scale 1.0, no flip and ``s k + 1`` sides (``s``: the output stride) this is exactly
-    ``softmax(upsample_logits(model(images), size))``.
+    Each view (:func:`tta_view`, mirrored for ``flip``) goes through :func:`dense_logits`;
+    softmax comes after the upsampling. ``geometry`` defaults to the model's own.
     """
     geometry = model_geometry(model) if geometry is None else geometry
     total = None
@@ -120,12 +102,10 @@ def network_input(image_bgr, mean):
 
 
 def crf_image(image, mean, legacy_mean_subtracted):
-    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a network input.
+    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a 3xHxW network input.
 
-    ``image`` is a 3xHxW BGR image (tensor or array) with the BGR ``mean``
-    subtracted. The RGB picture is recovered exactly; ``legacy_mean_subtracted``
-    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) gives the original implementation's
-    mean-subtracted uint8 cast instead.
+    Recovered exactly, unless ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``)
+    asks for the original implementation's mean-subtracted uint8 cast.
     """
     if legacy_mean_subtracted:
         if isinstance(image, torch.Tensor):
