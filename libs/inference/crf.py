@@ -74,8 +74,7 @@ class DenseCRF:
         return asdict(self)
 
     def __call__(self, image, probmap):
-        image, reduced, kept, n_labels = self._prepare(image, probmap)
-        return _finish(self.infer(image, reduced), kept, n_labels, argmax=False)
+        return _crf_result(self, *self._prepare(image, probmap), argmax=False)
 
     def _prepare(self, image, probmap):
         """``(image, probmap of the kept labels, kept labels, label count)``, inputs checked."""
@@ -134,21 +133,16 @@ def legacy_crf_image(image_chw):
     return np.ascontiguousarray((values % 256).astype(np.uint8).transpose(1, 2, 0))
 
 
-# ---------------------------------------------------------------- parallel map
-
-def _run_in_worker(crf, image, probmap, kept, argmax):
-    posterior = crf.infer(image, probmap)
+def _crf_result(crf, image, reduced, kept, n_labels, argmax):
+    """The posterior over all ``n_labels`` (0 for the labels pruned away), or its argmax."""
+    posterior = crf.infer(image, reduced)
     if argmax:
         return kept[np.argmax(posterior, axis=0)].astype(np.int64)
-    return posterior
-
-
-def _finish(result, kept, n_labels, argmax):
-    if argmax or len(kept) == n_labels:
-        return result
-    posterior = np.zeros((n_labels,) + result.shape[1:], dtype=np.float32)
-    posterior[kept] = result
-    return posterior
+    if len(kept) == n_labels:
+        return posterior
+    full = np.zeros((n_labels,) + posterior.shape[1:], dtype=np.float32)
+    full[kept] = posterior
+    return full
 
 
 def default_n_jobs():
@@ -173,9 +167,8 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     prepared = ((key, *crf._prepare(image, probmap)) for key, image, probmap in items)
     if n_jobs == 1:
-        for key, image, reduced, kept, n_labels in prepared:
-            result = _run_in_worker(crf, image, reduced, kept, argmax)
-            yield key, _finish(result, kept, n_labels, argmax)
+        for key, *prepared_item in prepared:
+            yield key, _crf_result(crf, *prepared_item, argmax)
         return
 
     # fork where available: a spawned worker re-imports the parent's main
@@ -186,12 +179,11 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(n_jobs) as pool:
         pending = deque()
-        for key, image, reduced, kept, n_labels in prepared:
-            job = pool.apply_async(_run_in_worker, (crf, image, reduced, kept, argmax))
-            pending.append((key, job, kept, n_labels))
-            while len(pending) >= 2 * n_jobs:
-                key_done, job_done, kept_done, n_done = pending.popleft()
-                yield key_done, _finish(job_done.get(), kept_done, n_done, argmax)
+        for key, *prepared_item in prepared:
+            pending.append((key, pool.apply_async(_crf_result, (crf, *prepared_item, argmax))))
+            if len(pending) >= 2 * n_jobs:
+                key_done, job = pending.popleft()
+                yield key_done, job.get()
         while pending:
-            key_done, job_done, kept_done, n_done = pending.popleft()
-            yield key_done, _finish(job_done.get(), kept_done, n_done, argmax)
+            key_done, job = pending.popleft()
+            yield key_done, job.get()

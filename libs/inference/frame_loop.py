@@ -1,9 +1,7 @@
-"""Segmenting a video frame by frame: the network's profile, the overlay, the loop.
+"""Segmenting a video frame by frame (uvcdemo.py): the network's profile, the overlay, the loop.
 
-Two profiles (:class:`Profile`): the default runs the multi-scale model on frames whose longer
-side is ``IMAGE.SIZE.DEMO``; ``fast`` runs its single-scale network on frames whose shorter
-side is ``IMAGE.SIZE.DEMO_FAST``; neither runs a CRF. The label map comes back at the frame's
-size, blended with the frame, with the processing rate and a legend of the classes drawn on it.
+The label map comes back at the frame's size, blended with the frame, with the processing rate
+and a legend of the classes drawn on it. A live source is read by :class:`.video.LatestFrame`.
 """
 
 import contextlib
@@ -29,7 +27,10 @@ LABEL_ALPHA = 0.5  # weight of the colour label map in the blend
 
 
 class Profile(NamedTuple):
-    """Which network sees the frames and at what size; exactly one side is set."""
+    """Which network sees the frames and at what size (exactly one side is set); no CRF.
+
+    The default runs the multi-scale model, ``fast`` its single-scale network.
+    """
 
     name: str  # "fast" or "default"
     single_scale: bool  # the MSC's single-scale ``.base`` network instead of the MSC

@@ -1,10 +1,7 @@
 """Reading and writing video for uvcdemo.py: the source, the live buffer, the window, the output.
 
-A live source (a camera, or a file read in real time) is read by a background thread into a
-one-slot buffer (:class:`LatestFrame`), so a slow network skips frames instead of falling
-behind. The written video is checked frame by frame and read back before it is published
-(:func:`video_output`), because OpenCV's writer fails silently. The frames are segmented
-by :mod:`.frame_loop`.
+The frames are segmented by :mod:`.frame_loop`. OpenCV's writer fails silently, so the written
+video is checked frame by frame and read back before it is published (:func:`video_output`).
 """
 
 import contextlib
@@ -92,11 +89,11 @@ def frames(capture, first_frame):
 
 
 class LatestFrame:
-    """A one-slot frame buffer filled by a background reader thread.
+    """A one-slot frame buffer filled by a background reader thread, so a slow network skips
+    frames (counted in :attr:`n_dropped`) instead of falling behind a live source.
 
-    A frame the consumer has not taken yet is replaced by the next one (counted in
-    :attr:`n_dropped`). ``fps`` paces the reader (a file read as if it were a camera). An
-    error in the reader is raised in the consumer; leaving the ``with`` block stops the reader.
+    ``fps`` paces the reader (a file read as if it were a camera). An error in the reader is
+    raised in the consumer; leaving the ``with`` block stops the reader.
     """
 
     def __init__(self, capture, first_frame, fps=None):
@@ -241,10 +238,9 @@ def frames_in_file(path):
     """The frame count a closed video file reports (0 when OpenCV cannot open it)."""
     with quiet_opencv():
         capture = cv2.VideoCapture(str(path))
-        try:
-            return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        finally:
-            capture.release()
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+    return count
 
 
 @contextlib.contextmanager
