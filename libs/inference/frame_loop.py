@@ -6,7 +6,7 @@ and a legend of the classes drawn on it. A live source is read by :class:`.video
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
@@ -103,11 +103,8 @@ def resize_shorter_side(image, shorter_side):
 
 
 def segment_frame(model, frame_bgr, longer_side, mean, device, shorter_side=None):
-    """The frame's label map (HxW int64) at the frame's own size, as ``predict.segment``'s.
-
-    The network sees the frame resized to ``longer_side``, or to ``shorter_side`` when that is
-    given instead (``longer_side`` None).
-    """
+    """The frame's label map (HxW int64) at its own size, the network seeing it resized to
+    ``longer_side``, or to ``shorter_side`` when that is given instead (``longer_side`` None)."""
     if (longer_side is None) == (shorter_side is None):
         raise ValueError("give exactly one of longer_side and shorter_side")
     small = (resize_longer_side(frame_bgr, longer_side) if shorter_side is None
@@ -147,7 +144,6 @@ class RunStats:
 
     shown: int = 0  # frames segmented (and written or shown)
     dropped: int = 0  # frames of a live source skipped because the network was busy
-    start: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
     def summary(self):
@@ -177,17 +173,15 @@ def run(model, device, capture, first_frame, playback, stats=None):
     Pass ``stats`` to keep the counts when an exception (Ctrl-C) ends the run.
     """
     stats = RunStats() if stats is None else stats
-    stats.start = time.perf_counter()
+    start = time.perf_counter()
     step = _FrameStep(model, device, playback)
-    total = None if playback.live else playback.max_frames  # for the progress bar
-    if total is None and not playback.live and capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    reader = LatestFrame(capture, first_frame, playback.pace_fps) if playback.live else None
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # for the progress bar
+    total = None if playback.live else playback.max_frames or (int(count) if count > 0 else None)
+    reader = (LatestFrame(capture, first_frame, playback.pace_fps) if playback.live
+              else contextlib.nullcontext(frames(capture, first_frame)))
     try:
-        with contextlib.ExitStack() as stack:
-            source = stack.enter_context(reader) if reader else frames(capture, first_frame)
-            bar = stack.enter_context(tqdm(total=total, unit="frame",
-                                           disable=not playback.progress, dynamic_ncols=True))
+        with reader as source, tqdm(total=total, unit="frame", disable=not playback.progress,
+                                    dynamic_ncols=True) as bar:
             for frame in source:
                 quit_asked = step(frame)
                 stats.shown += 1
@@ -195,8 +189,8 @@ def run(model, device, capture, first_frame, playback, stats=None):
                 if quit_asked or stats.shown == playback.max_frames:
                     break
     finally:
-        stats.dropped = reader.n_dropped if reader else 0
-        stats.seconds = time.perf_counter() - stats.start
+        stats.dropped = reader.n_dropped if playback.live else 0
+        stats.seconds = time.perf_counter() - start
     return stats
 
 
