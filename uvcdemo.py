@@ -21,7 +21,8 @@ import cv2
 from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
                       one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
-from libs.inference.frame_loop import Playback, Profile, RunStats, load_profile_model, run
+from libs.inference.frame_loop import Playback, Profile, RunStats, run
+from libs.inference.predict import load_model
 from libs.inference.video import (no_window_reason, open_source, open_window, source_fps,
                                   video_output)
 from libs.utils.atomic import video_codec
@@ -90,7 +91,8 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
                                 window=window, max_frames=max_frames, progress=not window,
                                 live=video is None or realtime)
             device = choose_device(cuda)
-            model = load_profile_model(cfg, model_path, device, profile)
+            model = load_model(cfg, model_path, device, precision=profile.precision,
+                               single_scale=profile.single_scale)
             capture, first_frame = open_source(camera_id, video)
             stack.callback(capture.release)
             if video is not None:

@@ -35,12 +35,9 @@ class EvalOptions:
 
 
 def default_output_path(model_path, options=EvalOptions(), released_dir="."):
-    """``<model stem>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json`` next to the model.
-
-    A quick check (``limit`` images, a pruned CRF, another split) thus never replaces a full
-    result. A released model's name (``voc12``) has no folder of its own (its file sits in the
-    torch hub cache), so its results go to ``released_dir``.
-    """
+    """``<model stem>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json`` next to the model,
+    so a quick check never replaces a full result; for a released model's name (its file sits
+    in the torch hub cache) in ``released_dir``."""
     model_path = results_stem(model_path, released_dir)
     suffix = f"_{options.split}"
     if options.limit is not None:
@@ -57,11 +54,8 @@ def default_output_path(model_path, options=EvalOptions(), released_dir="."):
 
 
 def _model_outputs(model, loader, device, options, crf_picture):
-    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order.
-
-    With ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities and the CRF's image
-    come out; without it only the argmax, which is much smaller.
-    """
+    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order:
+    with ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities, else the argmax."""
     for _, images, labels in loader:
         # Grad mode is switched off per batch, never across a yield: a suspended
         # generator would otherwise leave it off in the caller's code.
@@ -165,8 +159,7 @@ def format_table(results):
 def evaluate_and_report(cfg, model, device, output_path, options=EvalOptions(), extra=None):
     """Evaluate, print the score table and the throughput, write the results JSON; return it.
 
-    ``extra`` entries lead the JSON. Raises :class:`DatasetError` for dataset problems
-    (nothing is written then).
+    ``extra`` entries lead the JSON; after a :class:`DatasetError` nothing is written.
     """
     results = score(cfg, model, device, options, extra)
     n_images, elapsed = results["n_images"], results["seconds"]

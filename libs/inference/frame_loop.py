@@ -15,11 +15,10 @@ import torch
 from tqdm import tqdm
 
 from ..models.geometry import model_geometry
-from ..models.inference import prepare_for_inference
 from ..utils.sizes import scaled_size
 from ..utils.visualize import (colorize, draw_legend, legend_entries, palette, put_outlined_text,
                                text_style)
-from .predict import dense_logits, load_model, network_input, resize_longer_side
+from .predict import dense_logits, network_input, resize_longer_side
 from .video import WINDOW_NAME, LatestFrame, frames
 
 QUIT_KEYS = (ord("q"), 27)  # 27 is Esc
@@ -51,22 +50,6 @@ class Profile(NamedTuple):
         side = (f"shorter side {self.shorter_side}" if self.shorter_side is not None
                 else f"longer side {self.longer_side}")
         return f"{self.name}: {net}, {side}, {self.precision or 'fp32 unprepared'}, no CRF"
-
-
-def load_profile_model(cfg, model_path, device, profile, log=print):
-    """The network ``profile`` runs, in eval mode on ``device``.
-
-    A single-scale profile takes out the MSC's ``.base`` before it is prepared, so each frame
-    gets exactly one pass; it keeps the MSC's ``geometry``, which decides the padding.
-    """
-    model = load_model(cfg, model_path, device, log=log)
-    geometry = model_geometry(model)
-    if profile.single_scale:
-        model = model.base
-    if profile.precision is not None:
-        model = prepare_for_inference(model, profile.precision)
-    model.geometry = geometry
-    return model
 
 
 def blend(frame_bgr, label_map, n_classes, alpha=LABEL_ALPHA):

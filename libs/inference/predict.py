@@ -15,17 +15,21 @@ from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
 
 
-def load_model(cfg, model_path, device, log=print, precision=None):
+def load_model(cfg, model_path, device, log=print, precision=None, single_scale=False):
     """The config's model with the weights of ``model_path``, in eval mode on ``device``.
 
     ``model_path`` is a weight file or a released checkpoint's name (see
     :func:`load_model_weights`; ``log`` reports the geometry a released one sets). With
     ``precision`` the model comes back prepared for inference (:func:`prepare_for_inference`);
-    ``None`` returns the plain module.
+    ``None`` returns the plain module. ``single_scale`` takes out the MSC's ``.base`` network
+    (one pass per input), which keeps the MSC's ``geometry``: it decides the padding.
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
     model = model.eval().to(device)
+    if single_scale:
+        model.base.geometry = model_geometry(model)
+        model = model.base
     return model if precision is None else prepare_for_inference(model, precision)
 
 

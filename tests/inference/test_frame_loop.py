@@ -18,7 +18,8 @@ from tests.scripts.test_uvcdemo import read_video, run, write_video
 from tests.tiny_model import tiny_setup
 
 from libs.inference import frame_loop as video_loop
-from libs.inference.predict import network_input, predict_probs
+from libs.inference import predict
+from libs.inference.predict import load_model, network_input, predict_probs
 from libs.inference.video import LatestFrame
 from libs.models import build_model
 from libs.models.deeplabv2 import DeepLabV2
@@ -209,8 +210,8 @@ def test_the_fast_network_keeps_the_msc_geometry(toy_cfg, tmp_path, geometry):
     toy_cfg.MODEL.MSC.GEOMETRY = geometry
     _, checkpoint = tiny_setup(toy_cfg, tmp_path)
     profile = video_loop.Profile.from_config(toy_cfg, fast=True, precision="fp32")
-    model = video_loop.load_profile_model(toy_cfg, checkpoint, torch.device("cpu"), profile,
-                                          log=lambda line: None)
+    model = load_model(toy_cfg, checkpoint, torch.device("cpu"), log=lambda line: None,
+                       precision=profile.precision, single_scale=profile.single_scale)
     assert isinstance(model.net, DeepLabV2) and model_geometry(model) == geometry
 
 
@@ -232,7 +233,7 @@ def test_profiles_run_their_network_at_their_size(setup, tmp_path, monkeypatch, 
                                                   network_input, profile):
     config_path, checkpoint, video, (height, width) = setup
     prepared, inputs = [], []
-    real_prepare = video_loop.prepare_for_inference
+    real_prepare = predict.prepare_for_inference
 
     def spy(net, precision):
         prepared.append(type(net))
@@ -241,7 +242,7 @@ def test_profiles_run_their_network_at_their_size(setup, tmp_path, monkeypatch, 
             (tuple(args[0].shape), args[0].dtype)))
         return model
 
-    monkeypatch.setattr(video_loop, "prepare_for_inference", spy)
+    monkeypatch.setattr(predict, "prepare_for_inference", spy)
     output = tmp_path / "blended.avi"
     result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output,
                  "--no-show", *(["--fast"] if fast else []))

@@ -274,7 +274,7 @@ def test_output_equal_to_an_input_is_refused(setup, tmp_path):
 def test_an_unwritable_output_folder_fails_at_start(setup, tmp_path, monkeypatch):
     config_path, checkpoint, video, _ = setup
     (tmp_path / "blocker").write_text("a file where the folder should be")
-    monkeypatch.setattr(uvcdemo, "load_profile_model",
+    monkeypatch.setattr(uvcdemo, "load_model",
                         lambda *a, **k: pytest.fail("the model was loaded first"))
     line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
                               "-o", tmp_path / "blocker" / "out.avi", "--no-show"))
