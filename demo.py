@@ -24,7 +24,7 @@ from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
                                    class_shares, default_output_path, format_shares,
                                    panel_classes, refuse_overwrite, save_label_png)
-from libs.inference.onnx_model import load_onnx_model
+from libs.inference.onnx_model import OnnxModel
 from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
 from libs.utils.device import choose_device
@@ -37,7 +37,7 @@ from libs.utils.visualize import display_available
 def load_network(cfg, model_path, onnx_path, device, precision="fp32"):
     """The ONNX file ``onnx_path`` run by ONNX Runtime when given, else ``model_path``'s weights."""
     if onnx_path is not None:
-        return load_onnx_model(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
+        return OnnxModel(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
     return load_model(cfg, model_path, device, precision=precision)
 
 

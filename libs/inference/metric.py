@@ -45,45 +45,29 @@ class ConfusionMatrix:
         self.hist += confusion_matrix(label_true, label_pred, self.n_class)
 
     def scores(self):
-        return scores_from_confusion(self.hist)
-
-
-def scores_from_confusion(hist):
-    """Headline scores and per-class IoU of a confusion matrix (rows: truth, columns: prediction).
-
-    Returns a dict with the :data:`SCORE_NAMES` (floats; NaN if no pixel is
-    labelled) and ``class_iou`` (``{class index: IoU}``); see the module
-    docstring for which classes enter the means.
-    """
-    hist = np.asarray(hist, dtype=np.float64)
-    if hist.ndim != 2 or hist.shape[0] != hist.shape[1]:
-        raise ValueError(f"confusion matrix must be square, got shape {hist.shape}")
-    n_class = hist.shape[0]
-    total = hist.sum()
-    diag = np.diag(hist)
-    gt_count = hist.sum(axis=1)
-    pred_count = hist.sum(axis=0)
-    union = gt_count + pred_count - diag
-    present = gt_count > 0
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, diag / union, np.nan)
-        class_acc = diag / gt_count
-
-    if total == 0:
-        pixel_acc = mean_acc = fw_iou = mean_iou = float("nan")
-    else:
-        pixel_acc = float(diag.sum() / total)
-        mean_acc = float(class_acc[present].mean())
-        mean_iou = float(iou[present].mean())
-        freq = gt_count / total
-        fw_iou = float((freq[present] * iou[present]).sum())
-
-    return {
-        "pixel_accuracy": pixel_acc,
-        "mean_accuracy": mean_acc,
-        "mean_iou": mean_iou,
-        "frequency_weighted_iou": fw_iou,
-        "class_iou": {i: float(iou[i]) for i in range(n_class)},
-    }
+        """The :data:`SCORE_NAMES` (floats; NaN if no pixel is labelled) and ``class_iou``
+        (``{class index: IoU}``); the module docstring says which classes enter the means."""
+        hist = self.hist.astype(np.float64)
+        total = hist.sum()
+        diag = np.diag(hist)
+        gt_count = hist.sum(axis=1)
+        union = gt_count + hist.sum(axis=0) - diag
+        present = gt_count > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, diag / union, np.nan)
+            class_acc = diag / gt_count
+        if total == 0:
+            pixel_acc = mean_acc = fw_iou = mean_iou = float("nan")
+        else:
+            pixel_acc = float(diag.sum() / total)
+            mean_acc = float(class_acc[present].mean())
+            mean_iou = float(iou[present].mean())
+            fw_iou = float((gt_count[present] / total * iou[present]).sum())
+        return {
+            "pixel_accuracy": pixel_acc,
+            "mean_accuracy": mean_acc,
+            "mean_iou": mean_iou,
+            "frequency_weighted_iou": fw_iou,
+            "class_iou": {i: float(iou[i]) for i in range(self.n_class)},
+        }
 

@@ -72,10 +72,11 @@ class OnnxModel:
 
     ``device`` chooses ONNX Runtime's CUDA provider where the build has it, else the CPU;
     logits return to the input's device. ``threads``: ONNX Runtime's intra-op threads (None:
-    its default). ``eval()`` and ``to()`` change nothing: the graph is fixed.
+    its default). With ``n_classes``, another class count is refused. ``eval()`` and ``to()``
+    change nothing: the graph is fixed.
     """
 
-    def __init__(self, path, device="cpu", threads=None):
+    def __init__(self, path, device="cpu", threads=None, n_classes=None):
         path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"{path}: ONNX model not found")
@@ -85,6 +86,9 @@ class OnnxModel:
         self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)
         if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)
             self.geometry = geometry
+        if n_classes is not None and self.n_classes != n_classes:
+            raise OnnxModelError(f"{path}: the ONNX model has {self.n_classes} classes, the "
+                                 f"config asks for {n_classes} (DATASET.N_CLASSES)")
 
     def __call__(self, x):
         image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
@@ -96,16 +100,3 @@ class OnnxModel:
 
     def to(self, *args, **kwargs):
         return self
-
-    def __repr__(self):
-        kind = f"MSC, {self.geometry} geometry" if hasattr(self, "geometry") else "single-scale"
-        return f"OnnxModel({self.path}, {kind}, {self.n_classes} classes)"
-
-
-def load_onnx_model(path, device, n_classes=None, threads=None):
-    """:class:`OnnxModel` of ``path``; with ``n_classes``, refuse another class count."""
-    model = OnnxModel(path, device, threads=threads)
-    if n_classes is not None and model.n_classes != n_classes:
-        raise OnnxModelError(f"{path}: the ONNX model has {model.n_classes} classes, the config "
-                             f"asks for {n_classes} (DATASET.N_CLASSES)")
-    return model

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores_from_confusion
+from libs.inference.metric import ConfusionMatrix, confusion_matrix
 
 
 def scores(label_trues, label_preds, n_class):
-    """Scores over lists of label maps (see :func:`scores_from_confusion`)."""
+    """Scores over lists of label maps (see :meth:`ConfusionMatrix.scores`)."""
     if len(label_trues) != len(label_preds):
         raise ValueError(
             f"got {len(label_trues)} ground-truth maps but {len(label_preds)} predictions"
@@ -77,7 +77,7 @@ def test_perfect_prediction_scores_one():
 
 def test_no_labelled_pixel_gives_nan_without_warning():
     with np.errstate(all="raise"):
-        result = scores_from_confusion(np.zeros((3, 3)))
+        result = ConfusionMatrix(3).scores()
     assert math.isnan(result["pixel_accuracy"]) and math.isnan(result["mean_iou"])
 
 
