@@ -54,15 +54,6 @@ def segment_image(cfg, model, device, image_bgr, crf):
     return label_map
 
 
-def check_model_source(model_path, onnx_path, precision):
-    """Exactly one of ``--model-path`` and ``--onnx``; an ONNX model runs in float32."""
-    if (model_path is None) == (onnx_path is None):
-        raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
-                               "(an export.py file), not " + ("both" if model_path else "neither"))
-    if onnx_path is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
-
-
 def check_outputs(output, label_path, image_path, inputs):
     """One line for an output the run could not write: a bad format, one of the inputs (the
     image, or ``inputs``: ``{what: path}``), or a folder that cannot take a file."""
@@ -77,15 +68,6 @@ def check_outputs(output, label_path, image_path, inputs):
             raise OutputError(f"{label_path}: --save-label and --output name the same file")
         check_writable_output(label_path)
     check_writable_output(output)
-
-
-def new_figure(show):
-    """A pyplot figure when it is to be shown, else None (build_figure makes a bare one)."""
-    if not show:
-        return None
-    import matplotlib.pyplot as plt  # only now: importing pyplot picks a GUI backend
-
-    return plt.figure()
 
 
 @command()
@@ -117,7 +99,11 @@ def new_figure(show):
 def main(config_path, model_path, onnx_path, image_path, crf, output, label_path, top_k,
          min_share, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
-    check_model_source(model_path, onnx_path, precision)
+    if (model_path is None) == (onnx_path is None):
+        raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
+                               "(an export.py file), not " + ("both" if model_path else "neither"))
+    if onnx_path is not None and precision != "fp32":
+        raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
     if show and not display_available():
         raise click.ClickException("--show: no display available (DISPLAY is not set); "
                                    "use --no-show, the figure is saved to --output")
@@ -138,16 +124,19 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
         click.echo(f"{image_path} ({size_text(height, width)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
-        figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares,
-                              new_figure(show), panel_classes(shares, top_k, min_share / 100))
+        figure = None  # build_figure makes a bare one, which needs no display
+        if show:
+            import matplotlib.pyplot as plt  # only now: importing pyplot picks a GUI backend
+
+            figure = plt.figure()
+        figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares, figure,
+                              panel_classes(shares, top_k, min_share / 100))
         save_figure(figure, output, FIGURE_DPI)
         click.echo(f"figure: {output}")
         if label_path is not None:
             save_label_png(label_map, label_path, cfg.DATASET.N_CLASSES)
             click.echo(f"label map: {label_path}")
     if show:
-        import matplotlib.pyplot as plt
-
         plt.show()
 
 

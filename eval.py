@@ -43,16 +43,6 @@ def parse_prune_threshold(ctx, param, text):
     raise click.BadParameter(f"expected a number in [0, 1) or none, got {text!r}")
 
 
-def build_crf(cfg, crf, prune_threshold):
-    """The CRF a run uses (None without ``--crf``): the config's, with the threshold overridden."""
-    if not crf:
-        return None
-    dense_crf = DenseCRF.from_config(cfg.CRF)
-    if prune_threshold is FROM_CONFIG:
-        return dense_crf
-    return dense_crf.with_prune_threshold(prune_threshold)
-
-
 @command()
 @config_option(help="YAML config, e.g. config/cocostuff.yaml.")
 @model_path_option()
@@ -88,8 +78,10 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
-        options = EvalOptions(split, build_crf(cfg, crf, prune_threshold), n_jobs, tta_scales,
-                              flip, limit)
+        dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
+        if dense_crf is not None and prune_threshold is not FROM_CONFIG:
+            dense_crf = dense_crf.with_prune_threshold(prune_threshold)
+        options = EvalOptions(split, dense_crf, n_jobs, tta_scales, flip, limit)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device, precision=precision)
         # Checked before the slow part; what killed runs left in its folder is cleared only

@@ -41,18 +41,11 @@ def choose_window(show, output):
     return window
 
 
-def check_output(output, inputs):
-    """Before the slow part: a known video format, not one of ``inputs``, a writable folder."""
-    refuse_overwriting_inputs(output, inputs, option="--output")
-    video_codec(output)
-    check_writable_dir(Path(output).absolute().parent, "the blended video")
-
-
-def start_line(source, frame, profile, cfg, playback):
+def start_line(source, frame, scales, playback):
     """What is read, how the network sees it, and whether frames may be dropped."""
     reading = "newest frame, slower frames dropped" if playback.live else "every frame in order"
     return (f"{source}: {frame.shape[1]}x{frame.shape[0]} frames, "
-            f"{profile.describe(cfg.MODEL.MSC.SCALES)}; {reading}"
+            f"{playback.profile.describe(scales)}; {reading}"
             + ("; q or Esc quits" if playback.window else ""))
 
 
@@ -83,8 +76,11 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
     window = choose_window(show, output)
     try:
         with one_line_errors(config_path), contextlib.ExitStack() as stack:
-            if output is not None:
-                check_output(output, {"video": video, "config": config_path, "model": model_path})
+            if output is not None:  # before the slow part
+                refuse_overwriting_inputs(output, {"video": video, "config": config_path,
+                                                   "model": model_path}, option="--output")
+                video_codec(output)
+                check_writable_dir(Path(output).absolute().parent, "the blended video")
             cfg = load_cli_config(config_path)
             profile = Profile.from_config(cfg, fast, precision)
             playback = Playback(profile, cfg.IMAGE.MEAN, load_checked_class_names(cfg), click.echo,
@@ -102,8 +98,8 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
                        if output is not None else contextlib.nullcontext())
             try:  # Ctrl-C ends the run quietly; the video keeps the frames written
                 with writing as playback.writer:
-                    click.echo(start_line(video or f"camera {camera_id}", first_frame, profile,
-                                          cfg, playback))
+                    click.echo(start_line(video or f"camera {camera_id}", first_frame,
+                                          cfg.MODEL.MSC.SCALES, playback))
                     run(model, device, capture, first_frame, playback, stats)
             except KeyboardInterrupt:
                 click.echo("interrupted")

@@ -62,10 +62,7 @@ def _model_outputs(model, loader, device, options, crf_picture):
         with torch.inference_mode():
             probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]),
                                   options.tta_scales, options.flip)
-            if crf_picture is not None:
-                outputs = probs.float().cpu().numpy()
-            else:
-                outputs = probs.argmax(dim=1).cpu().numpy()
+            outputs = (probs.argmax(dim=1) if crf_picture is None else probs.float()).cpu().numpy()
         for image, label, output in zip(images, labels.numpy(), outputs):
             yield label, output, (None if crf_picture is None else crf_picture(image))
 

@@ -104,16 +104,12 @@ class PointerReporter:
     """Mouse callback: ``echo`` a line with the class under the pointer whenever it changes."""
 
     def __init__(self, class_names, echo):
-        self.class_names = class_names
-        self.label_map = None
-        self.last = None
-        self.echo = echo
+        self.class_names, self.echo = class_names, echo
+        self.label_map = self.last = None
 
     def __call__(self, event, x, y, flags, param):
-        if self.label_map is None:
-            return
-        height, width = self.label_map.shape
-        if not (0 <= x < width and 0 <= y < height):
+        if self.label_map is None or not (0 <= y < self.label_map.shape[0]
+                                          and 0 <= x < self.label_map.shape[1]):
             return
         class_id = int(self.label_map[y, x])
         if class_id != self.last:

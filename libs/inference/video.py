@@ -80,12 +80,10 @@ def source_fps(capture):
 
 def frames(capture, first_frame):
     """All frames of ``capture``, starting with the one already read."""
-    frame = first_frame
-    while frame is not None:
+    ok, frame = True, first_frame
+    while ok and frame is not None:
         yield frame
         ok, frame = capture.read()
-        if not ok:
-            return
 
 
 class LatestFrame:
