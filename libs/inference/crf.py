@@ -53,17 +53,12 @@ class DenseCRF:
 
     @classmethod
     def from_config(cls, crf_section):
-        """The CRF of a config's ``CRF`` section (the one place that reads it).
-
-        A value the CRF refuses is a :class:`ConfigValueError` naming the key.
-        """
+        """The CRF of a config's ``CRF`` section; a value it refuses names the key."""
         threshold = crf_section.PRUNE_THRESHOLD
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ConfigValueError(f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
-        return cls(iter_max=crf_section.ITER_MAX, pos_w=crf_section.POS_W,
-                   pos_xy_std=crf_section.POS_XY_STD, bi_w=crf_section.BI_W,
-                   bi_xy_std=crf_section.BI_XY_STD, bi_rgb_std=crf_section.BI_RGB_STD,
-                   prune_threshold=crf_section.PRUNE_THRESHOLD)
+        # Each field is the section's key of the same name in capitals (ITER_MAX, ...).
+        return cls(**{f.name: getattr(crf_section, f.name.upper()) for f in fields(cls)})
 
     def with_prune_threshold(self, prune_threshold):
         """The same CRF with another label-pruning threshold (None: all labels)."""
@@ -124,10 +119,9 @@ class DenseCRF:
 def legacy_crf_image(image_chw):
     """The image the original implementation fed its CRF, for reproducing its CRF numbers.
 
-    It cast the mean-subtracted BGR network input straight to uint8, so
-    negative values wrapped around. The cast of a negative float to uint8 is
-    undefined in C; this reproduces what x86 machines do (truncate towards
-    zero, keep the low 8 bits). Channel order does not matter to the CRF.
+    It cast the mean-subtracted BGR network input straight to uint8; that cast of a negative
+    float is undefined in C, and this does what x86 does (truncate towards zero, keep the low
+    8 bits). Channel order does not matter to the CRF.
     """
     values = np.trunc(np.asarray(image_chw, dtype=np.float64)).astype(np.int64)
     return np.ascontiguousarray((values % 256).astype(np.uint8).transpose(1, 2, 0))
@@ -156,11 +150,9 @@ def default_n_jobs():
 def map_crf(crf, items, n_jobs=None, argmax=False):
     """Run ``crf`` on ``(key, image, probmap)`` items; yield ``(key, result)`` in input order.
 
-    ``result`` is the posterior (CxHxW), or with ``argmax=True`` the HxW int64 label map,
-    which is all evaluation needs and much cheaper to send back. The CRF runs in ``n_jobs``
-    worker processes (default: all cores); items are consumed lazily and at most
-    ``2 * n_jobs`` are in flight, so memory stays bounded, and pruned labels are dropped
-    before an item is sent.
+    ``result`` is the posterior (CxHxW), or with ``argmax=True`` the HxW int64 label map (all
+    evaluation needs, and much cheaper to send back), computed in ``n_jobs`` worker processes
+    (default: all cores). At most ``2 * n_jobs`` items are in flight, so memory stays bounded.
     """
     n_jobs = default_n_jobs() if n_jobs is None else int(n_jobs)
     if n_jobs < 1:

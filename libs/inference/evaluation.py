@@ -113,10 +113,6 @@ def score(cfg, model, device, options=EvalOptions(), extra=None):
     start = time.perf_counter()
     matrix, n_images = evaluate(cfg, model, device, options)
     elapsed = time.perf_counter() - start
-    crf_settings = None if options.crf is None else {
-        **options.crf.settings(),
-        "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE,
-    }
     scores = matrix.scores()
     results = {
         **(extra or {}),
@@ -126,7 +122,9 @@ def score(cfg, model, device, options=EvalOptions(), extra=None):
         "image_size": None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST,
         "scales": list(options.tta_scales),
         "flip": bool(options.flip),
-        "crf": crf_settings,
+        "crf": None if options.crf is None else {
+            **options.crf.settings(),
+            "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE},
         "seconds": round(elapsed, 3),
         "images_per_second": round(n_images / elapsed, 4) if elapsed > 0 else None,
         **{name: _json_number(scores[name]) for name in SCORE_NAMES},

@@ -142,13 +142,11 @@ def panel_title(class_names, class_id, share):
 
 
 def build_figure(image_rgb, label_map, class_names, shares, figure=None, panels=None):
-    """The demo figure; returns it (a fresh :class:`Figure` unless ``figure`` is given).
+    """The demo figure: ``figure`` (a pyplot one can be shown), else a bare :class:`Figure`.
 
-    Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the
-    legend (titled ``"classes"``: every entry of ``shares`` with its share),
-    then one panel titled ``"<name> (<share>%)"`` for each entry of ``panels`` (default:
-    :func:`panel_classes` of ``shares``). Passing a pyplot figure lets the caller show it; a
-    bare Figure needs no display.
+    Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the legend (titled
+    ``"classes"``: every entry of ``shares``), then one panel titled ``"<name> (<share>%)"``
+    for each entry of ``panels`` (default: :func:`panel_classes` of ``shares``).
     """
     n_classes = len(class_names)
     colours = palette(n_classes)

@@ -190,9 +190,9 @@ def no_window_reason():
 class CheckedVideoWriter:
     """A ``cv2.VideoWriter`` whose every write is checked; :attr:`n_frames` counts the frames.
 
-    ``cv2.VideoWriter.write`` fails silently, so each write needs the writer open and room on
-    the disk for a raw frame, and :meth:`finish` reads the file back. Failures are a
-    :class:`VideoWriteError` naming ``path`` (the user's file; the data goes to ``tmp``).
+    Each write needs the writer open and room on the disk for a raw frame, and :meth:`finish`
+    reads the file back. A failure is a :class:`VideoWriteError` naming ``path`` (the user's
+    file; the data goes to ``tmp``).
     """
 
     def __init__(self, tmp, path, fps, frame_size):
