@@ -56,7 +56,8 @@ class DenseCRF:
         """The CRF of a config's ``CRF`` section; a value it refuses names the key."""
         threshold = crf_section.PRUNE_THRESHOLD
         if threshold is not None and not 0.0 <= threshold < 1.0:
-            raise ConfigValueError(f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
+            raise ConfigValueError(
+                f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
         # Each field is the section's key of the same name in capitals (ITER_MAX, ...).
         return cls(**{f.name: getattr(crf_section, f.name.upper()) for f in fields(cls)})
 

@@ -165,8 +165,9 @@ def test_toy_training_and_evaluation(voc_cfg, one_torch_thread):
     from libs.training import train
 
     voc_cfg.IMAGE.EVAL_ORIGINAL_SIZE = True
-    model = train(voc_cfg, torch.device("cpu"), EvalOptions(progress=False))
-    matrix, n_images = evaluate(voc_cfg, model.eval(), torch.device("cpu"), EvalOptions(progress=False))
+    model = train(voc_cfg, torch.device("cpu"), progress=False)
+    matrix, n_images = evaluate(voc_cfg, model.eval(), torch.device("cpu"),
+                                EvalOptions(progress=False))
     assert n_images == N_TEST
     matrix = matrix.hist
     assert matrix.shape == (8, 8)

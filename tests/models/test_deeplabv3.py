@@ -209,7 +209,7 @@ def test_each_model_learns_the_synthetic_classes(kind, toy_cfg):
     cfg.SOLVER.update(ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1,
                       LR=LEARN_LR)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4
-    model = run_training(cfg, CPU, EvalOptions(progress=False)).eval()
+    model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     trained = evaluate(cfg, model, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]

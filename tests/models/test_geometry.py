@@ -254,7 +254,8 @@ def test_eval_original_size_pads_and_scores_the_synthetic_images(toy_cfg, tmp_pa
     np.testing.assert_array_equal(matrix.hist, expected.hist)
     assert matrix.hist.sum() > 0
 
-    results = evaluate_and_report(toy_cfg, model, CPU, tmp_path / "original.json", EvalOptions(progress=False))
+    results = evaluate_and_report(toy_cfg, model, CPU, tmp_path / "original.json",
+                                  EvalOptions(progress=False))
     written = json.loads((tmp_path / "original.json").read_text())
     assert written["image_size"] is None
     assert written["mean_iou"] == pytest.approx(expected.scores()["mean_iou"], abs=1e-12)

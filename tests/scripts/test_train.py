@@ -121,7 +121,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=6, ITER_SNAP=3, ITER_SIZE=2, LR_DECAY=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2  # 12 images: 6 sub-batches per epoch, resume crosses one
     cfg.EXP.OUTPUT_DIR = str(tmp_path / "full")
-    run_training(cfg, CPU, EvalOptions(progress=False))
+    run_training(cfg, CPU, progress=False)
     uninterrupted = final_weights(cfg)
 
     checkpoint = tmp_path / "full" / cfg.EXP.ID / "checkpoint_3.pth"
@@ -142,7 +142,7 @@ def test_two_process_gloo_run_equals_one_process(toy_cfg, tmp_path):
     cfg = small(toy_cfg, ITER_MAX=3, ITER_SNAP=100, ITER_SIZE=2)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 2
     cfg.EXP.OUTPUT_DIR = str(tmp_path / "single")
-    run_training(cfg, CPU, EvalOptions(progress=False))
+    run_training(cfg, CPU, progress=False)
     single = final_weights(cfg)["model"]
 
     cfg.SOLVER.BATCH_SIZE.TRAIN = 1  # per process: 2 processes x 1 = the same global batch
@@ -166,7 +166,7 @@ def test_checkpoints_and_tensorboard_logs(toy_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = small(toy_cfg, ITER_MAX=4, ITER_SNAP=2, ITER_TB=2, AVERAGE_LOSS=20)
-    run_training(cfg, CPU, EvalOptions(progress=False))
+    run_training(cfg, CPU, progress=False)
     out = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_2.pth", "checkpoint_4.pth", "checkpoint_final.pth"]
@@ -289,7 +289,7 @@ def test_a_non_finite_loss_stops_with_one_line(toy_cfg, tmp_path, monkeypatch):
                         lambda *args: torch.full((1, 1), float("nan"), requires_grad=True))
     cfg = small(toy_cfg, ITER_MAX=3)
     with pytest.raises(TrainingError, match="loss is nan at iteration 1; stopping"):
-        run_training(cfg, CPU, EvalOptions(progress=False))
+        run_training(cfg, CPU, progress=False)
     assert issubclass(TrainingError, FloatingPointError)
     # --overwrite: the library run above left its logs under the same EXP.ID
     result = run_cli(["--config", str(write_config(cfg, tmp_path / "c.yaml")), "--no-cuda",
@@ -310,7 +310,7 @@ def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
 
     cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4
-    model = run_training(cfg, CPU, EvalOptions(progress=False)).eval()
+    model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
     trained = evaluate(cfg, model, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]
