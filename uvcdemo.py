@@ -5,10 +5,8 @@
     python uvcdemo.py --config ... --model-path PATH --video FILE --output blended.mp4
 
 A camera (or a file with ``--realtime``) is read in a background thread and the newest frame
-is segmented, so frames the network cannot keep up with are dropped and counted. A window
-needs OpenCV with GUI support (``opencv-python``, not the default headless wheel); otherwise
-the blended video goes to ``--output`` only. Sources and outputs are in
-``libs/inference/video.py``, the frame loop in ``libs/inference/frame_loop.py``.
+is segmented, so frames the network cannot keep up with are dropped and counted. The frame
+loop is ``libs/inference/frame_loop.py``, sources and outputs ``libs/inference/video.py``.
 """
 
 import contextlib

@@ -2,11 +2,8 @@
 
 Evaluation accumulates it over every labelled pixel, so memory does not grow with the number
 of images. ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the ground
-truth only: COCO-Stuff 10k never labels 11 of its 182 indices, and averaging in the zeros of
-stray predictions of those would make the mean depend on classes the benchmark does not
-contain. ``Class IoU`` is NaN for a class absent from truth and prediction, 0.0 for one only
-predicted. The original ``nanmean`` agrees whenever no unlabelled class is predicted
-(``docs/eval.md``).
+truth only, so stray predictions of classes the benchmark never labels (11 of COCO-Stuff
+10k's 182 indices) do not move the mean; ``docs/eval.md`` compares this with the original.
 """
 
 import numpy as np
