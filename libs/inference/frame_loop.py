@@ -15,10 +15,9 @@ import torch
 from tqdm import tqdm
 
 from ..models.geometry import model_geometry
-from ..utils.sizes import scaled_size
 from ..utils.visualize import (colorize, draw_legend, legend_entries, palette, put_outlined_text,
                                text_style)
-from .predict import dense_logits, network_input, resize_longer_side
+from .predict import dense_logits, network_input, resize_longer_side, resize_shorter_side
 from .video import WINDOW_NAME, LatestFrame, frames
 
 QUIT_KEYS = (ord("q"), 27)  # 27 is Esc
@@ -74,15 +73,6 @@ def draw_frame_legend(frame_bgr, label_map, class_names, colours_bgr, style=None
     style = text_style(*frame_bgr.shape[:2]) if style is None else style
     entries = legend_entries(label_map, class_names, colours_bgr)
     return draw_legend(frame_bgr, entries, style, right=True)
-
-
-def resize_shorter_side(image, shorter_side):
-    """Bilinear resize of an HxWx3 image so its shorter side is ``shorter_side``."""
-    height, width = image.shape[:2]
-    size = scaled_size((height, width), shorter_side / min(height, width))
-    if size == (height, width):
-        return image
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def segment_frame(model, frame_bgr, longer_side, mean, device, shorter_side=None):

@@ -93,10 +93,18 @@ def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=N
 
 def resize_longer_side(image, longer_side):
     """Bilinear resize of an HxWx3 image so its longer side is ``longer_side``."""
-    height, width = longer_side_size(image.shape[0], image.shape[1], longer_side)
-    if (height, width) == image.shape[:2]:
+    return _resized(image, longer_side_size(image.shape[0], image.shape[1], longer_side))
+
+
+def resize_shorter_side(image, shorter_side):
+    """Bilinear resize of an HxWx3 image so its shorter side is ``shorter_side``."""
+    return _resized(image, scaled_size(image.shape[:2], shorter_side / min(image.shape[:2])))
+
+
+def _resized(image, size):
+    if tuple(size) == image.shape[:2]:
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def network_input(image_bgr, mean):

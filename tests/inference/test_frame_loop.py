@@ -177,12 +177,12 @@ def test_q_in_the_window_stops_a_live_source(monkeypatch):
 
 
 def test_shorter_side_resize():
-    assert video_loop.resize_shorter_side(np.zeros((480, 640, 3), np.uint8), 321).shape == (
+    assert predict.resize_shorter_side(np.zeros((480, 640, 3), np.uint8), 321).shape == (
         321, 428, 3)
-    assert video_loop.resize_shorter_side(np.zeros((640, 480, 3), np.uint8), 321).shape == (
+    assert predict.resize_shorter_side(np.zeros((640, 480, 3), np.uint8), 321).shape == (
         428, 321, 3)
     image = np.zeros((65, 90, 3), np.uint8)
-    assert video_loop.resize_shorter_side(image, 65) is image
+    assert predict.resize_shorter_side(image, 65) is image
 
 
 @pytest.mark.parametrize("single_scale", [True, False])
