@@ -4,19 +4,10 @@
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
     python demo.py --config config/cocostuff.yaml --onnx model.onnx --image-path IMAGE
 
-With ``--onnx`` the network is an ONNX file written by export.py, run by ONNX
-Runtime (``libs/inference/onnx_model.py``) instead of PyTorch; everything else
-(resizing, padding, upsampling, CRF, figure) is the same code.
-
-The image is resized so that its longer side is ``IMAGE.SIZE.DEMO`` (aspect
-kept), segmented, optionally refined by the dense CRF, and drawn as one figure:
-the input, the colour label map, a legend of every class found, and a panel
-for each of the ``--top-k`` largest classes holding at least ``--min-share``
-percent of the pixels. Every class and its share of the pixels is printed. The
-figure is saved (``--output``, default ``./<image stem>_segmentation.png``) and
-shown when a display exists; nothing here ever needs one. ``--save-label``
-also writes the raw label map (a one-channel PNG of class indices). Neither
-file may be the input image. The figure is drawn by ``libs/inference/figure.py``.
+With ``--onnx`` the network is an ONNX file written by export.py, run by ONNX Runtime
+(``libs/inference/onnx_model.py``) instead of PyTorch; everything else is the same code.
+The figure (``libs/inference/figure.py``) is saved and shown when a display exists; nothing
+here ever needs one. Neither output file may be an input.
 """
 
 import sys
@@ -32,8 +23,8 @@ from libs.datasets.images import read_image_bgr
 from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
                                    class_shares, default_output_path, format_shares,
-                                   refuse_overwrite, save_label_png)
-from libs.inference.onnx_model import load_onnx_model
+                                   panel_classes, refuse_overwrite, save_label_png)
+from libs.inference.onnx_model import OnnxModel
 from libs.inference.predict import load_model, resize_longer_side, segment
 from libs.utils.atomic import figure_format, save_figure
 from libs.utils.device import choose_device
@@ -43,30 +34,24 @@ from libs.utils.sizes import size_text
 from libs.utils.visualize import display_available
 
 
-def segment_image(cfg, model_path, image_path, crf, cuda, precision="fp32", onnx_path=None):
-    """The resized BGR image and its label map, with the CRF when ``crf``.
-
-    The network is the ONNX file ``onnx_path`` when given, else ``model_path``'s weights.
-    """
-    image_bgr = resize_longer_side(read_image_bgr(image_path, cfg.IMAGE.MEAN), cfg.IMAGE.SIZE.DEMO)
-    device = choose_device(cuda)
+def load_network(cfg, model_path, onnx_path, device, precision="fp32"):
+    """The ONNX file ``onnx_path`` run by ONNX Runtime when given, else ``model_path``'s weights."""
     if onnx_path is not None:
-        model = load_onnx_model(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
-    else:
-        model = load_model(cfg, model_path, device, precision=precision)
+        return OnnxModel(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
+    return load_model(cfg, model_path, device, precision=precision)
+
+
+def read_demo_image(cfg, image_path):
+    """The image as BGR uint8, resized so that its longer side is ``IMAGE.SIZE.DEMO``."""
+    return resize_longer_side(read_image_bgr(image_path, cfg.IMAGE.MEAN), cfg.IMAGE.SIZE.DEMO)
+
+
+def segment_image(cfg, model, device, image_bgr, crf):
+    """The label map of ``image_bgr``, refined by the config's CRF when ``crf``."""
     dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
     _, label_map = segment(model, image_bgr, cfg.IMAGE.MEAN, device, crf=dense_crf,
                            legacy_mean_subtracted=cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
-    return image_bgr, label_map
-
-
-def check_model_source(model_path, onnx_path, precision):
-    """Exactly one of ``--model-path`` and ``--onnx``; an ONNX model runs in float32."""
-    if (model_path is None) == (onnx_path is None):
-        raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
-                               "(an export.py file), not " + ("both" if model_path else "neither"))
-    if onnx_path is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
+    return label_map
 
 
 def check_outputs(output, label_path, image_path, inputs):
@@ -83,15 +68,6 @@ def check_outputs(output, label_path, image_path, inputs):
             raise OutputError(f"{label_path}: --save-label and --output name the same file")
         check_writable_output(label_path)
     check_writable_output(output)
-
-
-def new_figure(show):
-    """A pyplot figure when it is to be shown, else None (build_figure makes a bare one)."""
-    if not show:
-        return None
-    import matplotlib.pyplot as plt  # only now: importing pyplot picks a GUI backend
-
-    return plt.figure()
 
 
 @command()
@@ -123,7 +99,11 @@ def new_figure(show):
 def main(config_path, model_path, onnx_path, image_path, crf, output, label_path, top_k,
          min_share, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
-    check_model_source(model_path, onnx_path, precision)
+    if (model_path is None) == (onnx_path is None):
+        raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
+                               "(an export.py file), not " + ("both" if model_path else "neither"))
+    if onnx_path is not None and precision != "fp32":
+        raise click.UsageError("--precision applies to --model-path; an ONNX model runs in fp32")
     if show and not display_available():
         raise click.ClickException("--show: no display available (DISPLAY is not set); "
                                    "use --no-show, the figure is saved to --output")
@@ -135,23 +115,28 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
                        "config file": config_path})
         cfg = load_cli_config(config_path)
         class_names = load_checked_class_names(cfg)
-        image_bgr, label_map = segment_image(cfg, model_path, image_path, crf, cuda, precision,
-                                             onnx_path)
+        image_bgr = read_demo_image(cfg, image_path)
+        device = choose_device(cuda)
+        model = load_network(cfg, model_path, onnx_path, device, precision)
+        label_map = segment_image(cfg, model, device, image_bgr, crf)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
         height, width = label_map.shape
         click.echo(f"{image_path} ({size_text(height, width)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
-        figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares,
-                              new_figure(show), top_k=top_k, min_share=min_share / 100)
+        figure = None  # build_figure makes a bare one, which needs no display
+        if show:
+            import matplotlib.pyplot as plt  # only now: importing pyplot picks a GUI backend
+
+            figure = plt.figure()
+        figure = build_figure(image_bgr[:, :, ::-1], label_map, class_names, shares, figure,
+                              panel_classes(shares, top_k, min_share / 100))
         save_figure(figure, output, FIGURE_DPI)
         click.echo(f"figure: {output}")
         if label_path is not None:
             save_label_png(label_map, label_path, cfg.DATASET.N_CLASSES)
             click.echo(f"label map: {label_path}")
     if show:
-        import matplotlib.pyplot as plt
-
         plt.show()
 
 

@@ -3,13 +3,10 @@
 
     python eval.py --config config/cocostuff.yaml --model-path PATH [--crf [--crf-prune T]]
 
-The logits are upsampled bilinearly to the label size, turned into
-probabilities (averaged over the test-time scales and flips when asked),
-optionally refined by the dense CRF (exact unless label pruning is asked for,
-in the config or with ``--crf-prune``), and the argmax is accumulated into one
-confusion matrix over all labelled pixels. The scores go to a JSON file next
-to the model (or ``--output``) and to the terminal. The work is done in
-``libs/inference``; this script parses, wires and reports.
+The probabilities (averaged over test-time scales and flips when asked), optionally refined
+by the dense CRF, give one confusion matrix over all labelled pixels; the scores go to a JSON
+file next to the model (or ``--output``) and to the terminal. The work is done in
+``libs/inference/evaluation.py``; this script parses, wires and reports.
 """
 
 import sys
@@ -21,9 +18,8 @@ from tqdm import tqdm
 from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
                       one_line_errors, parse_positive_floats, precision_option)
 from libs.inference.crf import DenseCRF, default_n_jobs
-from libs.inference.evaluation import evaluate_and_report
+from libs.inference.evaluation import EvalOptions, default_output_path, evaluate_and_report
 from libs.inference.predict import load_model
-from libs.inference.report import default_output_path
 from libs.utils.atomic import remove_stale_temporaries
 from libs.utils.device import choose_device
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
@@ -40,32 +36,11 @@ def parse_prune_threshold(ctx, param, text):
     if text.strip().lower() in EXACT_WORDS:
         return None
     try:
-        value = float(text)
+        if 0.0 <= float(text) < 1.0:
+            return float(text)
     except ValueError:
-        value = None
-    if value is None or not 0.0 <= value < 1.0:
-        raise click.BadParameter(f"expected a number in [0, 1) or none, got {text!r}")
-    return value
-
-
-def prepare_output(output, model_path, config_path):
-    """Check, before the slow part, that ``output`` can be written and is none of the inputs;
-    clear what killed earlier runs left in its folder (after the model loaded, so a
-    mistyped model path creates no folder)."""
-    refuse_overwriting_inputs(output, {"model file": model_path, "config file": config_path})
-    check_writable_output(output)
-    remove_stale_temporaries(Path(output).parent, suffixes=(Path(output).suffix,))
-    return output
-
-
-def build_crf(cfg, crf, prune_threshold):
-    """The CRF a run uses (None without ``--crf``): the config's, with the threshold overridden."""
-    if not crf:
-        return None
-    dense_crf = DenseCRF.from_config(cfg.CRF)
-    if prune_threshold is FROM_CONFIG:
-        return dense_crf
-    return dense_crf.with_prune_threshold(prune_threshold)
+        pass
+    raise click.BadParameter(f"expected a number in [0, 1) or none, got {text!r}")
 
 
 @command()
@@ -91,8 +66,7 @@ def build_crf(cfg, crf, prune_threshold):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Results JSON  [default: next to the model, "
                    "<model>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json; for a "
-                   "released "
-                   "model's name, under EXP.OUTPUT_DIR/released/]")
+                   "released model's name, under EXP.OUTPUT_DIR/released/]")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N images (quick checks, throughput).")
 @cuda_option()
@@ -104,21 +78,23 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
-        dense_crf = build_crf(cfg, crf, prune_threshold)
+        dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
+        if dense_crf is not None and prune_threshold is not FROM_CONFIG:
+            dense_crf = dense_crf.with_prune_threshold(prune_threshold)
+        options = EvalOptions(split, dense_crf, n_jobs, tta_scales, flip, limit)
         device = choose_device(cuda)
         model = load_model(cfg, model_path, device, precision=precision)
-        output = prepare_output(output or default_output_path(
-            model_path, split, dense_crf, tta_scales, flip,
-            released_dir=Path(cfg.EXP.OUTPUT_DIR) / "released", limit=limit),
-            model_path, config_path)
-        if dense_crf is not None:
-            tqdm.write(f"{dense_crf} on {n_jobs or default_n_jobs()} worker processes")
-        evaluate_and_report(
-            cfg, model, device, output, split=split, crf=dense_crf, n_jobs=n_jobs,
-            tta_scales=tta_scales, flip=flip, limit=limit,
-            extra={"config": str(config_path), "model_path": str(model_path),
-                   "precision": precision},
-        )
+        # Checked before the slow part; what killed runs left in its folder is cleared only
+        # now that the model loaded, so a mistyped model path creates no folder.
+        output = output or default_output_path(model_path, options,
+                                               Path(cfg.EXP.OUTPUT_DIR) / "released")
+        refuse_overwriting_inputs(output, {"model file": model_path, "config file": config_path})
+        check_writable_output(output)
+        remove_stale_temporaries(Path(output).parent, suffixes=(Path(output).suffix,))
+        if options.crf is not None:
+            tqdm.write(f"{options.crf} on {n_jobs or default_n_jobs()} worker processes")
+        evaluate_and_report(cfg, model, device, output, options, extra={
+            "config": str(config_path), "model_path": str(model_path), "precision": precision})
 
 
 if __name__ == "__main__":

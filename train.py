@@ -22,8 +22,7 @@ from libs.cli import (
     one_line_errors,
 )
 from libs.cli.train_options import exit_on_interrupt, run_options
-from libs.inference.evaluation import evaluate_and_report, score
-from libs.inference.report import default_output_path
+from libs.inference.evaluation import EvalOptions, default_output_path, evaluate_and_report, score
 from libs.training import Launch, distributed, record_scores, train
 from libs.training.checkpoint import checkpoint_dir
 from libs.training.run_folder import prepare_run_folders
@@ -43,7 +42,8 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_chang
     try:
         evaluator = None
         if scoring and cfg.SOLVER.ITER_EVAL:
-            evaluator = functools.partial(score, cfg, device=device, progress=False)
+            evaluator = functools.partial(score, cfg, device=device,
+                                          options=EvalOptions(progress=False))
         model = train(cfg, device, resume, evaluator=evaluator, launch=launch)
     finally:
         distributed.cleanup()
@@ -77,7 +77,7 @@ def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
         if evaluate_after and rank == 0:
             final = checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
             results = evaluate_and_report(cfg, model.eval(), device,
-                                          default_output_path(final, "test"))
+                                          default_output_path(final))
             record_scores(cfg, results)  # train.log and TensorBoard (eval/*)
 
 

@@ -4,21 +4,9 @@
     python uvcdemo.py --config config/cocostuff.yaml --model-path PATH [--camera-id 0] [--fast]
     python uvcdemo.py --config ... --model-path PATH --video FILE --output blended.mp4
 
-Each frame is resized so its longer side is ``IMAGE.SIZE.DEMO`` for the
-multi-scale network, or with ``--fast`` so its shorter side is
-``IMAGE.SIZE.DEMO_FAST`` for the single-scale network; the label map is
-upsampled to the frame's own size, coloured, and blended with the frame, with
-the processing rate in the top-left corner and a legend of the classes in the
-frame in the top-right one. A camera (or a file with
-``--realtime``) is read in a background thread and the newest frame is
-segmented: frames the network cannot keep up with are dropped and counted.
-In a window, ``q`` or Esc quits and the class under the mouse pointer is printed.
-A window needs OpenCV with GUI support (the ``opencv-python`` wheel; the default
-``opencv-python-headless`` has none), otherwise the blended video goes to
-``--output`` only. ``--output`` may not be an input (video, config, weights) and its
-folder must be writable, both checked before the model loads; every frame write
-is checked, and a video that does not hold every frame is not published.
-The frame loop lives in ``libs/inference/video.py``.
+A camera (or a file with ``--realtime``) is read in a background thread and the newest frame
+is segmented, so frames the network cannot keep up with are dropped and counted. The frame
+loop is ``libs/inference/frame_loop.py``, sources and outputs ``libs/inference/video.py``.
 """
 
 import contextlib
@@ -31,8 +19,10 @@ import cv2
 from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
                       one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
-from libs.inference.video import (Profile, RunStats, load_profile_model, no_window_reason,
-                                  open_source, open_window, run, source_fps, video_output)
+from libs.inference.frame_loop import Playback, Profile, RunStats, run
+from libs.inference.predict import load_model
+from libs.inference.video import (no_window_reason, open_source, open_window, source_fps,
+                                  video_output)
 from libs.utils.atomic import video_codec
 from libs.utils.device import choose_device
 from libs.utils.files import check_writable_dir, refuse_overwriting_inputs
@@ -49,28 +39,12 @@ def choose_window(show, output):
     return window
 
 
-def run_until_interrupted(run_frames, stats):
-    """Run ``run_frames()``; Ctrl-C ends it quietly (``stats`` keeps the counts so far)."""
-    try:
-        run_frames()
-    except KeyboardInterrupt:
-        click.echo("interrupted")
-    click.echo(stats.summary())
-
-
-def check_output(output, inputs):
-    """Before the slow part: a known video format, not one of ``inputs``, a writable folder."""
-    refuse_overwriting_inputs(output, inputs, option="--output")
-    video_codec(output)
-    check_writable_dir(Path(output).absolute().parent, "the blended video")
-
-
-def start_line(source, frame, profile, cfg, live, window):
+def start_line(source, frame, scales, playback):
     """What is read, how the network sees it, and whether frames may be dropped."""
-    reading = ("newest frame, slower frames dropped" if live else "every frame in order")
+    reading = "newest frame, slower frames dropped" if playback.live else "every frame in order"
     return (f"{source}: {frame.shape[1]}x{frame.shape[0]} frames, "
-            f"{profile.describe(cfg.MODEL.MSC.SCALES)}; {reading}"
-            + ("; q or Esc quits" if window else ""))
+            f"{playback.profile.describe(scales)}; {reading}"
+            + ("; q or Esc quits" if playback.window else ""))
 
 
 @command()
@@ -98,33 +72,39 @@ def main(config_path, model_path, camera_id, video, output, show, max_frames, fa
          cuda, precision):
     """Segment a camera or a video frame by frame and show or write the blended result."""
     window = choose_window(show, output)
-    live = video is None or realtime
     try:
         with one_line_errors(config_path), contextlib.ExitStack() as stack:
-            if output is not None:
-                check_output(output, {"video": video, "config": config_path, "model": model_path})
+            if output is not None:  # before the slow part
+                refuse_overwriting_inputs(output, {"video": video, "config": config_path,
+                                                   "model": model_path}, option="--output")
+                video_codec(output)
+                check_writable_dir(Path(output).absolute().parent, "the blended video")
             cfg = load_cli_config(config_path)
-            class_names = load_checked_class_names(cfg)
-            device = choose_device(cuda)
             profile = Profile.from_config(cfg, fast, precision)
-            model = load_profile_model(cfg, model_path, device, profile)
+            playback = Playback(profile, cfg.IMAGE.MEAN, load_checked_class_names(cfg), click.echo,
+                                window=window, max_frames=max_frames, progress=not window,
+                                live=video is None or realtime)
+            device = choose_device(cuda)
+            model = load_model(cfg, model_path, device, precision=profile.precision,
+                               single_scale=profile.single_scale)
             capture, first_frame = open_source(camera_id, video)
             stack.callback(capture.release)
-            writer = None
-            if output is not None:
-                height, width = first_frame.shape[:2]
-                writer = stack.enter_context(
-                    video_output(output, source_fps(capture), (width, height)))
-            source = video if video is not None else f"camera {camera_id}"
-            click.echo(start_line(source, first_frame, profile, cfg, live, window))
+            if video is not None:
+                playback.pace_fps = source_fps(capture)
             stats = RunStats()
-            run_until_interrupted(lambda: run(
-                model, device, capture, first_frame, profile=profile, mean=cfg.IMAGE.MEAN,
-                class_names=class_names, echo=click.echo, writer=writer, window=window,
-                max_frames=max_frames, progress=not window, live=live,
-                pace_fps=source_fps(capture) if video is not None else None, stats=stats), stats)
-        if writer is not None and writer.n_frames:
-            click.echo(f"blended video: {output} ({writer.n_frames} frames, checked in the file)")
+            writing = (video_output(output, source_fps(capture), first_frame.shape[1::-1])
+                       if output is not None else contextlib.nullcontext())
+            try:  # Ctrl-C ends the run quietly; the video keeps the frames written
+                with writing as playback.writer:
+                    click.echo(start_line(video or f"camera {camera_id}", first_frame,
+                                          cfg.MODEL.MSC.SCALES, playback))
+                    run(model, device, capture, first_frame, playback, stats)
+            except KeyboardInterrupt:
+                click.echo("interrupted")
+            click.echo(stats.summary())
+        if playback.writer is not None and playback.writer.n_frames:
+            click.echo(f"blended video: {output} ({playback.writer.n_frames} frames, "
+                       "checked in the file)")
     finally:
         if window:
             cv2.destroyAllWindows()

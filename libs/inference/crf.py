@@ -1,21 +1,11 @@
 """Fully connected CRF post-processing (DeepLab v2) on top of pydensecrf.
 
-Mean-field inference in a dense CRF refines the network's blurry 1/8-resolution
-output along colour edges of the image. It is by far the slowest step of
-evaluation (about 23 s per 513x513 image with COCO-Stuff's 182 labels on one
-core), so this module offers two speed-ups:
-
-* :func:`map_crf` runs the CRF on many images in parallel worker processes;
-* ``prune_threshold`` restricts inference to the labels whose probability
-  exceeds the threshold somewhere in the image. The cost of mean-field
-  inference is linear in the number of labels, and a trained network's
-  softmax gives almost every pixel to a handful of labels, so this loses very
-  little, but not nothing: it is an explicit speed option
-  (``CRF.PRUNE_THRESHOLD``, ``eval.py --crf-prune``), and the benchmark
-  protocol's configs leave it off (null: the exact CRF). ``docs/eval.md``
-  gives its measured speed-up and agreement with the exact CRF, on a trained
-  model's outputs and on synthetic 182-class maps
-  (``benchmarks/bench_crf.py`` measures both).
+Mean-field inference in a dense CRF refines the network's blurry 1/8-resolution output along
+colour edges, and is by far the slowest step of evaluation (timings in ``docs/eval.md``), so
+:func:`map_crf` runs it in parallel worker processes, and ``prune_threshold`` (an explicit
+speed option, off in the benchmark configs) restricts inference to the labels whose
+probability exceeds it somewhere: its cost is linear in the number of labels and a trained
+network gives almost every pixel to a handful of them.
 """
 
 import multiprocessing
@@ -37,15 +27,9 @@ UNARY_CLIP = 1e-5
 class DenseCRF:
     """Dense CRF with a Gaussian (smoothness) and a bilateral (appearance) Potts kernel.
 
-    ``crf(image, probmap)`` takes an HxWx3 uint8 RGB image and a CxHxW float32
-    probability map and returns the CxHxW float32 posterior. With
-    ``prune_threshold`` set, inference runs only over the labels whose
-    probability exceeds it somewhere or that win some pixel; the others get a
-    posterior of exactly 0.
-
-    The parameters are fixed once built (the object travels to worker
-    processes and into the results JSON); :meth:`with_prune_threshold` gives a
-    copy that differs in the threshold only.
+    ``crf(image, probmap)`` takes an HxWx3 uint8 RGB image and a CxHxW float32 probability
+    map and returns the CxHxW float32 posterior; labels pruned away get exactly 0. Frozen,
+    because the object travels to worker processes and into the results JSON.
     """
 
     iter_max: int
@@ -69,17 +53,13 @@ class DenseCRF:
 
     @classmethod
     def from_config(cls, crf_section):
-        """The CRF of a config's ``CRF`` section (the one place that reads it).
-
-        A value the CRF refuses is a :class:`ConfigValueError` naming the key.
-        """
+        """The CRF of a config's ``CRF`` section; a value it refuses names the key."""
         threshold = crf_section.PRUNE_THRESHOLD
         if threshold is not None and not 0.0 <= threshold < 1.0:
-            raise ConfigValueError(f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
-        return cls(iter_max=crf_section.ITER_MAX, pos_w=crf_section.POS_W,
-                   pos_xy_std=crf_section.POS_XY_STD, bi_w=crf_section.BI_W,
-                   bi_xy_std=crf_section.BI_XY_STD, bi_rgb_std=crf_section.BI_RGB_STD,
-                   prune_threshold=crf_section.PRUNE_THRESHOLD)
+            raise ConfigValueError(
+                f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
+        # Each field is the section's key of the same name in capitals (ITER_MAX, ...).
+        return cls(**{f.name: getattr(crf_section, f.name.upper()) for f in fields(cls)})
 
     def with_prune_threshold(self, prune_threshold):
         """The same CRF with another label-pruning threshold (None: all labels)."""
@@ -90,13 +70,21 @@ class DenseCRF:
         return asdict(self)
 
     def __call__(self, image, probmap):
-        image, probmap = _check_inputs(image, probmap)
+        return _crf_result(self, *self._prepare(image, probmap), argmax=False)
+
+    def _prepare(self, image, probmap):
+        """``(image, probmap of the kept labels, kept labels, label count)``, inputs checked."""
+        image = np.asarray(image)
+        probmap = np.asarray(probmap, dtype=np.float32)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"CRF image must be an HxWx3 uint8 array, got {image.dtype} {image.shape}")
+        if probmap.ndim != 3 or probmap.shape[1:] != image.shape[:2]:
+            raise ValueError(f"CRF probability map must be CxHxW with HxW {image.shape[:2]}, "
+                             f"got {probmap.shape}")
         kept = self.kept_labels(probmap)
-        if len(kept) == probmap.shape[0]:
-            return self.infer(image, probmap)
-        posterior = np.zeros_like(probmap)
-        posterior[kept] = self.infer(image, probmap[kept])
-        return posterior
+        reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
+        return image, np.ascontiguousarray(reduced), kept, probmap.shape[0]
 
     def kept_labels(self, probmap):
         """Indices of the labels inference runs over (all of them when pruning is off)."""
@@ -129,45 +117,27 @@ class DenseCRF:
         return np.asarray(q, dtype=np.float32).reshape(n_labels, height, width)
 
 
-def _check_inputs(image, probmap):
-    image = np.asarray(image)
-    probmap = np.asarray(probmap, dtype=np.float32)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"CRF image must be an HxWx3 uint8 array, got {image.dtype} {image.shape}")
-    if probmap.ndim != 3 or probmap.shape[1:] != image.shape[:2]:
-        raise ValueError(
-            f"CRF probability map must be CxHxW with HxW {image.shape[:2]}, got {probmap.shape}")
-    return image, probmap
-
-
 def legacy_crf_image(image_chw):
     """The image the original implementation fed its CRF, for reproducing its CRF numbers.
 
-    It cast the mean-subtracted BGR network input straight to uint8, so
-    negative values wrapped around. The cast of a negative float to uint8 is
-    undefined in C; this reproduces what x86 machines do (truncate towards
-    zero, keep the low 8 bits). Channel order does not matter to the CRF.
+    It cast the mean-subtracted BGR network input straight to uint8; that cast of a negative
+    float is undefined in C, and this does what x86 does (truncate towards zero, keep the low
+    8 bits). Channel order does not matter to the CRF.
     """
     values = np.trunc(np.asarray(image_chw, dtype=np.float64)).astype(np.int64)
     return np.ascontiguousarray((values % 256).astype(np.uint8).transpose(1, 2, 0))
 
 
-# ---------------------------------------------------------------- parallel map
-
-def _run_in_worker(crf, image, probmap, kept, argmax):
-    posterior = crf.infer(image, probmap)
+def _crf_result(crf, image, reduced, kept, n_labels, argmax):
+    """The posterior over all ``n_labels`` (0 for the labels pruned away), or its argmax."""
+    posterior = crf.infer(image, reduced)
     if argmax:
         return kept[np.argmax(posterior, axis=0)].astype(np.int64)
-    return posterior
-
-
-def _finish(result, kept, n_labels, argmax):
-    if argmax or len(kept) == n_labels:
-        return result
-    posterior = np.zeros((n_labels,) + result.shape[1:], dtype=np.float32)
-    posterior[kept] = result
-    return posterior
+    if len(kept) == n_labels:
+        return posterior
+    full = np.zeros((n_labels,) + posterior.shape[1:], dtype=np.float32)
+    full[kept] = posterior
+    return full
 
 
 def default_n_jobs():
@@ -181,29 +151,17 @@ def default_n_jobs():
 def map_crf(crf, items, n_jobs=None, argmax=False):
     """Run ``crf`` on ``(key, image, probmap)`` items; yield ``(key, result)`` in input order.
 
-    ``result`` is the posterior (CxHxW), or with ``argmax=True`` the HxW int64
-    label map, which is all evaluation needs and much cheaper to send back.
-    With ``n_jobs`` > 1 the CRF runs in that many worker processes (default:
-    all cores). Items are consumed lazily and at most ``2 * n_jobs`` are in
-    flight, so a long evaluation never holds more than a few probability maps
-    in memory. Labels pruned by the CRF are dropped before an item is sent to
-    a worker, which keeps the transfer small.
+    ``result`` is the posterior (CxHxW), or with ``argmax=True`` the HxW int64 label map (all
+    evaluation needs, and much cheaper to send back), computed in ``n_jobs`` worker processes
+    (default: all cores). At most ``2 * n_jobs`` items are in flight, so memory stays bounded.
     """
     n_jobs = default_n_jobs() if n_jobs is None else int(n_jobs)
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-
-    def prepared():
-        for key, image, probmap in items:
-            image, probmap = _check_inputs(image, probmap)
-            kept = crf.kept_labels(probmap)
-            reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
-            yield key, image, np.ascontiguousarray(reduced), kept, probmap.shape[0]
-
+    prepared = ((key, *crf._prepare(image, probmap)) for key, image, probmap in items)
     if n_jobs == 1:
-        for key, image, reduced, kept, n_labels in prepared():
-            result = _run_in_worker(crf, image, reduced, kept, argmax)
-            yield key, _finish(result, kept, n_labels, argmax)
+        for key, *prepared_item in prepared:
+            yield key, _crf_result(crf, *prepared_item, argmax)
         return
 
     # fork where available: a spawned worker re-imports the parent's main
@@ -214,12 +172,11 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(n_jobs) as pool:
         pending = deque()
-        for key, image, reduced, kept, n_labels in prepared():
-            job = pool.apply_async(_run_in_worker, (crf, image, reduced, kept, argmax))
-            pending.append((key, job, kept, n_labels))
-            while len(pending) >= 2 * n_jobs:
-                key_done, job_done, kept_done, n_done = pending.popleft()
-                yield key_done, _finish(job_done.get(), kept_done, n_done, argmax)
+        for key, *prepared_item in prepared:
+            pending.append((key, pool.apply_async(_crf_result, (crf, *prepared_item, argmax))))
+            if len(pending) >= 2 * n_jobs:
+                key_done, job = pending.popleft()
+                yield key_done, job.get()
         while pending:
-            key_done, job_done, kept_done, n_done = pending.popleft()
-            yield key_done, _finish(job_done.get(), kept_done, n_done, argmax)
+            key_done, job = pending.popleft()
+            yield key_done, job.get()

@@ -1,131 +1,165 @@
 """Scoring a model on a dataset split: one confusion matrix over every labelled pixel.
 
-Shared by eval.py and by train.py (which scores the final model). The entry
-points take the config to build the dataset and its loader; everything below
-them takes plain values. What is printed and written is in :mod:`.report`.
+Shared by eval.py and train.py (which scores the final model), so both write the same results
+JSON under the same name pattern and print the same score table.
 """
 
+import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..datasets import build_dataset, load_class_names
+from ..datasets import DatasetError, build_dataset, load_class_names
+from ..models.zoo import results_stem
+from ..utils.atomic import write_json
+from ..utils.meters import SCORE_LABELS
 from .crf import map_crf
-from .metric import ConfusionMatrix
+from .metric import SCORE_NAMES, ConfusionMatrix
 from .predict import crf_image, predict_probs
-from .report import check_scored, print_and_write, run_settings, score_entries
 
 
-def _crf_picture(cfg):
-    """``image -> HxWx3 uint8 RGB`` for the CRF, from a mean-subtracted network input.
+@dataclass(frozen=True)
+class EvalOptions:
+    """How a split is scored. Every setting that changes the scores is in the results name."""
 
-    The one place that knows how :func:`crf_image` wants the config's
-    ``IMAGE.MEAN`` and ``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``.
-    """
-    return lambda image: crf_image(image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
+    split: str = "test"  # 'test'/'train' (DATASET.SPLIT) or a literal split name
+    crf: object = None  # a DenseCRF or None; it runs while the model works on the next images
+    n_jobs: int | None = None  # CRF worker processes (default: all cores)
+    tta_scales: tuple = (1.0,)  # test-time augmentation of predict_probs
+    flip: bool = False
+    limit: int | None = None  # score only the first N images
+    progress: bool = True
 
 
-def _model_outputs(model, loader, device, tta_scales, flip, crf_picture):
-    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order.
+def default_output_path(model_path, options=EvalOptions(), released_dir="."):
+    """``<model stem>_<split>[_first<N>][_ms..][_flip][_crf[-prune<t>]].json`` next to the model,
+    so a quick check never replaces a full result; for a released model's name (its file sits
+    in the torch hub cache) in ``released_dir``."""
+    model_path = results_stem(model_path, released_dir)
+    suffix = f"_{options.split}"
+    if options.limit is not None:
+        suffix += f"_first{options.limit}"
+    if tuple(options.tta_scales) != (1.0,):
+        suffix += "_ms" + "-".join(f"{s:g}" for s in options.tta_scales)
+    if options.flip:
+        suffix += "_flip"
+    if options.crf is not None:
+        suffix += "_crf"
+        if options.crf.prune_threshold is not None:
+            suffix += f"-prune{options.crf.prune_threshold:g}"
+    return model_path.with_name(model_path.stem + suffix + ".json")
 
-    With ``crf_picture`` (see :func:`_crf_picture`) the probabilities and the
-    CRF's image come out; without it only the argmax, which is much smaller.
-    """
+
+def _model_outputs(model, loader, device, options, crf_picture):
+    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order:
+    with ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities, else the argmax."""
     for _, images, labels in loader:
         # Grad mode is switched off per batch, never across a yield: a suspended
         # generator would otherwise leave it off in the caller's code.
         with torch.inference_mode():
             probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]),
-                                  tta_scales, flip)
-            if crf_picture is not None:
-                outputs = probs.float().cpu().numpy()
-            else:
-                outputs = probs.argmax(dim=1).cpu().numpy()
+                                  options.tta_scales, options.flip)
+            outputs = (probs.argmax(dim=1) if crf_picture is None else probs.float()).cpu().numpy()
         for image, label, output in zip(images, labels.numpy(), outputs):
             yield label, output, (None if crf_picture is None else crf_picture(image))
 
 
-def _predictions(outputs, crf, n_jobs):
-    """``(label, prediction)`` pairs; with ``crf`` the CRF's, computed in worker processes."""
-    if crf is None:
-        return ((label, prediction) for label, prediction, _ in outputs)
-    items = ((label, image, probs) for label, probs, image in outputs)
-    return map_crf(crf, items, n_jobs=n_jobs, argmax=True)
+def evaluate(cfg, model, device, options=EvalOptions()):
+    """The confusion matrix of ``model`` (in eval mode) over ``options.split``, and the image count.
 
-
-def _confusion(predictions, n_classes, n_images, description, progress):
-    """Accumulate ``(label, prediction)`` pairs into a confusion matrix, with a progress bar."""
-    matrix = ConfusionMatrix(n_classes)
-    with tqdm(total=n_images, desc=description, unit="img", dynamic_ncols=True,
-              disable=not progress) as bar:
-        for label, prediction in predictions:
-            matrix.update(label, prediction)
-            bar.update(1)
-    return matrix
-
-
-def evaluate(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales=(1.0,),
-             flip=False, limit=None, progress=True):
-    """The confusion matrix of ``model`` (in eval mode) over ``split``, and the image count.
-
-    ``crf`` is a :class:`DenseCRF` or None; it runs in ``n_jobs`` worker
-    processes (default: all cores) while the model works on the next images.
-    ``tta_scales`` and ``flip`` are the test-time augmentation of
-    :func:`predict_probs`. Raises :class:`DatasetError` for a missing or
-    unreadable dataset.
+    Raises :class:`DatasetError` for a missing or unreadable dataset.
     """
-    dataset = build_dataset(cfg, split, augment=False)
-    if limit is not None:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    dataset = build_dataset(cfg, options.split, augment=False)
+    if options.limit is not None:
+        dataset = Subset(dataset, range(min(options.limit, len(dataset))))
     # Images of their own size cannot be stacked into a batch. predict_probs pads each
     # to 8k+1 sides and crops its output back to the (unpadded) label size.
     batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=cfg.DATALOADER.NUM_WORKERS)
-    crf_picture = None if crf is None else _crf_picture(cfg)
-    outputs = _model_outputs(model, loader, device, tta_scales, flip, crf_picture)
-    description = "eval" + (" + CRF" if crf else "")
-    matrix = _confusion(_predictions(outputs, crf, n_jobs), cfg.DATASET.N_CLASSES,
-                        len(dataset), description, progress)
+    crf = options.crf
+    if crf is None:
+        outputs = _model_outputs(model, loader, device, options, None)
+        predictions = ((label, prediction) for label, prediction, _ in outputs)
+    else:
+        outputs = _model_outputs(model, loader, device, options, lambda image: crf_image(
+            image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE))
+        items = ((label, image, probs) for label, probs, image in outputs)
+        predictions = map_crf(crf, items, n_jobs=options.n_jobs, argmax=True)
+    matrix = ConfusionMatrix(cfg.DATASET.N_CLASSES)
+    with tqdm(total=len(dataset), desc="eval" + (" + CRF" if crf else ""), unit="img",
+              dynamic_ncols=True, disable=not options.progress) as bar:
+        for label, prediction in predictions:
+            matrix.update(label, prediction)
+            bar.update(1)
     return matrix, len(dataset)
 
 
-def score(cfg, model, device, split="test", crf=None, n_jobs=None, tta_scales=(1.0,),
-          flip=False, limit=None, extra=None, progress=True):
+def _json_number(value):
+    """NaN (a class absent from truth and prediction) becomes JSON's null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def score(cfg, model, device, options=EvalOptions(), extra=None):
     """Evaluate and return the results dict (settings, scores, per-class IoU); nothing printed.
 
-    ``extra`` entries lead the dict. Raises :class:`DatasetError` for dataset
-    problems and for a split without a labelled pixel.
+    ``extra`` entries lead the dict. Raises :class:`DatasetError` for dataset problems and for
+    a split without a labelled pixel.
     """
     class_names = load_class_names(cfg.DATASET.LABELS)
     start = time.perf_counter()
-    matrix, n_images = evaluate(cfg, model, device, split, crf, n_jobs, tta_scales, flip,
-                                limit, progress)
+    matrix, n_images = evaluate(cfg, model, device, options)
     elapsed = time.perf_counter() - start
-    crf_settings = None if crf is None else {
-        **crf.settings(),
-        "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE,
+    scores = matrix.scores()
+    results = {
+        **(extra or {}),
+        "split": options.split,
+        "n_images": n_images,
+        "n_pixels": int(matrix.hist.sum()),
+        "image_size": None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST,
+        "scales": list(options.tta_scales),
+        "flip": bool(options.flip),
+        "crf": None if options.crf is None else {
+            **options.crf.settings(),
+            "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE},
+        "seconds": round(elapsed, 3),
+        "images_per_second": round(n_images / elapsed, 4) if elapsed > 0 else None,
+        **{name: _json_number(scores[name]) for name in SCORE_NAMES},
+        "n_classes_in_ground_truth": int((matrix.hist.sum(axis=1) > 0).sum()),
+        "class_iou": [{"id": i, "name": class_names[i],
+                       "iou": _json_number(scores["class_iou"][i])}
+                      for i in range(matrix.n_class)],
+        "confusion_matrix": matrix.hist.tolist(),
     }
-    image_size = None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST
-    results = dict(extra or {})
-    results.update(run_settings(split, n_images, int(matrix.hist.sum()), image_size,
-                                tta_scales, flip, crf_settings, elapsed))
-    results.update(score_entries(matrix, class_names))
-    check_scored(results, cfg.DATASET.ROOT, split)
+    if any(results[name] is None for name in SCORE_NAMES):
+        raise DatasetError(f"{cfg.DATASET.ROOT}: split {options.split!r} has no labelled pixel "
+                           "to score")
     return results
 
 
-def evaluate_and_report(cfg, model, device, output_path, split="test", crf=None, n_jobs=None,
-                        tta_scales=(1.0,), flip=False, limit=None, extra=None, progress=True):
-    """Evaluate, print the score table, write the results JSON; return the results dict.
+def format_table(results):
+    """The four headline scores, then per-class IoU with names ("-": class absent)."""
+    lines = [f"{label:<24}{results[key] * 100:6.2f}%" for key, label in SCORE_LABELS.items()]
+    lines.append("")
+    lines.append(f"{'id':>4}  {'class':<24}{'IoU':>8}")
+    for entry in results["class_iou"]:
+        iou = "-" if entry["iou"] is None else f"{entry['iou'] * 100:7.2f}%"
+        lines.append(f"{entry['id']:>4}  {entry['name']:<24}{iou:>8}")
+    return "\n".join(lines)
 
-    Used by ``eval.py`` and by ``train.py`` after training. ``extra`` entries
-    lead the JSON. Raises :class:`DatasetError` for dataset problems (nothing
-    is written then).
+
+def evaluate_and_report(cfg, model, device, output_path, options=EvalOptions(), extra=None):
+    """Evaluate, print the score table and the throughput, write the results JSON; return it.
+
+    ``extra`` entries lead the JSON; after a :class:`DatasetError` nothing is written.
     """
-    results = score(cfg, model, device, split, crf, n_jobs, tta_scales, flip, limit, extra,
-                    progress)
-    print_and_write(results, output_path, results["seconds"])
+    results = score(cfg, model, device, options, extra)
+    n_images, elapsed = results["n_images"], results["seconds"]
+    tqdm.write(format_table(results))
+    tqdm.write(f"\n{n_images} images in {elapsed:.1f} s "
+               f"({n_images / max(elapsed, 1e-9):.3f} images/s); results: {output_path}")
+    write_json(results, output_path)
     return results

@@ -1,18 +1,10 @@
 """The one-image demo's figure, the classes a label map holds, and the raw label map file.
 
-Presentation only: nothing here changes a segmentation. The figure is a bare
-matplotlib :class:`~matplotlib.figure.Figure` unless the caller passes a pyplot
-one, so drawing and saving never need a display.
-
-Layout (every size in inches, so the pixel size is bounded whatever the class
-count): the input and the colour label map side by side on top; below them one
-panel for each of the ``top_k`` largest classes holding at least ``min_share``
-of the pixels, :data:`PANEL_COLUMNS` to a row; on the right, in a column of its
-own, a legend of every class found with its share. A class has one colour
-everywhere: its legend patch, its pixels in the label map and its mask in its
-panel are exactly :func:`~libs.utils.visualize.palette`'s colour. A class panel
-shows the mask filled with that colour, ringed by a contrasting outline, over
-the image in dimmed grey, so dark and grey classes and tiny regions stay visible.
+Presentation only: nothing here changes a segmentation. The figure is a bare matplotlib
+:class:`~matplotlib.figure.Figure` unless the caller passes a pyplot one, so drawing and saving
+never need a display. Every size is in inches, so the pixel size is bounded whatever the class
+count, and a class has exactly :func:`~libs.utils.visualize.palette`'s colour everywhere (legend,
+label map, its panel, where a contrasting outline keeps dark classes and tiny regions visible).
 ``PANEL_INCHES`` and ``FIGURE_DPI`` are shared with the docs figures.
 """
 
@@ -64,10 +56,7 @@ def format_shares(shares, class_names):
 
 
 def panel_classes(shares, top_k=TOP_K, min_share=MIN_SHARE):
-    """The entries of ``shares`` (largest first) that get a panel.
-
-    At most ``top_k`` of them, each holding at least ``min_share`` of the pixels.
-    """
+    """The entries of ``shares`` that get a panel: at most ``top_k``, each ``>= min_share``."""
     return [(i, share) for i, share in shares if share >= min_share][:max(0, top_k)]
 
 
@@ -110,11 +99,8 @@ def draw_legend(ax, class_names, shares, colours, rows_per_column):
 
 
 def panel_boxes(image_shape, n_panels):
-    """``[(left, top, width, height)]`` in inches for the input, the label map and each class panel.
-
-    Returns the boxes and the height of the content (the figure's height unless
-    the legend needs more).
-    """
+    """Boxes ``(left, top, width, height)`` in inches of the input, label map and class panels,
+    and the content's height (the figure's unless the legend needs more)."""
     height, width = image_shape[:2]
     aspect = min(2.0, max(0.5, height / max(1, width)))
     top_width = 2 * CLASS_PANEL_INCHES + GAP_INCHES
@@ -155,26 +141,16 @@ def panel_title(class_names, class_id, share):
     return f"{class_names[class_id]} ({share * 100:.1f}%)"
 
 
-def legend_size_inches(legend, figure):
-    if legend is None:
-        return 0.0, 0.0
-    extent = legend.get_window_extent(figure._get_renderer())
-    return extent.width / figure.dpi, extent.height / figure.dpi
+def build_figure(image_rgb, label_map, class_names, shares, figure=None, panels=None):
+    """The demo figure: ``figure`` (a pyplot one can be shown), else a bare :class:`Figure`.
 
-
-def build_figure(image_rgb, label_map, class_names, shares, figure=None, top_k=TOP_K,
-                 min_share=MIN_SHARE):
-    """The demo figure; returns it (a fresh :class:`Figure` unless ``figure`` is given).
-
-    Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the
-    legend (titled ``"classes"``: every entry of ``shares`` with its share),
-    then one panel titled ``"<name> (<share>%)"`` for each of
-    :func:`panel_classes`. Passing a pyplot figure lets the caller show it; a
-    bare Figure needs no display.
+    Axes in order: ``"input"``, ``"prediction"`` (the colour label map), the legend (titled
+    ``"classes"``: every entry of ``shares``), then one panel titled ``"<name> (<share>%)"``
+    for each entry of ``panels`` (default: :func:`panel_classes` of ``shares``).
     """
     n_classes = len(class_names)
     colours = palette(n_classes)
-    panels = panel_classes(shares, top_k, min_share)
+    panels = panel_classes(shares) if panels is None else panels
     boxes, content_height = panel_boxes(np.shape(label_map), len(panels))
     figure = Figure() if figure is None else figure
     figure.set_dpi(FIGURE_DPI)
@@ -188,7 +164,10 @@ def build_figure(image_rgb, label_map, class_names, shares, figure=None, top_k=T
         axes.append(add_panel(figure, panel_title(class_names, class_id, share),
                               class_panel_picture(image_rgb, label_map == class_id,
                                                   colours[class_id])))
-    legend_width, legend_height = legend_size_inches(legend, figure)
+    legend_width = legend_height = 0.0
+    if legend is not None:
+        extent = legend.get_window_extent(figure._get_renderer())
+        legend_width, legend_height = extent.width / figure.dpi, extent.height / figure.dpi
     legend_left = max(left + width for left, _, width, _ in boxes) + LEGEND_GAP_INCHES
     size = (legend_left + max(legend_width, 0.8) + MARGIN_INCHES,
             max(content_height, legend_height + 2 * MARGIN_INCHES + TITLE_INCHES))
@@ -213,11 +192,6 @@ def refuse_overwrite(output, input_path, option):
                           "choose another path")
 
 
-def label_dtype(n_classes):
-    """uint8 when every class index fits in a byte, else uint16."""
-    return np.uint8 if n_classes < 256 else np.uint16
-
-
 def check_label_path(path):
     if Path(path).suffix.lower() != ".png":
         raise OutputError(f"{path}: --save-label writes a PNG; give a path ending in .png")
@@ -227,7 +201,7 @@ def save_label_png(label_map, path, n_classes):
     """Write ``label_map`` as a one-channel PNG of class indices (8- or 16-bit), atomically."""
     check_label_path(path)
     label_map = np.asarray(label_map)
-    dtype = label_dtype(n_classes)
+    dtype = np.uint8 if n_classes < 256 else np.uint16
     if label_map.size and (label_map.min() < 0 or label_map.max() > np.iinfo(dtype).max):
         raise ValueError(f"label values {label_map.min()}..{label_map.max()} "
                          f"do not fit {dtype.__name__}")

@@ -1,29 +1,9 @@
-"""Segmentation scores from a confusion matrix.
+"""Segmentation scores from one confusion matrix (rows: ground truth, columns: prediction).
 
-Evaluation accumulates one ``n_class x n_class`` confusion matrix (rows: ground
-truth, columns: prediction) over every labelled pixel of the test split and
-derives all scores from it at the end, so memory does not grow with the number
-of images.
-
-Which classes enter the means
------------------------------
-COCO-Stuff 10k has 182 class indices but its annotations use only 171 of them
-(11 "thing" indices of COCO are never labelled). A class that never occurs in
-the ground truth has no defined accuracy and an IoU that is either undefined
-(never predicted either) or 0 (predicted somewhere). Averaging those zeros in
-would make the mean depend on the model's stray predictions of classes that the
-benchmark does not contain, so:
-
-* ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the
-  ground truth (row sum > 0) only;
-* ``Frequency Weighted IoU`` weights each class by its ground-truth frequency,
-  so absent classes have weight 0 anyway;
-* ``Class IoU`` reports every class: NaN for a class absent from both ground
-  truth and prediction, 0.0 for a class that was only predicted.
-
-The original implementation averaged ``nanmean`` over all classes with a
-defined IoU, which also counts predicted-but-absent classes as 0; the two agree
-whenever the model never predicts an unlabelled class.
+Evaluation accumulates it over every labelled pixel, so memory does not grow with the number
+of images. ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the ground
+truth only, so stray predictions of classes the benchmark never labels (11 of COCO-Stuff
+10k's 182 indices) do not move the mean; ``docs/eval.md`` compares this with the original.
 """
 
 import numpy as np
@@ -34,13 +14,11 @@ SCORE_NAMES = tuple(SCORE_LABELS)
 
 
 def confusion_matrix(label_true, label_pred, n_class):
-    """Confusion matrix of one label map; pixels whose true label is not in 0..n_class-1 are ignored."""
-    label_true = np.asarray(label_true)
-    label_pred = np.asarray(label_pred)
+    """Confusion matrix of one label map; true labels outside 0..n_class-1 are ignored."""
+    label_true, label_pred = np.asarray(label_true), np.asarray(label_pred)
     if label_true.shape != label_pred.shape:
-        raise ValueError(
-            f"label map shapes differ: ground truth {label_true.shape}, prediction {label_pred.shape}"
-        )
+        raise ValueError(f"label map shapes differ: ground truth {label_true.shape}, "
+                         f"prediction {label_pred.shape}")
     label_true = label_true.ravel().astype(np.int64, copy=False)
     label_pred = label_pred.ravel().astype(np.int64, copy=False)
     labelled = (label_true >= 0) & (label_true < n_class)
@@ -64,56 +42,29 @@ class ConfusionMatrix:
         self.hist += confusion_matrix(label_true, label_pred, self.n_class)
 
     def scores(self):
-        return scores_from_confusion(self.hist)
+        """The :data:`SCORE_NAMES` (floats; NaN if no pixel is labelled) and ``class_iou``
+        (``{class index: IoU}``); the module docstring says which classes enter the means."""
+        hist = self.hist.astype(np.float64)
+        total = hist.sum()
+        diag = np.diag(hist)
+        gt_count = hist.sum(axis=1)
+        union = gt_count + hist.sum(axis=0) - diag
+        present = gt_count > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, diag / union, np.nan)
+            class_acc = diag / gt_count
+        if total == 0:
+            pixel_acc = mean_acc = fw_iou = mean_iou = float("nan")
+        else:
+            pixel_acc = float(diag.sum() / total)
+            mean_acc = float(class_acc[present].mean())
+            mean_iou = float(iou[present].mean())
+            fw_iou = float((gt_count[present] / total * iou[present]).sum())
+        return {
+            "pixel_accuracy": pixel_acc,
+            "mean_accuracy": mean_acc,
+            "mean_iou": mean_iou,
+            "frequency_weighted_iou": fw_iou,
+            "class_iou": {i: float(iou[i]) for i in range(self.n_class)},
+        }
 
-
-def scores_from_confusion(hist):
-    """Headline scores and per-class IoU of a confusion matrix (rows: truth, columns: prediction).
-
-    Returns a dict with the :data:`SCORE_NAMES` (floats; NaN if no pixel is
-    labelled) and ``class_iou`` (``{class index: IoU}``); see the module
-    docstring for which classes enter the means.
-    """
-    hist = np.asarray(hist, dtype=np.float64)
-    if hist.ndim != 2 or hist.shape[0] != hist.shape[1]:
-        raise ValueError(f"confusion matrix must be square, got shape {hist.shape}")
-    n_class = hist.shape[0]
-    total = hist.sum()
-    diag = np.diag(hist)
-    gt_count = hist.sum(axis=1)
-    pred_count = hist.sum(axis=0)
-    union = gt_count + pred_count - diag
-    present = gt_count > 0
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, diag / union, np.nan)
-        class_acc = diag / gt_count
-
-    if total == 0:
-        pixel_acc = mean_acc = fw_iou = mean_iou = float("nan")
-    else:
-        pixel_acc = float(diag.sum() / total)
-        mean_acc = float(class_acc[present].mean())
-        mean_iou = float(iou[present].mean())
-        freq = gt_count / total
-        fw_iou = float((freq[present] * iou[present]).sum())
-
-    return {
-        "pixel_accuracy": pixel_acc,
-        "mean_accuracy": mean_acc,
-        "mean_iou": mean_iou,
-        "frequency_weighted_iou": fw_iou,
-        "class_iou": {i: float(iou[i]) for i in range(n_class)},
-    }
-
-
-def scores(label_trues, label_preds, n_class):
-    """Scores over lists of label maps (see :func:`scores_from_confusion`)."""
-    if len(label_trues) != len(label_preds):
-        raise ValueError(
-            f"got {len(label_trues)} ground-truth maps but {len(label_preds)} predictions"
-        )
-    matrix = ConfusionMatrix(n_class)
-    for label_true, label_pred in zip(label_trues, label_preds):
-        matrix.update(label_true, label_pred)
-    return matrix.scores()

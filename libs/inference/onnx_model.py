@@ -1,11 +1,8 @@
 """An exported ONNX model run by ONNX Runtime, in place of the PyTorch module.
 
-``OnnxModel(path, device)`` is called like the network on an N x 3 x H x W
-float tensor and returns float32 logits on that tensor's device, and it has the
-attributes the inference code reads (``geometry`` for an MSC, ``n_classes``),
-taken from the metadata :func:`~libs.models.export.export_onnx` wrote. So
-:func:`~libs.inference.predict.predict_probs` and
-:func:`~libs.inference.predict.segment` run it unchanged.
+:class:`OnnxModel` is called like the network and has the attributes the inference code reads
+(``geometry`` for an MSC, ``n_classes``, ``output_stride``), from the metadata
+:func:`~libs.models.export.export_onnx` wrote, so ``predict.py`` runs it unchanged.
 """
 
 from pathlib import Path
@@ -14,8 +11,7 @@ import numpy as np
 import torch
 
 from ..models.export import (INPUT_NAME, LINE_LIMIT, META_GEOMETRY, META_MSC, META_N_CLASSES,
-                             META_OUTPUT_STRIDE,
-                             OUTPUT_NAME)
+                             META_OUTPUT_STRIDE, OUTPUT_NAME)
 from ..models.geometry import MSC_GEOMETRIES
 from ..utils.errors import DeepLabError, first_line
 
@@ -72,16 +68,15 @@ def _read_metadata(path, session):
 
 
 class OnnxModel:
-    """An exported DeepLab v2 (MSC or single-scale) as a callable on torch tensors.
+    """An exported DeepLab (MSC or single-scale) as a callable on torch tensors.
 
-    ``device`` chooses ONNX Runtime's CUDA provider where the installed build
-    has it (``onnxruntime-gpu``), else the CPU; logits return to the input's
-    device either way. ``threads`` sets ONNX Runtime's intra-op threads (its
-    default, one per physical core, when None). ``eval()`` and ``to()``
+    ``device`` chooses ONNX Runtime's CUDA provider where the build has it, else the CPU;
+    logits return to the input's device. ``threads``: ONNX Runtime's intra-op threads (None:
+    its default). With ``n_classes``, another class count is refused. ``eval()`` and ``to()``
     change nothing: the graph is fixed.
     """
 
-    def __init__(self, path, device="cpu", threads=None):
+    def __init__(self, path, device="cpu", threads=None, n_classes=None):
         path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"{path}: ONNX model not found")
@@ -91,10 +86,9 @@ class OnnxModel:
         self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)
         if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)
             self.geometry = geometry
-
-    @property
-    def is_msc(self):
-        return hasattr(self, "geometry")
+        if n_classes is not None and self.n_classes != n_classes:
+            raise OnnxModelError(f"{path}: the ONNX model has {self.n_classes} classes, the "
+                                 f"config asks for {n_classes} (DATASET.N_CLASSES)")
 
     def __call__(self, x):
         image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
@@ -104,23 +98,5 @@ class OnnxModel:
     def eval(self):
         return self
 
-    def train(self, mode=True):
-        if mode:
-            raise RuntimeError("an ONNX model cannot be trained")
-        return self
-
     def to(self, *args, **kwargs):
         return self
-
-    def __repr__(self):
-        kind = f"MSC, {self.geometry} geometry" if self.is_msc else "single-scale"
-        return f"OnnxModel({self.path}, {kind}, {self.n_classes} classes)"
-
-
-def load_onnx_model(path, device, n_classes=None, threads=None):
-    """:class:`OnnxModel` of ``path``; with ``n_classes``, refuse another class count."""
-    model = OnnxModel(path, device, threads=threads)
-    if n_classes is not None and model.n_classes != n_classes:
-        raise OnnxModelError(f"{path}: the ONNX model has {model.n_classes} classes, the config "
-                             f"asks for {n_classes} (DATASET.N_CLASSES)")
-    return model

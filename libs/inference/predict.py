@@ -15,39 +15,32 @@ from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image
 
 
-def load_model(cfg, model_path, device, log=print, precision=None):
+def load_model(cfg, model_path, device, log=print, precision=None, single_scale=False):
     """The config's model with the weights of ``model_path``, in eval mode on ``device``.
 
-    With ``precision`` (``fp32``, ``bf16``, ``fp16``) the model comes back
-    prepared for inference (:func:`prepare_for_inference`: BatchNorm folded,
-    channels_last, that precision); ``None`` returns the plain module.
-
-    ``model_path`` is a weight file in any format :func:`read_weights`
-    understands, or a released checkpoint's name (``cocostuff10k``,
-    ``cocostuff164k``, ``voc12``: downloaded once). A released checkpoint sets
-    the MSC to the geometry it was trained with and ``log`` says so. Raises
-    :class:`CheckpointError` for a missing or unusable weight file (including
-    one trained for another number of classes).
+    ``model_path`` is a weight file or a released checkpoint's name (see
+    :func:`load_model_weights`; ``log`` reports the geometry a released one sets). With
+    ``precision`` the model comes back prepared for inference (:func:`prepare_for_inference`);
+    ``None`` returns the plain module. ``single_scale`` takes out the MSC's ``.base`` network
+    (one pass per input), which keeps the MSC's ``geometry``: it decides the padding.
     """
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
     model = model.eval().to(device)
+    if single_scale:
+        model.base.geometry = model_geometry(model)
+        model = model.base
     return model if precision is None else prepare_for_inference(model, precision)
 
 
 def dense_logits(model, x, size, geometry="caffe"):
     """Logits of the batch ``x`` at ``size``, whose corners are ``x``'s corners.
 
-    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1``
-    (``s``: the model's own output stride, :func:`model_output_stride`: 8 for
-    DeepLab v2, 16 for v3 and v3+) is padded at the bottom and right
-    (:func:`pad_to_cells`), its logits are upsampled corner-aligned to the
-    padded size and cropped back to ``x``'s size, and only then brought
-    corner-aligned to ``size`` if that differs. An ``s k + 1`` input needs none
-    of it and gets ``upsample_logits(model(x), size)`` directly, without a
-    copy: the eval default (513 = 16 x 32 + 1). The legacy ``"pytorch"``
-    geometry always takes that direct formula, unpadded, as the original
-    repository did.
+    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1`` (``s``: the
+    model's output stride) is padded at the bottom and right, its logits upsampled
+    corner-aligned to the padded size, cropped back and only then brought to ``size``. An
+    ``s k + 1`` input (the eval default 513) and the legacy ``"pytorch"`` geometry get
+    ``upsample_logits(model(x), size)`` directly.
     """
     height, width = x.shape[-2:]
     caffe = check_geometry(geometry) == "caffe"
@@ -63,12 +56,9 @@ def dense_logits(model, x, size, geometry="caffe"):
 def tta_view(images, scale, geometry="caffe"):
     """The test-time view of ``images`` at ``scale`` (scale 1.0: ``images`` itself).
 
-    Caffe geometry: ``caffe_scaled_side(side, scale)`` pixels per axis, resized
-    corner-aligned, so the view's corners are the label's corners and
-    :func:`dense_logits` can bring it back corner-aligned (an ``8k + 1`` side
-    stays ``8k + 1`` when ``(side - 1) * scale`` is a multiple of 8, as for
-    513 and 321 at 0.5 and 0.75). Legacy ``"pytorch"`` geometry: the half-pixel
-    resize to ``round(side * scale)`` that this repository used before.
+    Caffe geometry: ``caffe_scaled_side`` pixels per axis, resized corner-aligned, so that
+    :func:`dense_logits` can bring it back corner-aligned. Legacy ``"pytorch"`` geometry: the
+    half-pixel resize to ``round(side * scale)`` this repository used before.
     """
     if scale == 1.0:
         return images
@@ -82,12 +72,8 @@ def tta_view(images, scale, geometry="caffe"):
 def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=None):
     """Class probabilities at ``size``, averaged over input scales and horizontal flips.
 
-    Each view (:func:`tta_view`, mirrored for ``flip``) goes through
-    :func:`dense_logits`, so inputs of any size follow the geometry rule;
-    softmax comes after the upsampling and the probabilities are averaged.
-    ``geometry`` defaults to the model's own (:func:`model_geometry`). With the
-    single scale 1.0, no flip and ``s k + 1`` sides (``s``: the output stride) this is exactly
-    ``softmax(upsample_logits(model(images), size))``.
+    Each view (:func:`tta_view`, mirrored for ``flip``) goes through :func:`dense_logits`;
+    softmax comes after the upsampling. ``geometry`` defaults to the model's own.
     """
     geometry = model_geometry(model) if geometry is None else geometry
     total = None
@@ -107,10 +93,18 @@ def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=N
 
 def resize_longer_side(image, longer_side):
     """Bilinear resize of an HxWx3 image so its longer side is ``longer_side``."""
-    height, width = longer_side_size(image.shape[0], image.shape[1], longer_side)
-    if (height, width) == image.shape[:2]:
+    return _resized(image, longer_side_size(image.shape[0], image.shape[1], longer_side))
+
+
+def resize_shorter_side(image, shorter_side):
+    """Bilinear resize of an HxWx3 image so its shorter side is ``shorter_side``."""
+    return _resized(image, scaled_size(image.shape[:2], shorter_side / min(image.shape[:2])))
+
+
+def _resized(image, size):
+    if tuple(size) == image.shape[:2]:
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def network_input(image_bgr, mean):
@@ -120,12 +114,10 @@ def network_input(image_bgr, mean):
 
 
 def crf_image(image, mean, legacy_mean_subtracted):
-    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a network input.
+    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a 3xHxW network input.
 
-    ``image`` is a 3xHxW BGR image (tensor or array) with the BGR ``mean``
-    subtracted. The RGB picture is recovered exactly; ``legacy_mean_subtracted``
-    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) gives the original implementation's
-    mean-subtracted uint8 cast instead.
+    Recovered exactly, unless ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``)
+    asks for the original implementation's mean-subtracted uint8 cast.
     """
     if legacy_mean_subtracted:
         if isinstance(image, torch.Tensor):
@@ -134,28 +126,19 @@ def crf_image(image, mean, legacy_mean_subtracted):
     return to_rgb_uint8(image, mean)
 
 
-def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None,
-            output_size=None):
+def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None):
     """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
 
-    The network sees ``image_bgr`` as given (resize it first) with the BGR
-    ``mean`` subtracted, padded to ``s k + 1`` sides (``s``: its output stride)
-    when it has others
-    (:func:`predict_probs`); its logits come corner-aligned to ``output_size``
-    (default: the image's own size). ``crf`` is a :class:`DenseCRF` or None; it needs
-    ``output_size`` equal to the image size, and ``legacy_mean_subtracted``
-    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it compares
-    colours on (see :func:`crf_image`).
+    The network sees ``image_bgr`` as given (resize it first) with the BGR ``mean``
+    subtracted (:func:`predict_probs`). ``crf`` is a :class:`DenseCRF` or None; it needs
+    ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it
+    compares colours on (see :func:`crf_image`).
     """
-    size = tuple(output_size or image_bgr.shape[:2])
-    if crf is not None:
-        if size != image_bgr.shape[:2]:
-            raise ValueError("the CRF needs the probabilities at the image's own size")
-        if legacy_mean_subtracted is None:
-            raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
+    if crf is not None and legacy_mean_subtracted is None:
+        raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
     with torch.inference_mode():
         images = network_input(image_bgr, mean).to(device)
-        probs = predict_probs(model, images, size)[0].float().cpu().numpy()
+        probs = predict_probs(model, images, image_bgr.shape[:2])[0].float().cpu().numpy()
     if crf is not None:
         probs = crf(crf_image(images[0], mean, legacy_mean_subtracted), probs)
     return probs, probs.argmax(axis=0)

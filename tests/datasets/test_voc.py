@@ -161,12 +161,13 @@ def test_synthetic_generated_on_first_use(voc_cfg, tmp_path):
 
 
 def test_toy_training_and_evaluation(voc_cfg, one_torch_thread):
-    from libs.inference.evaluation import evaluate
+    from libs.inference.evaluation import EvalOptions, evaluate
     from libs.training import train
 
     voc_cfg.IMAGE.EVAL_ORIGINAL_SIZE = True
     model = train(voc_cfg, torch.device("cpu"), progress=False)
-    matrix, n_images = evaluate(voc_cfg, model.eval(), torch.device("cpu"), progress=False)
+    matrix, n_images = evaluate(voc_cfg, model.eval(), torch.device("cpu"),
+                                EvalOptions(progress=False))
     assert n_images == N_TEST
     matrix = matrix.hist
     assert matrix.shape == (8, 8)

@@ -29,11 +29,12 @@ def busy_label_map(n_present, height=96, width=128, seed=0):
     return image, label_map
 
 
-def figure_for(n_present, **options):
+def figure_for(n_present, top_k=demo_figure.TOP_K, min_share=demo_figure.MIN_SHARE):
     image, label_map = busy_label_map(n_present)
     shares = demo_figure.class_shares(label_map, N_CLASSES)
     assert len(shares) == n_present
-    figure = demo_figure.build_figure(image, label_map, NAMES, shares, **options)
+    panels = demo_figure.panel_classes(shares, top_k, min_share)
+    figure = demo_figure.build_figure(image, label_map, NAMES, shares, panels=panels)
     figure.draw_without_rendering()
     return figure, image, label_map, shares
 

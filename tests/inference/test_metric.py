@@ -3,7 +3,19 @@ import math
 import numpy as np
 import pytest
 
-from libs.inference.metric import ConfusionMatrix, confusion_matrix, scores, scores_from_confusion
+from libs.inference.metric import ConfusionMatrix, confusion_matrix
+
+
+def scores(label_trues, label_preds, n_class):
+    """Scores over lists of label maps (see :meth:`ConfusionMatrix.scores`)."""
+    if len(label_trues) != len(label_preds):
+        raise ValueError(
+            f"got {len(label_trues)} ground-truth maps but {len(label_preds)} predictions"
+        )
+    matrix = ConfusionMatrix(n_class)
+    for label_true, label_pred in zip(label_trues, label_preds):
+        matrix.update(label_true, label_pred)
+    return matrix.scores()
 
 
 def test_unequal_class_frequencies_hand_computed():
@@ -65,7 +77,7 @@ def test_perfect_prediction_scores_one():
 
 def test_no_labelled_pixel_gives_nan_without_warning():
     with np.errstate(all="raise"):
-        result = scores_from_confusion(np.zeros((3, 3)))
+        result = ConfusionMatrix(3).scores()
     assert math.isnan(result["pixel_accuracy"]) and math.isnan(result["mean_iou"])
 
 

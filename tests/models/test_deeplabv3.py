@@ -202,7 +202,7 @@ def test_dense_loss_compares_upsampled_logits_with_full_labels():
 @pytest.mark.parametrize("kind", ["v3", "v3plus"])
 def test_each_model_learns_the_synthetic_classes(kind, toy_cfg):
     """The v2 learning test's bar and schedule, for each new model (narrow, from scratch)."""
-    from libs.inference.evaluation import evaluate
+    from libs.inference.evaluation import EvalOptions, evaluate
     from libs.training.loop import train as run_training
 
     cfg = v3_cfg(toy_cfg, kind, head_channels=LEARN_HEAD_CHANNELS)
@@ -212,8 +212,8 @@ def test_each_model_learns_the_synthetic_classes(kind, toy_cfg):
     model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
-    trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["mean_iou"]
-    untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["mean_iou"]
+    trained = evaluate(cfg, model, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]
+    untrained = evaluate(cfg, before, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]
     print(f"{kind}: mean IoU untrained {untrained:.3f} trained {trained:.3f}")
     assert untrained < 0.15
     assert trained > LEARN_MIOU_BAR, (trained, untrained)

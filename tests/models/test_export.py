@@ -15,7 +15,7 @@ import demo
 import export as export_script
 from libs.datasets import load_class_names
 from libs.inference.figure import class_shares, format_shares
-from libs.inference.onnx_model import OnnxModel, OnnxModelError, load_onnx_model
+from libs.inference.onnx_model import OnnxModel, OnnxModelError
 from libs.inference.predict import load_model, segment
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.export import (ExportableMSC, ExportError, ParityError, caffe_scaled_side_exact,
@@ -166,10 +166,10 @@ def test_bad_onnx_files_are_one_line(tmp_path):
 
 def test_wrong_class_count_is_one_line(exported):
     path = exported["single"][1]
-    assert load_onnx_model(path, CPU, n_classes=5).n_classes == 5
+    assert OnnxModel(path, CPU, n_classes=5).n_classes == 5
     with pytest.raises(OnnxModelError, match=r"single.onnx: the ONNX model has 5 classes, the "
                                              r"config asks for 8 \(DATASET.N_CLASSES\)$"):
-        load_onnx_model(path, CPU, n_classes=8)
+        OnnxModel(path, CPU, n_classes=8)
 
 
 def test_default_output_paths(tmp_path):
@@ -242,8 +242,11 @@ def test_demo_onnx_gives_the_torch_label_map(toy_cfg, synthetic_root, tmp_path,
     export_onnx(load_model(cfg, checkpoint, CPU), onnx_path, example_size=EXAMPLE,
                 exporter="torchscript")
     image_path = sorted((Path(synthetic_root) / "images").glob("*.jpg"))[0]
-    _, labels_torch = demo.segment_image(cfg, checkpoint, image_path, False, False)
-    _, labels_onnx = demo.segment_image(cfg, None, image_path, False, False, onnx_path=onnx_path)
+    image = demo.read_demo_image(cfg, image_path)
+    labels_torch = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
+                                      image, False)
+    labels_onnx = demo.segment_image(cfg, demo.load_network(cfg, None, onnx_path, CPU), CPU,
+                                     image, False)
     np.testing.assert_array_equal(labels_onnx, labels_torch)
 
     output = tmp_path / "figure.png"

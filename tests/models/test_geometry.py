@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from libs.datasets import build_dataset
-from libs.inference.evaluation import evaluate, evaluate_and_report
+from libs.inference.evaluation import EvalOptions, evaluate, evaluate_and_report
 from libs.inference.metric import ConfusionMatrix
 from libs.inference.predict import network_input, predict_probs, resize_longer_side, segment
-from libs.inference.video import segment_frame
+from libs.inference.frame_loop import segment_frame
 from libs.models import build_model
 from libs.models.geometry import model_geometry, pad_to_cells, padded_size
 
@@ -249,12 +249,13 @@ def test_eval_original_size_pads_and_scores_the_synthetic_images(toy_cfg, tmp_pa
             assert tuple(label.shape) == (64, 80) == tuple(image.shape[-2:])  # not 8k+1
             logits = by_hand(model, image[None], (65, 81), (64, 80))
             expected.update(label.numpy(), logits.argmax(dim=1)[0].numpy())
-    matrix, n_images = evaluate(toy_cfg, model, CPU, progress=False)
+    matrix, n_images = evaluate(toy_cfg, model, CPU, EvalOptions(progress=False))
     assert n_images == len(dataset) == 4
     np.testing.assert_array_equal(matrix.hist, expected.hist)
     assert matrix.hist.sum() > 0
 
-    results = evaluate_and_report(toy_cfg, model, CPU, tmp_path / "original.json", progress=False)
+    results = evaluate_and_report(toy_cfg, model, CPU, tmp_path / "original.json",
+                                  EvalOptions(progress=False))
     written = json.loads((tmp_path / "original.json").read_text())
     assert written["image_size"] is None
     assert written["mean_iou"] == pytest.approx(expected.scores()["mean_iou"], abs=1e-12)

@@ -69,7 +69,12 @@ def world(toy_cfg, tmp_path, monkeypatch):
     """A tiny config, its checkpoint, a private copy of the synthetic data, all in tmp_path."""
     # eval's progress bar shares stderr with the error line; this test reads that line alone.
     bar = evaluation.tqdm
-    monkeypatch.setattr(evaluation, "tqdm", lambda *a, **k: bar(*a, **{**k, "disable": True}))
+
+    def quiet_bar(*args, **kwargs):
+        return bar(*args, **{**kwargs, "disable": True})
+
+    quiet_bar.write = bar.write  # the score table is still printed through tqdm.write
+    monkeypatch.setattr(evaluation, "tqdm", quiet_bar)
     data = tmp_path / "data"
     shutil.copytree(toy_cfg.DATASET.ROOT, data)
     toy_cfg.DATASET.ROOT = str(data)

@@ -135,7 +135,8 @@ def test_cli_default_output_in_current_directory_and_label_png(toy_cfg, syntheti
     saved = cv2.imread(str(work / "labels" / "picture.png"), cv2.IMREAD_UNCHANGED)
     assert saved.dtype == np.uint8 and saved.ndim == 2
     cfg = load_config(config_path)
-    _, label_map = demo.segment_image(cfg, checkpoint, image_path, True, False)
+    label_map = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
+                                   demo.read_demo_image(cfg, image_path), True)
     np.testing.assert_array_equal(saved, label_map)
     assert "label map: labels/picture.png" in result.output
     assert not list(work.rglob("*.tmp*"))

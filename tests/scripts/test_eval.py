@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
+from tests.inference.test_metric import scores
 
 from libs.datasets import build_dataset, to_rgb_uint8
 from libs.models import build_model
 from libs.inference.crf import DenseCRF, legacy_crf_image
-from libs.inference.metric import SCORE_NAMES, scores
+from libs.inference.metric import SCORE_NAMES
 from libs.inference.predict import crf_image, predict_probs
-from libs.inference.report import default_output_path
+from libs.inference.evaluation import EvalOptions, default_output_path
 
 eval_script = importlib.import_module("eval")  # the script; "eval" would shadow the builtin
 
@@ -145,13 +146,13 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     assert results["scales"] == [0.75, 1.25] and results["flip"] is True
     assert results["n_images"] == 2
     exact = DenseCRF(10, 3, 1, 4, 67, 3)
-    assert default_output_path(ckpt, "test", exact, (0.75, 1.25), True).name == (
+    multi_flip = EvalOptions("test", exact, tta_scales=(0.75, 1.25), flip=True)
+    assert default_output_path(ckpt, multi_flip).name == (
         "checkpoint_2_test_ms0.75-1.25_flip_crf.json")
-    assert default_output_path(ckpt, "test", exact.with_prune_threshold(0.05), (1.0,), False).name == (
-        "checkpoint_2_test_crf-prune0.05.json")
-    assert default_output_path(ckpt, "train", None, (1.0,), False).name == (
-        "checkpoint_2_train.json")
-    assert default_output_path(ckpt, "test", exact, (1.0,), True, limit=2).name == (
+    pruned = EvalOptions("test", exact.with_prune_threshold(0.05))
+    assert default_output_path(ckpt, pruned).name == "checkpoint_2_test_crf-prune0.05.json"
+    assert default_output_path(ckpt, EvalOptions("train")).name == "checkpoint_2_train.json"
+    assert default_output_path(ckpt, EvalOptions("test", exact, flip=True, limit=2)).name == (
         "checkpoint_2_test_first2_flip_crf.json")
     # eval.py names a --limit run by its limit: a quick check never replaces the full result.
     result = _run("-c", cfg_path, "-m", ckpt, "--limit", 2, "--no-cuda")
@@ -159,7 +160,7 @@ def test_multi_scale_flip_evaluation_runs_and_is_recorded(setup, tmp_path):
     assert json.loads(ckpt.with_name("checkpoint_2_test_first2.json").read_text())[
         "n_images"] == 2
     released = tmp_path / "models" / "released"
-    assert default_output_path("voc12", "val", exact, (1.0,), False, released_dir=released) == (
+    assert default_output_path("voc12", EvalOptions("val", exact), released) == (
         released / "voc12_val_crf.json")
 
 

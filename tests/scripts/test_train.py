@@ -306,15 +306,15 @@ def test_help():
 
 def test_tiny_model_learns_the_synthetic_classes(toy_cfg):
     """Chance is about 1/8 per class; a tiny net from scratch reaches a mean IoU far above it."""
-    from libs.inference.evaluation import evaluate
+    from libs.inference.evaluation import EvalOptions, evaluate
 
     cfg = small(toy_cfg, ITER_MAX=LEARN_ITERATIONS, ITER_SNAP=10**6, ITER_TB=10**6, ITER_SIZE=1)
     cfg.SOLVER.BATCH_SIZE.TRAIN = 4
     model = run_training(cfg, CPU, progress=False).eval()
     torch.manual_seed(cfg.EXP.SEED)  # the same seed's untrained weights, for contrast
     before = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES).eval()
-    trained = evaluate(cfg, model, CPU, progress=False)[0].scores()["mean_iou"]
-    untrained = evaluate(cfg, before, CPU, progress=False)[0].scores()["mean_iou"]
+    trained = evaluate(cfg, model, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]
+    untrained = evaluate(cfg, before, CPU, EvalOptions(progress=False))[0].scores()["mean_iou"]
     assert untrained < 0.15
     print(f"mean IoU untrained {untrained:.3f} trained {trained:.3f}")
     assert trained > LEARN_MIOU_BAR, (trained, untrained)

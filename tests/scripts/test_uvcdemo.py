@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from tests.tiny_model import tiny_setup
 
 import uvcdemo
-from libs.inference import video as video_loop
+from libs.inference import frame_loop
+from libs.inference import video as video_io
 from libs.utils.visualize import colorize
 
 N_FRAMES = 5
@@ -83,7 +84,7 @@ def test_max_frames(setup, tmp_path):
 
 def test_interrupt_keeps_the_frames_already_written(setup, tmp_path, monkeypatch):
     config_path, checkpoint, video, _ = setup
-    original = video_loop.segment_frame
+    original = frame_loop.segment_frame
     calls = []
 
     def interrupted_on_third_frame(*args, **kwargs):
@@ -92,7 +93,7 @@ def test_interrupt_keeps_the_frames_already_written(setup, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(video_loop, "segment_frame", interrupted_on_third_frame)
+    monkeypatch.setattr(frame_loop, "segment_frame", interrupted_on_third_frame)
     output = tmp_path / "partial.avi"
     result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output, "--no-show")
     assert "interrupted" in result.output
@@ -103,14 +104,14 @@ def test_blend_weights_frame_and_label_colours():
     frame = np.full((2, 3, 3), 200, np.uint8)
     label_map = np.array([[0, 1, 2], [2, 1, 0]])
     colours_rgb = colorize(label_map, 3)
-    out = video_loop.blend(frame, label_map, 3, alpha=0.25)
+    out = frame_loop.blend(frame, label_map, 3, alpha=0.25)
     expected = 0.75 * 200 + 0.25 * colours_rgb[:, :, ::-1].astype(float)
     assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-6
 
 
 def test_pointer_reports_class_on_change():
     printed = []
-    pointer = video_loop.PointerReporter(["grass", "water"], echo=printed.append)
+    pointer = frame_loop.PointerReporter(["grass", "water"], echo=printed.append)
     pointer(cv2.EVENT_MOUSEMOVE, 0, 0, 0, None)  # no frame yet: silent
     pointer.label_map = np.array([[0, 1], [0, 1]])
     for x, y in [(0, 0), (0, 1), (1, 1), (5, 5), (1, 0)]:
@@ -120,9 +121,9 @@ def test_pointer_reports_class_on_change():
 
 def test_gui_detection_reads_the_build_information(monkeypatch):
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:    NONE\n")
-    assert not video_loop.opencv_has_gui()
+    assert not video_io.opencv_has_gui()
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:    GTK3\n    GTK+: YES\n")
-    assert video_loop.opencv_has_gui()
+    assert video_io.opencv_has_gui()
 
 
 def test_headless_without_output_is_one_line(setup, monkeypatch):
@@ -201,7 +202,7 @@ def test_the_frame_count_reported_is_the_count_in_the_file(setup, tmp_path, suff
     assert result.exit_code == 0, result.output
     assert f"blended video: {output} (4 frames, checked in the file)" in result.output
     assert len(read_video(output)[0]) == 4
-    assert video_loop.frames_in_file(output) == 4
+    assert video_io.frames_in_file(output) == 4
 
 
 class _Free:
@@ -217,7 +218,7 @@ def test_a_full_disk_is_one_line_and_publishes_nothing(setup, tmp_path, monkeypa
         calls.append(path)
         return _Free(10**9 if len(calls) <= 2 else 0)
 
-    monkeypatch.setattr(video_loop.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(video_io.shutil, "disk_usage", disk_usage)
     output = tmp_path / "full.avi"
     line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
                               "-o", output, "--no-show"), at_start=False)
@@ -273,7 +274,7 @@ def test_output_equal_to_an_input_is_refused(setup, tmp_path):
 def test_an_unwritable_output_folder_fails_at_start(setup, tmp_path, monkeypatch):
     config_path, checkpoint, video, _ = setup
     (tmp_path / "blocker").write_text("a file where the folder should be")
-    monkeypatch.setattr(uvcdemo, "load_profile_model",
+    monkeypatch.setattr(uvcdemo, "load_model",
                         lambda *a, **k: pytest.fail("the model was loaded first"))
     line = one_error_line(run("-c", config_path, "-m", checkpoint, "--video", video,
                               "-o", tmp_path / "blocker" / "out.avi", "--no-show"))

@@ -1,6 +1,6 @@
 """uvcdemo's frame overlay: a legend of the classes in the frame and a rate text that scale.
 
-The legend is drawn with OpenCV on every frame (libs/inference/video.py,
+The legend is drawn with OpenCV on every frame (libs/inference/frame_loop.py,
 libs/utils/visualize.py): the classes visible, largest area first, each swatch
 exactly the class's overlay colour; the text is a share of the frame's size.
 """
@@ -13,7 +13,7 @@ import pytest
 from tests.scripts.test_uvcdemo import read_video, run
 from tests.tiny_model import tiny_setup
 
-from libs.inference import video as video_loop
+from libs.inference import frame_loop as video_loop
 from libs.utils.visualize import legend_layout, palette, text_style
 
 N_CLASSES = 8

@@ -17,8 +17,10 @@ import torch
 from tests.scripts.test_uvcdemo import read_video, run, write_video
 from tests.tiny_model import tiny_setup
 
-from libs.inference import video as video_loop
-from libs.inference.predict import segment
+from libs.inference import frame_loop as video_loop
+from libs.inference import predict
+from libs.inference.predict import load_model, network_input, predict_probs
+from libs.inference.video import LatestFrame
 from libs.models import build_model
 from libs.models.deeplabv2 import DeepLabV2
 from libs.models.geometry import model_geometry
@@ -84,9 +86,9 @@ def fake_network(monkeypatch, on_frame):
 def run_loop(capture, **kwargs):
     writer = ListWriter()
     stats = video_loop.RunStats()
-    video_loop.run(None, "cpu", capture, FakeCapture.frame(0), profile=FAST, mean=None,
-                   class_names=[str(i) for i in range(N_CLASSES)], echo=print, writer=writer,
-                   stats=stats, **kwargs)
+    playback = video_loop.Playback(FAST, None, [str(i) for i in range(N_CLASSES)], print,
+                                   writer=writer, **kwargs)
+    video_loop.run(None, "cpu", capture, FakeCapture.frame(0), playback, stats)
     return stats, writer
 
 
@@ -135,9 +137,9 @@ def test_the_reader_stops_when_the_consumer_fails_or_is_interrupted(monkeypatch,
     stats = video_loop.RunStats()
     start = time.perf_counter()
     with pytest.raises(type(error)):
-        video_loop.run(None, "cpu", FakeCapture(None), FakeCapture.frame(0), profile=FAST,
-                       mean=None, class_names=["a"] * N_CLASSES, echo=print, live=True,
-                       pace_fps=1000.0, stats=stats)
+        playback = video_loop.Playback(FAST, None, ["a"] * N_CLASSES, print, live=True,
+                                       pace_fps=1000.0)
+        video_loop.run(None, "cpu", FakeCapture(None), FakeCapture.frame(0), playback, stats)
     assert time.perf_counter() - start < 2.0
     assert not reader_threads()  # a camera that never ends is not read any more
     assert stats.shown == 1 and stats.seconds > 0
@@ -152,7 +154,7 @@ def test_a_reader_error_reaches_the_consumer_after_the_frames_read():
             raise OSError("camera unplugged")
 
     seen = []
-    reader = video_loop.LatestFrame(FakeCapture(None, before_read), FakeCapture.frame(0))
+    reader = LatestFrame(FakeCapture(None, before_read), FakeCapture.frame(0))
     with reader, pytest.raises(OSError, match="camera unplugged"):
         for frame in reader:
             seen.append(int(frame[0, 0, 0]))
@@ -175,12 +177,12 @@ def test_q_in_the_window_stops_a_live_source(monkeypatch):
 
 
 def test_shorter_side_resize():
-    assert video_loop.resize_shorter_side(np.zeros((480, 640, 3), np.uint8), 321).shape == (
+    assert predict.resize_shorter_side(np.zeros((480, 640, 3), np.uint8), 321).shape == (
         321, 428, 3)
-    assert video_loop.resize_shorter_side(np.zeros((640, 480, 3), np.uint8), 321).shape == (
+    assert predict.resize_shorter_side(np.zeros((640, 480, 3), np.uint8), 321).shape == (
         428, 321, 3)
     image = np.zeros((65, 90, 3), np.uint8)
-    assert video_loop.resize_shorter_side(image, 65) is image
+    assert predict.resize_shorter_side(image, 65) is image
 
 
 @pytest.mark.parametrize("single_scale", [True, False])
@@ -196,8 +198,9 @@ def test_segment_frame_gives_segments_labels_at_the_frame_size(toy_cfg, one_torc
     frame = np.random.default_rng(0).integers(0, 256, (64, 80, 3), np.uint8)
     mean, cpu = toy_cfg.IMAGE.MEAN, torch.device("cpu")
     labels = video_loop.segment_frame(net, frame, None, mean, cpu, shorter_side=65)
-    _, expected = segment(net, cv2.resize(frame, (81, 65), interpolation=cv2.INTER_LINEAR),
-                          mean, cpu, output_size=(64, 80))
+    small = cv2.resize(frame, (81, 65), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():  # segment()'s probabilities, brought to the frame's size
+        expected = predict_probs(net, network_input(small, mean), (64, 80))[0].argmax(0).numpy()
     assert labels.shape == (64, 80) and len(np.unique(labels)) > 1
     np.testing.assert_array_equal(labels, expected)
 
@@ -207,8 +210,8 @@ def test_the_fast_network_keeps_the_msc_geometry(toy_cfg, tmp_path, geometry):
     toy_cfg.MODEL.MSC.GEOMETRY = geometry
     _, checkpoint = tiny_setup(toy_cfg, tmp_path)
     profile = video_loop.Profile.from_config(toy_cfg, fast=True, precision="fp32")
-    model = video_loop.load_profile_model(toy_cfg, checkpoint, torch.device("cpu"), profile,
-                                          log=lambda line: None)
+    model = load_model(toy_cfg, checkpoint, torch.device("cpu"), log=lambda line: None,
+                       precision=profile.precision, single_scale=profile.single_scale)
     assert isinstance(model.net, DeepLabV2) and model_geometry(model) == geometry
 
 
@@ -230,7 +233,7 @@ def test_profiles_run_their_network_at_their_size(setup, tmp_path, monkeypatch, 
                                                   network_input, profile):
     config_path, checkpoint, video, (height, width) = setup
     prepared, inputs = [], []
-    real_prepare = video_loop.prepare_for_inference
+    real_prepare = predict.prepare_for_inference
 
     def spy(net, precision):
         prepared.append(type(net))
@@ -239,7 +242,7 @@ def test_profiles_run_their_network_at_their_size(setup, tmp_path, monkeypatch, 
             (tuple(args[0].shape), args[0].dtype)))
         return model
 
-    monkeypatch.setattr(video_loop, "prepare_for_inference", spy)
+    monkeypatch.setattr(predict, "prepare_for_inference", spy)
     output = tmp_path / "blended.avi"
     result = run("-c", config_path, "-m", checkpoint, "--video", video, "-o", output,
                  "--no-show", *(["--fast"] if fast else []))
