@@ -1,11 +1,8 @@
 """Training checkpoints: where they go, what they hold, and how a run starts from one.
 
-A checkpoint is ``{model, optimizer, iteration, rng, config, num_threads}`` (and
-``grad_scaler``, the fp16 loss scale, with ``SOLVER.AMP: fp16``): with the
-random-number state of every generator, ``--resume`` continues exactly as the
-uninterrupted run would have. ``num_threads`` is kept because a resumed run is
-bit-identical only with the same torch thread count (reductions split
-differently). Files are written atomically (:func:`libs.utils.atomic.save_torch`).
+A checkpoint is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler``
+with ``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
+uninterrupted run would have, given the same torch thread count (reductions split differently).
 """
 
 import random
@@ -55,20 +52,11 @@ def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
     save_torch(state, path)
 
 
-def read_checkpoint(path):
-    """The training checkpoint ``path``; a plain state dict cannot be resumed and is an error."""
-    checkpoint = load_file(path)
-    if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
-        raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/iteration)")
-    return checkpoint
-
-
 def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
     """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint.
 
-    Without a loss scale in the checkpoint (written without fp16) an fp16 run
-    starts from a fresh scale; a disabled scaler ignores it, so runs can switch
-    precision across a resume.
+    A checkpoint without a loss scale gives an fp16 run a fresh one, and a disabled scaler
+    ignores it, so runs can switch precision across a resume.
     """
     names = [group["name"] for group in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -93,11 +81,9 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
 def load_initial_weights(model, path, log=print):
     """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
 
-    ``path`` goes through the one weights loader (``libs.models.weights``), so it
-    may also be a released checkpoint's file or name; the run keeps the config's
-    MSC geometry. The COCO init model carries only the backbone, so the head
-    keeps its own initialisation; anything else missing is an error, since a
-    silently half-loaded model trains to nonsense.
+    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's
+    MSC geometry. The COCO init model carries only the backbone, so the head keeps its own
+    initialisation; anything else missing is an error: a half-loaded model trains to nonsense.
     """
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
@@ -119,16 +105,15 @@ def load_initial_weights(model, path, log=print):
 
 
 def prepare_model(cfg, device, resume, log, scaler, allow_changes=()):
-    """The model on ``device`` in training mode, its optimizer and the iteration it starts after.
-
-    From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
-    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`)
-    or from ``MODEL.INIT_MODEL``.
-    """
+    """The model on ``device`` in training mode, its optimizer and the iteration it starts after:
+    from ``resume`` (a training checkpoint, checked by :func:`~.resume.check_resume`; the fp16
+    loss scale goes into ``scaler``) or from ``MODEL.INIT_MODEL``."""
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     checkpoint, start = None, 0
     if resume is not None:
-        checkpoint = read_checkpoint(resume)
+        checkpoint = load_file(resume)
+        if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
+            raise CheckpointError(f"{resume}: not a training checkpoint (no optimizer/iteration)")
         check_resume(checkpoint, cfg, resume, allow_changes, log)  # before a shape mismatch
         load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
         start = int(checkpoint["iteration"])

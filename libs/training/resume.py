@@ -1,11 +1,9 @@
 """What ``--resume`` checks before it continues a run: same meaning, iterations left, same threads.
 
-A checkpoint carries the config it was trained with (``config``). Resuming it
-with another model, data, batch or schedule would silently train a run that is
-neither the old one nor a new one, so the keys in :data:`MEANING_KEYS` must
-match, or be named as deliberate changes (``--allow-config-change KEY``). A
-longer ``SOLVER.ITER_MAX`` is always allowed (training on); logging and output
-keys (``ITER_SNAP``, ``ITER_TB``, ``EXP.OUTPUT_DIR``, ...) may change freely.
+Resuming a checkpoint with another model, data, batch or schedule would silently train a run
+that is neither the old one nor a new one, so the keys in :data:`MEANING_KEYS` must match the
+checkpoint's ``config``, or be named as deliberate changes (``--allow-config-change KEY``).
+Logging and output keys (``ITER_SNAP``, ``ITER_TB``, ``EXP.OUTPUT_DIR``, ...) may change freely.
 """
 
 import torch
@@ -63,13 +61,9 @@ def refused_changes(changes, allowed):
 
 
 def check_resume(checkpoint, cfg, path, allowed=(), log=print):
-    """Raise :class:`ResumeError` unless ``checkpoint`` (read from ``path``) can continue ``cfg``.
-
-    Past ``SOLVER.ITER_MAX`` there is nothing to train. Differences in the
-    meaning keys are listed in one line (key: checkpoint value -> config value)
-    unless ``allowed``; allowed ones are logged. A different torch thread count
-    is a warning: the run continues, but not bit-identically.
-    """
+    """Raise :class:`ResumeError` unless ``checkpoint`` (read from ``path``) can continue ``cfg``:
+    iterations left, no refused change in the meaning keys (allowed ones are logged). Another
+    torch thread count is a warning: the run continues, but not bit-identically."""
     iteration, iter_max = int(checkpoint["iteration"]), cfg.SOLVER.ITER_MAX
     if iteration >= iter_max:
         raise ResumeError(f"{path}: holds iteration {iteration}, and SOLVER.ITER_MAX is "
