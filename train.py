@@ -1,10 +1,8 @@
 #!/usr/bin/env python
 """Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training").
 
-Runs on the CPU, on one GPU, on all GPUs of a machine (DataParallel, as the
-original), or on several processes/machines under ``torchrun``
-(DistributedDataParallel with NCCL on GPUs, Gloo on CPUs). The protocol itself
-lives in ``libs/training``; this script parses, wires and reports.
+On the CPU, one GPU, all GPUs of a machine (DataParallel) or under ``torchrun`` (DDP). The
+protocol lives in ``libs/training``; this script parses, wires and reports.
 """
 
 import functools
@@ -13,14 +11,8 @@ import sys
 
 import click
 
-from libs.cli import (
-    OVERRIDES_KEY,
-    command,
-    config_option,
-    cuda_option,
-    load_cli_config,
-    one_line_errors,
-)
+from libs.cli import (OVERRIDES_KEY, command, config_option, cuda_option, load_cli_config,
+                      one_line_errors)
 from libs.cli.train_options import exit_on_interrupt, run_options
 from libs.inference.evaluation import evaluate_and_report, score
 from libs.inference.report import default_output_path
@@ -33,17 +25,14 @@ from libs.utils.device import choose_device
 def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_changes=()):
     """Join the process group (under torchrun), train, leave it; return (model, rank, device).
 
-    ``sources`` (the config file and the ``--set`` overrides) go into the start summary.
     With ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations.
-    ``allow_changes``: config keys a resumed run may change (``--allow-config-change``).
     """
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
     launch = Launch(distributed.wants_data_parallel(use_cuda, world_size), sources, allow_changes)
+    periodic = scoring and cfg.SOLVER.ITER_EVAL
+    evaluator = functools.partial(score, cfg, device=device, progress=False) if periodic else None
     try:
-        evaluator = None
-        if scoring and cfg.SOLVER.ITER_EVAL:
-            evaluator = functools.partial(score, cfg, device=device, progress=False)
         model = train(cfg, device, resume, evaluator=evaluator, launch=launch)
     finally:
         distributed.cleanup()

@@ -28,24 +28,17 @@ def checkpoint_dir(exp):
     return Path(exp.OUTPUT_DIR) / exp.ID
 
 
-def rng_state():
-    """The state of the torch, Python, NumPy (and CUDA) generators, as tensors and ints."""
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_pos": int(numpy_state[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
-    """Write a training checkpoint; ``config`` is the run's config as a plain dict."""
+    """Write a training checkpoint; ``config`` is the run's config as a plain dict, ``rng`` the
+    torch, Python, NumPy (and CUDA) generators' states as tensors and ints."""
+    numpy_state = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+           "numpy_pos": int(numpy_state[2])}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "iteration": iteration, "rng": rng_state(), "config": config,
+             "iteration": iteration, "rng": rng, "config": config,
              "num_threads": torch.get_num_threads()}
     if scaler is not None and scaler.is_enabled():
         state[SCALER_KEY] = scaler.state_dict()
