@@ -1,9 +1,7 @@
 #!/usr/bin/env python
-"""Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training").
-
-On the CPU, one GPU, all GPUs of a machine (DataParallel) or under ``torchrun`` (DDP). The
-protocol lives in ``libs/training``; this script parses, wires and reports.
-"""
+"""Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training"). On
+the CPU, one GPU, all GPUs of a machine (DataParallel) or under ``torchrun`` (DDP). The protocol
+lives in ``libs/training``; this script parses, wires and reports."""
 
 import functools
 import os
@@ -23,15 +21,12 @@ from libs.utils.device import choose_device
 
 
 def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_changes=()):
-    """Join the process group (under torchrun), train, leave it; return (model, rank, device).
-
-    With ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations.
-    """
+    """Join the process group (under torchrun), train, leave it; return (model, rank, device). With
+    ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations."""
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
     launch = Launch(distributed.wants_data_parallel(use_cuda, world_size), sources, allow_changes)
-    periodic = scoring and cfg.SOLVER.ITER_EVAL
-    evaluator = functools.partial(score, cfg, device=device, progress=False) if periodic else None
+    evaluator = functools.partial(score, cfg, device=device, progress=False) if scoring else None
     try:
         model = train(cfg, device, resume, evaluator=evaluator, launch=launch)
     finally:

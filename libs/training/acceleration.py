@@ -1,10 +1,8 @@
-"""The ``SOLVER`` options that change how fast a run computes, not what it learns.
-
-``SOLVER.AMP`` (``null``, ``bf16``, ``fp16``: autocast of the forward pass only, the loss in fp32;
-fp16 with a :class:`torch.amp.GradScaler` whose state is checkpointed), ``CHANNELS_LAST``,
-``ACTIVATION_CHECKPOINTING`` and ``COMPILE`` (docs/scale.md). A failing ``torch.compile`` falls
-back to the eager model with a one-line notice: a run should not die for want of a speed-up.
-"""
+"""The ``SOLVER`` options that change how fast a run computes, not what it learns. ``SOLVER.AMP``
+(``null``, ``bf16``, ``fp16``: autocast of the forward pass only, the loss in fp32; fp16 with a
+:class:`torch.amp.GradScaler` whose state is checkpointed), ``CHANNELS_LAST``,
+``ACTIVATION_CHECKPOINTING`` and ``COMPILE`` (docs/scale.md). A failing ``torch.compile`` falls back
+to the eager model with a one-line notice: a run should not die for want of a speed-up."""
 
 import contextlib
 import functools
@@ -69,11 +67,6 @@ def precision_for(amp, device, log=print):
     return Precision(autocast, scaler, amp)
 
 
-def memory_format(solver):
-    """The memory format of the model and its inputs, from ``SOLVER.CHANNELS_LAST``."""
-    return torch.channels_last if solver.CHANNELS_LAST else torch.preserve_format
-
-
 def apply_model_options(model, solver, device):
     """Layout and activation checkpointing of ``model`` (in place; the parameters stay the same
     objects and the state dict keeps its keys), and cuDNN autotuning on CUDA."""
@@ -94,11 +87,9 @@ def one_line(error):
 
 class EagerFallback:
     """Calls the compiled model; if that fails, says so once and runs ``eager`` from then on.
-
     Compilation happens at the first call (where an unsupported operator or a missing compiler
-    shows) and may happen at the first backward pass, which :meth:`guard_first_step` covers.
-    Every other attribute (``module``, ``no_sync``, ``scales``) is the eager module's.
-    """
+    shows) and may happen at the first backward pass, which :meth:`guard_first_step` covers. Every
+    other attribute (``module``, ``no_sync``, ``scales``) is the eager module's."""
 
     def __init__(self, eager, compiled, log=print):
         self.eager, self.compiled, self.log = eager, compiled, log

@@ -1,9 +1,7 @@
-"""Training checkpoints: where they go, what they hold, and how a run starts from one.
-
-A checkpoint is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler``
-with ``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
-uninterrupted run would have, given the same torch thread count (reductions split differently).
-"""
+"""Training checkpoints: where they go, what they hold, and how a run starts from one. A checkpoint
+is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler`` with
+``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
+uninterrupted run would have, given the same torch thread count (reductions split differently)."""
 
 import random
 from pathlib import Path
@@ -46,11 +44,9 @@ def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
 
 
 def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
-    """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint.
-
-    A checkpoint without a loss scale gives an fp16 run a fresh one, and a disabled scaler
-    ignores it, so runs can switch precision across a resume.
-    """
+    """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint. A
+    checkpoint without a loss scale gives an fp16 run a fresh one, and a disabled scaler ignores it,
+    so runs can switch precision across a resume."""
     names = [group["name"] for group in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
     for group, name in zip(optimizer.param_groups, names):  # not an older checkpoint's aspp_*
@@ -73,11 +69,9 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
 
 def load_initial_weights(model, path, log=print):
     """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
-
-    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's
-    MSC geometry. The COCO init model carries only the backbone, so the head keeps its own
-    initialisation; anything else missing is an error: a half-loaded model trains to nonsense.
-    """
+    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's MSC
+    geometry. The COCO init model carries only the backbone, so the head keeps its own
+    initialisation; anything else missing is an error: a half-loaded model trains to nonsense."""
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")
@@ -85,11 +79,9 @@ def load_initial_weights(model, path, log=print):
     if not Path(path).is_file() and not is_zoo_name(path):
         raise CheckpointError(
             f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
-            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
-        )
-    missing = load_model_weights(model, path, model.base.n_classes,
-                                 optional_prefix=head_prefixes(model), log=log,
-                                 adopt_geometry=False)
+            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null")
+    missing = load_model_weights(model, path, model.base.n_classes, log=log, adopt_geometry=False,
+                                 optional_prefix=head_prefixes(model))
     if missing:
         head = "ASPP" if head_prefixes(model) == ("base.aspp.",) else "head"
         log(f"Loaded backbone weights from {path}; the {head} keeps its initialisation.")

@@ -1,11 +1,9 @@
 """Stopping a run cleanly on SIGINT, SIGTERM or SIGHUP: finish the iteration, save, exit.
-
-:class:`StopSignals` turns those signals into a request that the loop reads between iterations;
-it then writes a checkpoint and raises :class:`TrainingInterrupted`, which the script turns into
-128 + the signal (130, 143, 129). A second Ctrl-C raises :class:`StopNow` at once, an exception
-rather than ``os._exit`` so that a checkpoint being written is abandoned through
-``atomic_path``'s cleanup, never published half-written (docs/scale.md).
-"""
+:class:`StopSignals` turns those signals into a request that the loop reads between iterations; it
+then writes a checkpoint and raises :class:`TrainingInterrupted`, which the script turns into 128 +
+the signal (130, 143, 129). A second Ctrl-C raises :class:`StopNow` at once, an exception rather
+than ``os._exit`` so that a checkpoint being written is abandoned through ``atomic_path``'s cleanup,
+never published half-written (docs/scale.md)."""
 
 import signal
 import threading
@@ -20,19 +18,14 @@ REPEAT_GRACE_S = 1.0  # torchrun forwards the terminal's SIGINT to processes tha
 
 
 def signal_name(signum):
-    """``SIGTERM`` for 15; the number itself for an unknown one."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
+    """``SIGTERM`` for 15."""
+    return signal.Signals(signum).name
 
 
 class TrainingInterrupted(BaseException):
-    """A stop signal ended the run after a finished iteration; the checkpoint holds it.
-
-    A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` on the way
-    mistakes it for a failure. ``checkpoint`` is None on the processes that do not write.
-    """
+    """A stop signal ended the run after a finished iteration; the checkpoint holds it. A
+    ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` on the way
+    mistakes it for a failure. ``checkpoint`` is None on the processes that do not write."""
 
     def __init__(self, signum, iteration, checkpoint=None, complete=False):
         super().__init__(f"{signal_name(signum)} at iteration {iteration}")
@@ -51,10 +44,8 @@ class StopNow(BaseException):
 
 class StopSignals:
     """Context manager: while inside, SIGINT/SIGTERM/SIGHUP set :attr:`signum` instead of killing.
-
-    The previous handlers come back on exit. Outside the main thread Python cannot install
-    handlers, and the signals keep their usual effect.
-    """
+    The previous handlers come back on exit. Outside the main thread Python cannot install handlers,
+    and the signals keep their usual effect."""
 
     def __init__(self):
         self.signum, self.first_at, self.previous = 0, None, {}
@@ -69,7 +60,6 @@ class StopSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
-        return False
 
     def _handle(self, signum, frame):
         now = time.monotonic()

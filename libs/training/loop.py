@@ -1,10 +1,7 @@
-"""The training loop: seed, build, (resume,) then one :func:`update` per iteration.
-
-The order of the steps is part of the result: every random draw (weight initialisation,
-DataLoader seeds) happens in the same order on a fresh run and on a resumed one, which is what
-makes ``--resume`` bit-exact. The learning rate is a pure function of the iteration for the same
-reason.
-"""
+"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. The order of the
+steps is part of the result: every random draw (weight initialisation, DataLoader seeds) happens in
+the same order on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact. The
+learning rate is a pure function of the iteration for the same reason."""
 
 import contextlib
 import functools
@@ -22,7 +19,7 @@ from ..datasets import DatasetError, build_dataset
 from ..datasets.sampler import EpochBatchSampler
 from ..utils.atomic import publish_link
 from . import distributed
-from .acceleration import EagerFallback, compile_model, memory_format, precision_for
+from .acceleration import EagerFallback, compile_model, precision_for
 from .checkpoint import checkpoint_dir, prepare_model, save_checkpoint
 from .errors import TrainingError
 from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, ignore_stop_signals,
@@ -36,7 +33,7 @@ from .tensorboard import log_dir
 @dataclass
 class Launch:
     """How ``train.py`` started the run: DataParallel over the visible GPUs, the config's
-    ``sources`` for the summary and the keys a resumed run may change (``--allow-config-change``)."""
+    ``sources`` for the summary, the keys a resumed run may change (``--allow-config-change``)."""
 
     data_parallel: bool = False
     sources: dict = None
@@ -56,7 +53,7 @@ class Run:
     world_size: int = 1
     monitor: object = None
     bar: object = None
-    evaluator: object = None  # model -> scores, every SOLVER.ITER_EVAL
+    evaluator: object = None  # model -> scores, every SOLVER.ITER_EVAL (the last: train.py's)
 
 
 def poly_lr(base_lr, iteration, max_iter, power, step):
@@ -77,15 +74,13 @@ def set_learning_rates(optimizer, base_lr, iteration, max_iter, power, step):
 
 
 def update(run, iteration, sub_batches, began):
-    """One weight update from ``sub_batches``; returns its loss and the last fused logits.
-
-    The loss is Caffe's (``loss.py``): per-image terms summed over the outputs and divided by
-    the images of the whole update (all sub-batches, all processes), which gives the gradient
-    of one big batch however it is split; DDP averages gradients over processes, hence
-    ``* world_size``. Only the forward pass runs under autocast. A non-finite loss stops the
-    run before the step, so the weights stay those of the last good iteration. ``began`` is
-    when the update started fetching its data (for images/s).
-    """
+    """One weight update from ``sub_batches``; returns its loss and the last fused logits. The loss
+    is Caffe's (``loss.py``): per-image terms summed over the outputs and divided by the images of
+    the whole update (all sub-batches, all processes), which gives the gradient of one big batch
+    however it is split; DDP averages gradients over processes, hence ``* world_size``. Only the
+    forward pass runs under autocast. A non-finite loss stops the run before the step, so the
+    weights stay those of the last good iteration. ``began`` is when the update started fetching its
+    data (for images/s)."""
     cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
     solver = cfg.SOLVER
     base_lr = set_learning_rates(optimizer, solver.LR, iteration, solver.ITER_MAX,
@@ -96,8 +91,9 @@ def update(run, iteration, sub_batches, began):
     count = torch.tensor(float(sum(len(labels) for _, _, labels in sub_batches)), device=device)
     n_images = distributed.all_reduce_sum(count)
     total = torch.zeros((), device=device)
+    layout = torch.channels_last if solver.CHANNELS_LAST else torch.preserve_format
     for i, (_, images, labels) in enumerate(sub_batches):
-        images = images.to(device, non_blocking=True, memory_format=memory_format(solver))
+        images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         last = i == len(sub_batches) - 1
         with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
@@ -123,7 +119,7 @@ def update(run, iteration, sub_batches, began):
                                                sub_batches[-1], fused))
         if snapshot_due(iteration, solver):
             snapshot(run, iteration)
-        if run.evaluator is not None and evaluation_due(iteration, solver):
+        if run.evaluator and iteration % solver.ITER_EVAL == 0 and iteration < solver.ITER_MAX:
             scores = evaluate_in_between(run.evaluator, run.model, device)
             tqdm.write("\n".join(run.monitor.record_scores(iteration, scores)))
     return loss, fused
@@ -133,12 +129,6 @@ def snapshot_due(iteration, solver):
     return iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX
 
 
-def evaluation_due(iteration, solver):
-    """Whether ``SOLVER.ITER_EVAL`` asks for scores after ``iteration`` (the last is train.py's)."""
-    return bool(solver.ITER_EVAL) and iteration % solver.ITER_EVAL == 0 \
-        and iteration < solver.ITER_MAX
-
-
 def snapshot(run, iteration):
     """Write ``checkpoint_<iteration>.pth`` (atomically)."""
     save_checkpoint(checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth", run.model,
@@ -146,12 +136,10 @@ def snapshot(run, iteration):
 
 
 def evaluate_in_between(evaluator, model, device):
-    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened.
-
-    The model goes back to training mode (BatchNorm layers that train must not keep eval mode),
-    and the global generators are restored: the evaluation's DataLoader advances torch's, and a
-    run with periodic evaluation must stay bit-identical to one without.
-    """
+    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened. The
+    model goes back to training mode (BatchNorm layers that train must not keep eval mode), and the
+    global generators are restored: the evaluation's DataLoader advances torch's, and a run with
+    periodic evaluation must stay bit-identical to one without."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -164,12 +152,10 @@ def evaluate_in_between(evaluator, model, device):
 
 
 def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
-    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in.
-
-    A new DataLoader per epoch hands the epoch number to the workers, so every augmentation is
-    drawn from ``(seed, epoch, index)`` whatever the worker count. Closing the generator shuts
-    the loader's workers down before it returns: a stopped run leaves no worker behind.
-    """
+    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in. A new
+    DataLoader per epoch hands the epoch number to the workers, so every augmentation is drawn from
+    ``(seed, epoch, index)`` whatever the worker count. Closing the generator shuts the loader's
+    workers down before it returns: a stopped run leaves no worker behind."""
     batch_size = cfg.SOLVER.BATCH_SIZE.TRAIN
     per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch_size, world_size)
     if per_epoch < 1:
@@ -200,12 +186,10 @@ def progress_bar(start, iter_max, enabled):
 
 
 def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
-    """Run (or resume) the training that ``cfg`` describes; return the trained model.
-
-    Under torchrun only rank 0 logs, writes checkpoints and runs ``evaluator`` (``model ->
-    results dict``, every ``SOLVER.ITER_EVAL`` iterations). A stop signal ends the run with a
-    checkpoint and :class:`~.interrupt.TrainingInterrupted`.
-    """
+    """Run (or resume) the training that ``cfg`` describes; return the trained model. Under torchrun
+    only rank 0 logs, writes checkpoints and runs ``evaluator`` (``model -> results dict``, every
+    ``SOLVER.ITER_EVAL`` iterations). A stop signal ends the run with a checkpoint and
+    :class:`~.interrupt.TrainingInterrupted`."""
     launch = launch or Launch()
     rank, world_size = distributed.rank_and_world_size()
     log = tqdm.write if rank == 0 else (lambda *_: None)
@@ -221,7 +205,8 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
     net = distributed.wrap_model(model, device, world_size, launch.data_parallel)
     net = compile_model(net, solver.COMPILE, log)
     dataset = build_dataset(cfg, "train", augment=True)
-    run = Run(cfg, model, net, optimizer, precision, device, world_size, evaluator=evaluator)
+    run = Run(cfg, model, net, optimizer, precision, device, world_size,
+              evaluator=evaluator if solver.ITER_EVAL else None)
     if rank == 0:
         start_log(cfg, log, dict(device=device, world_size=world_size, model=model, start=start,
                                  data_parallel=launch.data_parallel, sources=launch.sources,
@@ -259,11 +244,9 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
 
 def stop_on_signal(run, signum, iteration):
     """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
-
-    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of this very
-    iteration did, and every process waits for it (a barrier) before leaving, so torchrun sees
-    no process end while the checkpoint is written.
-    """
+    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of this very iteration
+    did, and every process waits for it (a barrier) before leaving, so torchrun sees no process end
+    while the checkpoint is written."""
     path = None
     if run.monitor is not None:
         path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"

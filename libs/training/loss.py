@@ -1,12 +1,10 @@
-"""The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s.
-
-The network's ``label_rule`` picks the targets: ``"cells"`` (v2) compares each logit cell with the
-label of the pixel it sits on, as Caffe's training net does (``label_shrink``, and the ``Interp``
-of a branch whose cells fall between pixels); ``"dense"`` (v3, v3+) upsamples every output to the
-crop, as the papers do (docs/model.md, "Loss"). Each image's cross-entropy is averaged over its
-own valid pixels, so that the caller, dividing the sum by the update's image count, gets a
-gradient that does not depend on how the update is split into sub-batches and processes.
-"""
+"""The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s. The
+network's ``label_rule`` picks the targets: ``"cells"`` (v2) compares each logit cell with the label
+of the pixel it sits on, as Caffe's training net does (``label_shrink``, and the ``Interp`` of a
+branch whose cells fall between pixels); ``"dense"`` (v3, v3+) upsamples every output to the crop,
+as the papers do (docs/model.md, "Loss"). Each image's cross-entropy is averaged over its own valid
+pixels, so that the caller, dividing the sum by the update's image count, gets a gradient that does
+not depend on how the update is split into sub-batches and processes."""
 
 import torch
 import torch.nn.functional as F
@@ -55,13 +53,11 @@ def caffe_pairs(outputs, labels, scales):
 
 
 def loss_pairs(outputs, labels, scales, geometry, label_rule="cells"):
-    """The logits each MSC output ``[full, *one per scale, fused]`` is supervised with, paired
-    with their targets; ``labels`` (NxHxW) have the size of the crop the network saw.
-
-    The dense rule supervises a single-scale model once (the fused output is the full-scale one),
-    as the papers' single cross-entropy; the legacy ``pytorch`` geometry resizes the labels to
-    each output with centre-aligned nearest neighbour, as the original repository trained.
-    """
+    """The logits each MSC output ``[full, *one per scale, fused]`` is supervised with, paired with
+    their targets; ``labels`` (NxHxW) have the size of the crop the network saw. The dense rule
+    supervises a single-scale model once (the fused output is the full-scale one), as the papers'
+    single cross-entropy; the legacy ``pytorch`` geometry resizes the labels to each output with
+    centre-aligned nearest neighbour, as the original repository trained."""
     if len(outputs) != len(scales) + 2:
         raise ValueError(f"expected {len(scales) + 2} MSC outputs for scales {list(scales)}, "
                          f"got {len(outputs)}")

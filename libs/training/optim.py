@@ -6,13 +6,11 @@ GROUP_NAMES = ("backbone", "head_weights", "head_biases")
 
 
 def parameter_groups(model, solver):
-    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule).
-
-    The backbone is ``model.base.backbone``; every other trainable parameter is head (v2's ASPP,
-    v3's ASPP and classifier, v3+'s decoder; a trainable BatchNorm's scale with the weights, its
-    shift with the biases). Frozen parameters belong to no group. Head biases get no weight
-    decay, as in the Caffe solver. Within a group the parameters keep the model's order.
-    """
+    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule). The
+    backbone is ``model.base.backbone``; every other trainable parameter is head (v2's ASPP, v3's
+    ASPP and classifier, v3+'s decoder; a trainable BatchNorm's scale with the weights, its shift
+    with the biases). Frozen parameters belong to no group. Head biases get no weight decay, as in
+    the Caffe solver. Within a group the parameters keep the model's order."""
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
     in_backbone = {id(p) for p in model.base.backbone.parameters()}
     groups = {name: [] for name in GROUP_NAMES}

@@ -1,10 +1,8 @@
 """What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
-
-``train.log`` sits next to the TensorBoard events (``EXP.LOG_DIR/EXP.ID``). It is a log, so
-every write appends: each launch (a resumed one too) adds a separator line, the summary, the loss
-every ``SOLVER.ITER_TB`` iterations and the scores. :func:`record_scores` takes the scores as a
-plain dict, so this package never needs to know how evaluation works.
-"""
+``train.log`` sits next to the TensorBoard events (``EXP.LOG_DIR/EXP.ID``). It is a log, so every
+write appends: each launch (a resumed one too) adds a separator line, the summary, the loss every
+``SOLVER.ITER_TB`` iterations and the scores. :func:`record_scores` takes the scores as a plain
+dict, so this package never needs to know how evaluation works."""
 
 import datetime
 import sys
@@ -46,13 +44,12 @@ def device_text(device, world_size, data_parallel):
     return f"{text}; world size {world_size}" + (" (torchrun)" if world_size > 1 else "")
 
 
-def summary_lines(cfg, run):
-    """The start-of-training summary block, one string per line.
-
-    ``run`` holds the plain facts the loop knows: ``device``, ``world_size``, ``data_parallel``,
-    ``sources`` (``{"config": path, "overrides": [...]}`` or None), ``n_train``, ``model`` and
-    ``start``. The test split is counted where it can be read (training needs none).
-    """
+def start_log(cfg, log, run):
+    """Print the start-of-training summary and append it to ``train.log`` after a separator line
+    (each launch adds one). ``run`` holds the plain facts the loop knows: ``device``,
+    ``world_size``, ``data_parallel``, ``sources`` (``{"config": path, "overrides": [...]}`` or
+    None), ``n_train``, ``model`` and ``start``. The test split is counted where it can be read
+    (training needs none)."""
     solver, sources = cfg.SOLVER, run.get("sources") or {}
     parameters = list(run["model"].parameters())
     total = sum(p.numel() for p in parameters)
@@ -64,7 +61,7 @@ def summary_lines(cfg, run):
     except DeepLabError:
         n_test = "unknown"
     split = cfg.DATASET.SPLIT
-    return [
+    lines = "\n".join([
         "Training summary",
         f"  config:       {sources.get('config', '(given as an object)')}",
         f"  overrides:    {' '.join('--set ' + o for o in overrides) if overrides else 'none'}",
@@ -79,13 +76,7 @@ def summary_lines(cfg, run):
         f"  checkpoints:  {checkpoint_dir(cfg.EXP)}",
         f"  TensorBoard:  {log_dir(cfg.EXP)} (this summary and the losses: "
         f"{log_path(cfg.EXP)})",
-    ]
-
-
-def start_log(cfg, log, run):
-    """Print the summary (:func:`summary_lines`) and append it to ``train.log`` after a
-    separator line (each launch adds one)."""
-    lines = "\n".join(summary_lines(cfg, run))
+    ])
     log(lines)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     append_to_log(cfg.EXP, f"===== launch {stamp} " + "=" * 40 + "\n" + lines)
@@ -154,10 +145,8 @@ def postfix(average_loss, base_lr, images_per_s, peak_gib):
 
 class Monitor:
     """Rank 0's view of each update: TensorBoard, ``train.log`` every ``SOLVER.ITER_TB``, the bar.
-
     ``run`` is the loop's :class:`~.loop.Run`. The merged config goes to TensorBoard as text
-    ``config`` at step ``start``; a resumed run (``start`` > 0) purges the steps after it.
-    """
+    ``config`` at step ``start``; a resumed run (``start`` > 0) purges the steps after it."""
 
     def __init__(self, cfg, run, start=0):
         self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
