@@ -15,7 +15,6 @@ from ..utils.device import cpu_native_bf16
 from ..utils.errors import DeepLabError, first_line
 from .errors import TrainingConfigError
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SCALER_KEY = "grad_scaler"  # the checkpoint entry of the fp16 loss scaler
 
 
@@ -60,7 +59,8 @@ def precision_for(amp, device, log=print):
     if amp is None:
         return Precision()
     check_amp(amp, device)
-    autocast = functools.partial(torch.autocast, device.type, dtype=DTYPES[amp])
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    autocast = functools.partial(torch.autocast, device.type, dtype=dtype)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()
     log(f"Mixed precision: {amp} autocast on the {device.type}, loss in fp32"
         + (", loss scaling" if amp == "fp16" else "") + ".")

@@ -65,9 +65,9 @@ def poly_lr(base_lr, iteration, max_iter, power, step):
     return base_lr * (1.0 - s / max_iter) ** power
 
 
-def set_learning_rates(optimizer, base_lr, iteration, max_iter, power, step):
-    """Give every parameter group ``poly_lr * group["lr_mult"]``; returns the base rate."""
-    lr = poly_lr(base_lr, iteration, max_iter, power, step)
+def set_learning_rates(optimizer, solver, iteration):
+    """Give every parameter group ``poly_lr * group["lr_mult"]`` of ``SOLVER``; returns the base."""
+    lr = poly_lr(solver.LR, iteration, solver.ITER_MAX, solver.POLY_POWER, solver.LR_DECAY)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
     return lr
@@ -83,8 +83,7 @@ def update(run, iteration, sub_batches, began):
     data (for images/s)."""
     cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
     solver = cfg.SOLVER
-    base_lr = set_learning_rates(optimizer, solver.LR, iteration, solver.ITER_MAX,
-                                 solver.POLY_POWER, solver.LR_DECAY)
+    base_lr = set_learning_rates(optimizer, solver, iteration)
     optimizer.zero_grad(set_to_none=True)
     msc = getattr(run.net, "module", run.net)  # DDP and DataParallel wrap the MSC model
     no_sync = getattr(run.net, "no_sync", None)  # DDP: reduce gradients after the last only

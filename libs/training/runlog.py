@@ -9,12 +9,13 @@ import sys
 from collections import deque
 
 import torch
+import yaml
 
 from ..datasets import build_dataset, load_class_names
 from ..utils.errors import DeepLabError
 from ..utils.meters import SCORE_LABELS, MovingAverage
 from .checkpoint import checkpoint_dir
-from .tensorboard import add_score_scalars, config_markdown, log_dir, log_images, open_writer
+from .tensorboard import add_score_scalars, log_dir, log_images, open_writer
 
 LOG_NAME = "train.log"
 
@@ -84,14 +85,10 @@ def start_log(cfg, log, run):
 
 def score_lines(scores, heading="Final scores"):
     """The headline scores of a results dict as ``train.log`` lines (percent), README order."""
-    where = ""
-    if "split" in scores:
-        where = f" (split {scores['split']!r}, {scores.get('n_images', '?')} images)"
-    lines = [f"{heading}{where}:"]
-    for key, label in SCORE_LABELS.items():
-        if scores.get(key) is not None:
-            lines.append(f"  {label:<24}{scores[key] * 100:6.2f}%")
-    return lines
+    lines = [f"{heading} (split {scores['split']!r}, {scores.get('n_images', '?')} images):"
+             if "split" in scores else f"{heading}:"]
+    return lines + [f"  {label:<24}{scores[key] * 100:6.2f}%" for key, label in SCORE_LABELS.items()
+                    if scores.get(key) is not None]
 
 
 def record_scores(cfg, scores):
@@ -150,11 +147,11 @@ class Monitor:
 
     def __init__(self, cfg, run, start=0):
         self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
-        self.writer.add_text("config", config_markdown(cfg), start)
-        self.cfg, self.run = cfg, run
-        self.average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
-        self.speed = Throughput(cfg.SOLVER.AVERAGE_LOSS)
-        solver = cfg.SOLVER
+        config = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+        self.writer.add_text("config", f"```yaml\n{config}```", start)  # Markdown: the text tab
+        self.cfg, self.run, solver = cfg, run, cfg.SOLVER
+        self.average = MovingAverage(solver.AVERAGE_LOSS)
+        self.speed = Throughput(solver.AVERAGE_LOSS)
         self.images_per_update = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * run.world_size
         self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
         self.first = True

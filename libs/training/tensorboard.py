@@ -1,11 +1,10 @@
-"""What a training run shows in TensorBoard beside :class:`~.runlog.Monitor`'s scalars: the
-image panel, the merged config and the scores (the tags: README, "Training")."""
+"""What a training run shows in TensorBoard beside :class:`~.runlog.Monitor`'s scalars and config:
+the image panel and the scores (README, "Training", lists the tags)."""
 
 import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..datasets import to_rgb_uint8
 from ..models.geometry import upsample_logits
@@ -25,12 +24,6 @@ def open_writer(path, purge_step=None):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(path), purge_step=purge_step)
-
-
-def config_markdown(cfg):
-    """The merged config as YAML in a Markdown code block (TensorBoard's text tab)."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
-    return f"```yaml\n{text}```"
 
 
 def add_score_scalars(writer, scores, step):
