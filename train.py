@@ -44,17 +44,16 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_chang
 def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
     """Train the DeepLab model (v2, v3, v3+) configured in CONFIG (every default lives there).
 
-    Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and
-    SIGHUP stop after the current iteration with a checkpoint and print the
-    command that resumes it (exit status 130, 143, 129); a second Ctrl-C stops at once.
+    Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and SIGHUP stop after
+    the current iteration with a checkpoint and print the command that resumes it (exit status
+    130, 143, 129); a second Ctrl-C stops at once.
     """
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
         overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
         sources = {"config": str(config_path), "overrides": list(overrides)}
-        first_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 checks alone
-        resume = prepare_run_folders(cfg.EXP, resume, overwrite, check=first_process,
-                                     log=click.echo)
+        resume = prepare_run_folders(cfg.EXP, resume, overwrite, log=click.echo,
+                                     check=os.environ.get("RANK", "0") == "0")  # torchrun: rank 0
         with exit_on_interrupt(config_path, overrides):
             model, rank, device = train_distributed(cfg, cuda, resume, sources, evaluate_after,
                                                     allow_changes)

@@ -50,8 +50,7 @@ def check_amp(amp, device):
     elif amp == "bf16":
         supported, reason = cpu_native_bf16()
         if not supported:
-            raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; "
-                                      "use null")
+            raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
 
 
 def precision_for(amp, device, log=print):

@@ -65,8 +65,7 @@ class StopSignals:
         now = time.monotonic()
         if not self.signum:
             self.signum, self.first_at = signum, now
-            return
-        if signum == signal.SIGINT and now - self.first_at > REPEAT_GRACE_S:
+        elif signum == signal.SIGINT and now - self.first_at > REPEAT_GRACE_S:
             self.__exit__()  # a third Ctrl-C gets Python's KeyboardInterrupt
             raise StopNow(signum)
 

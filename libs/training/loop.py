@@ -234,7 +234,7 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
         stream.close()  # joins the loader's workers
         run.bar.close()
         if run.monitor is not None:
-            run.monitor.close()
+            run.monitor.writer.close()
     if signum:  # in the last iteration: the run is complete, the script stops before scoring
         raise TrainingInterrupted(signum, solver.ITER_MAX,
                                   checkpoint_dir(cfg.EXP) / "checkpoint_final.pth", complete=True)

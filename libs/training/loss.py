@@ -16,10 +16,8 @@ from ..models.geometry import (cell_pixels, cells_on_pixels, check_geometry, msc
 
 def labels_at_cells(labels, cells, input_size):
     """The labels (NxHxW) at the pixels under the ``cells`` (h, w) of a branch of ``input_size``."""
-    rows = cell_pixels(cells[0], input_size[0], labels.shape[-2])
-    cols = cell_pixels(cells[1], input_size[1], labels.shape[-1])
-    rows = torch.tensor(rows, dtype=torch.long, device=labels.device)
-    cols = torch.tensor(cols, dtype=torch.long, device=labels.device)
+    rows, cols = (torch.tensor(cell_pixels(n, size, full), dtype=torch.long, device=labels.device)
+                  for n, size, full in zip(cells, input_size, labels.shape[-2:]))
     return labels.index_select(-2, rows).index_select(-1, cols)
 
 

@@ -27,8 +27,7 @@ class RunFolderError(DeepLabError, ValueError):
 def run_files(exp):
     """The files of an earlier run under this ``EXP.ID``: checkpoints and results, then logs."""
     found = []
-    for folder, patterns in ((checkpoint_dir(exp), CHECKPOINT_FILES),
-                             (log_dir(exp), LOG_FILES)):
+    for folder, patterns in ((checkpoint_dir(exp), CHECKPOINT_FILES), (log_dir(exp), LOG_FILES)):
         if folder.is_dir():
             found += sorted(p for pattern in patterns for p in folder.glob(pattern)
                             if p.is_file() or p.is_symlink())

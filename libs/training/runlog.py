@@ -35,13 +35,12 @@ def append_to_log(exp, text):
 
 def device_text(device, world_size, data_parallel):
     """``cpu``, ``cuda:0 (NVIDIA H100)``, ``4 GPUs (DataParallel)``; and the world size."""
+    text = str(device)
     if data_parallel:
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         text = f"{torch.cuda.device_count()} GPUs (DataParallel: {', '.join(names)})"
     elif device.type == "cuda":
         text = f"{device} ({torch.cuda.get_device_name(device)})"
-    else:
-        text = str(device)
     return f"{text}; world size {world_size}" + (" (torchrun)" if world_size > 1 else "")
 
 
@@ -95,11 +94,8 @@ def record_scores(cfg, scores):
     """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run:
     ``train.log``, and ``eval/<key>`` scalars at step ``SOLVER.ITER_MAX`` in TensorBoard."""
     append_to_log(cfg.EXP, "\n".join(score_lines(scores)))
-    writer = open_writer(log_dir(cfg.EXP))
-    try:
+    with open_writer(log_dir(cfg.EXP)) as writer:
         add_score_scalars(writer, scores, cfg.SOLVER.ITER_MAX)
-    finally:
-        writer.close()
 
 
 def peak_memory_gib(device):
@@ -154,7 +150,7 @@ class Monitor:
         self.speed = Throughput(solver.AVERAGE_LOSS)
         self.images_per_update = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * run.world_size
         self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
-        self.first = True
+        self.start = start
 
     def update(self, iteration, loss, base_lr, seconds, last_batch, fused):
         """Log one update; returns the postfix for the progress bar."""
@@ -177,11 +173,10 @@ class Monitor:
             append_to_log(cfg.EXP, f"iter {iteration}/{cfg.SOLVER.ITER_MAX}  loss {loss:.4f}  "
                                    f"moving average {self.average.value:.4f}  lr {base_lr:.6g}")
             log_images(writer, last_batch, fused, cfg, iteration, self.class_names)
-        if self.first and device.type == "cuda":
+        if iteration == self.start + 1 and device.type == "cuda":
             # cuDNN's autotuning tries algorithms with large workspaces in the first iteration
             # only; the peak that matters is the steady state's (docs/scale.md).
             torch.cuda.reset_peak_memory_stats(device)
-        self.first = False
         return postfix(self.average.value, base_lr, self.speed.value, peak)
 
     def record_scores(self, iteration, scores):
@@ -190,6 +185,3 @@ class Monitor:
         lines = score_lines(scores, heading=f"Scores at iteration {iteration}")
         append_to_log(self.cfg.EXP, "\n".join(lines))
         return lines
-
-    def close(self):
-        self.writer.close()
