@@ -1,8 +1,7 @@
-"""The ``SOLVER`` options that change how fast a run computes, not what it learns. ``SOLVER.AMP``
-(``null``, ``bf16``, ``fp16``: autocast of the forward pass only, the loss in fp32; fp16 with a
-:class:`torch.amp.GradScaler` whose state is checkpointed), ``CHANNELS_LAST``,
-``ACTIVATION_CHECKPOINTING`` and ``COMPILE`` (docs/scale.md). A failing ``torch.compile`` falls back
-to the eager model with a one-line notice: a run should not die for want of a speed-up."""
+"""The ``SOLVER`` options that change how fast a run computes, not what it learns (docs/scale.md):
+``AMP`` (autocast of the forward pass only; fp16 with a checkpointed loss scaler),
+``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING``, ``COMPILE``, which falls back to the eager model
+with a one-line notice where it fails: a run should not die for want of a speed-up."""
 
 import contextlib
 import functools

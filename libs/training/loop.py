@@ -32,8 +32,7 @@ from .tensorboard import log_dir
 
 @dataclass
 class Launch:
-    """How ``train.py`` started the run: DataParallel over the visible GPUs, the config's
-    ``sources`` for the summary, the keys a resumed run may change (``--allow-config-change``)."""
+    """How ``train.py`` started the run: DataParallel, the summary's sources, allowed changes."""
 
     data_parallel: bool = False
     sources: dict = None

@@ -50,15 +50,18 @@ def caffe_pairs(outputs, labels, scales):
     return pairs
 
 
+LABEL_RULES = ("cells", "dense")
+
+
 def loss_pairs(outputs, labels, scales, geometry, label_rule="cells"):
     """The logits each MSC output ``[full, *one per scale, fused]`` is supervised with, paired with
     their targets; ``labels`` (NxHxW) have the size of the crop the network saw. The dense rule
-    supervises a single-scale model once (the fused output is the full-scale one), as the papers'
-    single cross-entropy; the legacy ``pytorch`` geometry resizes the labels to each output with
-    centre-aligned nearest neighbour, as the original repository trained."""
+    supervises a single-scale model once (its fused output is the full-scale one), as the papers."""
     if len(outputs) != len(scales) + 2:
         raise ValueError(f"expected {len(scales) + 2} MSC outputs for scales {list(scales)}, "
                          f"got {len(outputs)}")
+    if label_rule not in LABEL_RULES:
+        raise ValueError(f"label_rule must be one of {LABEL_RULES}, got {label_rule!r}")
     geometry = check_geometry(geometry)
     if label_rule == "dense":
         if len(outputs) == 2 and outputs[1] is outputs[0]:

@@ -1,8 +1,7 @@
 """What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
-``train.log`` sits next to the TensorBoard events (``EXP.LOG_DIR/EXP.ID``). It is a log, so every
-write appends: each launch (a resumed one too) adds a separator line, the summary, the loss every
-``SOLVER.ITER_TB`` iterations and the scores. :func:`record_scores` takes the scores as a plain
-dict, so this package never needs to know how evaluation works."""
+``train.log`` (beside the TensorBoard events) is a log: every write appends, and each launch adds a
+separator line, the summary, the loss every ``SOLVER.ITER_TB`` iterations and the scores.
+:func:`record_scores` takes a plain dict: this package never needs to know how evaluation works."""
 
 import datetime
 import sys
