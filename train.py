@@ -1,11 +1,7 @@
 #!/usr/bin/env python
-"""Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training").
-
-Runs on the CPU, on one GPU, on all GPUs of a machine (DataParallel, as the
-original), or on several processes/machines under ``torchrun``
-(DistributedDataParallel with NCCL on GPUs, Gloo on CPUs). The protocol itself
-lives in ``libs/training``; this script parses, wires and reports.
-"""
+"""Train DeepLab (v2, or v3/v3+ by MODEL.NAME) with the v2 paper's protocol (README, "Training"). On
+the CPU, one GPU, all GPUs of a machine (DataParallel) or under ``torchrun`` (DDP). The protocol
+lives in ``libs/training``; this script parses, wires and reports."""
 
 import functools
 import os
@@ -13,14 +9,8 @@ import sys
 
 import click
 
-from libs.cli import (
-    OVERRIDES_KEY,
-    command,
-    config_option,
-    cuda_option,
-    load_cli_config,
-    one_line_errors,
-)
+from libs.cli import (OVERRIDES_KEY, command, config_option, cuda_option, load_cli_config,
+                      one_line_errors)
 from libs.cli.train_options import exit_on_interrupt, run_options
 from libs.inference.evaluation import EvalOptions, default_output_path, evaluate_and_report, score
 from libs.training import Launch, distributed, record_scores, train
@@ -30,20 +20,14 @@ from libs.utils.device import choose_device
 
 
 def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_changes=()):
-    """Join the process group (under torchrun), train, leave it; return (model, rank, device).
-
-    ``sources`` (the config file and the ``--set`` overrides) go into the start summary.
-    With ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations.
-    ``allow_changes``: config keys a resumed run may change (``--allow-config-change``).
-    """
+    """Join the process group (under torchrun), train, leave it; return (model, rank, device). With
+    ``scoring``, rank 0 scores the test split every ``SOLVER.ITER_EVAL`` iterations."""
     use_cuda = choose_device(cuda).type == "cuda"
     rank, world_size, device = distributed.setup(use_cuda)
     launch = Launch(distributed.wants_data_parallel(use_cuda, world_size), sources, allow_changes)
+    evaluator = (functools.partial(score, cfg, device=device, options=EvalOptions(progress=False))
+                 if scoring else None)
     try:
-        evaluator = None
-        if scoring and cfg.SOLVER.ITER_EVAL:
-            evaluator = functools.partial(score, cfg, device=device,
-                                          options=EvalOptions(progress=False))
         model = train(cfg, device, resume, evaluator=evaluator, launch=launch)
     finally:
         distributed.cleanup()
@@ -60,17 +44,16 @@ def train_distributed(cfg, cuda, resume, sources=None, scoring=True, allow_chang
 def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
     """Train the DeepLab model (v2, v3, v3+) configured in CONFIG (every default lives there).
 
-    Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and
-    SIGHUP stop after the current iteration with a checkpoint and print the
-    command that resumes it (exit status 130, 143, 129); a second Ctrl-C stops at once.
+    Launch with torchrun for several processes or machines. Ctrl-C, SIGTERM and SIGHUP stop after
+    the current iteration with a checkpoint and print the command that resumes it (exit status
+    130, 143, 129); a second Ctrl-C stops at once.
     """
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
         overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
         sources = {"config": str(config_path), "overrides": list(overrides)}
-        first_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 checks alone
-        resume = prepare_run_folders(cfg.EXP, resume, overwrite, check=first_process,
-                                     log=click.echo)
+        resume = prepare_run_folders(cfg.EXP, resume, overwrite, log=click.echo,
+                                     check=os.environ.get("RANK", "0") == "0")  # torchrun: rank 0
         with exit_on_interrupt(config_path, overrides):
             model, rank, device = train_distributed(cfg, cuda, resume, sources, evaluate_after,
                                                     allow_changes)

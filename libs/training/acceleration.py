@@ -1,21 +1,7 @@
-"""The ``SOLVER`` options that change how fast a run computes, not what it learns.
-
-``SOLVER.AMP`` is ``null`` (fp32), ``bf16`` or ``fp16``. Only the forward pass
-runs under autocast; the loss is computed from the logits cast back to fp32.
-fp16 needs a :class:`torch.amp.GradScaler`, whose state goes into the
-checkpoint so that a resumed run keeps its loss scale. On the CPU only bf16 is
-offered, and only where the CPU computes bf16 natively: elsewhere PyTorch
-emulates it, about 100 times slower than fp32, so the run is refused with one
-line instead of crawling.
-
-``SOLVER.CHANNELS_LAST`` stores weights and inputs in NHWC order (fast on
-tensor-core GPUs; only a layout on the CPU). ``SOLVER.ACTIVATION_CHECKPOINTING``
-recomputes activations in the backward pass (``libs.models.checkpointing``).
-``SOLVER.COMPILE`` runs the model through :func:`torch.compile` where that
-works; a failure, when compiling or in the first update, falls back to the
-eager model with a one-line notice, since a run should not die for want of a
-speed-up.
-"""
+"""The ``SOLVER`` options that change how fast a run computes, not what it learns (docs/scale.md):
+``AMP`` (autocast of the forward pass only; fp16 with a checkpointed loss scaler),
+``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING``, ``COMPILE``, which falls back to the eager model
+with a one-line notice where it fails: a run should not die for want of a speed-up."""
 
 import contextlib
 import functools
@@ -28,7 +14,6 @@ from ..utils.device import cpu_native_bf16
 from ..utils.errors import DeepLabError, first_line
 from .errors import TrainingConfigError
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SCALER_KEY = "grad_scaler"  # the checkpoint entry of the fp16 loss scaler
 
 
@@ -51,46 +36,38 @@ class Precision:
 
 
 def check_amp(amp, device):
-    """Refuse, with one line, an ``amp`` that ``device`` cannot train with fast."""
-    if amp is None:
-        return
+    """Refuse, with one line, an ``amp`` that ``device`` cannot train with fast: on a CPU that
+    emulates bf16 (no AMX or AVX512-BF16) it is about 100x slower than fp32."""
     if device.type == "cuda":
         if amp == "bf16" and not torch.cuda.is_bf16_supported():
             raise TrainingConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
                                       "use fp16 or null")
-        return
-    if amp == "fp16":
+    elif amp == "fp16":
         raise TrainingConfigError(f"SOLVER.AMP: fp16 needs CUDA, and this run is on the "
                                   f"{device.type}; use null (or bf16 on a CPU with AMX or "
                                   "AVX512-BF16)")
-    supported, reason = cpu_native_bf16()
-    if not supported:
-        raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
+    elif amp == "bf16":
+        supported, reason = cpu_native_bf16()
+        if not supported:
+            raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
 
 
 def precision_for(amp, device, log=print):
     """The :class:`Precision` of ``SOLVER.AMP`` on ``device`` (checked by :func:`check_amp`)."""
-    check_amp(amp, device)
     if amp is None:
         return Precision()
-    autocast = functools.partial(torch.autocast, device.type, dtype=DTYPES[amp])
+    check_amp(amp, device)
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    autocast = functools.partial(torch.autocast, device.type, dtype=dtype)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()
     log(f"Mixed precision: {amp} autocast on the {device.type}, loss in fp32"
         + (", loss scaling" if amp == "fp16" else "") + ".")
     return Precision(autocast, scaler, amp)
 
 
-def memory_format(solver):
-    """The memory format of the model and its inputs, from ``SOLVER.CHANNELS_LAST``."""
-    return torch.channels_last if solver.CHANNELS_LAST else torch.preserve_format
-
-
 def apply_model_options(model, solver, device):
-    """Layout and activation checkpointing of ``model`` (in place), and cuDNN autotuning on CUDA.
-
-    The parameters stay the same objects, so this may run before or after the
-    optimizer is built; the state dict keeps its keys.
-    """
+    """Layout and activation checkpointing of ``model`` (in place; the parameters stay the same
+    objects and the state dict keeps its keys), and cuDNN autotuning on CUDA."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the crop size is fixed: tune each conv once
     if solver.CHANNELS_LAST:
@@ -108,13 +85,9 @@ def one_line(error):
 
 class EagerFallback:
     """Calls the compiled model; if that fails, says so once and runs ``eager`` from then on.
-
-    Compilation happens at the first call (and again when shapes change), which
-    is where an unsupported operator or a missing compiler shows; the backward
-    graph may compile at the first backward pass, which :meth:`guard_first_step`
-    covers. Everything else (``module``, ``no_sync``, ``scales``, ...) is the
-    eager module's, so the update treats this as the module it wraps.
-    """
+    Compilation happens at the first call (where an unsupported operator or a missing compiler
+    shows) and may happen at the first backward pass, which :meth:`guard_first_step` covers. Every
+    other attribute (``module``, ``no_sync``, ``scales``) is the eager module's."""
 
     def __init__(self, eager, compiled, log=print):
         self.eager, self.compiled, self.log = eager, compiled, log

@@ -1,12 +1,7 @@
-"""Training checkpoints: where they go, what they hold, and how a run starts from one.
-
-A checkpoint is ``{model, optimizer, iteration, rng, config, num_threads}`` (and
-``grad_scaler``, the fp16 loss scale, with ``SOLVER.AMP: fp16``): with the
-random-number state of every generator, ``--resume`` continues exactly as the
-uninterrupted run would have. ``num_threads`` is kept because a resumed run is
-bit-identical only with the same torch thread count (reductions split
-differently). Files are written atomically (:func:`libs.utils.atomic.save_torch`).
-"""
+"""Training checkpoints: where they go, what they hold, and how a run starts from one. A checkpoint
+is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler`` with
+``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
+uninterrupted run would have, given the same torch thread count (reductions split differently)."""
 
 import random
 from pathlib import Path
@@ -31,45 +26,27 @@ def checkpoint_dir(exp):
     return Path(exp.OUTPUT_DIR) / exp.ID
 
 
-def rng_state():
-    """The state of the torch, Python, NumPy (and CUDA) generators, as tensors and ints."""
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_pos": int(numpy_state[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def save_checkpoint(path, model, optimizer, iteration, config, scaler=None):
-    """Write a training checkpoint; ``config`` is the run's config as a plain dict."""
+    """Write a training checkpoint; ``config`` is the run's config as a plain dict, ``rng`` the
+    torch, Python, NumPy (and CUDA) generators' states as tensors and ints."""
+    numpy_state = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+           "numpy_pos": int(numpy_state[2])}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "iteration": iteration, "rng": rng_state(), "config": config,
+             "iteration": iteration, "rng": rng, "config": config,
              "num_threads": torch.get_num_threads()}
     if scaler is not None and scaler.is_enabled():
         state[SCALER_KEY] = scaler.state_dict()
     save_torch(state, path)
 
 
-def read_checkpoint(path):
-    """The training checkpoint ``path``; a plain state dict cannot be resumed and is an error."""
-    checkpoint = load_file(path)
-    if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
-        raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/iteration)")
-    return checkpoint
-
-
 def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
-    """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint.
-
-    Without a loss scale in the checkpoint (written without fp16) an fp16 run
-    starts from a fresh scale; a disabled scaler ignores it, so runs can switch
-    precision across a resume.
-    """
+    """Load the optimizer state, the random-number state and the fp16 loss scale of a checkpoint. A
+    checkpoint without a loss scale gives an fp16 run a fresh one, and a disabled scaler ignores it,
+    so runs can switch precision across a resume."""
     names = [group["name"] for group in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
     for group, name in zip(optimizer.param_groups, names):  # not an older checkpoint's aspp_*
@@ -92,13 +69,9 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
 
 def load_initial_weights(model, path, log=print):
     """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
-
-    ``path`` goes through the one weights loader (``libs.models.weights``), so it
-    may also be a released checkpoint's file or name; the run keeps the config's
-    MSC geometry. The COCO init model carries only the backbone, so the head
-    keeps its own initialisation; anything else missing is an error, since a
-    silently half-loaded model trains to nonsense.
-    """
+    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's MSC
+    geometry. The COCO init model carries only the backbone, so the head keeps its own
+    initialisation; anything else missing is an error: a half-loaded model trains to nonsense."""
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")
@@ -106,11 +79,9 @@ def load_initial_weights(model, path, log=print):
     if not Path(path).is_file() and not is_zoo_name(path):
         raise CheckpointError(
             f"{path}: initial weights (MODEL.INIT_MODEL) not found; write them with "
-            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null"
-        )
-    missing = load_model_weights(model, path, model.base.n_classes,
-                                 optional_prefix=head_prefixes(model), log=log,
-                                 adopt_geometry=False)
+            "`python convert.py --dataset coco_init`, or set MODEL.INIT_MODEL: null")
+    missing = load_model_weights(model, path, model.base.n_classes, log=log, adopt_geometry=False,
+                                 optional_prefix=head_prefixes(model))
     if missing:
         head = "ASPP" if head_prefixes(model) == ("base.aspp.",) else "head"
         log(f"Loaded backbone weights from {path}; the {head} keeps its initialisation.")
@@ -119,16 +90,15 @@ def load_initial_weights(model, path, log=print):
 
 
 def prepare_model(cfg, device, resume, log, scaler, allow_changes=()):
-    """The model on ``device`` in training mode, its optimizer and the iteration it starts after.
-
-    From ``resume`` (a training checkpoint: weights, optimizer, RNG state and,
-    into ``scaler``, the fp16 loss scale; checked by :func:`~.resume.check_resume`)
-    or from ``MODEL.INIT_MODEL``.
-    """
+    """The model on ``device`` in training mode, its optimizer and the iteration it starts after:
+    from ``resume`` (a training checkpoint, checked by :func:`~.resume.check_resume`; the fp16
+    loss scale goes into ``scaler``) or from ``MODEL.INIT_MODEL``."""
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     checkpoint, start = None, 0
     if resume is not None:
-        checkpoint = read_checkpoint(resume)
+        checkpoint = load_file(resume)
+        if not isinstance(checkpoint, dict) or not TRAINING_KEYS <= set(checkpoint):
+            raise CheckpointError(f"{resume}: not a training checkpoint (no optimizer/iteration)")
         check_resume(checkpoint, cfg, resume, allow_changes, log)  # before a shape mismatch
         load_state_dict_checked(model, checkpoint["model"], resume, cfg.DATASET.N_CLASSES)
         start = int(checkpoint["iteration"])

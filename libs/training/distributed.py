@@ -7,10 +7,8 @@ import torch.distributed as dist
 
 
 def setup(use_cuda):
-    """Join the process group when launched by torchrun; return ``(rank, world, device)``.
-
-    NCCL on GPUs, Gloo on CPUs. Each process drives the GPU of its LOCAL_RANK.
-    """
+    """Join the process group when launched by torchrun; return ``(rank, world, device)``. NCCL on
+    GPUs, Gloo on CPUs. Each process drives the GPU of its LOCAL_RANK."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not under torchrun
         return 0, 1, torch.device("cuda" if use_cuda else "cpu")
     device = torch.device("cpu")
@@ -51,14 +49,9 @@ def wants_data_parallel(use_cuda, world_size):
 
 def sync_batchnorm(model, device):
     """Turn each training BatchNorm of ``model`` into ``SyncBatchNorm`` in place; returns the count.
-
-    Only modules of exactly ``nn.BatchNorm2d`` (the v3/v3+ head's with
-    ``MODEL.HEAD_BN: train``, the backbone's with ``BACKBONE_BN: train``): the
-    frozen BatchNorms, a subclass, keep their stored statistics. The parameters
-    and running statistics are the same tensors, so an optimizer built before
-    keeps them. ``SyncBatchNorm`` needs CUDA; on CPUs (Gloo) each process keeps
-    its own batch statistics and DDP broadcasts rank 0's running statistics.
-    """
+    Only modules of exactly ``nn.BatchNorm2d``: the frozen ones, a subclass, keep their stored
+    statistics. The tensors stay the same, so an optimizer built before keeps them. CUDA only: on
+    CPUs (Gloo) each process keeps its own batch statistics (docs/model.md, "BatchNorm")."""
     if device.type != "cuda":
         return 0
     count = 0
@@ -76,6 +69,5 @@ def wrap_model(model, device, world_size, data_parallel):
     if world_size > 1:
         sync_batchnorm(model, device)
         return torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.nn.DataParallel(model) if data_parallel else model

@@ -9,8 +9,5 @@ class TrainingError(DeepLabError, FloatingPointError):
 
 
 class TrainingConfigError(TrainingError, ConfigValueError):
-    """A ``SOLVER`` setting this machine cannot train with (fp16 on a CPU, say).
-
-    A :class:`TrainingError` that is also a :class:`ConfigValueError`, so the
-    command line prefixes its one line with the config file.
-    """
+    """A ``SOLVER`` setting this machine cannot train with (fp16 on a CPU, say); a
+    :class:`ConfigValueError`, so the command line prefixes its one line with the config file."""

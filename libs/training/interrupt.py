@@ -1,22 +1,9 @@
 """Stopping a run cleanly on SIGINT, SIGTERM or SIGHUP: finish the iteration, save, exit.
-
-A cluster's pre-emption (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C
-(SIGINT) would otherwise lose everything since the last ``ITER_SNAP``
-checkpoint. :class:`StopSignals` turns those signals into a request that the
-training loop reads between iterations; the loop then writes a checkpoint and
-raises :class:`TrainingInterrupted`, which the script turns into its exit
-status (128 + the signal's number: 130, 143, 129).
-
-A second Ctrl-C raises :class:`StopNow` at once. It is an exception rather than
-``os._exit`` so that a checkpoint being written is abandoned through
-``atomic_path``'s cleanup: nothing half-written is ever published. A repeat
-arriving within :data:`REPEAT_GRACE_S` of the first signal counts as the same
-request: torchrun forwards the terminal's SIGINT to processes that already got
-it from the terminal, and the second copy must not abort the save.
-
-Under torchrun every process must stop at the same iteration (a collective
-left waiting hangs the others): :func:`agreed_stop` all-reduces the request.
-"""
+:class:`StopSignals` turns those signals into a request that the loop reads between iterations; it
+then writes a checkpoint and raises :class:`TrainingInterrupted`, which the script turns into 128 +
+the signal (130, 143, 129). A second Ctrl-C raises :class:`StopNow` at once, an exception rather
+than ``os._exit`` so that a checkpoint being written is abandoned through ``atomic_path``'s cleanup,
+never published half-written (docs/scale.md)."""
 
 import signal
 import threading
@@ -27,33 +14,24 @@ import torch.distributed as dist
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                 if hasattr(signal, name))  # Windows has no SIGHUP
-REPEAT_GRACE_S = 1.0
+REPEAT_GRACE_S = 1.0  # torchrun forwards the terminal's SIGINT to processes that already got it
 
 
 def signal_name(signum):
-    """``SIGTERM`` for 15; the number itself for an unknown one."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
+    """``SIGTERM`` for 15."""
+    return signal.Signals(signum).name
 
 
 class TrainingInterrupted(BaseException):
-    """A stop signal ended the run after a finished iteration; the checkpoint holds it.
-
-    A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception``
-    on the way mistakes it for a failure. ``checkpoint`` is None on the processes
-    that do not write (rank > 0).
-    """
+    """A stop signal ended the run after a finished iteration; the checkpoint holds it. A
+    ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` on the way
+    mistakes it for a failure. ``checkpoint`` is None on the processes that do not write."""
 
     def __init__(self, signum, iteration, checkpoint=None, complete=False):
         super().__init__(f"{signal_name(signum)} at iteration {iteration}")
         self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
         self.complete = complete  # the signal came in the last iteration: nothing to resume
-
-    @property
-    def exit_code(self):
-        return 128 + self.signum
+        self.exit_code = 128 + signum
 
 
 class StopNow(BaseException):
@@ -61,20 +39,13 @@ class StopNow(BaseException):
 
     def __init__(self, signum):
         super().__init__(f"second {signal_name(signum)}")
-        self.signum = signum
-
-    @property
-    def exit_code(self):
-        return 128 + self.signum
+        self.signum, self.exit_code = signum, 128 + signum
 
 
 class StopSignals:
     """Context manager: while inside, SIGINT/SIGTERM/SIGHUP set :attr:`signum` instead of killing.
-
-    The previous handlers come back on exit (several runs share one test
-    process). Outside the main thread Python cannot install handlers, and the
-    signals keep their usual effect.
-    """
+    The previous handlers come back on exit. Outside the main thread Python cannot install handlers,
+    and the signals keep their usual effect."""
 
     def __init__(self):
         self.signum, self.first_at, self.previous = 0, None, {}
@@ -89,25 +60,19 @@ class StopSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
-        return False
 
     def _handle(self, signum, frame):
         now = time.monotonic()
         if not self.signum:
             self.signum, self.first_at = signum, now
-            return
-        if signum == signal.SIGINT and now - self.first_at > REPEAT_GRACE_S:
+        elif signum == signal.SIGINT and now - self.first_at > REPEAT_GRACE_S:
             self.__exit__()  # a third Ctrl-C gets Python's KeyboardInterrupt
             raise StopNow(signum)
 
 
 def agreed_stop(signum, world_size, device):
-    """The stop signal every process acts on: the largest of the processes' requests (0: none).
-
-    One integer all-reduced per iteration when running under torchrun (on
-    ``device``: NCCL reduces CUDA tensors only), so every process stops after
-    the same iteration; alone, simply ``signum``.
-    """
+    """The stop signal every process acts on: the largest of the processes' requests (0: none),
+    all-reduced on ``device`` under torchrun (a process stopping alone would hang the others)."""
     if world_size <= 1:
         return signum
     flag = torch.tensor([signum], dtype=torch.int64, device=device)
@@ -115,18 +80,8 @@ def agreed_stop(signum, world_size, device):
     return int(flag.item())
 
 
-def barrier(world_size):
-    """Wait for every process (rank 0 has written the checkpoint before the others leave)."""
-    if world_size > 1:
-        dist.barrier()
-
-
 def ignore_stop_signals(worker_id=None):
-    """DataLoader ``worker_init_fn``: the workers leave the stop signals to the main process.
-
-    Ctrl-C reaches every process of the terminal's group; a worker that died of
-    it would fail the iteration the main process is finishing. The main process
-    shuts its workers down itself when it stops.
-    """
+    """DataLoader ``worker_init_fn``: the workers leave the stop signals to the main process
+    (Ctrl-C reaches the terminal's whole group; a worker dying of it would fail the iteration)."""
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

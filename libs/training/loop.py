@@ -1,11 +1,7 @@
-"""The training loop: seed, build, (resume,) then one :func:`update` per iteration.
-
-:func:`train` is the entry point; it takes the whole config because it builds
-the model and the dataset. The order of the steps is part of the result: every
-random draw (weight initialisation, DataLoader seeds) happens in the same order
-on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact.
-The learning rate is a pure function of the iteration for the same reason.
-"""
+"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. The order of the
+steps is part of the result: every random draw (weight initialisation, DataLoader seeds) happens in
+the same order on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact. The
+learning rate is a pure function of the iteration for the same reason."""
 
 import contextlib
 import functools
@@ -23,23 +19,20 @@ from ..datasets import DatasetError, build_dataset
 from ..datasets.sampler import EpochBatchSampler
 from ..utils.atomic import publish_link
 from . import distributed
-from .acceleration import EagerFallback, compile_model, memory_format, precision_for
+from .acceleration import EagerFallback, compile_model, precision_for
 from .checkpoint import checkpoint_dir, prepare_model, save_checkpoint
 from .errors import TrainingError
-from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, barrier,
-                        ignore_stop_signals, signal_name)
+from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, ignore_stop_signals,
+                        signal_name)
 from .loss import msc_loss_terms
 from .run_folder import check_output_folders
-from .runlog import Monitor, start_log
+from .runlog import Monitor, append_to_log, start_log
 from .tensorboard import log_dir
 
 
 @dataclass
 class Launch:
-    """How ``train.py`` started the run: DataParallel over the visible GPUs, the config's
-    ``sources`` for the summary (``{"config": path, "overrides": [...]}``) and the config keys
-    a resumed run may change (``--allow-config-change``). Rank and world size come from the
-    process group (:mod:`.distributed`)."""
+    """How ``train.py`` started the run: DataParallel, the summary's sources, allowed changes."""
 
     data_parallel: bool = False
     sources: dict = None
@@ -59,55 +52,46 @@ class Run:
     world_size: int = 1
     monitor: object = None
     bar: object = None
-    evaluator: object = None  # model -> scores, every SOLVER.ITER_EVAL
+    evaluator: object = None  # model -> scores, every SOLVER.ITER_EVAL (the last: train.py's)
 
 
 def poly_lr(base_lr, iteration, max_iter, power, step):
-    """Learning rate for ``iteration`` (1-based), refreshed every ``step`` iterations.
-
-    ``base * (1 - s / max_iter) ** power`` where ``s`` is the last multiple of
-    ``step`` not after ``iteration - 1``: iterations 1..10 use s=0, 11..20 use
-    s=10, and so on (the original's ``lr_decay_iter``).
-    """
+    """``base * (1 - s / max_iter) ** power`` for ``iteration`` (1-based), ``s`` the last multiple
+    of ``step`` not after ``iteration - 1``: 1..10 use s=0, 11..20 s=10 (``lr_decay_iter``)."""
     if not 1 <= iteration <= max_iter:
         raise ValueError(f"iteration {iteration} outside 1..{max_iter}")
     s = ((iteration - 1) // step) * step
     return base_lr * (1.0 - s / max_iter) ** power
 
 
-def set_learning_rates(optimizer, base_lr, iteration, max_iter, power, step):
-    """Give every parameter group ``poly_lr * group["lr_mult"]``; returns the base rate."""
-    lr = poly_lr(base_lr, iteration, max_iter, power, step)
+def set_learning_rates(optimizer, solver, iteration):
+    """Give every parameter group ``poly_lr * group["lr_mult"]`` of ``SOLVER``; returns the base."""
+    lr = poly_lr(solver.LR, iteration, solver.ITER_MAX, solver.POLY_POWER, solver.LR_DECAY)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
     return lr
 
 
 def update(run, iteration, sub_batches, began):
-    """One weight update from ``sub_batches``; returns its loss and the last fused logits.
-
-    The loss is Caffe's: each image's cross-entropy, per MSC output, averaged over
-    that image's valid pixels (targets by the model's ``label_rule``, ``loss.py``),
-    summed over the outputs and averaged over every image of the update (all
-    sub-batches, all processes). Each image's term does not depend on the others,
-    so dividing by that global count gives the gradient of one big batch however
-    it is split; DDP averages gradients over processes, hence ``* world_size``.
-    Only the forward pass runs under autocast. A non-finite loss stops the run
-    before the step, so the weights stay those of the last good iteration.
-    ``began`` is when the update started fetching its data (for images/s).
-    """
+    """One weight update from ``sub_batches``; returns its loss and the last fused logits. The loss
+    is Caffe's (``loss.py``): per-image terms summed over the outputs and divided by the images of
+    the whole update (all sub-batches, all processes), which gives the gradient of one big batch
+    however it is split; DDP averages gradients over processes, hence ``* world_size``. Only the
+    forward pass runs under autocast. A non-finite loss stops the run before the step, so the
+    weights stay those of the last good iteration. ``began`` is when the update started fetching its
+    data (for images/s)."""
     cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
     solver = cfg.SOLVER
-    base_lr = set_learning_rates(optimizer, solver.LR, iteration, solver.ITER_MAX,
-                                 solver.POLY_POWER, solver.LR_DECAY)
+    base_lr = set_learning_rates(optimizer, solver, iteration)
     optimizer.zero_grad(set_to_none=True)
     msc = getattr(run.net, "module", run.net)  # DDP and DataParallel wrap the MSC model
     no_sync = getattr(run.net, "no_sync", None)  # DDP: reduce gradients after the last only
     count = torch.tensor(float(sum(len(labels) for _, _, labels in sub_batches)), device=device)
     n_images = distributed.all_reduce_sum(count)
     total = torch.zeros((), device=device)
+    layout = torch.channels_last if solver.CHANNELS_LAST else torch.preserve_format
     for i, (_, images, labels) in enumerate(sub_batches):
-        images = images.to(device, non_blocking=True, memory_format=memory_format(solver))
+        images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         last = i == len(sub_batches) - 1
         with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
@@ -133,7 +117,7 @@ def update(run, iteration, sub_batches, began):
                                                sub_batches[-1], fused))
         if snapshot_due(iteration, solver):
             snapshot(run, iteration)
-        if run.evaluator is not None and evaluation_due(iteration, solver):
+        if run.evaluator and iteration % solver.ITER_EVAL == 0 and iteration < solver.ITER_MAX:
             scores = evaluate_in_between(run.evaluator, run.model, device)
             tqdm.write("\n".join(run.monitor.record_scores(iteration, scores)))
     return loss, fused
@@ -143,29 +127,17 @@ def snapshot_due(iteration, solver):
     return iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX
 
 
-def evaluation_due(iteration, solver):
-    """Whether ``SOLVER.ITER_EVAL`` asks for scores after ``iteration`` (the last is train.py's)."""
-    return bool(solver.ITER_EVAL) and iteration % solver.ITER_EVAL == 0 \
-        and iteration < solver.ITER_MAX
-
-
 def snapshot(run, iteration):
-    """Write ``checkpoint_<iteration>.pth`` (atomically) and return its path."""
-    path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"
-    save_checkpoint(path, run.model, run.optimizer, iteration, run.cfg.to_dict(),
-                    run.precision.scaler)
-    return path
+    """Write ``checkpoint_<iteration>.pth`` (atomically)."""
+    save_checkpoint(checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth", run.model,
+                    run.optimizer, iteration, run.cfg.to_dict(), run.precision.scaler)
 
 
 def evaluate_in_between(evaluator, model, device):
-    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened.
-
-    The model goes back to training mode (BatchNorm layers that train must not
-    keep eval mode), and the global generators (torch's, CUDA's, Python's,
-    NumPy's) are restored: the augmentation draws from ``(seed, epoch, index)``,
-    but the evaluation's DataLoader advances torch's, and a run with periodic
-    evaluation must stay bit-identical to one without.
-    """
+    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened. The
+    model goes back to training mode (BatchNorm layers that train must not keep eval mode), and the
+    global generators are restored: the evaluation's DataLoader advances torch's, and a run with
+    periodic evaluation must stay bit-identical to one without."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -178,13 +150,10 @@ def evaluate_in_between(evaluator, model, device):
 
 
 def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
-    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in.
-
-    A new DataLoader per epoch hands the epoch number to the workers, so every
-    augmentation is drawn from ``(seed, epoch, index)`` whatever the worker count.
-    Closing the generator shuts the loader's workers down before it returns, so
-    a stopped run leaves no worker behind.
-    """
+    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in. A new
+    DataLoader per epoch hands the epoch number to the workers, so every augmentation is drawn from
+    ``(seed, epoch, index)`` whatever the worker count. Closing the generator shuts the loader's
+    workers down before it returns: a stopped run leaves no worker behind."""
     batch_size = cfg.SOLVER.BATCH_SIZE.TRAIN
     per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch_size, world_size)
     if per_epoch < 1:
@@ -215,12 +184,10 @@ def progress_bar(start, iter_max, enabled):
 
 
 def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
-    """Run (or resume) the training that ``cfg`` describes; return the trained model.
-
-    Under torchrun only rank 0 logs, writes checkpoints and runs ``evaluator``
-    (``model -> results dict``, every ``SOLVER.ITER_EVAL`` iterations). A stop
-    signal ends the run with a checkpoint and :class:`~.interrupt.TrainingInterrupted`.
-    """
+    """Run (or resume) the training that ``cfg`` describes; return the trained model. Under torchrun
+    only rank 0 logs, writes checkpoints and runs ``evaluator`` (``model -> results dict``, every
+    ``SOLVER.ITER_EVAL`` iterations). A stop signal ends the run with a checkpoint and
+    :class:`~.interrupt.TrainingInterrupted`."""
     launch = launch or Launch()
     rank, world_size = distributed.rank_and_world_size()
     log = tqdm.write if rank == 0 else (lambda *_: None)
@@ -236,11 +203,13 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
     net = distributed.wrap_model(model, device, world_size, launch.data_parallel)
     net = compile_model(net, solver.COMPILE, log)
     dataset = build_dataset(cfg, "train", augment=True)
-    run = Run(cfg, model, net, optimizer, precision, device, world_size, evaluator=evaluator)
+    run = Run(cfg, model, net, optimizer, precision, device, world_size,
+              evaluator=evaluator if solver.ITER_EVAL else None)
     if rank == 0:
-        run.monitor = Monitor(cfg, run, start_log(cfg, log, dict(
-            device=device, world_size=world_size, data_parallel=launch.data_parallel,
-            sources=launch.sources, n_train=len(dataset), model=model, start=start)), start)
+        start_log(cfg, log, dict(device=device, world_size=world_size, model=model, start=start,
+                                 data_parallel=launch.data_parallel, sources=launch.sources,
+                                 n_train=len(dataset)))
+        run.monitor = Monitor(cfg, run, start)
     stream = batch_stream(cfg, dataset, start * solver.ITER_SIZE, rank, world_size,
                           pin_memory=device.type == "cuda")
     run.bar = progress_bar(start, solver.ITER_MAX, progress and rank == 0)
@@ -259,12 +228,12 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
                 if signum and iteration < solver.ITER_MAX:
                     stop_on_signal(run, signum, iteration)
         if rank == 0:
-            finish(cfg, run.monitor, log)
+            finish(cfg, log)
     finally:
         stream.close()  # joins the loader's workers
         run.bar.close()
         if run.monitor is not None:
-            run.monitor.close()
+            run.monitor.writer.close()
     if signum:  # in the last iteration: the run is complete, the script stops before scoring
         raise TrainingInterrupted(signum, solver.ITER_MAX,
                                   checkpoint_dir(cfg.EXP) / "checkpoint_final.pth", complete=True)
@@ -273,27 +242,26 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
 
 def stop_on_signal(run, signum, iteration):
     """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
-
-    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of
-    this very iteration did, and every process waits for it before leaving, so
-    torchrun sees no process end while the checkpoint is written.
-    """
+    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of this very iteration
+    did, and every process waits for it (a barrier) before leaving, so torchrun sees no process end
+    while the checkpoint is written."""
     path = None
     if run.monitor is not None:
         path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"
         if not snapshot_due(iteration, run.cfg.SOLVER):
             snapshot(run, iteration)
-        run.monitor.text_log.write(f"Stopped by {signal_name(signum)} after iteration "
+        append_to_log(run.cfg.EXP, f"Stopped by {signal_name(signum)} after iteration "
                                    f"{iteration}; saved {path}")
-    barrier(run.world_size)
+    if run.world_size > 1:
+        torch.distributed.barrier()
     raise TrainingInterrupted(signum, iteration, path)
 
 
-def finish(cfg, monitor, log):
+def finish(cfg, log):
     """Publish ``checkpoint_final.pth`` (a link to the last snapshot) and say where things are."""
     out_dir = checkpoint_dir(cfg.EXP)
     publish_link(out_dir / f"checkpoint_{cfg.SOLVER.ITER_MAX}.pth",
                  out_dir / "checkpoint_final.pth")
     done = f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}"
-    monitor.text_log.write(done)
+    append_to_log(cfg.EXP, done)
     log(done)

@@ -1,71 +1,23 @@
-"""The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s.
-
-The model says which rule applies (``label_rule`` of its network, read by the
-update in ``loop.py``): ``"cells"`` for DeepLab v2 (below), ``"dense"`` for v3 and v3+.
-
-The dense rule (v3, v3+)
-------------------------
-As in the v3 and v3+ papers (and their TensorFlow code, which resizes with
-``align_corners=True``): every output's logits (full scale, each extra scale,
-fused) are upsampled bilinearly to the crop and compared with the
-full-resolution labels (single scale: one term, as in the papers). Under the ``caffe`` geometry the upsampling is
-corner-aligned, which on a ``16k + 1`` crop puts cell ``i`` exactly on pixel
-``16 i`` (``4 i`` for v3+): the geometry rule of ``libs/models/geometry.py``.
-An extra scale's input is a corner-aligned rescale of the crop, so its logits
-come back the same way. The legacy ``pytorch`` geometry resizes half-pixel.
-
-Where each logit cell is supervised
------------------------------------
-The targets follow the model's MSC geometry (``libs/models/geometry.py``), so
-that a cell is compared with the label of the pixel it actually sits on:
-
-* ``caffe`` (the default): for a crop of ``S`` pixels per axis (the labels'
-  size), the full-scale and the fused logits are supervised by the labels at
-  the cells' pixels, ``cell_pixels(n, S, S)``: exactly ``labels[:, ::8, ::8]``
-  for a 321 crop. An extra-scale branch whose cells all land on label pixels
-  (``cells_on_pixels``; the 0.5x branch, 161 pixels from 321, stride 16) is
-  supervised at its own size by ``cell_pixels(n, S', S)``, i.e.
-  ``labels[:, ::16, ::16]``. Any other branch (0.75x: 241 pixels, a stride of
-  10.67 label pixels) has its logits upsampled corner-aligned to the
-  full-scale logit grid first and is then supervised by the full-scale
-  targets. This is Caffe DeepLab v2's training net (``label_shrink`` and the
-  ``Interp`` of the 0.75x branch).
-* ``pytorch`` (legacy): every output at its own size against the labels
-  resized to that size with centre-aligned nearest neighbour, which is what
-  the original repository trained with; kept so its runs can be reproduced.
-
-How it is normalised
---------------------
-As in Caffe (one image per forward pass, gradients accumulated): each image's
-cross-entropy of each output is averaged over that image's own valid pixels
-(an image without any contributes 0), the outputs are summed, and the images
-are averaged over the whole update. :func:`msc_loss_terms` returns the
-per-image, per-output means; the caller divides their sum by the number of
-images of the update, which keeps the gradient independent of how the update
-is split into sub-batches and processes.
-"""
+"""The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s. The
+network's ``label_rule`` picks the targets: ``"cells"`` (v2) compares each logit cell with the label
+of the pixel it sits on, as Caffe's training net does (``label_shrink``, and the ``Interp`` of a
+branch whose cells fall between pixels); ``"dense"`` (v3, v3+) upsamples every output to the crop,
+as the papers do (docs/model.md, "Loss"). Each image's cross-entropy is averaged over its own valid
+pixels, so that the caller, dividing the sum by the update's image count, gets a gradient that does
+not depend on how the update is split into sub-batches and processes."""
 
 import torch
 import torch.nn.functional as F
 
 from ..datasets.transforms import resize_labels_torch
-from ..models.geometry import (
-    cell_pixels,
-    cells_on_pixels,
-    check_geometry,
-    msc_input_size,
-    msc_resize_logits,
-    n_cells,
-    upsample_logits,
-)
+from ..models.geometry import (cell_pixels, cells_on_pixels, check_geometry, msc_input_size,
+                               msc_resize_logits, n_cells, upsample_logits)
 
 
 def labels_at_cells(labels, cells, input_size):
     """The labels (NxHxW) at the pixels under the ``cells`` (h, w) of a branch of ``input_size``."""
-    rows = cell_pixels(cells[0], input_size[0], labels.shape[-2])
-    cols = cell_pixels(cells[1], input_size[1], labels.shape[-1])
-    rows = torch.tensor(rows, dtype=torch.long, device=labels.device)
-    cols = torch.tensor(cols, dtype=torch.long, device=labels.device)
+    rows, cols = (torch.tensor(cell_pixels(n, size, full), dtype=torch.long, device=labels.device)
+                  for n, size, full in zip(cells, input_size, labels.shape[-2:]))
     return labels.index_select(-2, rows).index_select(-1, cols)
 
 
@@ -78,7 +30,10 @@ def check_cells(logits, input_size, what):
 
 
 def caffe_pairs(outputs, labels, scales):
-    """(logits, targets) per output under the Caffe geometry (see the module docstring)."""
+    """(logits, targets) per output under the Caffe geometry: the full-scale and fused logits
+    against the labels at their cells (``labels[:, ::8, ::8]`` for a 321 crop), a branch whose
+    cells all land on pixels (0.5x) at its own cells, any other (0.75x) upsampled corner-aligned
+    to the full-scale grid first."""
     full, *pyramid, fused = outputs
     size = tuple(labels.shape[-2:])
     check_cells(full, size, "full-scale")
@@ -95,36 +50,25 @@ def caffe_pairs(outputs, labels, scales):
     return pairs
 
 
-def dense_pairs(outputs, labels, geometry):
-    """(logits upsampled to the crop, full-resolution labels) per output: the v3/v3+ rule.
-
-    Without extra scales the fused logits are the full-scale ones, and the
-    papers' single cross-entropy is kept: that output is supervised once.
-    """
-    if len(outputs) == 2 and outputs[1] is outputs[0]:
-        outputs = outputs[:1]
-    size = tuple(labels.shape[-2:])
-    return [(msc_resize_logits(out.float(), size, geometry), labels) for out in outputs]
-
-
 LABEL_RULES = ("cells", "dense")
 
 
 def loss_pairs(outputs, labels, scales, geometry, label_rule="cells"):
-    """The logits each MSC output is supervised with, paired with their target labels.
-
-    ``outputs`` is the training-mode MSC list ``[full, *one per scale, fused]``;
-    ``labels`` (NxHxW) has the size of the crop the network saw; ``label_rule``
-    is the network's (``"cells"``: DeepLab v2, ``"dense"``: v3 and v3+).
-    """
+    """The logits each MSC output ``[full, *one per scale, fused]`` is supervised with, paired with
+    their targets; ``labels`` (NxHxW) have the size of the crop the network saw. The dense rule
+    supervises a single-scale model once (its fused output is the full-scale one), as the papers."""
     if len(outputs) != len(scales) + 2:
         raise ValueError(f"expected {len(scales) + 2} MSC outputs for scales {list(scales)}, "
                          f"got {len(outputs)}")
     if label_rule not in LABEL_RULES:
         raise ValueError(f"label_rule must be one of {LABEL_RULES}, got {label_rule!r}")
+    geometry = check_geometry(geometry)
     if label_rule == "dense":
-        return dense_pairs(outputs, labels, check_geometry(geometry))
-    if check_geometry(geometry) == "pytorch":
+        if len(outputs) == 2 and outputs[1] is outputs[0]:
+            outputs = outputs[:1]
+        size = tuple(labels.shape[-2:])
+        return [(msc_resize_logits(out.float(), size, geometry), labels) for out in outputs]
+    if geometry == "pytorch":
         return [(out, resize_labels_torch(labels, out.shape[-2:])) for out in outputs]
     return caffe_pairs(outputs, labels, scales)
 
@@ -137,12 +81,8 @@ def per_image_cross_entropy(logits, target, ignore_label):
 
 
 def msc_loss_terms(outputs, labels, ignore_label, scales, geometry, label_rule="cells"):
-    """Per-output, per-image mean cross-entropy: a tensor of shape (outputs, images).
-
-    Its sum divided by the number of images of the whole update is the loss
-    (Caffe's normalisation; see the module docstring). ``label_rule`` is the
-    network's (:func:`loss_pairs`).
-    """
+    """Per-output, per-image mean cross-entropy (outputs x images): their sum divided by the
+    update's image count is the loss."""
     pairs = loss_pairs(outputs, labels, scales, geometry, label_rule)
     return torch.stack([per_image_cross_entropy(logits, target, ignore_label)
                         for logits, target in pairs])

@@ -6,18 +6,11 @@ GROUP_NAMES = ("backbone", "head_weights", "head_biases")
 
 
 def parameter_groups(model, solver):
-    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule).
-
-    ``solver`` is the config's ``SOLVER`` section (``LR``, ``LR_MULT``,
-    ``WEIGHT_DECAY``). The backbone is what the model declares as such,
-    ``model.base.backbone`` (every model of ``libs.models.build_model`` is an MSC
-    wrapper whose network has one); every other trainable parameter is head:
-    v2's ASPP, v3's ASPP and classifier, v3+'s decoder. Frozen parameters (the
-    frozen BatchNorms) belong to no group. A trainable head BatchNorm counts as
-    head: its scale with the weights (10x, decayed), its shift with the biases
-    (20x), as a convolution's bias. Head biases get no weight decay, as in the
-    Caffe solver. Within a group the parameters keep the model's order.
-    """
+    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule). The
+    backbone is ``model.base.backbone``; every other trainable parameter is head (v2's ASPP, v3's
+    ASPP and classifier, v3+'s decoder; a trainable BatchNorm's scale with the weights, its shift
+    with the biases). Frozen parameters belong to no group. Head biases get no weight decay, as in
+    the Caffe solver. Within a group the parameters keep the model's order."""
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
     in_backbone = {id(p) for p in model.base.backbone.parameters()}
     groups = {name: [] for name in GROUP_NAMES}
@@ -37,6 +30,4 @@ def parameter_groups(model, solver):
 
 def build_optimizer(model, solver):
     """SGD with momentum over :func:`parameter_groups`, from the ``SOLVER`` section."""
-    return torch.optim.SGD(
-        parameter_groups(model, solver), lr=solver.LR, momentum=solver.MOMENTUM
-    )
+    return torch.optim.SGD(parameter_groups(model, solver), lr=solver.LR, momentum=solver.MOMENTUM)

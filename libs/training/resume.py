@@ -1,25 +1,19 @@
 """What ``--resume`` checks before it continues a run: same meaning, iterations left, same threads.
-
-A checkpoint carries the config it was trained with (``config``). Resuming it
-with another model, data, batch or schedule would silently train a run that is
-neither the old one nor a new one, so the keys in :data:`MEANING_KEYS` must
-match, or be named as deliberate changes (``--allow-config-change KEY``). A
-longer ``SOLVER.ITER_MAX`` is always allowed (training on); logging and output
-keys (``ITER_SNAP``, ``ITER_TB``, ``EXP.OUTPUT_DIR``, ...) may change freely.
-"""
+Resuming a checkpoint with another model, data, batch or schedule would silently train a run that is
+neither the old one nor a new one, so the keys in :data:`MEANING_KEYS` must match the checkpoint's
+``config``, or be named as deliberate changes (``--allow-config-change KEY``). Logging and output
+keys (``ITER_SNAP``, ``ITER_TB``, ``EXP.OUTPUT_DIR``, ...) may change freely."""
 
 import torch
 
 from ..utils.errors import DeepLabError
 
 # Exact keys, or sections ending in "." (every key below them).
-MEANING_KEYS = (
-    "MODEL.", "DATASET.N_CLASSES", "DATASET.NAME", "DATASET.ROOT", "DATASET.SPLIT.TRAIN",
-    "DATASET.IGNORE_LABEL", "SOLVER.BATCH_SIZE.TRAIN", "SOLVER.ITER_SIZE", "SOLVER.ITER_MAX",
-    "SOLVER.LR", "SOLVER.LR_DECAY", "SOLVER.LR_MULT.", "SOLVER.MOMENTUM",
-    "SOLVER.WEIGHT_DECAY", "SOLVER.POLY_POWER", "EXP.SEED", "AUGMENTATION.",
-    "IMAGE.SIZE.TRAIN", "IMAGE.MEAN.",
-)
+MEANING_KEYS = ("MODEL.", "DATASET.N_CLASSES", "DATASET.NAME", "DATASET.ROOT",
+                "DATASET.SPLIT.TRAIN", "DATASET.IGNORE_LABEL", "SOLVER.BATCH_SIZE.TRAIN",
+                "SOLVER.ITER_SIZE", "SOLVER.ITER_MAX", "SOLVER.LR", "SOLVER.LR_DECAY",
+                "SOLVER.LR_MULT.", "SOLVER.MOMENTUM", "SOLVER.WEIGHT_DECAY", "SOLVER.POLY_POWER",
+                "EXP.SEED", "AUGMENTATION.", "IMAGE.SIZE.TRAIN", "IMAGE.MEAN.")
 IGNORED_KEYS = ("MODEL.INIT_MODEL",)  # a resumed run takes its weights from the checkpoint
 ALL = "ALL"
 
@@ -48,28 +42,22 @@ def covered(key, patterns):
 def config_changes(saved, current):
     """``[(key, checkpoint value, config value)]`` for the meaning keys that differ."""
     old, new = flatten(saved), flatten(current)
-    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+    return [(key, old[key], new.get(key)) for key in sorted(old)
             if covered(key, MEANING_KEYS) and not covered(key, IGNORED_KEYS)
-            and key in old and old.get(key) != new.get(key)]
+            and old[key] != new.get(key)]
 
 
 def refused_changes(changes, allowed):
     """The changes not let through: a longer ITER_MAX always passes, ``allowed`` keys (or ALL)."""
-    if ALL in allowed:
-        return []
     return [(key, old, new) for key, old, new in changes
-            if not covered(key, allowed)
+            if ALL not in allowed and not covered(key, allowed)
             and not (key == "SOLVER.ITER_MAX" and isinstance(old, int) and new > old)]
 
 
 def check_resume(checkpoint, cfg, path, allowed=(), log=print):
-    """Raise :class:`ResumeError` unless ``checkpoint`` (read from ``path``) can continue ``cfg``.
-
-    Past ``SOLVER.ITER_MAX`` there is nothing to train. Differences in the
-    meaning keys are listed in one line (key: checkpoint value -> config value)
-    unless ``allowed``; allowed ones are logged. A different torch thread count
-    is a warning: the run continues, but not bit-identically.
-    """
+    """Raise :class:`ResumeError` unless ``checkpoint`` (read from ``path``) can continue ``cfg``:
+    iterations left, no refused change in the meaning keys (allowed ones are logged). Another
+    torch thread count is a warning: the run continues, but not bit-identically."""
     iteration, iter_max = int(checkpoint["iteration"]), cfg.SOLVER.ITER_MAX
     if iteration >= iter_max:
         raise ResumeError(f"{path}: holds iteration {iteration}, and SOLVER.ITER_MAX is "
@@ -80,10 +68,9 @@ def check_resume(checkpoint, cfg, path, allowed=(), log=print):
         refused = refused_changes(changes, allowed)
         if refused:
             listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
-            raise ResumeError(
-                f"{path}: the config differs from the checkpoint's: {listed} (resume with the "
-                "checkpoint's values, or allow a deliberate change with "
-                "--allow-config-change KEY)")
+            raise ResumeError(f"{path}: the config differs from the checkpoint's: {listed} "
+                              "(resume with the checkpoint's values, or allow a deliberate change "
+                              "with --allow-config-change KEY)")
         for key, old, new in changes:
             log(f"Config change on resume: {key}: {old!r} -> {new!r}")
     threads = checkpoint.get("num_threads")

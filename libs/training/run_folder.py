@@ -1,14 +1,8 @@
-"""A run's folders before it starts: never train over another run by accident.
-
-``EXP.OUTPUT_DIR/EXP.ID`` holds the checkpoints, ``EXP.LOG_DIR/EXP.ID`` the
-TensorBoard events and ``train.log``. A new run (no ``--resume``) with the ID
-of an existing one would overwrite its checkpoints and mix two runs in one
-TensorBoard folder, so :func:`prepare_run_folders` refuses it unless told to
-resume (``--resume PATH`` or ``latest``) or to start over (``--overwrite``,
-which deletes that run's checkpoints, their results and its logs first).
-:func:`prepare_run_folders` is ``train.py``'s, not :func:`~.loop.train`'s, which
-library callers may point at any folder; :func:`check_output_folders` runs in both.
-"""
+"""A run's folders before it starts: never train over another run by accident. A new run with the ID
+of an existing one would overwrite its checkpoints and mix two runs in one TensorBoard folder, so
+``train.py``'s :func:`prepare_run_folders` refuses it unless told to resume or to start over.
+:func:`~.loop.train`, which library callers may point at any folder, runs only
+:func:`check_output_folders`."""
 
 import re
 from pathlib import Path
@@ -33,8 +27,7 @@ class RunFolderError(DeepLabError, ValueError):
 def run_files(exp):
     """The files of an earlier run under this ``EXP.ID``: checkpoints and results, then logs."""
     found = []
-    for folder, patterns in ((checkpoint_dir(exp), CHECKPOINT_FILES),
-                             (log_dir(exp), LOG_FILES)):
+    for folder, patterns in ((checkpoint_dir(exp), CHECKPOINT_FILES), (log_dir(exp), LOG_FILES)):
         if folder.is_dir():
             found += sorted(p for pattern in patterns for p in folder.glob(pattern)
                             if p.is_file() or p.is_symlink())
@@ -56,12 +49,9 @@ def latest_checkpoint(exp):
 
 def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print):
     """The checkpoint to resume (``latest`` resolved), after refusing or clearing an old run.
-
-    Without ``resume``, an ``EXP.ID`` whose folders hold checkpoints or logs is an
-    error naming the ways on, unless ``overwrite``: then those files are deleted
-    (and said so). Other files in the folders are left alone. ``check`` false
-    (torchrun's ranks above 0, which write nothing) only resolves ``resume``.
-    """
+    Without ``resume``, an ``EXP.ID`` whose folders hold checkpoints or logs is an error naming the
+    ways on, unless ``overwrite`` deletes those files (other files stay). ``check`` false
+    (torchrun's ranks above 0, which write nothing) only resolves ``resume``."""
     if resume is not None and overwrite:
         raise RunFolderError("--overwrite starts a new run and --resume continues one; "
                              "give one of them")

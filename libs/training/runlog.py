@@ -1,24 +1,20 @@
 """What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
-
-``train.log`` sits next to the TensorBoard events (``EXP.LOG_DIR/EXP.ID``). It
-is a log, so it is opened in append mode and flushed line by line: each launch
-(a resumed one too) adds a separator line, the summary, the loss every
-``SOLVER.ITER_TB`` iterations and, when ``train.py`` scores the model, the
-final scores. :func:`record_scores` takes those scores as a plain dict, so
-this package never needs to know how evaluation works.
-"""
+``train.log`` (beside the TensorBoard events) is a log: every write appends, and each launch adds a
+separator line, the summary, the loss every ``SOLVER.ITER_TB`` iterations and the scores.
+:func:`record_scores` takes a plain dict: this package never needs to know how evaluation works."""
 
 import datetime
 import sys
 from collections import deque
 
 import torch
+import yaml
 
 from ..datasets import build_dataset, load_class_names
 from ..utils.errors import DeepLabError
 from ..utils.meters import SCORE_LABELS, MovingAverage
 from .checkpoint import checkpoint_dir
-from .tensorboard import add_score_scalars, config_markdown, log_dir, log_images, open_writer
+from .tensorboard import add_score_scalars, log_dir, log_images, open_writer
 
 LOG_NAME = "train.log"
 
@@ -28,63 +24,49 @@ def log_path(exp):
     return log_dir(exp) / LOG_NAME
 
 
-class TextLog:
-    """``train.log``, opened in append mode; :meth:`write` adds one flushed line per line."""
-
-    def __init__(self, path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", encoding="utf-8")  # a log: appended, never replaced
-
-    def write(self, text):
-        for line in str(text).splitlines() or [""]:
-            self.file.write(line.rstrip() + "\n")
-        self.file.flush()
-
-    def close(self):
-        self.file.close()
+def append_to_log(exp, text):
+    """Append ``text`` to the run's ``train.log``, one line per line (trailing spaces dropped)."""
+    path = log_path(exp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as file:  # a log: appended, never replaced
+        file.writelines(line.rstrip() + "\n" for line in str(text).splitlines())
 
 
 def device_text(device, world_size, data_parallel):
     """``cpu``, ``cuda:0 (NVIDIA H100)``, ``4 GPUs (DataParallel)``; and the world size."""
+    text = str(device)
     if data_parallel:
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         text = f"{torch.cuda.device_count()} GPUs (DataParallel: {', '.join(names)})"
     elif device.type == "cuda":
         text = f"{device} ({torch.cuda.get_device_name(device)})"
-    else:
-        text = str(device)
     return f"{text}; world size {world_size}" + (" (torchrun)" if world_size > 1 else "")
 
 
-def count_test_samples(cfg):
-    """The test split's sample count; None where it cannot be read (training needs no test set)."""
-    try:
-        return len(build_dataset(cfg, "test", augment=False))
-    except DeepLabError:
-        return None
-
-
-def summary_lines(cfg, run):
-    """The start-of-training summary block, one string per line.
-
-    ``run`` holds the plain facts the loop knows: ``device``, ``world_size``,
-    ``data_parallel``, ``sources`` (``{"config": path, "overrides": [...]}`` or
-    None), ``n_train``, ``model`` and ``start``.
-    """
+def start_log(cfg, log, run):
+    """Print the start-of-training summary and append it to ``train.log`` after a separator line
+    (each launch adds one). ``run`` holds the plain facts the loop knows: ``device``,
+    ``world_size``, ``data_parallel``, ``sources`` (``{"config": path, "overrides": [...]}`` or
+    None), ``n_train``, ``model`` and ``start``. The test split is counted where it can be read
+    (training needs none)."""
     solver, sources = cfg.SOLVER, run.get("sources") or {}
     parameters = list(run["model"].parameters())
     total = sum(p.numel() for p in parameters)
     trainable = sum(p.numel() for p in parameters if p.requires_grad)
     batch, iter_size, world = solver.BATCH_SIZE.TRAIN, solver.ITER_SIZE, run["world_size"]
     overrides = list(sources.get("overrides") or [])
-    n_test, split = count_test_samples(cfg), cfg.DATASET.SPLIT
-    return [
+    try:
+        n_test = len(build_dataset(cfg, "test", augment=False))
+    except DeepLabError:
+        n_test = "unknown"
+    split = cfg.DATASET.SPLIT
+    lines = "\n".join([
         "Training summary",
         f"  config:       {sources.get('config', '(given as an object)')}",
         f"  overrides:    {' '.join('--set ' + o for o in overrides) if overrides else 'none'}",
         f"  device:       {device_text(run['device'], world, run['data_parallel'])}",
         f"  data:         {run['n_train']} train samples (split {split.TRAIN!r}), "
-        f"{'unknown' if n_test is None else n_test} test samples (split {split.TEST!r})",
+        f"{n_test} test samples (split {split.TEST!r})",
         f"  model:        {cfg.MODEL.NAME}, {total:,} parameters ({trainable:,} trainable)",
         f"  batch:        {batch * iter_size * world} images per update = {batch} "
         f"(BATCH_SIZE.TRAIN) x {iter_size} (ITER_SIZE) x {world} (world size)",
@@ -93,58 +75,36 @@ def summary_lines(cfg, run):
         f"  checkpoints:  {checkpoint_dir(cfg.EXP)}",
         f"  TensorBoard:  {log_dir(cfg.EXP)} (this summary and the losses: "
         f"{log_path(cfg.EXP)})",
-    ]
-
-
-def start_log(cfg, log, run):
-    """Print the summary (:func:`summary_lines`) and open ``train.log`` with a separator line
-    (each launch adds one) and the summary; returns the :class:`TextLog`."""
-    lines = "\n".join(summary_lines(cfg, run))
+    ])
     log(lines)
-    text_log = TextLog(log_path(cfg.EXP))
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    text_log.write(f"===== launch {stamp} " + "=" * 40)
-    text_log.write(lines)
-    return text_log
+    append_to_log(cfg.EXP, f"===== launch {stamp} " + "=" * 40 + "\n" + lines)
 
 
 def score_lines(scores, heading="Final scores"):
     """The headline scores of a results dict as ``train.log`` lines (percent), README order."""
-    where = ""
-    if "split" in scores:
-        where = f" (split {scores['split']!r}, {scores.get('n_images', '?')} images)"
-    lines = [f"{heading}{where}:"]
-    for key, label in SCORE_LABELS.items():
-        if scores.get(key) is not None:
-            lines.append(f"  {label:<24}{scores[key] * 100:6.2f}%")
-    return lines
+    lines = [f"{heading} (split {scores['split']!r}, {scores.get('n_images', '?')} images):"
+             if "split" in scores else f"{heading}:"]
+    return lines + [f"  {label:<24}{scores[key] * 100:6.2f}%" for key, label in SCORE_LABELS.items()
+                    if scores.get(key) is not None]
 
 
 def record_scores(cfg, scores):
     """Write the final scores (a plain dict, e.g. the results of an evaluation) to the run:
     ``train.log``, and ``eval/<key>`` scalars at step ``SOLVER.ITER_MAX`` in TensorBoard."""
-    text = TextLog(log_path(cfg.EXP))
-    try:
-        text.write("\n".join(score_lines(scores)))
-    finally:
-        text.close()
-    writer = open_writer(log_dir(cfg.EXP))
-    try:
+    append_to_log(cfg.EXP, "\n".join(score_lines(scores)))
+    with open_writer(log_dir(cfg.EXP)) as writer:
         add_score_scalars(writer, scores, cfg.SOLVER.ITER_MAX)
-    finally:
-        writer.close()
 
 
 def peak_memory_gib(device):
-    """Peak memory so far in GiB: allocated tensors on CUDA, the process's resident set on the CPU.
-
-    ``None`` where neither is known (a CPU run without the ``resource`` module).
-    """
+    """Peak memory so far in GiB: allocated tensors on CUDA, the process's resident set on the
+    CPU; ``None`` where neither is known (no ``resource`` module: Windows)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     try:
         import resource
-    except ImportError:  # not on Windows
+    except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
@@ -177,22 +137,19 @@ def postfix(average_loss, base_lr, images_per_s, peak_gib):
 
 class Monitor:
     """Rank 0's view of each update: TensorBoard, ``train.log`` every ``SOLVER.ITER_TB``, the bar.
+    ``run`` is the loop's :class:`~.loop.Run`. The merged config goes to TensorBoard as text
+    ``config`` at step ``start``; a resumed run (``start`` > 0) purges the steps after it."""
 
-    ``run`` is the loop's :class:`~.loop.Run` (device, optimizer, loss scaler,
-    world size). The merged config goes to TensorBoard as text ``config`` at step
-    ``start``; a resumed run (``start`` > 0) purges the steps after it.
-    """
-
-    def __init__(self, cfg, run, text_log, start=0):
+    def __init__(self, cfg, run, start=0):
         self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
-        self.writer.add_text("config", config_markdown(cfg), start)
-        self.cfg, self.run, self.text_log = cfg, run, text_log
-        self.average = MovingAverage(cfg.SOLVER.AVERAGE_LOSS)
-        self.speed = Throughput(cfg.SOLVER.AVERAGE_LOSS)
-        solver = cfg.SOLVER
+        config = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+        self.writer.add_text("config", f"```yaml\n{config}```", start)  # Markdown: the text tab
+        self.cfg, self.run, solver = cfg, run, cfg.SOLVER
+        self.average = MovingAverage(solver.AVERAGE_LOSS)
+        self.speed = Throughput(solver.AVERAGE_LOSS)
         self.images_per_update = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * run.world_size
         self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
-        self.first = True
+        self.start = start
 
     def update(self, iteration, loss, base_lr, seconds, last_batch, fused):
         """Log one update; returns the postfix for the progress bar."""
@@ -205,33 +162,25 @@ class Monitor:
         for group in self.run.optimizer.param_groups:
             writer.add_scalar(f"lr/{group['name']}", group["lr"], iteration)
         if device.type == "cuda":
-            writer.add_scalar("memory/max_allocated_GB",
-                              torch.cuda.max_memory_allocated(device) / 2**30, iteration)
+            writer.add_scalar("memory/max_allocated_GB", peak, iteration)
         writer.add_scalar("speed/images_per_s", images_per_s, iteration)
         if peak is not None:
             writer.add_scalar("memory/peak_gib", peak, iteration)
         if self.run.precision.scaling:
             writer.add_scalar("amp/loss_scale", self.run.precision.scaler.get_scale(), iteration)
         if iteration % cfg.SOLVER.ITER_TB == 0:
-            self.text_log.write(f"iter {iteration}/{cfg.SOLVER.ITER_MAX}  loss {loss:.4f}  "
-                                f"moving average {self.average.value:.4f}  lr {base_lr:.6g}")
-            _, images, labels = last_batch
-            log_images(writer, images, labels, fused, cfg.DATASET.N_CLASSES,
-                       cfg.DATASET.IGNORE_LABEL, cfg.IMAGE.MEAN, iteration, self.class_names)
-        if self.first and device.type == "cuda":
+            append_to_log(cfg.EXP, f"iter {iteration}/{cfg.SOLVER.ITER_MAX}  loss {loss:.4f}  "
+                                   f"moving average {self.average.value:.4f}  lr {base_lr:.6g}")
+            log_images(writer, last_batch, fused, cfg, iteration, self.class_names)
+        if iteration == self.start + 1 and device.type == "cuda":
             # cuDNN's autotuning tries algorithms with large workspaces in the first iteration
             # only; the peak that matters is the steady state's (docs/scale.md).
             torch.cuda.reset_peak_memory_stats(device)
-        self.first = False
         return postfix(self.average.value, base_lr, self.speed.value, peak)
 
     def record_scores(self, iteration, scores):
         """Scores of a periodic evaluation (``SOLVER.ITER_EVAL``): ``train.log`` and ``eval/*``."""
         add_score_scalars(self.writer, scores, iteration)
         lines = score_lines(scores, heading=f"Scores at iteration {iteration}")
-        self.text_log.write("\n".join(lines))
+        append_to_log(self.cfg.EXP, "\n".join(lines))
         return lines
-
-    def close(self):
-        self.writer.close()
-        self.text_log.close()

@@ -51,7 +51,7 @@ def test_poly_schedule_and_group_learning_rates(toy_cfg):
     optimizer = build_optimizer(model, cfg.SOLVER)
     groups = {g["name"]: g for g in optimizer.param_groups}
     for iteration, step_start in [(1, 0), (10, 0), (11, 10), (20, 10), (21, 20), (100, 90)]:
-        set_learning_rates(optimizer, 1e-3, iteration, 100, 0.9, 10)
+        set_learning_rates(optimizer, cfg.SOLVER, iteration)  # LR 1e-3, 100 iterations, 0.9, 10
         expected = 1e-3 * (1 - step_start / 100) ** 0.9
         assert poly_lr(1e-3, iteration, 100, 0.9, 10) == pytest.approx(expected, rel=1e-12)
         assert groups["backbone"]["lr"] == pytest.approx(expected, rel=1e-12)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from addict import Dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from libs.training.tensorboard import log_images, open_writer
@@ -17,6 +18,7 @@ from libs.utils.visualize import IGNORE_COLOUR, PANEL_GAP, colorize, palette, te
 
 N_CLASSES = 8
 MEAN = {"B": 104.0, "G": 117.0, "R": 123.0}
+CFG = Dict(DATASET=Dict(N_CLASSES=N_CLASSES, IGNORE_LABEL=255), IMAGE=Dict(MEAN=MEAN))
 
 
 def logged_panel(tmp_path, crop, class_names=None, step=4):
@@ -27,7 +29,7 @@ def logged_panel(tmp_path, crop, class_names=None, step=4):
     fused = torch.zeros(2, N_CLASSES, 13, 13)
     fused[:, 6] = 1.0  # the prediction is class 6 everywhere
     writer = open_writer(tmp_path)
-    log_images(writer, images, labels, fused, N_CLASSES, 255, MEAN, step, class_names)
+    log_images(writer, (None, images, labels), fused, CFG, step, class_names)
     writer.close()
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
     events.Reload()
