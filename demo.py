@@ -48,7 +48,7 @@ def read_demo_image(cfg, image_path):
 
 def segment_image(cfg, model, device, image_bgr, crf):
     """The label map of ``image_bgr``, refined by the config's CRF when ``crf``."""
-    dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
+    dense_crf = DenseCRF.from_config(cfg.CRF, device) if crf else None
     _, label_map = segment(model, image_bgr, cfg.IMAGE.MEAN, device, crf=dense_crf,
                            legacy_mean_subtracted=cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
     return label_map

@@ -53,8 +53,11 @@ def parse_prune_threshold(ctx, param, text):
               help="Label pruning for this run: keep the labels whose probability exceeds "
                    "T in [0, 1) somewhere (faster, nearly exact), or 'none' for the exact "
                    "CRF  [default: the config's CRF.PRUNE_THRESHOLD]")
+@click.option("--crf-backend", type=click.Choice(["auto", "pydensecrf", "torch"]), default=None,
+              help="pydensecrf (worker processes on the CPU) or torch (this process, on the "
+                   "model's device; auto: on CUDA)  [default: the config's CRF.BACKEND]")
 @click.option("--n-jobs", type=click.IntRange(min=1), default=None,
-              help="CRF worker processes  [default: all cores]")
+              help="CRF worker processes of the pydensecrf backend  [default: all cores]")
 @click.option("--scales", "tta_scales", default="1.0", show_default=True,
               callback=lambda ctx, param, value: parse_positive_floats(value),
               help="Test-time input scales, comma-separated (e.g. 0.75,1.0,1.25); "
@@ -71,18 +74,18 @@ def parse_prune_threshold(ctx, param, text):
               help="Score only the first N images (quick checks, throughput).")
 @cuda_option()
 @precision_option()
-def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip, split, output,
-         limit, cuda, precision):
+def main(config_path, model_path, crf, prune_threshold, crf_backend, n_jobs, tta_scales, flip,
+         split, output, limit, cuda, precision):
     """Score a model on the test split: pixel accuracy, mean accuracy, mean IoU, FW IoU."""
     if prune_threshold is not FROM_CONFIG and not crf:
         raise click.UsageError("--crf-prune sets the CRF's label pruning: add --crf")
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
-        dense_crf = DenseCRF.from_config(cfg.CRF) if crf else None
+        device = choose_device(cuda)
+        dense_crf = DenseCRF.from_config(cfg.CRF, device, crf_backend) if crf else None
         if dense_crf is not None and prune_threshold is not FROM_CONFIG:
             dense_crf = dense_crf.with_prune_threshold(prune_threshold)
         options = EvalOptions(split, dense_crf, n_jobs, tta_scales, flip, limit)
-        device = choose_device(cuda)
         model = load_model(cfg, model_path, device, precision=precision)
         # Checked before the slow part; what killed runs left in its folder is cleared only
         # now that the model loaded, so a mistyped model path creates no folder.
@@ -92,7 +95,9 @@ def main(config_path, model_path, crf, prune_threshold, n_jobs, tta_scales, flip
         check_writable_output(output)
         remove_stale_temporaries(Path(output).parent, suffixes=(Path(output).suffix,))
         if options.crf is not None:
-            tqdm.write(f"{options.crf} on {n_jobs or default_n_jobs()} worker processes")
+            where = (f"on {device}" if options.crf.backend == "torch"
+                     else f"on {n_jobs or default_n_jobs()} worker processes")
+            tqdm.write(f"{options.crf} {where}")
         evaluate_and_report(cfg, model, device, output, options, extra={
             "config": str(config_path), "model_path": str(model_path), "precision": precision})
 

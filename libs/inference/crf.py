@@ -1,22 +1,27 @@
-"""Fully connected CRF post-processing (DeepLab v2) on top of pydensecrf.
+"""Fully connected CRF post-processing (DeepLab v2): one interface, two backends.
 
 Mean-field inference in a dense CRF refines the network's blurry 1/8-resolution output along
-colour edges, and is by far the slowest step of evaluation (timings in ``docs/eval.md``), so
-:func:`map_crf` runs it in parallel worker processes, and ``prune_threshold`` (an explicit
-speed option, off in the benchmark configs) restricts inference to the labels whose
-probability exceeds it somewhere: its cost is linear in the number of labels and a trained
-network gives almost every pixel to a handful of them.
+colour edges, and is by far the slowest step of evaluation (timings in ``docs/eval.md``). The
+``pydensecrf`` backend is Krähenbühl's C++ code, run by :func:`map_crf` in parallel worker
+processes; the ``torch`` backend (``crf_torch.py``) is the same algorithm in tensor operations,
+run in this process on the evaluation's device, where a GPU makes it fast. Either way
+``prune_threshold`` (an explicit speed option, off in the benchmark configs) restricts
+inference to the labels whose probability exceeds it somewhere: its cost is linear in the
+number of labels and a trained network gives almost every pixel to a handful of them.
 """
 
 import multiprocessing
 import os
 from collections import deque
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
+import torch
 
 from ..utils.config import ConfigValueError
+from .crf_torch import torch_crf_posterior
+
+BACKENDS = ("pydensecrf", "torch")
 
 # Probabilities are clipped here before taking -log, as pydensecrf's
 # ``unary_from_softmax`` does, so that a zero probability gives a finite unary.
@@ -39,43 +44,58 @@ class DenseCRF:
     bi_xy_std: float
     bi_rgb_std: float
     prune_threshold: float | None = None
+    backend: str = "pydensecrf"
+    device: str = field(default="cpu", repr=False)  # where the torch backend computes
 
     def __post_init__(self):
-        # YAML gives 3 where 3.0 is meant; store each value as its field's type
+        # YAML gives 3 where 3.0 is meant; store each number as its field's type
         # so that the repr and the results JSON read the same either way.
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if value is not None:
-                kind = int if field.type is int else float
-                object.__setattr__(self, field.name, kind(value))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and f.type in (int, float, float | None):
+                object.__setattr__(self, f.name, (int if f.type is int else float)(value))
         if self.prune_threshold is not None and not 0.0 <= self.prune_threshold < 1.0:
             raise ValueError(f"prune_threshold must be in [0, 1), got {self.prune_threshold}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"CRF backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @classmethod
-    def from_config(cls, crf_section):
-        """The CRF of a config's ``CRF`` section; a value it refuses names the key."""
+    def from_config(cls, crf_section, device="cpu", backend=None):
+        """The CRF of a config's ``CRF`` section, for a model on ``device``; a value it refuses
+        names the key. ``backend`` (``eval.py --crf-backend``) overrides ``CRF.BACKEND``, whose
+        ``auto`` is ``torch`` on CUDA and ``pydensecrf`` elsewhere (faster on a CPU's cores)."""
         threshold = crf_section.PRUNE_THRESHOLD
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ConfigValueError(
                 f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
-        # Each field is the section's key of the same name in capitals (ITER_MAX, ...).
-        return cls(**{f.name: getattr(crf_section, f.name.upper()) for f in fields(cls)})
+        backend = backend or crf_section.BACKEND
+        if backend == "auto":
+            backend = "torch" if torch.device(device).type == "cuda" else "pydensecrf"
+        # The parameters are the section's keys of the same names in capitals (ITER_MAX, ...).
+        return cls(**{f.name: getattr(crf_section, f.name.upper()) for f in fields(cls)
+                      if f.name not in ("backend", "device")},
+                   backend=backend, device=str(device))
 
     def with_prune_threshold(self, prune_threshold):
         """The same CRF with another label-pruning threshold (None: all labels)."""
         return replace(self, prune_threshold=prune_threshold)
 
     def settings(self):
-        """The parameters as a plain dict, in field order (for the results JSON)."""
-        return asdict(self)
+        """The parameters and the backend as a plain dict, in field order (for the results JSON);
+        both backends are the exact CRF, so the results file name does not tell them apart."""
+        return {k: v for k, v in asdict(self).items() if k != "device"}
 
     def __call__(self, image, probmap):
         return _crf_result(self, *self._prepare(image, probmap), argmax=False)
 
     def _prepare(self, image, probmap):
-        """``(image, probmap of the kept labels, kept labels, label count)``, inputs checked."""
+        """``(image, probmap of the kept labels, kept labels, label count)``, inputs checked; for
+        the torch backend as tensors on its device (a probability map there stays there)."""
         image = np.asarray(image)
-        probmap = np.asarray(probmap, dtype=np.float32)
+        if self.backend == "torch":
+            probmap = torch.as_tensor(probmap, dtype=torch.float32, device=self.device)
+        else:
+            probmap = np.asarray(probmap, dtype=np.float32)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
                 f"CRF image must be an HxWx3 uint8 array, got {image.dtype} {image.shape}")
@@ -83,27 +103,36 @@ class DenseCRF:
             raise ValueError(f"CRF probability map must be CxHxW with HxW {image.shape[:2]}, "
                              f"got {probmap.shape}")
         kept = self.kept_labels(probmap)
+        if self.backend == "torch":
+            kept = torch.as_tensor(kept, device=probmap.device)
+            return torch.from_numpy(image).to(self.device), probmap[kept], kept, len(probmap)
         reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
         return image, np.ascontiguousarray(reduced), kept, probmap.shape[0]
 
     def kept_labels(self, probmap):
-        """Indices of the labels inference runs over (all of them when pruning is off)."""
-        n_labels = probmap.shape[0]
+        """Indices of the labels inference runs over (all of them when pruning is off), as a
+        NumPy array; the same rule for both backends."""
+        probs = torch.as_tensor(probmap)
+        n_labels = probs.shape[0]
         if self.prune_threshold is None:
             return np.arange(n_labels)
-        flat = probmap.reshape(n_labels, -1)
-        above = flat.max(axis=1) > self.prune_threshold
+        flat = probs.reshape(n_labels, -1)
+        above = flat.amax(1) > self.prune_threshold
         # A pixel's winner may be below the threshold when its distribution is
         # flat (an untrained net, say); keeping every winner keeps the CRF's
         # starting point, the plain argmax, representable. Only such pixels
         # need the (slow, strided) argmax.
-        flat_pixels = flat.max(axis=0) <= self.prune_threshold
+        flat_pixels = flat.amax(0) <= self.prune_threshold
         if flat_pixels.any():
-            above[np.unique(flat[:, flat_pixels].argmax(axis=0))] = True
-        return np.flatnonzero(above)
+            above[flat[:, flat_pixels].argmax(0).unique()] = True
+        return above.nonzero()[:, 0].cpu().numpy()
 
     def infer(self, image, probmap):
-        """Mean-field inference over all labels of ``probmap`` (no pruning)."""
+        """Mean-field inference over all labels of ``probmap`` (no pruning), by the backend."""
+        if self.backend == "torch":
+            return torch_crf_posterior(self, image, probmap)
+        import pydensecrf.densecrf as dcrf  # only this backend needs the package
+
         n_labels, height, width = probmap.shape
         if n_labels == 1:  # nothing to decide; pydensecrf needs two labels
             return np.ones_like(probmap)
@@ -131,8 +160,13 @@ def legacy_crf_image(image_chw):
 def _crf_result(crf, image, reduced, kept, n_labels, argmax):
     """The posterior over all ``n_labels`` (0 for the labels pruned away), or its argmax."""
     posterior = crf.infer(image, reduced)
-    if argmax:
-        return kept[np.argmax(posterior, axis=0)].astype(np.int64)
+    if argmax:  # NumPy or torch alike; a label map comes back as NumPy
+        labels = kept[posterior.argmax(0)]
+        return labels.cpu().numpy() if crf.backend == "torch" else labels.astype(np.int64)
+    if crf.backend == "torch":
+        full = posterior.new_zeros((n_labels, *posterior.shape[1:]))
+        full[kept] = posterior
+        return full.cpu().numpy()
     if len(kept) == n_labels:
         return posterior
     full = np.zeros((n_labels,) + posterior.shape[1:], dtype=np.float32)
@@ -159,7 +193,7 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     prepared = ((key, *crf._prepare(image, probmap)) for key, image, probmap in items)
-    if n_jobs == 1:
+    if n_jobs == 1 or crf.backend == "torch":  # torch: in this process, on its device
         for key, *prepared_item in prepared:
             yield key, _crf_result(crf, *prepared_item, argmax)
         return

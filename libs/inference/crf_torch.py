@@ -154,6 +154,7 @@ def crf_features(image, crf):
                        colour / torch.tensor(crf.bi_rgb_std, dtype=torch.float32)], 1))
 
 
+@torch.inference_mode()
 def torch_crf_posterior(crf, image, probmap):
     """Mean-field posterior (L x H x W) of ``probmap`` (L x H x W) on ``image`` (H x W x 3 uint8).
 

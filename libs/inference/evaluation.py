@@ -53,16 +53,19 @@ def default_output_path(model_path, options=EvalOptions(), released_dir="."):
     return model_path.with_name(model_path.stem + suffix + ".json")
 
 
-def _model_outputs(model, loader, device, options, crf_picture):
+def _model_outputs(model, loader, device, options, crf_picture, on_device=False):
     """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order:
-    with ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities, else the argmax."""
+    with ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities (``on_device``: left
+    where the model made them, for the torch CRF), else the argmax."""
     for _, images, labels in loader:
         # Grad mode is switched off per batch, never across a yield: a suspended
         # generator would otherwise leave it off in the caller's code.
         with torch.inference_mode():
             probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]),
                                   options.tta_scales, options.flip)
-            outputs = (probs.argmax(dim=1) if crf_picture is None else probs.float()).cpu().numpy()
+            outputs = probs.argmax(dim=1).cpu().numpy() if crf_picture is None else probs.float()
+            if crf_picture is not None and not on_device:
+                outputs = outputs.cpu().numpy()
         for image, label, output in zip(images, labels.numpy(), outputs):
             yield label, output, (None if crf_picture is None else crf_picture(image))
 
@@ -86,7 +89,7 @@ def evaluate(cfg, model, device, options=EvalOptions()):
         predictions = ((label, prediction) for label, prediction, _ in outputs)
     else:
         outputs = _model_outputs(model, loader, device, options, lambda image: crf_image(
-            image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE))
+            image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE), crf.backend == "torch")
         items = ((label, image, probs) for label, probs, image in outputs)
         predictions = map_crf(crf, items, n_jobs=options.n_jobs, argmax=True)
     matrix = ConfusionMatrix(cfg.DATASET.N_CLASSES)

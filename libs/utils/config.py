@@ -135,6 +135,7 @@ SCHEMA = {
         "BI_RGB_STD": float,
         "PRUNE_THRESHOLD": Optional(float),
         "LEGACY_MEAN_SUBTRACTED_IMAGE": bool,
+        "BACKEND": OneOf("auto", "pydensecrf", "torch"),  # the same exact CRF; auto: torch on CUDA
     },
 }
 

@@ -144,8 +144,12 @@ def test_from_config_reads_the_crf_section():
     full = crf.with_prune_threshold(None)
     assert full.prune_threshold is None and crf.prune_threshold == cfg.CRF.PRUNE_THRESHOLD
     assert full.settings() == {"iter_max": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0,
-                               "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "prune_threshold": None}
-    assert list(full.settings()) == list(PARAMS) + ["prune_threshold"]
+                               "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "prune_threshold": None,
+                               "backend": "pydensecrf"}  # CRF.BACKEND auto, on the CPU
+    assert list(full.settings()) == list(PARAMS) + ["prune_threshold", "backend"]
+    assert DenseCRF.from_config(cfg.CRF, "cuda").backend == "torch"
+    assert DenseCRF.from_config(cfg.CRF, "cuda", "pydensecrf").backend == "pydensecrf"
+    assert DenseCRF.from_config(cfg.CRF, "cpu", "torch").backend == "torch"
     with pytest.raises(ValueError, match="prune_threshold"):
         crf.with_prune_threshold(1.0)
 
@@ -154,7 +158,7 @@ def test_parameters_are_fixed_and_typed_once_built():
     crf = DenseCRF(**PARAMS, prune_threshold=0.05)
     assert isinstance(crf.iter_max, int) and isinstance(crf.pos_w, float)
     assert repr(crf) == ("DenseCRF(iter_max=10, pos_w=3.0, pos_xy_std=1.0, bi_w=4.0, "
-                         "bi_xy_std=67.0, bi_rgb_std=3.0, prune_threshold=0.05)")
+                         "bi_xy_std=67.0, bi_rgb_std=3.0, prune_threshold=0.05, backend='pydensecrf')")
     with pytest.raises(AttributeError):
         crf.prune_threshold = 0.1
 

@@ -118,7 +118,7 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
     assert results["crf"]["bi_xy_std"] == cfg.CRF.BI_XY_STD
     assert results["crf"] == {
         "iter_max": 10, "pos_w": 3.0, "pos_xy_std": 1.0, "bi_w": 4.0, "bi_xy_std": 67.0,
-        "bi_rgb_std": 3.0, "prune_threshold": cfg.CRF.PRUNE_THRESHOLD,
+        "bi_rgb_std": 3.0, "prune_threshold": cfg.CRF.PRUNE_THRESHOLD, "backend": "pydensecrf",
         "legacy_mean_subtracted_image": False,
     }
     assert list(results)[:5] == ["config", "model_path", "precision", "split", "n_images"]
