@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.geometry import model_geometry
-from ..models.inference import prepare_for_inference
+from ..models.prepared import prepare_for_inference
 from ..utils.atomic import atomic_path, video_codec
 from ..utils.errors import DeepLabError, OutputError
 from ..utils.sizes import scaled_size

@@ -5,7 +5,7 @@ subtracted, as the PyTorch model) and gives ``logits`` (N x C x h x w float32,
 cell ``i`` on input pixel ``s i``, ``s`` the logits' stride: 8 for v2, 16 or 8
 for v3, 4 for v3+; the stride inputs are padded to is recorded as
 ``deeplab.output_stride``). Its frozen BatchNorms are folded into the
-convolutions first (:func:`~libs.models.inference.fold_batchnorm`), which
+convolutions first (:func:`~libs.models.prepared.fold_batchnorm`), which
 changes only float rounding.
 
 Exporters. :func:`export_onnx` first tries the ``torch.export``-based exporter
@@ -54,7 +54,7 @@ from ..utils.atomic import atomic_path
 from ..utils.errors import DeepLabError, first_line
 from ..utils.sizes import size_text
 from .geometry import check_geometry, msc_resize_input, msc_resize_logits
-from .inference import InferenceModel, fold_batchnorm
+from .prepared import InferenceModel, fold_batchnorm
 from .msc import MSC
 from .zoo import results_stem
 

@@ -10,7 +10,7 @@ line instead of crawling.
 
 ``SOLVER.CHANNELS_LAST`` stores weights and inputs in NHWC order (fast on
 tensor-core GPUs; only a layout on the CPU). ``SOLVER.ACTIVATION_CHECKPOINTING``
-recomputes activations in the backward pass (``libs.models.checkpointing``).
+recomputes activations in the backward pass (``libs.models.recompute``).
 ``SOLVER.COMPILE`` runs the model through :func:`torch.compile` where that
 works; a failure, when compiling or in the first update, falls back to the
 eager model with a one-line notice, since a run should not die for want of a
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.checkpointing import enable_activation_checkpointing
+from ..models.recompute import enable_activation_checkpointing
 from ..utils.device import cpu_native_bf16
 from ..utils.errors import DeepLabError, first_line
 from .errors import TrainingConfigError

@@ -1,4 +1,4 @@
-"""Activation checkpointing of the backbone (libs/models/checkpointing.py): the same gradients,
+"""Activation checkpointing of the backbone (libs/models/recompute.py): the same gradients,
 the same state dict, the plain path in eval mode, frozen BatchNorm and the RNG state."""
 
 import copy
@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.models.checkpointing import (
+from libs.models.recompute import (
     CheckpointedBackbone,
     CheckpointingError,
     activation_checkpointing,
