@@ -21,7 +21,7 @@ import torch
 
 from libs.cli import command, config_option, load_cli_config, model_path_option, one_line_errors
 from libs.inference.predict import load_model
-from libs.models.export import EXPORTERS, default_onnx_path, export_onnx
+from libs.models.export import default_onnx_path, export_onnx
 from libs.utils.errors import OutputError
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 from libs.utils.sizes import size_text
@@ -76,11 +76,8 @@ def output_path(cfg, model_path, output, single_scale, force, config_path=None):
               help="Input size traced (WxH); the exported sizes stay dynamic.")
 @click.option("--opset", type=click.IntRange(min=7), default=None,
               help="ONNX opset  [default: the exporter's default in the installed torch]")
-@click.option("--exporter", type=click.Choice(EXPORTERS), default="auto", show_default=True,
-              help="auto: torch.export-based (needs onnxscript), else TorchScript-based.")
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
-def main(config_path, model_path, output, single_scale, sizes, rtol, example_size, opset,
-         exporter, force):
+def main(config_path, model_path, output, single_scale, sizes, rtol, example_size, opset, force):
     """Export a model to ONNX (dynamic sizes) and check ONNX Runtime against PyTorch."""
     if len(example_size) != 1:
         raise click.BadParameter("expected one size", param_hint="--example-size")
@@ -90,7 +87,7 @@ def main(config_path, model_path, output, single_scale, sizes, rtol, example_siz
         model = load_model(cfg, model_path, torch.device("cpu"))
         network = model.base if single_scale else model
         info = export_onnx(network, path, example_size=example_size[0], opset=opset,
-                           exporter=exporter, check_sizes=sizes, rtol=rtol, log=click.echo)
+                           check_sizes=sizes, rtol=rtol)
     kind = "single-scale" if single_scale else f"MSC ({model.geometry} geometry)"
     click.echo(f"{path}: {kind}, {info.n_bytes / 2 ** 20:.1f} MiB, opset {info.opset}, "
                f"{info.exporter} exporter, {info.n_folded} BatchNorms folded, exported in "

@@ -252,7 +252,7 @@ def test_onnx_export_of_the_new_models(kind, tmp_path):
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.3, 2.0)
-    info = export_onnx(model, tmp_path / "m.onnx", example_size=(65, 65), exporter="torchscript",
+    info = export_onnx(model, tmp_path / "m.onnx", example_size=(65, 65),
                        check_sizes=[(97, 129), (50, 77)])
     assert info.n_folded > 0 and max(info.errors.values()) < 1e-4
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
