@@ -34,13 +34,13 @@ class CheckpointError(DeepLabError, ValueError):
     """A weight file that cannot be used; the message names the file."""
 
 
-def load_file(path, map_location="cpu"):
+def load_file(path):
     """Load a weight file with ``weights_only=True``; one clear error if that fails."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weight file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         reason = first_line(e)
         if reason.startswith("Weights only load failed"):
@@ -59,11 +59,6 @@ class Weights(NamedTuple):
     state_dict: dict
     kind: str
     source: str
-
-
-def state_dict_of(obj, path="<checkpoint>"):
-    """The model state dict inside a loaded checkpoint or plain state dict."""
-    return classify(obj, path).state_dict
 
 
 def classify(obj, source):
@@ -85,7 +80,7 @@ def classify(obj, source):
     return Weights(obj, kind, str(source))
 
 
-def read_weights(path_or_name, map_location="cpu"):
+def read_weights(path_or_name):
     """:class:`Weights` from a weight file or one of the released weights' names.
 
     A name (``zoo.ZOO``) that is not also an existing file is downloaded once
@@ -99,12 +94,7 @@ def read_weights(path_or_name, map_location="cpu"):
             raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
                                   f"failed: {reason}") from None
         return classify(obj, path_or_name)
-    return classify(load_file(path_or_name, map_location), path_or_name)
-
-
-def load_weights(path, map_location="cpu"):
-    """The model state dict (our key layout) stored in ``path`` or named by it."""
-    return read_weights(path, map_location).state_dict
+    return classify(load_file(path_or_name), path_or_name)
 
 
 def check_zoo_classes(name, n_classes):
@@ -163,14 +153,14 @@ def foreign_head(model, state_dict, optional_prefix):
     return None
 
 
-def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None,
-                       log=print, adopt_geometry=True):
+def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
+                       adopt_geometry=True):
     """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`."""
     check_released_fits(path, model)
     if optional_prefix is None:  # a classifier that can be dropped may have any class count
         check_zoo_classes(path, n_classes)
-    weights = read_weights(path, map_location)
-    return apply_weights(model, weights, n_classes, optional_prefix, log, adopt_geometry)
+    return apply_weights(model, read_weights(path), n_classes, optional_prefix, log,
+                         adopt_geometry)
 
 
 def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
@@ -190,17 +180,19 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     model's (a DeepLab v2 checkpoint as the start of v3): only the backbone loads.
     """
     state_dict = weights.state_dict
-    found = n_classes_of(state_dict)
-    if optional_prefix is not None and found not in (None, n_classes):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
-        log(f"{weights.source}: its classifier is for {found} classes, not {n_classes}; "
-            f"dropped, so {prefix_text(optional_prefix)} from its initialisation.")
-    foreign = None if optional_prefix is None else foreign_head(model, state_dict,
-                                                                optional_prefix)
-    if foreign is not None:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
-        log(f"{weights.source}: its head is another model's ({foreign}); dropped, so "
-            f"{prefix_text(optional_prefix)} from its initialisation.")
+    if optional_prefix is not None:
+        found, why = n_classes_of(state_dict), None
+        foreign = foreign_head(model, state_dict, optional_prefix)
+        if found not in (None, n_classes):
+            why = f"its classifier is for {found} classes, not {n_classes}"
+        elif foreign is not None:
+            why = f"its head is another model's ({foreign})"
+        if why:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
+            prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
+            starts = ", ".join(f"{p}*" for p in prefixes) + (" starts" if len(prefixes) == 1
+                                                             else " start")
+            log(f"{weights.source}: {why}; dropped, so {starts} from its initialisation.")
     absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
                                      optional_prefix)
     msc = getattr(model, "module", model)
@@ -215,13 +207,6 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     return absent
 
 
-def prefix_text(optional_prefix):
-    """``base.aspp.* starts`` or ``base.aspp.*, base.classifier.* start`` for a log line."""
-    prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
-    verb = "starts" if len(prefixes) == 1 else "start"
-    return ", ".join(f"{p}*" for p in prefixes) + f" {verb}"
-
-
 def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=None):
     """Load ``state_dict`` (read from ``path``) into ``model``, checking the class count first.
 
@@ -234,22 +219,18 @@ def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=
     """
     found = n_classes_of(state_dict)
     if found is not None and found != n_classes:
-        raise CheckpointError(
-            f"{path}: weights are for {found} classes but the config asks for {n_classes}"
-        )
+        raise CheckpointError(f"{path}: weights are for {found} classes but the config asks for "
+                              f"{n_classes}")
     expected = model.state_dict()
     absent = [k for k in expected if k not in state_dict]
     missing = [k for k in absent if optional_prefix is None or not k.startswith(optional_prefix)]
     unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [
-        k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("wrong shape", wrong_shape)):
-            if keys:
-                problems.append(f"{len(keys)} {label} (first: {keys[0]})")
+    wrong_shape = [k for k, v in expected.items() if k in state_dict
+                   and state_dict[k].shape != v.shape]
+    problems = [f"{len(keys)} {label} (first: {keys[0]})" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+                if keys]
+    if problems:
         raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=not absent)
     return absent
