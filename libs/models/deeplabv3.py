@@ -39,8 +39,7 @@ DENSE = "dense"  # label_rule: every output upsampled to the crop (libs/training
 
 def head_unit(in_ch, out_ch, kernel_size, dilation, norm):
     """A conv (3x3 padded by its rate, or 1x1) + BatchNorm + ReLU of the head, He-initialised."""
-    padding = dilation if kernel_size == 3 else 0
-    unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, padding, dilation, norm=norm)
+    unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, dilation, norm=norm)
     nn.init.kaiming_normal_(unit.conv.weight, mode="fan_in", nonlinearity="relu")
     return unit
 
@@ -72,7 +71,7 @@ class ImagePooling(ConvBnReLU):
     """
 
     def __init__(self, in_ch, out_ch, norm):
-        super().__init__(in_ch, out_ch, 1, 1, 0, 1, norm=norm)
+        super().__init__(in_ch, out_ch, 1, norm=norm)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x):

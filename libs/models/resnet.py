@@ -60,20 +60,26 @@ def batchnorm_class(mode):
 
 
 class ConvBnReLU(nn.Module):
-    """A bias-free convolution, a BatchNorm (frozen unless ``norm`` says otherwise) and a ReLU."""
+    """A bias-free convolution padded by its dilation (the grid keeps its cells), a BatchNorm
+    (frozen unless ``norm`` says otherwise) and a ReLU (unless ``relu`` is set False)."""
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride, padding, dilation, relu=True,
-                 norm=FrozenBatchNorm2d):
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, dilation=1, norm=FrozenBatchNorm2d):
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_ch, out_ch, kernel_size, stride, padding, dilation, bias=False
-        )
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, dilation * (kernel_size // 2),
+                              dilation, bias=False)
         self.bn = norm(out_ch, eps=BATCHNORM_EPS)
-        self.relu = relu
+        self.relu = True
 
     def forward(self, x):
         x = self.bn(self.conv(x))
         return F.relu(x) if self.relu else x
+
+
+def conv_bn(in_ch, out_ch, stride, norm):
+    """A 1x1 unit without its ReLU: a Bottleneck's ``branch2c`` and shortcut (ReLU after the sum)."""
+    unit = ConvBnReLU(in_ch, out_ch, 1, stride, norm=norm)
+    unit.relu = False
+    return unit
 
 
 class Bottleneck(nn.Module):
@@ -87,13 +93,10 @@ class Bottleneck(nn.Module):
     def __init__(self, in_ch, out_ch, stride, dilation, projection, norm=FrozenBatchNorm2d):
         super().__init__()
         mid_ch = out_ch // 4
-        self.branch2a = ConvBnReLU(in_ch, mid_ch, 1, stride, 0, 1, norm=norm)
-        self.branch2b = ConvBnReLU(mid_ch, mid_ch, 3, 1, dilation, dilation, norm=norm)
-        self.branch2c = ConvBnReLU(mid_ch, out_ch, 1, 1, 0, 1, relu=False, norm=norm)
-        self.branch1 = (
-            ConvBnReLU(in_ch, out_ch, 1, stride, 0, 1, relu=False, norm=norm)
-            if projection else None
-        )
+        self.branch2a = ConvBnReLU(in_ch, mid_ch, 1, stride, norm=norm)
+        self.branch2b = ConvBnReLU(mid_ch, mid_ch, 3, 1, dilation, norm=norm)
+        self.branch2c = conv_bn(mid_ch, out_ch, 1, norm)
+        self.branch1 = conv_bn(in_ch, out_ch, stride, norm) if projection else None
 
     def forward(self, x):
         h = self.branch2c(self.branch2b(self.branch2a(x)))
@@ -109,24 +112,14 @@ def block_names(n_blocks):
 
 
 class ResStage(nn.Sequential):
-    """One stage (res2..res5): a projection block followed by identity blocks.
+    """One stage (res2..res5): a projection block, then identity blocks; block ``i`` dilated by
+    ``dilations[i]``."""
 
-    Block ``i`` is dilated by ``dilation * multi_grid[i % len(multi_grid)]``
-    (DeepLab v3's multi-grid; ``(1,)`` gives every block the stage's rate).
-    """
-
-    def __init__(self, n_blocks, in_ch, out_ch, stride, dilation, multi_grid=(1,),
-                 norm=FrozenBatchNorm2d):
+    def __init__(self, in_ch, out_ch, stride, dilations, norm=FrozenBatchNorm2d):
         blocks = OrderedDict()
-        for i, name in enumerate(block_names(n_blocks)):
-            blocks[name] = Bottleneck(
-                in_ch if i == 0 else out_ch,
-                out_ch,
-                stride if i == 0 else 1,
-                dilation * multi_grid[i % len(multi_grid)],
-                projection=(i == 0),
-                norm=norm,
-            )
+        for i, name in enumerate(block_names(len(dilations))):
+            blocks[name] = Bottleneck(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1,
+                                      dilations[i], projection=(i == 0), norm=norm)
         super().__init__(blocks)
 
 
@@ -171,14 +164,14 @@ class ResNetBackbone(nn.Module):
         self.output_stride = output_stride
         self.out_channels = 32 * w
         self.low_channels = 4 * w
-        self.conv1 = ConvBnReLU(3, w, 7, 2, 3, 1, norm=norm)
+        self.conv1 = ConvBnReLU(3, w, 7, 2, norm=norm)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
-        self.res2 = ResStage(n_blocks[0], w, 4 * w, stride=1, dilation=1, norm=norm)
-        self.res3 = ResStage(n_blocks[1], 4 * w, 8 * w, stride=2, dilation=1, norm=norm)
-        self.res4 = ResStage(n_blocks[2], 8 * w, 16 * w, stride=stride4, dilation=dilation4,
-                             norm=norm)
-        self.res5 = ResStage(n_blocks[3], 16 * w, 32 * w, stride=1, dilation=dilation5,
-                             multi_grid=tuple(multi_grid), norm=norm)
+        # Block i of res5 is dilated by dilation5 * multi_grid[i % len(multi_grid)] (DeepLab v3).
+        grid = [dilation5 * multi_grid[i % len(multi_grid)] for i in range(n_blocks[3])]
+        self.res2 = ResStage(w, 4 * w, 1, [1] * n_blocks[0], norm)
+        self.res3 = ResStage(4 * w, 8 * w, 2, [1] * n_blocks[1], norm)
+        self.res4 = ResStage(8 * w, 16 * w, stride4, [dilation4] * n_blocks[2], norm)
+        self.res5 = ResStage(16 * w, 32 * w, 1, grid, norm)
 
     def forward_features(self, x):
         """``(res2 output, res5 output)``: stride 4 and the output stride."""
