@@ -1,15 +1,9 @@
 """The ResNet-101 backbone of Caffe DeepLab v2, with module names that mirror Caffe's.
 
-Module paths follow the Caffe layer names so that convert.py needs one simple
-rule per layer type (see docs/model.md):
-
-    conv1                  -> conv1.conv          bn_conv1 / scale_conv1       -> conv1.bn
-    res4b22_branch2c       -> res4.b22.branch2c.conv
-    bn4b22_branch2c / scale4b22_branch2c                                       -> res4.b22.branch2c.bn
-    res3a_branch1          -> res3.a.branch1.conv (the projection shortcut)
-
-Blocks inside a stage are named as in Caffe's ResNet-101: ``a, b, c`` for a
-stage of at most three blocks, otherwise ``a, b1, b2, ...``.
+Module paths follow the Caffe layer names (``res4b22_branch2c`` -> ``res4.b22.branch2c.conv``,
+``bn4b22_branch2c`` / ``scale4b22_branch2c`` -> ``res4.b22.branch2c.bn``), so convert.py needs
+one rule per layer type (docs/model.md has the table). Blocks of a stage are named as in Caffe:
+``a, b, c`` for at most three blocks, otherwise ``a, b1, b2, ...``.
 """
 
 from collections import OrderedDict
@@ -38,22 +32,16 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         self.bias.requires_grad_(False)
 
     def forward(self, x):
-        return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-        )
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            False, 0.0, self.eps)
 
 
 BATCHNORMS = {"frozen": FrozenBatchNorm2d, "train": nn.BatchNorm2d}
 
 
 def batchnorm_class(mode):
-    """The BatchNorm class of ``MODEL.BACKBONE.BN`` / ``HEAD_BN`` (``frozen`` or ``train``).
-
-    ``frozen`` (the protocol's default for the backbone) normalises with the
-    stored statistics and learns no affine parameters; ``train`` is a plain
-    ``nn.BatchNorm2d`` (batch statistics in training, running ones in eval),
-    which ``libs.training.distributed`` turns into ``SyncBatchNorm`` under torchrun.
-    """
+    """The BatchNorm class of ``MODEL.BACKBONE.BN`` / ``HEAD_BN``: ``frozen`` or ``train`` (a plain
+    ``nn.BatchNorm2d``, which ``libs.training.distributed`` makes ``SyncBatchNorm`` under torchrun)."""
     if mode not in BATCHNORMS:
         raise ValueError(f"BatchNorm mode must be one of {list(BATCHNORMS)}, got {mode!r}")
     return BATCHNORMS[mode]
@@ -76,7 +64,7 @@ class ConvBnReLU(nn.Module):
 
 
 def conv_bn(in_ch, out_ch, stride, norm):
-    """A 1x1 unit without its ReLU: a Bottleneck's ``branch2c`` and shortcut (ReLU after the sum)."""
+    """A 1x1 unit without its ReLU: a Bottleneck's ``branch2c`` and shortcut (ReLU after sum)."""
     unit = ConvBnReLU(in_ch, out_ch, 1, stride, norm=norm)
     unit.relu = False
     return unit
@@ -123,9 +111,8 @@ class ResStage(nn.Sequential):
         super().__init__(blocks)
 
 
-# (res4 stride, res4 dilation, res5 dilation) per output stride. Output stride 8 is DeepLab
-# v2's (and v3's "OS8"); 16 is DeepLab v3's default: res4 strided (on branch2a, as Caffe's
-# res3a), res5 dilated 2.
+# (res4 stride, res4 dilation, res5 dilation) per output stride: 8 is DeepLab v2's, 16 v3's
+# default (res4 strided on branch2a, as Caffe's res3a).
 STAGE_LAYOUTS = {8: (1, 2, 4), 16: (2, 1, 2)}
 
 
@@ -133,16 +120,10 @@ STAGE_LAYOUTS = {8: (1, 2, 4), 16: (2, 1, 2)}
 class ResNetBackbone(nn.Module):
     """ResNet at output stride 8 (res4, res5 dilated 2, 4) or 16 (res4 strided, res5 dilated 2).
 
-    The backbone ``resnet101_caffe`` (interface: ``backbone.py``).
-
-    ``base_width`` is the stem's channel count (64 in ResNet-101); every stage
-    scales with it. Only the quick-start and test models narrow it, so that a
-    CPU trains them in minutes; ``out_channels`` is ``32 * base_width`` and
-    ``low_channels`` (res2's, what DeepLab v3+'s decoder reads) ``4 * base_width``.
-    ``multi_grid`` multiplies res5's rate block by block (DeepLab v3: ``(1, 2, 4)``);
-    ``norm`` is the BatchNorm class (frozen by default: the protocol's batches
-    are too small for batch statistics). The defaults build DeepLab v2's
-    backbone, module for module and draw for draw.
+    The backbone ``resnet101_caffe`` (interface: ``backbone.py``). ``base_width`` is the stem's
+    channel count (64; only the quick-start and test models narrow it) and every stage scales
+    with it; ``multi_grid`` multiplies res5's rate block by block (DeepLab v3: ``(1, 2, 4)``);
+    ``norm`` is the BatchNorm class. The defaults build DeepLab v2's backbone, draw for draw.
     """
 
     low_stride = 4
