@@ -18,15 +18,13 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..utils.atomic import atomic_path
 from ..utils.errors import DeepLabError, first_line
 from ..utils.sizes import size_text
-from .geometry import check_geometry, msc_resize_input, msc_resize_logits
-from .prepared import InferenceModel, fold_batchnorm
 from .msc import MSC
+from .prepared import InferenceModel, fold_batchnorm
 from .zoo import results_stem
 
 LINE_LIMIT = 200  # characters of a torch/ONNX error message quoted in a one-line report
@@ -84,39 +82,26 @@ def caffe_scaled_side_exact(side, p, q):
     return floor + (2 * rest + floor % 2 + q - 1) // (2 * q) + 1
 
 
-class ExportableMSC(nn.Module):
-    """The eval-mode MSC forward with its extra-scale sizes written for export (same function)."""
+class ExportableMSC(MSC):
+    """The eval-mode MSC with its extra-scale sizes written for export (the same function)."""
 
     def __init__(self, base, scales, geometry):
-        super().__init__()
-        self.base = base
-        self.scales = [float(s) for s in scales]
-        self.geometry = check_geometry(geometry)
+        super().__init__(base, scales, geometry)
         self.fractions = [dyadic_scale(s) for s in self.scales] if geometry == "caffe" else []
-        self.output_stride = getattr(base, "output_stride", 8)
 
     def resize_input(self, x, index):
         if self.geometry != "caffe":
-            return msc_resize_input(x, self.scales[index], self.geometry)
+            return super().resize_input(x, index)
         p, q = self.fractions[index]
         size = [caffe_scaled_side_exact(side, p, q) for side in x.shape[-2:]]
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-    def forward(self, x):
-        full = self.base(x)
-        fused = full
-        for index in range(len(self.scales)):
-            logits = self.base(self.resize_input(x, index))
-            fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:], self.geometry))
-        return fused
 
 
 def exportable_network(model):
     """``(network, metadata, folded BatchNorms)``: a float32 CPU copy of ``model`` ready to export.
 
-    ``model`` is an MSC, a single-scale network (an MSC's ``.base``: DeepLab
-    v2, v3 or v3+), an :class:`InferenceModel` of either, or a
-    DataParallel/DDP wrapper of them.
+    ``model``: an MSC, its ``.base``, an :class:`InferenceModel` of either, or a DataParallel/DDP
+    wrapper of them.
     """
     net = getattr(model, "module", model)
     if isinstance(net, InferenceModel):
@@ -169,14 +154,12 @@ def _export(net, example_size, path, opset):
 def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=(), rtol=1e-4):
     """Export ``model`` (eval mode: an MSC or its ``.base``) to the ONNX file ``path``, atomically.
 
-    Batch, height and width stay dynamic; ``example_size`` is only the size
-    traced. The file carries the class count and the MSC geometry in its
-    ``metadata_props`` and passes ``onnx.checker.check_model``; with
-    ``check_sizes`` ONNX Runtime must also match ``model`` at those sizes
-    (:func:`check_onnx_parity`) before the file takes its place. Returns an
-    :class:`ExportInfo` (``errors``: the parity check's). Raises
-    :class:`ExportError` for a model or scale that cannot be exported exactly
-    and :class:`ParityError`; nothing is written then.
+    Batch, height and width stay dynamic (``example_size`` is only the size traced). The file
+    carries the class count and the MSC geometry in its ``metadata_props`` and passes
+    ``onnx.checker``; with ``check_sizes`` ONNX Runtime must also match ``model`` there
+    (:func:`check_onnx_parity`) before the file takes its place. Raises :class:`ExportError`
+    (a model or scale that cannot be exported exactly) and :class:`ParityError`; nothing is
+    written then.
     """
     start = time.perf_counter()
     net, meta, n_folded = exportable_network(model)
@@ -234,7 +217,3 @@ def default_onnx_path(model_path, single_scale=False, released_dir="."):
     model_path = results_stem(model_path, released_dir)
     return model_path.with_name(model_path.stem + ("_single" if single_scale else "") + ".onnx")
 
-
-__all__ = ["ExportError", "ExportInfo", "ExportableMSC", "ParityError",
-           "caffe_scaled_side_exact", "check_onnx_parity", "default_onnx_path", "dyadic_scale",
-           "export_onnx", "exportable_network", "input_is_dynamic"]

@@ -41,9 +41,13 @@ class MSC(nn.Module):
         """How the loss pairs the base network's logits with labels (``libs/training/loss.py``)."""
         return self.base.label_rule
 
+    def resize_input(self, x, index):
+        """``x`` resized to the extra scale ``scales[index]`` (the export writes it otherwise)."""
+        return msc_resize_input(x, self.scales[index], self.geometry)
+
     def forward(self, x):
         full = self.base(x)
-        pyramid = [self.base(msc_resize_input(x, s, self.geometry)) for s in self.scales]
+        pyramid = [self.base(self.resize_input(x, i)) for i in range(len(self.scales))]
         fused = full
         for logits in pyramid:
             fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:], self.geometry))
