@@ -1,10 +1,4 @@
-"""What the model is made of: a layer-by-layer summary and a TensorBoard graph.
-
-Used by draw_model.py. The summary lists each conv-BatchNorm-ReLU unit as one
-row (one layer in the Caffe model) and every other leaf module, with the output
-shape of one eval-mode forward pass, the parameter count, and how many times
-the multi-scale model ran the layer.
-"""
+"""What the model is made of (draw_model.py): a layer-by-layer summary and a TensorBoard graph."""
 
 import warnings
 
@@ -14,10 +8,7 @@ from .resnet import ConvBnReLU, FrozenBatchNorm2d
 
 
 def summary_layers(model):
-    """``[(name, module)]`` of the layers to list: each conv-BN-ReLU unit, and every other leaf.
-
-    A conv-BN-ReLU unit is one layer in the Caffe model, so it is one row here.
-    """
+    """``[(name, module)]`` to list: each conv-BN-ReLU unit (one Caffe layer), every other leaf."""
     layers, inside_unit = [], ()
     for name, module in model.named_modules():
         if inside_unit and name.startswith(inside_unit):
@@ -33,9 +24,8 @@ def summary_layers(model):
 def layer_summary(model, image_size):
     """Rows ``(name, type, output shape, parameter count, calls)`` from one eval-mode forward.
 
-    The output shape is that of the first call, i.e. the full-scale pass of
-    MSC; the extra scales run the same layers again (``calls`` counts them).
-    Also returns the model output's shape.
+    The shape is the first call's (MSC's full-scale pass; the extra scales run the same layers
+    again, ``calls`` counts them). Also returns the model output's shape.
     """
     records = {}
 
@@ -95,20 +85,15 @@ def format_summary(rows, output_shape, model, image_size):
 def write_graph(model, image_size, log_dir):
     """Trace the eval-mode model; write its graph (and nothing else) to an event file in log_dir.
 
-    ``SummaryWriter.add_graph`` would add a run-metadata record ("step1") of an
-    empty step-stats profile; only the graph definition is written here.
+    (``SummaryWriter.add_graph`` would add an empty run-metadata record, "step1".)
     """
     from tensorboard.compat.proto.event_pb2 import Event
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard._pytorch_graph import graph
 
     with warnings.catch_warnings():
-        # The tracer warns that shape arithmetic becomes constants: intended, the
-        # graph is drawn for one input size.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # The graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
-        # nothing a user of this script can act on.
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # one input size: intended
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace; nothing to act on
         graph_def, _ = graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
     with SummaryWriter(str(log_dir)) as writer:
         writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))
