@@ -4,13 +4,10 @@
     python export.py --config config/cocostuff.yaml --model-path PATH [--output model.onnx]
                      [--single-scale] [--check-sizes 353x289,257x193] [--force]
 
-The model (multi-scale, or its single-scale network with ``--single-scale``)
-is loaded as eval.py loads it, its BatchNorms folded, and exported with
-dynamic batch, height and width: input ``image`` (N x 3 x H x W float32, BGR
-minus ``IMAGE.MEAN``), output ``logits`` (N x C x h x w). The file passes
-``onnx.checker`` and, at each ``--check-sizes`` size, ONNX Runtime must give
-PyTorch's logits within ``--rtol`` before the file takes its place. The work
-is in ``libs/models/export.py``; ``demo.py --onnx FILE`` runs the result.
+The model (MSC, or ``--single-scale``) is loaded as eval.py loads it and exported with dynamic
+batch, height and width; at each ``--check-sizes`` size ONNX Runtime must give PyTorch's logits
+within ``--rtol`` before the file takes its place. The work is in ``libs/models/export.py``;
+``demo.py --onnx FILE`` runs the result.
 """
 
 import sys
@@ -28,8 +25,7 @@ from libs.utils.sizes import size_text
 
 
 def parse_sizes(ctx, param, text):
-    """``"353x289,257x193"`` (width x height, as every size is written here) ->
-    ``[(289, 353), (193, 257)]`` (height, width); empty: no check."""
+    """``"353x289,257x193"`` (width x height, as every size here) -> ``[(289, 353), (193, 257)]``."""
     sizes = []
     for part in (p.strip() for p in text.split(",")):
         if not part:

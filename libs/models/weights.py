@@ -77,18 +77,14 @@ def classify(obj, source):
 
 
 def read_weights(path_or_name):
-    """:class:`Weights` from a weight file or one of the released weights' names.
-
-    A name (``zoo.ZOO``) that is not also an existing file is downloaded once
-    into the torch hub cache.
-    """
+    """:class:`Weights` from a weight file or a released weights' name (``zoo.ZOO``) that is not
+    also an existing file (downloaded once into the torch hub cache)."""
     if zoo.is_zoo_name(path_or_name) and not Path(path_or_name).exists():
         try:
             obj = zoo.fetch(path_or_name)
         except Exception as e:  # network, HTTP and unpickling errors all end here
-            reason = first_line(e)
             raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
-                                  f"failed: {reason}") from None
+                                  f"failed: {first_line(e)}") from None
         return classify(obj, path_or_name)
     return classify(load_file(path_or_name), path_or_name)
 
