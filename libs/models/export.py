@@ -51,7 +51,6 @@ class ParityError(ExportError):
 
 
 class ExportInfo(NamedTuple):
-    path: Path
     exporter: str
     opset: int
     seconds: float
@@ -177,8 +176,7 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
         seconds = time.perf_counter() - start
         errors = check_onnx_parity(model, tmp, check_sizes, rtol, name=path) if check_sizes else {}
     opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    return ExportInfo(Path(path), EXPORTER, opset_used, seconds, Path(path).stat().st_size,
-                      n_folded, errors)
+    return ExportInfo(EXPORTER, opset_used, seconds, Path(path).stat().st_size, n_folded, errors)
 
 
 def check_onnx_parity(model, path, sizes, rtol=1e-4, name=None):

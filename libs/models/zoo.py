@@ -2,8 +2,8 @@
 
 kazuto1011/deeplab-pytorch's three ResNet-101 MSC checkpoints (v1.0 release) are the most used
 DeepLab v2 weights in PyTorch, so one word reaches them (``--model-path voc12``). Each entry
-records the file's URL, its class count (checked before a download, so a wrong ``n_classes``
-fails at once instead of after 170 MB) and its key layout (``released.py`` maps it to ours).
+records the file's URL and its class count (checked before a download, so a wrong
+``n_classes`` fails at once instead of after 170 MB); ``released.py`` maps its keys to ours.
 """
 
 from pathlib import Path
@@ -12,23 +12,22 @@ from typing import NamedTuple
 import torch
 
 RELEASE_URL = "https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/"
-RELEASED_FORMAT = "released"  # MSC(DeepLabV2) keys of deeplab-pytorch: base.layerN.blockK...
 
 
 class ZooEntry(NamedTuple):
     url: str
     n_classes: int
-    format: str
     dataset: str
 
 
+# Every file is in the released key layout (MSC(DeepLabV2) keys base.layerN.blockK...).
 ZOO = {
     "cocostuff10k": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-cocostuff10k-20000.pth",
-                             182, RELEASED_FORMAT, "COCO-Stuff 10k"),
+                             182, "COCO-Stuff 10k"),
     "cocostuff164k": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-cocostuff164k-100000.pth",
-                              182, RELEASED_FORMAT, "COCO-Stuff 164k"),
-    "voc12": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-vocaug-20000.pth",
-                      21, RELEASED_FORMAT, "PASCAL VOC 2012 + SBD (train_aug)"),
+                              182, "COCO-Stuff 164k"),
+    "voc12": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-vocaug-20000.pth", 21,
+                      "PASCAL VOC 2012 + SBD (train_aug)"),
 }
 
 
