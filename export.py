@@ -25,7 +25,7 @@ from libs.utils.sizes import size_text
 
 
 def parse_sizes(ctx, param, text):
-    """``"353x289,257x193"`` (width x height, as every size here) -> ``[(289, 353), (193, 257)]``."""
+    """``"353x289,257x193"`` (width x height, as every size here) -> ``[(289, 353), ...]``."""
     sizes = []
     for part in (p.strip() for p in text.split(",")):
         if not part:

@@ -129,27 +129,6 @@ def input_is_dynamic(proto):
     return len(dims) == 4 and all(not dims[i].HasField("dim_value") for i in (0, 2, 3))
 
 
-def _export(net, example_size, path, opset):
-    """Trace a batch of one into ``path``; returns the loaded ModelProto, or raises ExportError."""
-    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-            OUTPUT_NAME: {0: "batch", 2: "logit_height", 3: "logit_width"}}
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)  # "legacy TorchScript-based ONNX export"
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("always", torch.jit.TracerWarning)  # a value frozen into the graph
-        torch.onnx.export(net, (torch.zeros(1, 3, *example_size),), str(path), dynamo=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes=axes, opset_version=opset)
-    frozen = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-    if frozen:
-        raise ExportError(f"the TorchScript exporter froze a value into the graph: "
-                          f"{first_line(frozen[0].message, LINE_LIMIT)}")
-    proto = onnx.load(str(path))
-    if not input_is_dynamic(proto):
-        raise ExportError(f"{EXPORTER} exporter froze the input size into the graph")
-    return proto
-
-
 def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=(), rtol=1e-4):
     """Export ``model`` (eval mode: an MSC or its ``.base``) to the ONNX file ``path``, atomically.
 
@@ -162,8 +141,23 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
     """
     start = time.perf_counter()
     net, meta, n_folded = exportable_network(model)
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAME: {0: "batch", 2: "logit_height", 3: "logit_width"}}
     with atomic_path(path) as tmp:
-        proto = _export(net, tuple(example_size), tmp, opset)
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # "legacy TorchScript-based export"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("always", torch.jit.TracerWarning)  # a value frozen in the graph
+            torch.onnx.export(net, (torch.zeros(1, 3, *example_size),), str(tmp), dynamo=False,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes=axes, opset_version=opset)
+        frozen = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        if frozen:
+            raise ExportError(f"the TorchScript exporter froze a value into the graph: "
+                              f"{first_line(frozen[0].message, LINE_LIMIT)}")
+        proto = onnx.load(str(tmp))
+        if not input_is_dynamic(proto):
+            raise ExportError(f"{EXPORTER} exporter froze the input size into the graph")
         meta[META_EXPORTER] = EXPORTER
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)

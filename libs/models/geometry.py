@@ -76,7 +76,7 @@ def msc_resize_input(x, scale, geometry):
 
 
 def msc_resize_logits(logits, size, geometry):
-    """Extra-scale logits brought to the full-scale logits' ``size`` by ``geometry``'s convention."""
+    """Extra-scale logits brought to the full-scale logits' ``size``, by ``geometry``'s rule."""
     align = check_geometry(geometry) == "caffe"
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
 

@@ -19,11 +19,9 @@ BATCHNORM_EPS = 1e-5
 class FrozenBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm that always normalises with its stored statistics.
 
-    DeepLab v2 fine-tunes with mini-batches far too small to estimate batch
-    statistics, so Caffe ran every BatchNorm with ``use_global_stats: true``
-    and a zero learning rate on the Scale layers. Here the running statistics
-    are never updated, even in ``train()`` mode, and the affine parameters have
-    ``requires_grad=False`` so no optimizer touches them.
+    DeepLab v2 fine-tunes with mini-batches far too small to estimate batch statistics, so Caffe
+    ran every BatchNorm with ``use_global_stats: true`` and fixed Scale layers. Here the running
+    statistics never change, even in ``train()`` mode, and no optimizer sees the affine ones.
     """
 
     def __init__(self, num_features, eps=BATCHNORM_EPS):
@@ -40,8 +38,8 @@ BATCHNORMS = {"frozen": FrozenBatchNorm2d, "train": nn.BatchNorm2d}
 
 
 def batchnorm_class(mode):
-    """The BatchNorm class of ``MODEL.BACKBONE.BN`` / ``HEAD_BN``: ``frozen`` or ``train`` (a plain
-    ``nn.BatchNorm2d``, which ``libs.training.distributed`` makes ``SyncBatchNorm`` under torchrun)."""
+    """The BatchNorm class of ``MODEL.BACKBONE.BN`` / ``HEAD_BN``: ``frozen`` or ``train`` (plain
+    ``nn.BatchNorm2d``; ``libs.training.distributed`` makes it ``SyncBatchNorm`` under torchrun)."""
     if mode not in BATCHNORMS:
         raise ValueError(f"BatchNorm mode must be one of {list(BATCHNORMS)}, got {mode!r}")
     return BATCHNORMS[mode]
@@ -73,9 +71,8 @@ def conv_bn(in_ch, out_ch, stride, norm):
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (dilated) and 1x1 increase, plus a shortcut.
 
-    As in the Caffe model, the stride sits on the first 1x1 convolution
-    (``branch2a``) rather than on the 3x3 one, and the first block of each
-    stage has a 1x1 projection shortcut (``branch1``).
+    As in the Caffe model, the stride sits on the first 1x1 (``branch2a``), not on the 3x3, and
+    the first block of each stage has a 1x1 projection shortcut (``branch1``).
     """
 
     def __init__(self, in_ch, out_ch, stride, dilation, projection, norm=FrozenBatchNorm2d):
