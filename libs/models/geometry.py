@@ -42,11 +42,6 @@ def n_cells(side, output_stride=OUTPUT_STRIDE):
     return cells
 
 
-def padded_side(side, output_stride=OUTPUT_STRIDE):
-    """The smallest ``s k + 1`` side not below ``side`` (``s``: the output stride)."""
-    return output_stride * (-(-(side - 1) // output_stride)) + 1
-
-
 def upsample_logits(logits, size):
     """Logits brought corner-aligned (bilinear) to ``size`` (h, w): cell ``i`` onto pixel ``s i``.
 
@@ -104,8 +99,8 @@ def cells_on_pixels(input_side, label_side):
 
 
 def padded_size(size, output_stride=OUTPUT_STRIDE):
-    """``(height, width)`` with each side raised to :func:`padded_side`."""
-    return tuple(padded_side(side, output_stride) for side in size)
+    """``(height, width)`` with each side raised to the smallest ``s k + 1`` not below it."""
+    return tuple(output_stride * (-(-(side - 1) // output_stride)) + 1 for side in size)
 
 
 def pad_to_cells(x, output_stride=OUTPUT_STRIDE):

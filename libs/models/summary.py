@@ -1,6 +1,7 @@
 """What the model is made of (draw_model.py): a layer-by-layer summary and a TensorBoard graph."""
 
 import warnings
+from collections import Counter
 
 import torch
 
@@ -27,15 +28,12 @@ def layer_summary(model, image_size):
     The shape is the first call's (MSC's full-scale pass; the extra scales run the same layers
     again, ``calls`` counts them). Also returns the model output's shape.
     """
-    records = {}
+    shapes, calls = {}, Counter()
 
     def hook(name):
         def record(module, inputs, output):
-            if name in records:
-                records[name]["calls"] += 1
-            else:
-                shape = tuple(output.shape) if torch.is_tensor(output) else None
-                records[name] = {"shape": shape, "calls": 1}
+            calls[name] += 1
+            shapes.setdefault(name, tuple(output.shape) if torch.is_tensor(output) else None)
         return record
 
     layers = summary_layers(model)
@@ -46,11 +44,8 @@ def layer_summary(model, image_size):
     finally:
         for handle in handles:
             handle.remove()
-    rows = []
-    for name, module in layers:
-        record = records.get(name, {"shape": None, "calls": 0})
-        n_params = sum(p.numel() for p in module.parameters())
-        rows.append((name, type(module).__name__, record["shape"], n_params, record["calls"]))
+    rows = [(name, type(module).__name__, shapes.get(name),
+             sum(p.numel() for p in module.parameters()), calls[name]) for name, module in layers]
     return rows, tuple(output.shape)
 
 
