@@ -110,16 +110,6 @@ def head_prefixes(model):
     return tuple(f"{prefix}{name}." for name, _ in base.named_children() if name != "backbone")
 
 
-def foreign_head(model, state_dict, optional_prefix):
-    """The first key under ``optional_prefix`` that ``model`` lacks or has in another shape."""
-    expected = model.state_dict()
-    for key, value in state_dict.items():
-        if key.startswith(optional_prefix) and (key not in expected
-                                                or expected[key].shape != value.shape):
-            return key
-    return None
-
-
 def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
                        adopt_geometry=True):
     """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`.
@@ -153,8 +143,9 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     """
     state_dict = weights.state_dict
     if optional_prefix is not None:
-        found, why = n_classes_of(state_dict), None
-        foreign = foreign_head(model, state_dict, optional_prefix)
+        found, why, expected = n_classes_of(state_dict), None, model.state_dict()
+        foreign = next((k for k, v in state_dict.items() if k.startswith(optional_prefix)
+                        and (k not in expected or expected[k].shape != v.shape)), None)
         if found not in (None, n_classes):
             why = f"its classifier is for {found} classes, not {n_classes}"
         elif foreign is not None:
@@ -162,9 +153,9 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
         if why:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
             prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
-            starts = ", ".join(f"{p}*" for p in prefixes) + (" starts" if len(prefixes) == 1
-                                                             else " start")
-            log(f"{weights.source}: {why}; dropped, so {starts} from its initialisation.")
+            verb = "starts" if len(prefixes) == 1 else "start"
+            log(f"{weights.source}: {why}; dropped, so {', '.join(p + '*' for p in prefixes)} "
+                f"{verb} from its initialisation.")
     absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
                                      optional_prefix)
     msc = getattr(model, "module", model)
