@@ -74,10 +74,9 @@ class InferenceModel(nn.Module):
         self.net = net
         self.dtype = dtype
         self.memory_format = memory_format
-        inner = getattr(net, "base", net)
         if hasattr(net, "geometry"):
             self.geometry = net.geometry
-        self.n_classes = getattr(inner, "n_classes", None)
+        self.n_classes = getattr(getattr(net, "base", net), "n_classes", None)
         self.output_stride = getattr(net, "output_stride", 8)
 
     def forward(self, x):

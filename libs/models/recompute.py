@@ -58,9 +58,8 @@ def run_segment(modules, x):
 class CheckpointedBackbone(ResNetBackbone):
     """A ``ResNetBackbone`` that recomputes its segments in backward (training with grad only).
 
-    Never built directly: :func:`enable_activation_checkpointing` switches an existing
-    backbone's class to this one and sets ``checkpoint_granularity`` and
-    ``checkpoint_preserve_rng`` (plain attributes, not in the state dict).
+    Never built: :func:`enable_activation_checkpointing` switches a backbone's class to it and
+    sets ``checkpoint_granularity`` and ``checkpoint_preserve_rng`` (not in the state dict).
     """
 
     def forward_features(self, x):
