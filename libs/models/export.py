@@ -1,11 +1,9 @@
 """ONNX export of DeepLab v2, v3 and v3+ (single-scale or MSC) with dynamic batch, height and width.
 
-The graph takes ``image`` (N x 3 x H x W float32, BGR minus the mean, as the
-PyTorch model) and gives ``logits`` (N x C x h x w); its frozen BatchNorms are
-folded first (:func:`~libs.models.prepared.fold_batchnorm`), which changes only
-float rounding. The TorchScript exporter writes it (the torch.export one needs
-``onnxscript``, which requirements.txt does not install). Why the MSC sizes are
-computed in exact integer arithmetic: docs/inference.md, "Exact MSC sizes in the graph".
+The graph takes ``image`` (N x 3 x H x W float32, BGR minus the mean) and gives ``logits``
+(N x C x h x w); its BatchNorms are folded first (``prepared.fold_batchnorm``). The TorchScript
+exporter writes it (the torch.export one needs ``onnxscript``, not in requirements.txt). Why the
+MSC sizes are exact integer arithmetic: docs/inference.md, "Exact MSC sizes in the graph".
 """
 
 import copy

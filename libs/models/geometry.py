@@ -1,19 +1,13 @@
 """Where the network's output cells sit on its input: the one geometry rule of this repository.
 
-Logit cell ``i`` of a stride-``s`` grid is centred on input pixel ``s i`` (conv1 7x7/2 pad 3
-puts its output ``j`` on pixel ``2j``, pool1 3x3/2 pad 1 ``k`` on ``4k``, each stride-2 1x1
-``m`` on ``2m`` of its input's pixels; every other layer pads by its dilation). An input of
-``s k + 1`` pixels (321, 513) therefore has ``k + 1`` cells, the first on its first pixel and
-the last on its last, and everything that moves between a logit grid and pixels follows, as in
-Caffe DeepLab v2: resizes between grids are corner-aligned (``align_corners=True``, Caffe's
-``Interp``); MSC inputs of scale ``s`` have ``round((S - 1) * s) + 1`` pixels; loss targets are
-the labels at the cells' own pixels (:func:`cell_pixels`); inputs of other sizes are padded at
-the bottom and right to the next ``s k + 1`` size. On a ``16k + 1`` input (``4(4k) + 1``) every
-grid of DeepLab v3/v3+ has cells on its first and last pixel, so their resizes are exact too.
-Image-to-image warps keep OpenCV's half-pixel convention (``libs/utils/sizes.py``).
-``MSC_GEOMETRY = "pytorch"`` is the original repository's later convention (``scale_factor``
-resizes, ``align_corners=False``), kept so that weights trained with it compute what they
-computed. More in docs/model.md ("Geometry").
+Logit cell ``i`` of a stride-``s`` grid is centred on input pixel ``s i`` (every stride-2 step
+halves ``n`` cells to ``(n - 1) // 2 + 1``; every other layer pads by its dilation), so an
+``s k + 1`` input (321, 513) has ``k + 1`` cells, the first on its first pixel and the last on its
+last. Everything between a logit grid and pixels follows, as in Caffe DeepLab v2: corner-aligned
+resizes, MSC inputs of ``round((S - 1) * s) + 1`` pixels, loss targets at the cells' own pixels,
+other sizes padded at the bottom and right to the next ``s k + 1``. Image-to-image warps keep
+OpenCV's half-pixel convention (``libs/utils/sizes.py``); ``"pytorch"`` is the original
+repository's later MSC convention, kept for weights trained with it. More in docs/model.md.
 """
 
 import torch.nn.functional as F

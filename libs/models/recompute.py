@@ -1,14 +1,10 @@
 """Activation checkpointing of the ResNet backbone: recompute activations in backward.
 
-:func:`enable_activation_checkpointing` switches every ``ResNetBackbone`` inside a model to
-:class:`CheckpointedBackbone`, which keeps only the input of each *segment* in the forward pass
-and recomputes the rest when backward reaches it (``torch.utils.checkpoint``,
-``use_reentrant=False``). No module is added, renamed or wrapped, so state-dict keys,
-checkpoints and the Caffe name mapping are unchanged; eval mode, ``no_grad`` and
-``inference_mode`` run the plain forward. A frozen BatchNorm never updates its statistics, so a
-segment run twice changes nothing, and the RNG state is restored only where the backbone has a
-dropout (nothing else in it draws random numbers). Granularities, why ``sqrt`` is the default
-and the measurements: docs/model.md, "Activation checkpointing".
+Each ``ResNetBackbone`` keeps only the input of each *segment* in the forward pass and
+recomputes the rest in backward (``torch.utils.checkpoint``, non-reentrant). Only its class is
+switched, so state-dict keys and checkpoints are unchanged; a frozen BatchNorm never updates its
+statistics, so running a segment twice changes nothing. Why ``sqrt`` is the default, and the
+measurements: docs/model.md, "Activation checkpointing".
 """
 
 import functools
