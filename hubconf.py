@@ -8,11 +8,8 @@ repository root because torch.hub looks there; the model and the weights loader 
 # Modules torch.hub checks for before importing this file (what libs.models imports).
 dependencies = ["torch", "numpy", "yaml", "addict"]
 
-from libs.models import (  # noqa: E402
-    DeepLabV2_ResNet101_MSC,
-    DeepLabV3_ResNet101,
-    DeepLabV3Plus_ResNet101,
-)
+from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101,  # noqa: E402
+                         DeepLabV3Plus_ResNet101)
 from libs.models.weights import load_model_weights  # noqa: E402
 
 

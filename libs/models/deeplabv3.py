@@ -40,9 +40,8 @@ def classifier(in_ch, n_classes):
 class ImagePooling(ConvBnReLU):
     """Image-level features: global average, 1x1 conv + BatchNorm + ReLU, broadcast back.
 
-    A training-mode BatchNorm cannot estimate statistics from one value per
-    channel (a batch of one image), which ``nn.BatchNorm2d`` refuses; then it
-    normalises with its running statistics, without updating them.
+    A training BatchNorm cannot estimate statistics from one value per channel (a batch of one
+    image; ``nn.BatchNorm2d`` refuses it): it then normalises with its running ones, unchanged.
     """
 
     def __init__(self, in_ch, out_ch, norm):
@@ -124,9 +123,8 @@ class DeepLabV3(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """Single-scale DeepLab v3+: the v3 encoder and the decoder on the backbone's low features.
 
-    Logits at the backbone's ``low_stride`` (4). Its inputs are padded to the
-    encoder's grid (``output_stride``), whose ``16k + 1`` sizes put a cell of
-    every grid on the last pixel.
+    Logits at the backbone's ``low_stride`` (4); inputs are padded to the encoder's grid
+    (``output_stride``), whose ``16k + 1`` sizes put a cell of every grid on the last pixel.
     """
 
     label_rule = DENSE

@@ -130,12 +130,10 @@ def input_is_dynamic(proto):
 def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=(), rtol=1e-4):
     """Export ``model`` (eval mode: an MSC or its ``.base``) to the ONNX file ``path``, atomically.
 
-    Batch, height and width stay dynamic (``example_size`` is only the size traced). The file
-    carries the class count and the MSC geometry in its ``metadata_props`` and passes
-    ``onnx.checker``; with ``check_sizes`` ONNX Runtime must also match ``model`` there
-    (:func:`check_onnx_parity`) before the file takes its place. Raises :class:`ExportError`
-    (a model or scale that cannot be exported exactly) and :class:`ParityError`; nothing is
-    written then.
+    Batch, height and width stay dynamic (``example_size`` is only the size traced); the file
+    carries the class count and the MSC geometry and passes ``onnx.checker``, and with
+    ``check_sizes`` ONNX Runtime must match ``model`` there (:func:`check_onnx_parity`) before it
+    takes its place. On :class:`ExportError` or :class:`ParityError` nothing is written.
     """
     start = time.perf_counter()
     net, meta, n_folded = exportable_network(model)
@@ -174,9 +172,8 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
 def check_onnx_parity(model, path, sizes, rtol=1e-4, name=None):
     """``{(h, w): max|ort - torch| / max|torch|}`` for random inputs at each of ``sizes``.
 
-    ONNX Runtime runs ``path`` on the CPU; ``model`` runs in PyTorch on its own device. Raises
-    :class:`ParityError` (one line naming ``name``, default ``path``, and the worst size) when
-    an error exceeds ``rtol``, or when the shapes differ.
+    ONNX Runtime runs on the CPU, ``model`` on its own device. :class:`ParityError` (one line
+    naming ``name``, default ``path``) when an error exceeds ``rtol`` or the shapes differ.
     """
     import onnxruntime
 

@@ -23,10 +23,8 @@ def check_geometry(geometry):
 
 
 def n_cells(side, output_stride=OUTPUT_STRIDE):
-    """Cells along an input side of ``side`` pixels on the grid of ``output_stride`` (4, 8 or 16).
-
-    conv1 and pool1 (ceil mode) give stride 4; each later stride-2 1x1 gives ``(n - 1) // 2 + 1``.
-    """
+    """Cells along an input side of ``side`` pixels on the grid of ``output_stride`` (4, 8 or 16):
+    conv1 and pool1 (ceil mode) give stride 4, each later stride-2 1x1 ``(n - 1) // 2 + 1``."""
     conv1 = (side - 1) // 2 + 1
     cells = -(-(conv1 - 1) // 2) + 1
     stride = 4
@@ -82,11 +80,8 @@ def cell_pixels(cells, input_side, label_side):
 
 
 def cells_on_pixels(input_side, label_side):
-    """Whether every cell of that branch lands exactly on a label pixel (an integer stride).
-
-    True for the full scale and Caffe's 0.5x branch of a 321 crop (161 pixels, stride 16); false
-    for its 0.75x branch, which Caffe supervises after upsampling to the full-scale grid.
-    """
+    """Whether every cell of that branch lands exactly on a label pixel (an integer stride): true
+    for Caffe's 0.5x branch of a 321 crop, false for its 0.75x one (supervised after upsampling)."""
     if input_side <= 1:
         return True
     return (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0

@@ -40,10 +40,9 @@ def _foldable(conv, bn):
 def fold_batchnorm(module):
     """Fold every BatchNorm that directly follows a convolution, in place; returns the count.
 
-    Two patterns: a module with ``.conv`` and ``.bn`` children whose forward is ``bn(conv(x))``
-    (``ConvBnReLU``, also in the v3/v3+ heads, whose training BatchNorms fold with their running
-    statistics), and a ``Conv2d`` directly followed by a ``BatchNorm2d`` in an ``nn.Sequential``.
-    The BatchNorm becomes ``nn.Identity``. Call it on an eval-mode copy: it no longer learns.
+    Two patterns: ``.conv`` and ``.bn`` children computing ``bn(conv(x))`` (``ConvBnReLU``; the
+    v3/v3+ heads' training BatchNorms fold with their running statistics), and a ``Conv2d`` then a
+    ``BatchNorm2d`` in an ``nn.Sequential``. Call it on an eval-mode copy: it no longer learns.
     """
     count = 0
     for child in module.modules():

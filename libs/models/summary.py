@@ -23,11 +23,8 @@ def summary_layers(model):
 
 
 def layer_summary(model, image_size):
-    """Rows ``(name, type, output shape, parameter count, calls)`` from one eval-mode forward.
-
-    The shape is the first call's (MSC's full-scale pass; the extra scales run the same layers
-    again, ``calls`` counts them). Also returns the model output's shape.
-    """
+    """``(rows, output shape)``, a row ``(name, type, output shape, parameters, calls)`` per layer
+    from one eval-mode forward; the shape is the first call's (MSC's full-scale pass)."""
     shapes, calls = {}, Counter()
 
     def hook(name):
@@ -56,17 +53,13 @@ def format_shape(shape):
 
 def format_summary(rows, output_shape, model, image_size):
     """The rows of :func:`layer_summary` as an aligned table, with the model's totals."""
-    name_width = max(len(r[0]) for r in rows)
-    type_width = max(len(r[1]) for r in rows)
-    lines = [
-        f"Layers at input 1x3x{image_size}x{image_size} (output shapes of the full-scale pass; "
-        "'calls' > 1: also run on the extra MSC scales)",
-        f"{'layer':<{name_width}}  {'type':<{type_width}}  {'output shape':>16}  "
-        f"{'parameters':>11}  calls",
-    ]
-    for name, kind, shape, n_params, calls in rows:
-        lines.append(f"{name:<{name_width}}  {kind:<{type_width}}  {format_shape(shape):>16}  "
-                     f"{n_params:>11,}  {calls:>5}")
+    name_width, type_width = (max(len(r[i]) for r in rows) for i in (0, 1))
+    row = f"{{:<{name_width}}}  {{:<{type_width}}}  {{:>16}}  {{:>11}}  {{:>5}}"
+    lines = [f"Layers at input 1x3x{image_size}x{image_size} (output shapes of the full-scale "
+             "pass; 'calls' > 1: also run on the extra MSC scales)",
+             row.format("layer", "type", "output shape", "parameters", "calls")]
+    lines += [row.format(name, kind, format_shape(shape), f"{n_params:,}", calls)
+              for name, kind, shape, n_params, calls in rows]
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"model output (fused logits): {format_shape(output_shape)}")

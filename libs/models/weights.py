@@ -98,12 +98,8 @@ def n_classes_of(state_dict):
 
 
 def head_prefixes(model):
-    """State-dict prefixes of everything but the backbone: what initial weights may leave out.
-
-    ``("base.aspp.",)`` for DeepLab v2, ``+ ("base.classifier.",)`` for v3, and v3+'s
-    ``base.decoder.`` too (no ``base.`` for a bare network). Training passes this as
-    ``optional_prefix``, so the COCO init model's backbone loads into any of them.
-    """
+    """State-dict prefixes of everything but the backbone (v2: ``("base.aspp.",)``): what initial
+    weights may leave out, so the COCO init model's backbone loads into any model."""
     net = getattr(model, "module", model)
     base = getattr(net, "base", net)
     prefix = "base." if base is not net else ""
@@ -127,12 +123,10 @@ def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
             raise CheckpointError(f"{path}: the released weights are for {found} classes "
                                   f"({zoo.ZOO[path].dataset}) but {n_classes} were asked for; "
                                   f"use n_classes={found} or a config with {found} classes")
-    return apply_weights(model, read_weights(path), n_classes, optional_prefix, log,
-                         adopt_geometry)
+    return apply_weights(model, read_weights(path), n_classes, optional_prefix, log, adopt_geometry)
 
 
-def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
-                  adopt_geometry=True):
+def apply_weights(model, weights, n_classes, optional_prefix=None, log=print, adopt_geometry=True):
     """Load :class:`Weights` into ``model`` (:func:`load_state_dict_checked`); returns absent keys.
 
     Released checkpoints were trained with their repository's MSC resize, not Caffe's; with
@@ -156,8 +150,7 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
             verb = "starts" if len(prefixes) == 1 else "start"
             log(f"{weights.source}: {why}; dropped, so {', '.join(p + '*' for p in prefixes)} "
                 f"{verb} from its initialisation.")
-    absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
-                                     optional_prefix)
+    absent = load_state_dict_checked(model, state_dict, weights.source, n_classes, optional_prefix)
     msc = getattr(model, "module", model)
     if weights.kind == RELEASED_CHECKPOINT and hasattr(msc, "geometry"):
         if adopt_geometry:

@@ -37,11 +37,8 @@ def is_zoo_name(name):
 
 
 def results_stem(model_path, released_dir):
-    """The path whose folder and stem name a model's outputs (results, exports).
-
-    A released model's name (``voc12``) has no folder of its own (its file sits in the torch
-    hub cache), so its outputs go to ``released_dir/<name>...``.
-    """
+    """The path whose folder and stem name a model's outputs: a released model's name (its file
+    sits in the torch hub cache) names ``released_dir/<name>.pth``."""
     if is_zoo_name(str(model_path)) and not Path(model_path).exists():
         return Path(released_dir) / f"{model_path}.pth"
     return Path(model_path)
