@@ -4,11 +4,9 @@
     python draw_model.py [--config config/cocostuff.yaml] [--size 513]
     tensorboard --logdir runs        # the GRAPHS tab
 
-The eval-mode model (multi-scale inputs fused by max) is traced on one
-``size`` x ``size`` input and written to ``EXP.LOG_DIR/graph/EXP.ID`` (one
-folder per config; that event file holds the graph only). No weights are
-needed: the structure does not depend on them. The summary and the graph are
-made by ``libs/models/summary.py``.
+The eval-mode model is traced on one ``size`` x ``size`` input and its graph (only) written to
+``EXP.LOG_DIR/graph/EXP.ID``, one folder per config. No weights are needed: the structure does
+not depend on them. The work is in ``libs/models/summary.py``.
 """
 
 import sys

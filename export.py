@@ -4,13 +4,10 @@
     python export.py --config config/cocostuff.yaml --model-path PATH [--output model.onnx]
                      [--single-scale] [--check-sizes 353x289,257x193] [--force]
 
-The model (multi-scale, or its single-scale network with ``--single-scale``)
-is loaded as eval.py loads it, its BatchNorms folded, and exported with
-dynamic batch, height and width: input ``image`` (N x 3 x H x W float32, BGR
-minus ``IMAGE.MEAN``), output ``logits`` (N x C x h x w). The file passes
-``onnx.checker`` and, at each ``--check-sizes`` size, ONNX Runtime must give
-PyTorch's logits within ``--rtol`` before the file takes its place. The work
-is in ``libs/models/export.py``; ``demo.py --onnx FILE`` runs the result.
+The model (MSC, or ``--single-scale``) is loaded as eval.py loads it and exported with dynamic
+batch, height and width; at each ``--check-sizes`` size ONNX Runtime must give PyTorch's logits
+within ``--rtol`` before the file takes its place. The work is in ``libs/models/export.py``;
+``demo.py --onnx FILE`` runs the result.
 """
 
 import sys
@@ -21,15 +18,14 @@ import torch
 
 from libs.cli import command, config_option, load_cli_config, model_path_option, one_line_errors
 from libs.inference.predict import load_model
-from libs.models.export import EXPORTERS, default_onnx_path, export_onnx
+from libs.models.export import default_onnx_path, export_onnx
 from libs.utils.errors import OutputError
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 from libs.utils.sizes import size_text
 
 
 def parse_sizes(ctx, param, text):
-    """``"353x289,257x193"`` (width x height, as every size is written here) ->
-    ``[(289, 353), (193, 257)]`` (height, width); empty: no check."""
+    """``"353x289,257x193"`` (width x height, as every size here) -> ``[(289, 353), ...]``."""
     sizes = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -76,11 +72,8 @@ def output_path(cfg, model_path, output, single_scale, force, config_path=None):
               help="Input size traced (WxH); the exported sizes stay dynamic.")
 @click.option("--opset", type=click.IntRange(min=7), default=None,
               help="ONNX opset  [default: the exporter's default in the installed torch]")
-@click.option("--exporter", type=click.Choice(EXPORTERS), default="auto", show_default=True,
-              help="auto: torch.export-based (needs onnxscript), else TorchScript-based.")
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
-def main(config_path, model_path, output, single_scale, sizes, rtol, example_size, opset,
-         exporter, force):
+def main(config_path, model_path, output, single_scale, sizes, rtol, example_size, opset, force):
     """Export a model to ONNX (dynamic sizes) and check ONNX Runtime against PyTorch."""
     if len(example_size) != 1:
         raise click.BadParameter("expected one size", param_hint="--example-size")
@@ -90,7 +83,7 @@ def main(config_path, model_path, output, single_scale, sizes, rtol, example_siz
         model = load_model(cfg, model_path, torch.device("cpu"))
         network = model.base if single_scale else model
         info = export_onnx(network, path, example_size=example_size[0], opset=opset,
-                           exporter=exporter, check_sizes=sizes, rtol=rtol, log=click.echo)
+                           check_sizes=sizes, rtol=rtol)
     kind = "single-scale" if single_scale else f"MSC ({model.geometry} geometry)"
     click.echo(f"{path}: {kind}, {info.n_bytes / 2 ** 20:.1f} MiB, opset {info.opset}, "
                f"{info.exporter} exporter, {info.n_folded} BatchNorms folded, exported in "

@@ -1,54 +1,47 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/<repo>", "deeplabv2_resnet101", ...)``.
 
-Also ``deeplabv3_resnet101`` and ``deeplabv3plus_resnet101`` (DeepLab v3 and v3+
-on the same backbone), which have no released weights: untrained (the paper's
-initialisation) or from a local weight file written by train.py.
-
-Kept at the repository root because that is where torch.hub looks for it; the
-model and the weights loader live in ``libs.models``, so the hub gets exactly
-what eval.py and demo.py build and read.
+Also ``deeplabv3_resnet101`` and ``deeplabv3plus_resnet101`` (no released weights). At the
+repository root because torch.hub looks there; the model and the weights loader are in
+``libs.models``, so the hub gets exactly what eval.py and demo.py build and read.
 """
 
 # Modules torch.hub checks for before importing this file (what libs.models imports).
 dependencies = ["torch", "numpy", "yaml", "addict"]
 
-from libs.models import (  # noqa: E402
-    DeepLabV2_ResNet101_MSC,
-    DeepLabV3_ResNet101,
-    DeepLabV3Plus_ResNet101,
-)
+from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101,  # noqa: E402
+                         DeepLabV3Plus_ResNet101)
 from libs.models.weights import load_model_weights  # noqa: E402
+
+
+def _build(builder, pretrained, n_classes, kwargs):
+    model = builder(n_classes, **kwargs)
+    if pretrained is not None:
+        load_model_weights(model, pretrained, n_classes)
+    return model.eval()
 
 
 def deeplabv2_resnet101(pretrained=None, n_classes=182, **kwargs):
     """DeepLab v2 (ResNet-101, ASPP, MSC) in eval mode; ``.base`` is the single-scale network.
 
-    ``pretrained``: None (the paper's initialisation, untrained), one of the
-    released checkpoints' names ``"cocostuff10k"`` and ``"cocostuff164k"``
-    (182 classes) or ``"voc12"`` (21 classes), downloaded once into the torch
-    hub cache, or a local weight file in any format this repository reads.
-    A name with another ``n_classes`` is an error before any download.
-    ``kwargs`` go to :func:`DeepLabV2_ResNet101_MSC` (e.g. ``msc_scales``);
-    released weights set the MSC geometry they were trained with.
+    ``pretrained``: None (the paper's initialisation, untrained), one of the released
+    checkpoints' names ``"cocostuff10k"`` and ``"cocostuff164k"`` (182 classes) or ``"voc12"``
+    (21 classes), downloaded once into the torch hub cache, or a local weight file in any format
+    this repository reads. A name with another ``n_classes`` is an error before any download.
+    ``kwargs`` go to :func:`DeepLabV2_ResNet101_MSC` (e.g. ``msc_scales``); released weights
+    set the MSC geometry they were trained with.
     """
-    model = DeepLabV2_ResNet101_MSC(n_classes, **kwargs)
-    if pretrained is not None:
-        load_model_weights(model, pretrained, n_classes)
-    return model.eval()
+    return _build(DeepLabV2_ResNet101_MSC, pretrained, n_classes, kwargs)
 
 
 def deeplabv3_resnet101(pretrained=None, n_classes=182, **kwargs):
     """DeepLab v3 (ResNet-101, output stride 16, multi-grid 1/2/4) in eval mode; untrained.
 
-    ``pretrained``: None or a local weight file of this model (train.py's
-    checkpoints, a state dict); there are no released v3 weights, and a
-    released v2 name is an error before any download. ``kwargs`` go to
-    :func:`DeepLabV3_ResNet101` (e.g. ``output_stride=8, atrous_rates=(12, 24, 36)``).
+    ``pretrained``: None or a local weight file of this model (train.py's checkpoints, a state
+    dict); there are no released v3 weights, and a released v2 name is an error before any
+    download. ``kwargs`` go to :func:`DeepLabV3_ResNet101` (e.g. ``output_stride=8,
+    atrous_rates=(12, 24, 36)``).
     """
-    model = DeepLabV3_ResNet101(n_classes, **kwargs)
-    if pretrained is not None:
-        load_model_weights(model, pretrained, n_classes)
-    return model.eval()
+    return _build(DeepLabV3_ResNet101, pretrained, n_classes, kwargs)
 
 
 def deeplabv3plus_resnet101(pretrained=None, n_classes=182, **kwargs):
@@ -57,7 +50,4 @@ def deeplabv3plus_resnet101(pretrained=None, n_classes=182, **kwargs):
     ``pretrained`` as for :func:`deeplabv3_resnet101`; ``kwargs`` go to
     :func:`DeepLabV3Plus_ResNet101`.
     """
-    model = DeepLabV3Plus_ResNet101(n_classes, **kwargs)
-    if pretrained is not None:
-        load_model_weights(model, pretrained, n_classes)
-    return model.eval()
+    return _build(DeepLabV3Plus_ResNet101, pretrained, n_classes, kwargs)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from libs.models import build_model
-from libs.models.inference import prepare_for_inference
+from libs.models.prepared import prepare_for_inference
 from libs.utils.config import load_config
 from libs.utils.device import cpu_flags, cpu_native_bf16
 

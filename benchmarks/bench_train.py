@@ -37,7 +37,7 @@ import click
 import torch
 
 from libs.models import build_model
-from libs.models.checkpointing import check_granularity, enable_activation_checkpointing
+from libs.models.recompute import check_granularity, enable_activation_checkpointing
 from libs.training.loss import msc_loss_terms
 from libs.training.optim import build_optimizer
 from libs.utils.atomic import write_json

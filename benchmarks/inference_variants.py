@@ -8,7 +8,7 @@ import torch
 
 from libs.datasets import build_dataset
 from libs.inference.predict import load_model, predict_probs
-from libs.models.inference import prepare_for_inference
+from libs.models.prepared import prepare_for_inference
 from libs.utils.config import load_config
 from libs.utils.device import cpu_native_bf16
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from ..datasets.transforms import subtract_mean, to_rgb_uint8
 from ..models import build_model
-from ..models.inference import prepare_for_inference
 from ..models.geometry import (caffe_scaled_side, check_geometry, model_geometry,
                                model_output_stride, pad_to_cells, upsample_logits)
+from ..models.prepared import prepare_for_inference
 from ..models.weights import load_model_weights
 from ..utils.sizes import longer_side_size, scaled_size
 from .crf import legacy_crf_image

@@ -1,12 +1,9 @@
 """The networks: backbones (``backbone.py``), DeepLab v2, v3 and v3+, MSC, and their builders.
 
-``build_model(model_cfg, n_classes)`` builds what a config's ``MODEL`` section
-describes; every architectural number then comes from the YAML. The
-exceptions are the builders named after the papers' models,
-:func:`DeepLabV2_ResNet101_MSC`, :func:`DeepLabV3_ResNet101` and
-:func:`DeepLabV3Plus_ResNet101`, whose defaults (:data:`PAPERS`) *are* the
-papers' architectures (as torchvision's named builders); the classes under
-them take required arguments.
+``build_model(model_cfg, n_classes)`` builds what a config's ``MODEL`` section describes, so
+every architectural number comes from the YAML; only the builders named after the papers'
+models have defaults (:data:`PAPERS`: the papers' architectures, as torchvision's named
+builders). The classes under them take required arguments.
 """
 
 from ..utils.config import MODEL_KEYS, ConfigValueError, foreign_model_key
@@ -41,11 +38,9 @@ HEAD_OPTIONS = ("head_channels", "decoder_channels", "head_bn")
 def assemble(name, n_classes, options):
     """The :class:`MSC` model ``name`` from ``options`` (keys as in :data:`PAPERS`).
 
-    The backbone is built first, at the head's output stride (``backbone.py``);
-    a value it or the head cannot take is one :class:`ModelError` line.
+    The backbone is built first, at the head's output stride; a value it or the head cannot
+    take is one :class:`ModelError` line.
     """
-    if name not in HEADS:
-        raise ModelError(f"unknown MODEL.NAME {name!r}; choose one of {sorted(HEADS)}")
     if options["backbone"] not in BACKBONES:
         raise ModelError(f"unknown MODEL.BACKBONE.NAME {options['backbone']!r}; "
                          f"choose one of {sorted(BACKBONES)}")
@@ -76,11 +71,9 @@ def paper_model(name, n_classes, options):
 def DeepLabV2_ResNet101_MSC(n_classes, **options):
     """DeepLab v2 as published: ResNet-101, ASPP rates 6/12/18/24, MSC at 0.5x and 0.75x.
 
-    ``.base`` is the single-scale network. ``options`` (:data:`PAPERS`) change
-    it: ``n_blocks`` and ``base_width`` shrink it for tests and the quick
-    start; ``msc_geometry="pytorch"`` runs weights trained by the original
-    repository's later releases as they ran there (``geometry.py``);
-    ``backbone_bn="train"`` lets its BatchNorm learn.
+    ``.base`` is the single-scale network. ``options`` (:data:`PAPERS`) change it: ``n_blocks``
+    and ``base_width`` shrink it for tests and the quick start; ``msc_geometry="pytorch"`` runs
+    weights of the original repository's later releases as they ran there (``geometry.py``).
     """
     return paper_model("DeepLabV2_ResNet101_MSC", n_classes, options)
 
@@ -88,8 +81,8 @@ def DeepLabV2_ResNet101_MSC(n_classes, **options):
 def DeepLabV3_ResNet101(n_classes, **options):
     """DeepLab v3 as published: output stride 16, multi-grid (1, 2, 4), ASPP rates 6/12/18.
 
-    Wrapped in :class:`MSC` like v2 (``msc_scales=()``: single scale), so
-    every script handles it alike; ``.base`` is the single-scale network.
+    Wrapped in :class:`MSC` like v2 (``msc_scales=()``: single scale), so every script handles
+    it alike; ``.base`` is the single-scale network.
     """
     return paper_model("DeepLabV3_ResNet101", n_classes, options)
 
@@ -105,10 +98,9 @@ def DeepLabV3Plus_ResNet101(n_classes, **options):
 def build_model(model_cfg, n_classes):
     """The model a config's ``MODEL`` section describes, for ``n_classes`` classes.
 
-    Every model is an :class:`MSC` around its single-scale network (``.base``,
-    whose ``.backbone`` is the backbone); an empty ``MSC.SCALES`` is single
-    scale. The model-specific keys (``MODEL_KEYS``) are its arguments of the
-    same name, lower-cased.
+    Every model is an :class:`MSC` around its single-scale network (``.base``, whose
+    ``.backbone`` is the backbone); an empty ``MSC.SCALES`` is single scale. The model-specific
+    keys (``MODEL_KEYS``) are its arguments of the same name, lower-cased.
     """
     if model_cfg.NAME not in HEADS:
         raise ModelError(f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(HEADS)}")
@@ -124,21 +116,6 @@ def build_model(model_cfg, n_classes):
     return assemble(model_cfg.NAME, n_classes, options)
 
 
-__all__ = [
-    "ASPP",
-    "ASPPV3",
-    "BACKBONES",
-    "DeepLabV2",
-    "DeepLabV2_ResNet101_MSC",
-    "DeepLabV3",
-    "DeepLabV3Plus",
-    "DeepLabV3Plus_ResNet101",
-    "DeepLabV3_ResNet101",
-    "FrozenBatchNorm2d",
-    "MSC",
-    "ModelError",
-    "PAPERS",
-    "ResNetBackbone",
-    "build_model",
-    "register_backbone",
-]
+__all__ = ["ASPP", "ASPPV3", "BACKBONES", "DeepLabV2", "DeepLabV2_ResNet101_MSC", "DeepLabV3",
+           "DeepLabV3Plus", "DeepLabV3Plus_ResNet101", "DeepLabV3_ResNet101", "FrozenBatchNorm2d",
+           "MSC", "ModelError", "PAPERS", "ResNetBackbone", "build_model", "register_backbone"]

@@ -7,9 +7,8 @@ import torch.nn as nn
 class ASPP(nn.ModuleDict):
     """Atrous spatial pyramid pooling as in DeepLab v2 (Caffe's ``fc1_*_c0..c3``).
 
-    Parallel 3x3 convolutions with different dilation rates each predict the
-    class scores directly; their outputs are summed. (DeepLab v3's ASPP, with
-    BatchNorm, image pooling and a projection, is a different module.)
+    Parallel 3x3 convolutions with different dilation rates each predict the class scores
+    directly; their outputs are summed (DeepLab v3's ASPP is another module).
     """
 
     def __init__(self, in_ch, n_classes, rates):
@@ -22,23 +21,17 @@ class ASPP(nn.ModuleDict):
             self[f"c{i}"] = conv
 
     def forward(self, x):
-        out = torch.zeros(0)
-        first = True
-        for conv in self.values():
-            if first:
-                out = conv(x)
-                first = False
-            else:
-                out = out + conv(x)
+        out = torch.zeros(0)  # TorchScript wants a tensor here; the first branch replaces it
+        for i, conv in enumerate(self.values()):
+            out = conv(x) if i == 0 else out + conv(x)
         return out
 
 
 class DeepLabV2(nn.Module):
     """Single-scale DeepLab v2: logits at 1/8 of the input resolution.
 
-    ``label_rule = "cells"``: its loss compares each logit cell with the label
-    of the pixel it sits on (Caffe's ``label_shrink``; ``libs/training/loss.py``).
-    ``backbone`` is built at output stride 8 (``backbone.py``).
+    ``label_rule = "cells"``: its loss compares each logit cell with the label of the pixel it
+    sits on (Caffe's ``label_shrink``; ``libs/training/loss.py``).
     """
 
     label_rule = "cells"

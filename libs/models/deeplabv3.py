@@ -1,29 +1,14 @@
 """DeepLab v3 and v3+ on a backbone of ``backbone.py`` (the papers': the Caffe ResNet-101).
 
-DeepLab v3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image
-Segmentation", 2017): the backbone at output stride 16 (res5 dilated 2) or 8
-(res4 dilated 2, res5 4), multi-grid ``(1, 2, 4)`` on res5's blocks, and the v3
-ASPP: a 1x1 convolution, three 3x3 atrous convolutions and image-level pooling,
-each 256 channels with BatchNorm and ReLU, concatenated and projected to 256
-(1x1, BatchNorm, ReLU), then the 1x1 classifier with a bias. There is no extra
-3x3 convolution after the ASPP (torchvision adds one; the paper does not).
-
-DeepLab v3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution",
-2018), with regular (not separable) convolutions: the v3 encoder at output
-stride 16; res2's output through a 1x1 convolution to 48 channels, the encoder
-output upsampled corner-aligned onto res2's grid, both concatenated, two 3x3
-convolutions of 256, the 1x1 classifier: logits at stride 4.
-
-Geometry (``geometry.py``): on a ``16k + 1`` input every grid of these networks
-has a cell on the first and the last pixel, so the decoder's upsampling is
-corner-aligned and exact; the image pooling's 1x1 map is broadcast (a copy).
-Each model says the stride its inputs are padded to (``output_stride``), the
-stride of its logits (``logit_stride``) and how its loss is formed
-(``label_rule = "dense"``: logits upsampled to the crop, full-resolution labels).
-
-Initialisation: the head's convolutions He-normal (fan in, ReLU), its
-BatchNorms ``weight = 1, bias = 0``, the classifier N(0, 0.01) with a zero
-bias (the v2 ASPP's Caffe filler); the backbone comes from the COCO init model.
+DeepLab v3 (Chen et al., 2017): the backbone at output stride 16 or 8, multi-grid ``(1, 2, 4)``
+on res5, the v3 ASPP (1x1, three 3x3 atrous and image pooling, each 256 channels with
+BatchNorm and ReLU, concatenated and projected to 256) and a 1x1 classifier with a bias; no
+extra 3x3 after the ASPP (torchvision adds one, the paper does not). DeepLab v3+ (Chen et al.,
+2018), with regular convolutions: the v3 encoder at stride 16 and a decoder on res2 (1x1 to 48
+channels, the encoder upsampled corner-aligned onto res2's grid, two 3x3 of 256): logits at
+stride 4. On a ``16k + 1`` input every grid has cells on the first and last pixel, so the
+decoder's upsampling is exact (``geometry.py``). The head is He-initialised, its classifier
+N(0, 0.01) as the v2 ASPP's Caffe filler; the backbone comes from the COCO init model.
 """
 
 import torch
@@ -32,15 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .geometry import upsample_logits
-from .resnet import BATCHNORM_EPS, ConvBnReLU, batchnorm_class
+from .resnet import ConvBnReLU, batchnorm_class
 
 DENSE = "dense"  # label_rule: every output upsampled to the crop (libs/training/loss.py)
 
 
 def head_unit(in_ch, out_ch, kernel_size, dilation, norm):
     """A conv (3x3 padded by its rate, or 1x1) + BatchNorm + ReLU of the head, He-initialised."""
-    padding = dilation if kernel_size == 3 else 0
-    unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, padding, dilation, norm=norm)
+    unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, dilation, norm=norm)
     nn.init.kaiming_normal_(unit.conv.weight, mode="fan_in", nonlinearity="relu")
     return unit
 
@@ -53,32 +37,24 @@ def classifier(in_ch, n_classes):
     return conv
 
 
-def one_value_per_channel(bn, y):
-    """Whether a training BatchNorm would see one value per channel in ``y`` (all processes)."""
-    if not (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training):
-        return False
-    processes = 1
-    if isinstance(bn, nn.SyncBatchNorm) and dist.is_available() and dist.is_initialized():
-        processes = dist.get_world_size()
-    return y.shape[0] * y.shape[2] * y.shape[3] * processes == 1
-
-
 class ImagePooling(ConvBnReLU):
     """Image-level features: global average, 1x1 conv + BatchNorm + ReLU, broadcast back.
 
-    A training-mode BatchNorm cannot estimate statistics from one value per
-    channel (a batch of one image), which ``nn.BatchNorm2d`` refuses; then it
-    normalises with its running statistics, without updating them.
+    A training BatchNorm cannot estimate statistics from one value per channel (a batch of one
+    image; ``nn.BatchNorm2d`` refuses it): it then normalises with its running ones, unchanged.
     """
 
     def __init__(self, in_ch, out_ch, norm):
-        super().__init__(in_ch, out_ch, 1, 1, 0, 1, norm=norm)
+        super().__init__(in_ch, out_ch, 1, norm=norm)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x):
         y = self.conv(x.mean(dim=(2, 3), keepdim=True))
-        bn = self.bn
-        if one_value_per_channel(bn, y):
+        bn, processes = self.bn, 1
+        if isinstance(bn, nn.SyncBatchNorm) and dist.is_available() and dist.is_initialized():
+            processes = dist.get_world_size()
+        training = isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
+        if training and y.shape[0] * processes == 1:  # one value per channel in all processes
             y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
                              bn.eps)
         else:
@@ -147,9 +123,8 @@ class DeepLabV3(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """Single-scale DeepLab v3+: the v3 encoder and the decoder on the backbone's low features.
 
-    Logits at the backbone's ``low_stride`` (4). Its inputs are padded to the
-    encoder's grid (``output_stride``), whose ``16k + 1`` sizes put a cell of
-    every grid on the last pixel.
+    Logits at the backbone's ``low_stride`` (4); inputs are padded to the encoder's grid
+    (``output_stride``), whose ``16k + 1`` sizes put a cell of every grid on the last pixel.
     """
 
     label_rule = DENSE
@@ -173,6 +148,3 @@ class DeepLabV3Plus(nn.Module):
         low, high = self.backbone.forward_features(x)
         return self.classifier(self.decoder(low, self.aspp(high)))
 
-
-__all__ = ["ASPPV3", "BATCHNORM_EPS", "DENSE", "Decoder", "DeepLabV3", "DeepLabV3Plus",
-           "ImagePooling"]

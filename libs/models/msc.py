@@ -9,20 +9,12 @@ from .geometry import check_geometry, msc_resize_input, msc_resize_logits
 class MSC(nn.Module):
     """Run a shared network on the input and on down-scaled copies, fuse by max.
 
-    ``geometry`` names how the extra-scale inputs are made and how their
-    logits come back to the full-scale grid (``geometry.py``): ``"caffe"``
-    (corner-aligned, Caffe DeepLab v2's) or ``"pytorch"`` (the original
-    repository's later releases). Non-square and odd-sized inputs work. The
-    fused output is the element-wise maximum over all scales.
-
-    ``base`` is any single-scale network of this repository (DeepLab v2, v3,
-    v3+); an empty ``scales`` is single scale. ``output_stride`` and
-    ``label_rule`` are the base network's (padding and loss rules).
-
-    In training mode the forward returns a list
-    ``[full-scale logits, *extra-scale logits at their own sizes, fused logits]``
-    so that each can be supervised (the DeepLab v2 loss); in eval mode it
-    returns only the fused logits.
+    ``geometry`` (``geometry.py``) says how the extra-scale inputs are made and their logits
+    brought back: ``"caffe"`` (corner-aligned) or ``"pytorch"`` (the original repository's later
+    releases). ``base`` is DeepLab v2, v3 or v3+; an empty ``scales`` is single scale. In
+    training mode the forward returns ``[full-scale logits, *extra-scale logits at their own
+    sizes, fused logits]`` so that each can be supervised (the DeepLab v2 loss); in eval mode
+    only the fused logits.
     """
 
     def __init__(self, base, scales, geometry):
@@ -41,9 +33,13 @@ class MSC(nn.Module):
         """How the loss pairs the base network's logits with labels (``libs/training/loss.py``)."""
         return self.base.label_rule
 
+    def resize_input(self, x, index):
+        """``x`` resized to the extra scale ``scales[index]`` (the export writes it otherwise)."""
+        return msc_resize_input(x, self.scales[index], self.geometry)
+
     def forward(self, x):
         full = self.base(x)
-        pyramid = [self.base(msc_resize_input(x, s, self.geometry)) for s in self.scales]
+        pyramid = [self.base(self.resize_input(x, i)) for i in range(len(self.scales))]
         fused = full
         for logits in pyramid:
             fused = torch.maximum(fused, msc_resize_logits(logits, full.shape[-2:], self.geometry))

@@ -1,20 +1,11 @@
 """The key layout of kazuto1011/deeplab-pytorch's released checkpoints, mapped to ours.
 
-Those files hold the state dict of that repository's ``MSC(DeepLabV2)``: the
-same network as ours (bias-free convolutions each followed by a BatchNorm with
-eps 1e-5, the stride on the first 1x1 of a stage, dilations 2 and 4 in the
-last two stages, an ASPP of biased 3x3 convolutions ``c0..c3``), with other
-module names. The rule (docs/model.md) is purely a renaming:
-
-    base.layer1.conv1.{conv,bn}.*              -> base.backbone.conv1.{conv,bn}.*
-    base.layerN.blockK.reduce.{conv,bn}.*      -> base.backbone.resN.<K-th block>.branch2a.*
-    ... conv3x3 / increase / shortcut          -> ... branch2b / branch2c / branch1
-    base.aspp.cI.{weight,bias}                 -> base.aspp.cI.*   (unchanged)
-
-``<K-th block>`` is Caffe's name (``a, b, c`` or ``a, b1, b2, ...``, which
-depends on the stage's block count, read from the keys). Files saved before
-PyTorch 0.4 lack ``num_batches_tracked``; the counter is filled with 0, as
-convert.py does, because a frozen BatchNorm never reads it.
+Those files hold that repository's ``MSC(DeepLabV2)``: the same network as ours with other
+module names, so the rule (the table in docs/model.md) is purely a renaming, e.g.
+``base.layer4.block23.reduce.*`` -> ``base.backbone.res4.b22.branch2a.*`` (the block's Caffe
+name depends on the stage's block count, read from the keys). Files saved before PyTorch 0.4
+lack ``num_batches_tracked``; it is filled with 0, as convert.py does (a frozen BatchNorm never
+reads it).
 """
 
 import re

@@ -1,12 +1,7 @@
-"""What the model is made of: a layer-by-layer summary and a TensorBoard graph.
-
-Used by draw_model.py. The summary lists each conv-BatchNorm-ReLU unit as one
-row (one layer in the Caffe model) and every other leaf module, with the output
-shape of one eval-mode forward pass, the parameter count, and how many times
-the multi-scale model ran the layer.
-"""
+"""What the model is made of (draw_model.py): a layer-by-layer summary and a TensorBoard graph."""
 
 import warnings
+from collections import Counter
 
 import torch
 
@@ -14,10 +9,7 @@ from .resnet import ConvBnReLU, FrozenBatchNorm2d
 
 
 def summary_layers(model):
-    """``[(name, module)]`` of the layers to list: each conv-BN-ReLU unit, and every other leaf.
-
-    A conv-BN-ReLU unit is one layer in the Caffe model, so it is one row here.
-    """
+    """``[(name, module)]`` to list: each conv-BN-ReLU unit (one Caffe layer), every other leaf."""
     layers, inside_unit = [], ()
     for name, module in model.named_modules():
         if inside_unit and name.startswith(inside_unit):
@@ -31,21 +23,14 @@ def summary_layers(model):
 
 
 def layer_summary(model, image_size):
-    """Rows ``(name, type, output shape, parameter count, calls)`` from one eval-mode forward.
-
-    The output shape is that of the first call, i.e. the full-scale pass of
-    MSC; the extra scales run the same layers again (``calls`` counts them).
-    Also returns the model output's shape.
-    """
-    records = {}
+    """``(rows, output shape)``, a row ``(name, type, output shape, parameters, calls)`` per layer
+    from one eval-mode forward; the shape is the first call's (MSC's full-scale pass)."""
+    shapes, calls = {}, Counter()
 
     def hook(name):
         def record(module, inputs, output):
-            if name in records:
-                records[name]["calls"] += 1
-            else:
-                shape = tuple(output.shape) if torch.is_tensor(output) else None
-                records[name] = {"shape": shape, "calls": 1}
+            calls[name] += 1
+            shapes.setdefault(name, tuple(output.shape) if torch.is_tensor(output) else None)
         return record
 
     layers = summary_layers(model)
@@ -56,11 +41,8 @@ def layer_summary(model, image_size):
     finally:
         for handle in handles:
             handle.remove()
-    rows = []
-    for name, module in layers:
-        record = records.get(name, {"shape": None, "calls": 0})
-        n_params = sum(p.numel() for p in module.parameters())
-        rows.append((name, type(module).__name__, record["shape"], n_params, record["calls"]))
+    rows = [(name, type(module).__name__, shapes.get(name),
+             sum(p.numel() for p in module.parameters()), calls[name]) for name, module in layers]
     return rows, tuple(output.shape)
 
 
@@ -71,17 +53,13 @@ def format_shape(shape):
 
 def format_summary(rows, output_shape, model, image_size):
     """The rows of :func:`layer_summary` as an aligned table, with the model's totals."""
-    name_width = max(len(r[0]) for r in rows)
-    type_width = max(len(r[1]) for r in rows)
-    lines = [
-        f"Layers at input 1x3x{image_size}x{image_size} (output shapes of the full-scale pass; "
-        "'calls' > 1: also run on the extra MSC scales)",
-        f"{'layer':<{name_width}}  {'type':<{type_width}}  {'output shape':>16}  "
-        f"{'parameters':>11}  calls",
-    ]
-    for name, kind, shape, n_params, calls in rows:
-        lines.append(f"{name:<{name_width}}  {kind:<{type_width}}  {format_shape(shape):>16}  "
-                     f"{n_params:>11,}  {calls:>5}")
+    name_width, type_width = (max(len(r[i]) for r in rows) for i in (0, 1))
+    row = f"{{:<{name_width}}}  {{:<{type_width}}}  {{:>16}}  {{:>11}}  {{:>5}}"
+    lines = [f"Layers at input 1x3x{image_size}x{image_size} (output shapes of the full-scale "
+             "pass; 'calls' > 1: also run on the extra MSC scales)",
+             row.format("layer", "type", "output shape", "parameters", "calls")]
+    lines += [row.format(name, kind, format_shape(shape), f"{n_params:,}", calls)
+              for name, kind, shape, n_params, calls in rows]
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"model output (fused logits): {format_shape(output_shape)}")
@@ -95,20 +73,15 @@ def format_summary(rows, output_shape, model, image_size):
 def write_graph(model, image_size, log_dir):
     """Trace the eval-mode model; write its graph (and nothing else) to an event file in log_dir.
 
-    ``SummaryWriter.add_graph`` would add a run-metadata record ("step1") of an
-    empty step-stats profile; only the graph definition is written here.
+    (``SummaryWriter.add_graph`` would add an empty run-metadata record, "step1".)
     """
     from tensorboard.compat.proto.event_pb2 import Event
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard._pytorch_graph import graph
 
     with warnings.catch_warnings():
-        # The tracer warns that shape arithmetic becomes constants: intended, the
-        # graph is drawn for one input size.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # The graph is built on torch.jit.trace, which newer PyTorch marks deprecated;
-        # nothing a user of this script can act on.
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # one input size: intended
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace; nothing to act on
         graph_def, _ = graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
     with SummaryWriter(str(log_dir)) as writer:
         writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))

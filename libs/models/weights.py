@@ -1,13 +1,10 @@
 """Reading weight files safely and loading them into a model with checks.
 
-Every place that takes weights (``--model-path`` of eval, demo and uvcdemo,
-``MODEL.INIT_MODEL``, ``hubconf.py``) goes through :func:`read_weights`, so
-they all understand the same things: a training checkpoint (train.py: a dict
-whose ``"model"`` entry is the state dict), a plain state dict (convert.py),
-and the released checkpoints of kazuto1011/deeplab-pytorch, from a file or by
-name (``libs/models/zoo.py``), renamed by ``libs/models/released.py``.
-Everything is read with ``weights_only=True`` so a weight file can never run
-code. (Files are written by ``libs.utils.atomic.save_torch``.)
+Every place that takes weights (``--model-path``, ``MODEL.INIT_MODEL``, ``hubconf.py``) goes
+through :func:`read_weights`, so all understand the same things: a training checkpoint (a dict
+whose ``"model"`` entry is the state dict), a plain state dict (convert.py), and the released
+checkpoints of kazuto1011/deeplab-pytorch, from a file or by name (``zoo.py``), renamed by
+``released.py``. Everything is read with ``weights_only=True``, so a weight file never runs code.
 """
 
 from pathlib import Path
@@ -34,13 +31,13 @@ class CheckpointError(DeepLabError, ValueError):
     """A weight file that cannot be used; the message names the file."""
 
 
-def load_file(path, map_location="cpu"):
+def load_file(path):
     """Load a weight file with ``weights_only=True``; one clear error if that fails."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weight file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         reason = first_line(e)
         if reason.startswith("Weights only load failed"):
@@ -48,9 +45,8 @@ def load_file(path, map_location="cpu"):
             # whatever the file holds; this project never does that.
             reason = ("it holds objects other than tensors and plain containers "
                       "(refused; nothing in it was executed)")
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch weight file (truncated or corrupt?): {reason}"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weight file (truncated or "
+                              f"corrupt?): {reason}") from None
 
 
 class Weights(NamedTuple):
@@ -59,11 +55,6 @@ class Weights(NamedTuple):
     state_dict: dict
     kind: str
     source: str
-
-
-def state_dict_of(obj, path="<checkpoint>"):
-    """The model state dict inside a loaded checkpoint or plain state dict."""
-    return classify(obj, path).state_dict
 
 
 def classify(obj, source):
@@ -85,42 +76,21 @@ def classify(obj, source):
     return Weights(obj, kind, str(source))
 
 
-def read_weights(path_or_name, map_location="cpu"):
-    """:class:`Weights` from a weight file or one of the released weights' names.
-
-    A name (``zoo.ZOO``) that is not also an existing file is downloaded once
-    into the torch hub cache.
-    """
+def read_weights(path_or_name):
+    """:class:`Weights` from a weight file or a released weights' name (``zoo.ZOO``) that is not
+    also an existing file (downloaded once into the torch hub cache)."""
     if zoo.is_zoo_name(path_or_name) and not Path(path_or_name).exists():
         try:
             obj = zoo.fetch(path_or_name)
         except Exception as e:  # network, HTTP and unpickling errors all end here
-            reason = first_line(e)
             raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
-                                  f"failed: {reason}") from None
+                                  f"failed: {first_line(e)}") from None
         return classify(obj, path_or_name)
-    return classify(load_file(path_or_name, map_location), path_or_name)
-
-
-def load_weights(path, map_location="cpu"):
-    """The model state dict (our key layout) stored in ``path`` or named by it."""
-    return read_weights(path, map_location).state_dict
-
-
-def check_zoo_classes(name, n_classes):
-    """Before a download: a named release trained for another class count is an error."""
-    if zoo.is_zoo_name(name) and not Path(name).exists() and zoo.ZOO[name].n_classes != n_classes:
-        found = zoo.ZOO[name].n_classes
-        raise CheckpointError(f"{name}: the released weights are for {found} classes "
-                              f"({zoo.ZOO[name].dataset}) but {n_classes} were asked for; "
-                              f"use n_classes={found} or a config with {found} classes")
+    return classify(load_file(path_or_name), path_or_name)
 
 
 def n_classes_of(state_dict):
-    """The class count of a DeepLab state dict (rows of its classifier), or None.
-
-    v2's classifier is its ASPP (``aspp.c0``); v3's and v3+'s is ``classifier``.
-    """
+    """The class count of a DeepLab state dict (rows of its classifier), or None."""
     for key in CLASSIFIER_KEYS:
         if key in state_dict and state_dict[key].dim() == 4:
             return state_dict[key].shape[0]
@@ -128,81 +98,59 @@ def n_classes_of(state_dict):
 
 
 def head_prefixes(model):
-    """State-dict prefixes of everything but the backbone: what initial weights may leave out.
-
-    ``("base.aspp.",)`` for DeepLab v2, ``("base.aspp.", "base.classifier.")``
-    for v3 and ``("base.aspp.", "base.decoder.", "base.classifier.")`` for v3+
-    (no ``base.`` for a bare single-scale network). Training passes this as
-    ``optional_prefix`` to :func:`load_model_weights`, so the COCO init
-    model's backbone loads into any of them and each head keeps its own
-    initialisation.
-    """
+    """State-dict prefixes of everything but the backbone (v2: ``("base.aspp.",)``): what initial
+    weights may leave out, so the COCO init model's backbone loads into any model."""
     net = getattr(model, "module", model)
     base = getattr(net, "base", net)
     prefix = "base." if base is not net else ""
     return tuple(f"{prefix}{name}." for name, _ in base.named_children() if name != "backbone")
 
 
-def check_released_fits(name, model):
-    """Before a download: the released weights are DeepLab v2's; refuse another model at once."""
-    if zoo.is_zoo_name(name) and not Path(name).exists():
-        keys = model.state_dict()
-        if not any(key in keys for key in CLASSIFIER_KEYS[:2]):
+def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
+                       adopt_geometry=True):
+    """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`.
+
+    A released name is checked before its download: DeepLab v2 only, and its class count unless
+    the classifier may be dropped (``optional_prefix``).
+    """
+    if zoo.is_zoo_name(path) and not Path(path).exists():
+        if not any(key in model.state_dict() for key in CLASSIFIER_KEYS[:2]):
             net = getattr(getattr(model, "module", model), "base", model)
-            raise CheckpointError(f"{name}: the released weights are DeepLab v2's; this model is "
+            raise CheckpointError(f"{path}: the released weights are DeepLab v2's; this model is "
                                   f"a {type(net).__name__} (no released weights)")
+        found = zoo.ZOO[path].n_classes
+        if optional_prefix is None and found != n_classes:
+            raise CheckpointError(f"{path}: the released weights are for {found} classes "
+                                  f"({zoo.ZOO[path].dataset}) but {n_classes} were asked for; "
+                                  f"use n_classes={found} or a config with {found} classes")
+    return apply_weights(model, read_weights(path), n_classes, optional_prefix, log, adopt_geometry)
 
 
-def foreign_head(model, state_dict, optional_prefix):
-    """The first key under ``optional_prefix`` that ``model`` lacks or has in another shape."""
-    expected = model.state_dict()
-    for key, value in state_dict.items():
-        if key.startswith(optional_prefix) and (key not in expected
-                                                or expected[key].shape != value.shape):
-            return key
-    return None
-
-
-def load_model_weights(model, path, n_classes, map_location="cpu", optional_prefix=None,
-                       log=print, adopt_geometry=True):
-    """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`."""
-    check_released_fits(path, model)
-    if optional_prefix is None:  # a classifier that can be dropped may have any class count
-        check_zoo_classes(path, n_classes)
-    weights = read_weights(path, map_location)
-    return apply_weights(model, weights, n_classes, optional_prefix, log, adopt_geometry)
-
-
-def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
-                  adopt_geometry=True):
+def apply_weights(model, weights, n_classes, optional_prefix=None, log=print, adopt_geometry=True):
     """Load :class:`Weights` into ``model`` (:func:`load_state_dict_checked`); returns absent keys.
 
-    Released checkpoints were trained with their repository's MSC resize, not
-    Caffe's; with ``adopt_geometry`` the model's MSC takes that convention
-    (``"pytorch"``) so that it computes what its authors' code computed and
-    their published scores stay reproducible. Training from them
-    (``MODEL.INIT_MODEL``) passes False: the config decides how a new run trains.
-
-    With ``optional_prefix`` (a prefix or a tuple of them, :func:`head_prefixes`
-    for initial weights), weights trained for another class count lose that
-    part: fine-tuning a COCO-Stuff or VOC model on a new label set keeps its
-    backbone and starts a new classifier. So do weights whose head is another
-    model's (a DeepLab v2 checkpoint as the start of v3): only the backbone loads.
+    Released checkpoints were trained with their repository's MSC resize, not Caffe's; with
+    ``adopt_geometry`` the model's MSC takes it (``"pytorch"``), so that it computes what its
+    authors' code computed. Training from them passes False: the config decides a new run.
+    With ``optional_prefix`` (a prefix or a tuple, :func:`head_prefixes`), weights for another
+    class count, or whose head is another model's, lose that part: only the backbone loads.
     """
     state_dict = weights.state_dict
-    found = n_classes_of(state_dict)
-    if optional_prefix is not None and found not in (None, n_classes):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
-        log(f"{weights.source}: its classifier is for {found} classes, not {n_classes}; "
-            f"dropped, so {prefix_text(optional_prefix)} from its initialisation.")
-    foreign = None if optional_prefix is None else foreign_head(model, state_dict,
-                                                                optional_prefix)
-    if foreign is not None:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
-        log(f"{weights.source}: its head is another model's ({foreign}); dropped, so "
-            f"{prefix_text(optional_prefix)} from its initialisation.")
-    absent = load_state_dict_checked(model, state_dict, weights.source, n_classes,
-                                     optional_prefix)
+    if optional_prefix is not None:
+        found, why, expected = n_classes_of(state_dict), None, model.state_dict()
+        foreign = next((k for k, v in state_dict.items() if k.startswith(optional_prefix)
+                        and (k not in expected or expected[k].shape != v.shape)), None)
+        if found not in (None, n_classes):
+            why = f"its classifier is for {found} classes, not {n_classes}"
+        elif foreign is not None:
+            why = f"its head is another model's ({foreign})"
+        if why:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(optional_prefix)}
+            prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
+            verb = "starts" if len(prefixes) == 1 else "start"
+            log(f"{weights.source}: {why}; dropped, so {', '.join(p + '*' for p in prefixes)} "
+                f"{verb} from its initialisation.")
+    absent = load_state_dict_checked(model, state_dict, weights.source, n_classes, optional_prefix)
     msc = getattr(model, "module", model)
     if weights.kind == RELEASED_CHECKPOINT and hasattr(msc, "geometry"):
         if adopt_geometry:
@@ -215,41 +163,27 @@ def apply_weights(model, weights, n_classes, optional_prefix=None, log=print,
     return absent
 
 
-def prefix_text(optional_prefix):
-    """``base.aspp.* starts`` or ``base.aspp.*, base.classifier.* start`` for a log line."""
-    prefixes = (optional_prefix,) if isinstance(optional_prefix, str) else optional_prefix
-    verb = "starts" if len(prefixes) == 1 else "start"
-    return ", ".join(f"{p}*" for p in prefixes) + f" {verb}"
-
-
 def load_state_dict_checked(model, state_dict, path, n_classes, optional_prefix=None):
     """Load ``state_dict`` (read from ``path``) into ``model``, checking the class count first.
 
-    A checkpoint trained for another number of classes would otherwise fail
-    with a long size-mismatch report; this names the file and both counts.
-    Tensors under ``optional_prefix`` (e.g. ``"base.aspp."`` for a backbone-only
-    init model) may be absent and keep their initialisation; anything else
-    missing, unexpected or of the wrong shape is an error. Returns the keys
-    that were absent.
+    (torch's size-mismatch report would not name the file or both counts.) Tensors under
+    ``optional_prefix`` may be absent and keep their initialisation; anything else missing,
+    unexpected or of the wrong shape is an error. Returns the keys that were absent.
     """
     found = n_classes_of(state_dict)
     if found is not None and found != n_classes:
-        raise CheckpointError(
-            f"{path}: weights are for {found} classes but the config asks for {n_classes}"
-        )
+        raise CheckpointError(f"{path}: weights are for {found} classes but the config asks for "
+                              f"{n_classes}")
     expected = model.state_dict()
     absent = [k for k in expected if k not in state_dict]
     missing = [k for k in absent if optional_prefix is None or not k.startswith(optional_prefix)]
     unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [
-        k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("wrong shape", wrong_shape)):
-            if keys:
-                problems.append(f"{len(keys)} {label} (first: {keys[0]})")
+    wrong_shape = [k for k, v in expected.items() if k in state_dict
+                   and state_dict[k].shape != v.shape]
+    problems = [f"{len(keys)} {label} (first: {keys[0]})" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+                if keys]
+    if problems:
         raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=not absent)
     return absent

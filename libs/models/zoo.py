@@ -1,12 +1,9 @@
 """The released DeepLab v2 weights that can be asked for by name.
 
-kazuto1011/deeplab-pytorch published three ResNet-101 MSC checkpoints (v1.0
-release). They are the most used DeepLab v2 weights in PyTorch, so a user
-should reach them with one word (``--model-path voc12``, ``torch.hub.load(...,
-pretrained="voc12")``) instead of a URL. Each entry records where the file is,
-how many classes its classifier has (checked before a download, so a wrong
-``n_classes`` fails at once instead of after 170 MB) and which key layout the
-file uses (``libs/models/released.py`` maps it to ours).
+kazuto1011/deeplab-pytorch's three ResNet-101 MSC checkpoints (v1.0 release) are the most used
+DeepLab v2 weights in PyTorch, so one word reaches them (``--model-path voc12``). Each entry
+records the file's URL and its class count (checked before a download, so a wrong
+``n_classes`` fails at once instead of after 170 MB); ``released.py`` maps its keys to ours.
 """
 
 from pathlib import Path
@@ -15,23 +12,22 @@ from typing import NamedTuple
 import torch
 
 RELEASE_URL = "https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/"
-RELEASED_FORMAT = "released"  # MSC(DeepLabV2) keys of deeplab-pytorch: base.layerN.blockK...
 
 
 class ZooEntry(NamedTuple):
     url: str
     n_classes: int
-    format: str
     dataset: str
 
 
+# Every file is in the released key layout (MSC(DeepLabV2) keys base.layerN.blockK...).
 ZOO = {
     "cocostuff10k": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-cocostuff10k-20000.pth",
-                             182, RELEASED_FORMAT, "COCO-Stuff 10k"),
+                             182, "COCO-Stuff 10k"),
     "cocostuff164k": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-cocostuff164k-100000.pth",
-                              182, RELEASED_FORMAT, "COCO-Stuff 164k"),
-    "voc12": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-vocaug-20000.pth",
-                      21, RELEASED_FORMAT, "PASCAL VOC 2012 + SBD (train_aug)"),
+                              182, "COCO-Stuff 164k"),
+    "voc12": ZooEntry(RELEASE_URL + "deeplabv2_resnet101_msc-vocaug-20000.pth", 21,
+                      "PASCAL VOC 2012 + SBD (train_aug)"),
 }
 
 
@@ -41,24 +37,15 @@ def is_zoo_name(name):
 
 
 def results_stem(model_path, released_dir):
-    """The path whose folder and stem name a model's outputs (results, exports).
-
-    A weight file names them itself; a released model's name (``voc12``) has
-    no folder of its own (its file sits in the torch hub cache), so its
-    outputs go to ``released_dir/<name>...``.
-    """
+    """The path whose folder and stem name a model's outputs: a released model's name (its file
+    sits in the torch hub cache) names ``released_dir/<name>.pth``."""
     if is_zoo_name(str(model_path)) and not Path(model_path).exists():
         return Path(released_dir) / f"{model_path}.pth"
     return Path(model_path)
 
 
 def fetch(name, progress=True):
-    """The state dict of the released weights ``name``, downloaded once into the torch hub cache.
-
-    ``torch.hub.load_state_dict_from_url`` keeps the file under
-    ``$TORCH_HOME/hub/checkpoints`` and reads it with ``weights_only=True``, so
-    a second call costs no download and the file can never run code.
-    """
-    return torch.hub.load_state_dict_from_url(
-        ZOO[name].url, map_location="cpu", weights_only=True, progress=progress
-    )
+    """The state dict of the released weights ``name``, downloaded once into the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints``) and read with ``weights_only=True``."""
+    return torch.hub.load_state_dict_from_url(ZOO[name].url, map_location="cpu",
+                                              weights_only=True, progress=progress)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.checkpointing import enable_activation_checkpointing
+from ..models.recompute import enable_activation_checkpointing
 from ..utils.device import cpu_native_bf16
 from ..utils.errors import DeepLabError, first_line
 from .errors import TrainingConfigError

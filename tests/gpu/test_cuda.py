@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from libs.models import build_model
-from libs.models.inference import prepare_for_inference
+from libs.models.prepared import prepare_for_inference
 from libs.training.acceleration import SCALER_KEY, apply_model_options, precision_for
 from libs.training.loop import Launch
 from libs.training.loop import train as run_training

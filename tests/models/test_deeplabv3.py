@@ -16,10 +16,10 @@ from tests.support_training import train_step
 from libs.inference.predict import dense_logits, predict_probs
 from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101,
                          FrozenBatchNorm2d, ModelError, build_model)
-from libs.models.checkpointing import enable_activation_checkpointing
 from libs.models.export import META_OUTPUT_STRIDE, export_onnx
 from libs.models.geometry import model_output_stride, n_cells
-from libs.models.inference import prepare_for_inference
+from libs.models.prepared import prepare_for_inference
+from libs.models.recompute import enable_activation_checkpointing
 from libs.models.weights import (CheckpointError, Weights, apply_weights, head_prefixes,
                                  load_model_weights)
 from libs.training.distributed import sync_batchnorm
@@ -252,7 +252,7 @@ def test_onnx_export_of_the_new_models(kind, tmp_path):
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.3, 2.0)
-    info = export_onnx(model, tmp_path / "m.onnx", example_size=(65, 65), exporter="torchscript",
+    info = export_onnx(model, tmp_path / "m.onnx", example_size=(65, 65),
                        check_sizes=[(97, 129), (50, 77)])
     assert info.n_folded > 0 and max(info.errors.values()) < 1e-4
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}

@@ -42,8 +42,7 @@ def exported(tmp_path_factory):
     for name, (geometry, single) in VARIANTS.items():
         model = randomised_model(geometry)
         network = model.base if single else model
-        info = export_onnx(network, folder / f"{name}.onnx", example_size=EXAMPLE,
-                           exporter="torchscript")
+        info = export_onnx(network, folder / f"{name}.onnx", example_size=EXAMPLE)
         out[name] = (network, folder / f"{name}.onnx", info)
     return out
 
@@ -65,7 +64,7 @@ def test_a_scale_that_cannot_be_exported_exactly_is_refused(tmp_path):
         dyadic_scale(0.3)
     model = DeepLabV2_ResNet101_MSC(3, n_blocks=(1, 1, 1, 1), base_width=8, msc_scales=(0.3,))
     with pytest.raises(ExportError) as error:
-        export_onnx(model.eval(), tmp_path / "m.onnx", example_size=EXAMPLE, exporter="torchscript")
+        export_onnx(model.eval(), tmp_path / "m.onnx", example_size=EXAMPLE)
     assert len(str(error.value).splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
 
@@ -130,8 +129,7 @@ def test_a_frozen_value_stops_the_export(tmp_path, monkeypatch):
     monkeypatch.setattr(ExportableMSC, "resize_input",
                         lambda self, x, i: msc_resize_input(x, self.scales[i], self.geometry))
     with pytest.raises(ExportError) as error:
-        export_onnx(randomised_model("caffe"), tmp_path / "m.onnx", example_size=EXAMPLE,
-                    exporter="torchscript")
+        export_onnx(randomised_model("caffe"), tmp_path / "m.onnx", example_size=EXAMPLE)
     assert str(error.value).startswith("the TorchScript exporter froze a value into the "
                                        "graph: Converting a tensor to a Python integer")
     assert len(str(error.value).splitlines()) == 1
@@ -186,7 +184,7 @@ def run_export(*args):
 def test_export_command_writes_checks_and_refuses_to_overwrite(toy_cfg, tmp_path,
                                                                one_torch_thread):
     config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
-    result = run_export("-c", config_path, "-m", checkpoint, "--exporter", "torchscript")
+    result = run_export("-c", config_path, "-m", checkpoint)
     assert result.exit_code == 0, result.output
     output = tmp_path / "tiny.onnx"
     lines = result.output.strip().splitlines()
@@ -201,14 +199,13 @@ def test_export_command_writes_checks_and_refuses_to_overwrite(toy_cfg, tmp_path
     assert OnnxModel(output, CPU).n_classes == toy_cfg.DATASET.N_CLASSES
 
     before = output.read_bytes()
-    result = run_export("-c", config_path, "-m", checkpoint, "--exporter", "torchscript")
+    result = run_export("-c", config_path, "-m", checkpoint)
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {output}: already exists; pass --force to replace it"
     assert output.read_bytes() == before
 
     result = run_export("-c", config_path, "-m", checkpoint, "--single-scale", "-o", output,
-                        "--check-sizes", "57x41", "--example-size", "49x49", "--force",
-                        "--exporter", "torchscript")
+                        "--check-sizes", "57x41", "--example-size", "49x49", "--force")
     assert result.exit_code == 0, result.output
     assert f"{output}: single-scale" in result.output and "at 57x41" in result.output
     assert len(result.output.strip().splitlines()) == 2
@@ -239,8 +236,7 @@ def test_demo_onnx_gives_the_torch_label_map(toy_cfg, synthetic_root, tmp_path,
     config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
     cfg = load_config(config_path)
     onnx_path = tmp_path / "tiny.onnx"
-    export_onnx(load_model(cfg, checkpoint, CPU), onnx_path, example_size=EXAMPLE,
-                exporter="torchscript")
+    export_onnx(load_model(cfg, checkpoint, CPU), onnx_path, example_size=EXAMPLE)
     image_path = sorted((Path(synthetic_root) / "images").glob("*.jpg"))[0]
     image = demo.read_demo_image(cfg, image_path)
     labels_torch = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
@@ -278,7 +274,7 @@ def test_demo_model_source_errors(toy_cfg, synthetic_root, tmp_path):
     assert bf16.exit_code == 2 and "an ONNX model runs in fp32" in bf16.output
 
     wrong = tmp_path / "five.onnx"
-    export_onnx(randomised_model().base, wrong, example_size=EXAMPLE, exporter="torchscript")
+    export_onnx(randomised_model().base, wrong, example_size=EXAMPLE)
     for path, expected in ((wrong, "five.onnx: the ONNX model has 5 classes, the config asks "
                                    "for 8 (DATASET.N_CLASSES)"),
                            (tmp_path / "none.onnx", "none.onnx: ONNX model not found")):

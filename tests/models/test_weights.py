@@ -11,9 +11,14 @@ import torch.nn.functional as F
 from libs.inference.predict import load_model
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.released import our_key, stage_depths
-from libs.models.weights import CheckpointError, load_model_weights, load_weights, read_weights
+from libs.models.weights import CheckpointError, load_model_weights, read_weights
 from libs.training.checkpoint import load_initial_weights
 from libs.utils.atomic import atomic_path, save_torch
+
+
+def load_weights(path):
+    """The model state dict (our key layout) stored in ``path`` or named by it."""
+    return read_weights(path).state_dict
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):

@@ -83,8 +83,8 @@ def test_demo_export_and_onnx_demo(setup, tmp_path):
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(figure)) is not None
     onnx_path = tmp_path / "tiny.onnx"
-    result = run(export_script, "-c", config_path, "-m", checkpoint, "--exporter", "torchscript",
-                 "--check-sizes", "49x65,41x57", "-o", onnx_path)
+    result = run(export_script, "-c", config_path, "-m", checkpoint, "--check-sizes", "49x65,41x57",
+                 "-o", onnx_path)
     assert result.exit_code == 0, result.output
     assert "ONNX Runtime vs PyTorch at 41x57" in result.output
     assert OnnxModel(onnx_path, "cpu").n_classes == cfg.DATASET.N_CLASSES

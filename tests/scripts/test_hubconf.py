@@ -78,10 +78,8 @@ def release_server(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     base_url = f"http://127.0.0.1:{server.server_address[1]}/"
-    monkeypatch.setitem(zoo.ZOO, "voc12", zoo.ZooEntry(base_url + FILE_NAME, 3,
-                                                       zoo.RELEASED_FORMAT, "test"))
-    monkeypatch.setitem(zoo.ZOO, "cocostuff10k", zoo.ZooEntry(base_url + "absent.pth", 3,
-                                                              zoo.RELEASED_FORMAT, "test"))
+    monkeypatch.setitem(zoo.ZOO, "voc12", zoo.ZooEntry(base_url + FILE_NAME, 3, "test"))
+    monkeypatch.setitem(zoo.ZOO, "cocostuff10k", zoo.ZooEntry(base_url + "absent.pth", 3, "test"))
     yield reference, requests, tmp_path / "torch_home" / "hub" / "checkpoints"
     server.shutdown()
     server.server_close()

@@ -1,17 +1,12 @@
 """An inference-only copy of a model: frozen BatchNorm folded away, channels_last, a precision.
 
-Training keeps every BatchNorm as its own pass after the convolution because
-the converter fills BatchNorm and convolution separately and the tests compare
-them to Caffe layer by layer. At inference a frozen BatchNorm is an affine map
-per channel, so it can be multiplied into the convolution before it:
-
-    W' = W * gamma / sqrt(var + eps)        b' = beta + (b - mean) * gamma / sqrt(var + eps)
-
-which removes one full read and write of every feature map. ``channels_last``
-(NHWC) is the layout oneDNN's and cuDNN's convolutions are fastest in. Both
-change only float rounding. Lower precisions (``bf16``, ``fp16``) cast the
-weights; logits come back as float32 so everything downstream (upsampling,
-softmax, CRF) stays the same code.
+Training keeps every BatchNorm as its own pass because the converter fills BatchNorm and
+convolution separately and the tests compare them to Caffe layer by layer. At inference a frozen
+BatchNorm is an affine map per channel, so it is multiplied into the convolution before it
+(``W' = W * gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``),
+which saves a read and write of every feature map; channels_last (NHWC) is the layout oneDNN's
+and cuDNN's convolutions are fastest in. Both change only float rounding. Lower precisions cast
+the weights; logits come back as float32, so everything downstream stays the same code.
 """
 
 import copy
@@ -19,7 +14,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..utils.device import cpu_native_bf16, require_precision
+from ..utils.device import require_precision
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,13 +40,9 @@ def _foldable(conv, bn):
 def fold_batchnorm(module):
     """Fold every BatchNorm that directly follows a convolution, in place; returns the count.
 
-    Two patterns are recognised: a module with ``.conv`` and ``.bn`` children
-    whose forward is ``bn(conv(x))`` (this repository's ``ConvBnReLU``, also in
-    the v3/v3+ heads, whose training BatchNorms fold with their running
-    statistics like the frozen ones), and a
-    ``Conv2d`` immediately followed by a ``BatchNorm2d`` inside an
-    ``nn.Sequential``. The BatchNorm becomes ``nn.Identity``. Call it on an
-    eval-mode copy: a folded BatchNorm no longer learns.
+    Two patterns: ``.conv`` and ``.bn`` children computing ``bn(conv(x))`` (``ConvBnReLU``; the
+    v3/v3+ heads' training BatchNorms fold with their running statistics), and a ``Conv2d`` then a
+    ``BatchNorm2d`` in an ``nn.Sequential``. Call it on an eval-mode copy: it no longer learns.
     """
     count = 0
     for child in module.modules():
@@ -73,9 +64,8 @@ def fold_batchnorm(module):
 class InferenceModel(nn.Module):
     """The prepared network: NHWC input in its precision, float32 logits out.
 
-    Keeps the attributes the inference code reads from a model (``geometry``
-    of an MSC, ``n_classes``, ``output_stride``), so it drops in wherever the
-    plain module went.
+    Keeps the attributes the inference code reads (an MSC's ``geometry``, ``n_classes``,
+    ``output_stride``), so it drops in wherever the plain module went.
     """
 
     def __init__(self, net, dtype, memory_format):
@@ -83,10 +73,9 @@ class InferenceModel(nn.Module):
         self.net = net
         self.dtype = dtype
         self.memory_format = memory_format
-        inner = getattr(net, "base", net)
         if hasattr(net, "geometry"):
             self.geometry = net.geometry
-        self.n_classes = getattr(inner, "n_classes", None)
+        self.n_classes = getattr(getattr(net, "base", net), "n_classes", None)
         self.output_stride = getattr(net, "output_stride", 8)
 
     def forward(self, x):
@@ -97,11 +86,9 @@ class InferenceModel(nn.Module):
 def prepare_for_inference(model, precision="fp32", channels_last=True):
     """An eval-mode copy of ``model`` that computes the same function, faster.
 
-    ``precision`` is ``fp32`` (exact up to float rounding), ``bf16`` (CUDA, or
-    a CPU with native bf16: AMX or AVX512-BF16; elsewhere it would be about
-    100x slower, so that is an error) or ``fp16`` (CUDA only). ``model`` is left
-    untouched (it may keep training); the copy lives on ``model``'s device.
-    A ``DataParallel``/DDP wrapper is looked through.
+    ``precision`` is ``fp32`` (exact up to float rounding), ``bf16`` (CUDA, or a CPU with AMX or
+    AVX512-BF16; elsewhere about 100x slower, so an error) or ``fp16`` (CUDA only). ``model``
+    (or its DataParallel/DDP ``.module``) is left untouched; the copy lives on its device.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -117,6 +104,3 @@ def prepare_for_inference(model, precision="fp32", channels_last=True):
     net = net.to(dtype=dtype, memory_format=memory_format)
     return InferenceModel(net, dtype, memory_format).eval()
 
-
-__all__ = ["PRECISIONS", "cpu_native_bf16", "fold_batchnorm", "prepare_for_inference",
-           "InferenceModel"]

@@ -1,4 +1,4 @@
-"""Activation checkpointing of the backbone (libs/models/checkpointing.py): the same gradients,
+"""Activation checkpointing of the backbone (libs/models/recompute.py): the same gradients,
 the same state dict, the plain path in eval mode, frozen BatchNorm and the RNG state."""
 
 import copy
@@ -9,14 +9,8 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.models.checkpointing import (
-    CheckpointedBackbone,
-    CheckpointingError,
-    activation_checkpointing,
-    disable_activation_checkpointing,
-    enable_activation_checkpointing,
-    segments,
-)
+from libs.models.recompute import (CheckpointedBackbone, CheckpointingError, backbones,
+                                   enable_activation_checkpointing, stage_segments)
 from libs.models.resnet import ResNetBackbone
 from libs.training.loss import msc_loss_terms
 from libs.utils.errors import DeepLabError
@@ -27,6 +21,26 @@ SIZE = 33  # 8k+1: 5x5 full-scale cells; MSC copies of 17 and 25 pixels
 SCALES_RUN = 3  # the backbone runs once per MSC scale (1, 0.5, 0.75)
 # Checkpointed segments per backbone run: the stem plus, per stage of (2, 2, 3, 2) blocks,
 SEGMENTS = {"block": 1 + 9, "stage": 1 + 4, "sqrt": 1 + 2 + 2 + 2 + 2, 2: 1 + 1 + 1 + 2 + 1}
+
+
+def segments(backbone, granularity):
+    """The backbone's modules in forward order, grouped into segments (tuples of modules)."""
+    return [segment for _, segment in stage_segments(backbone, granularity)]
+
+
+def activation_checkpointing(model):
+    """The granularity of ``model``'s checkpointed backbone, or ``None`` where it is off."""
+    return getattr(backbones(model)[0], "checkpoint_granularity", None)
+
+
+def disable_activation_checkpointing(model):
+    """Undo :func:`enable_activation_checkpointing` (a no-op where it is off); returns ``model``."""
+    for backbone in backbones(model):
+        if isinstance(backbone, CheckpointedBackbone):
+            backbone.__class__ = ResNetBackbone
+            del backbone.checkpoint_granularity
+            del backbone.checkpoint_preserve_rng
+    return model
 
 
 def tiny_model(geometry="caffe", seed=0):

@@ -8,7 +8,7 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import eval as eval_script
-from libs.models.inference import InferenceModel, fold_batchnorm, prepare_for_inference
+from libs.models.prepared import InferenceModel, fold_batchnorm, prepare_for_inference
 from libs.utils import device as device_utils
 from libs.utils.errors import DeviceError
 from libs.utils.device import require_precision
