@@ -170,3 +170,26 @@ def encode(image, suffix, params=()):
 def grey_png_bytes(indices):
     """A single-channel 8-bit PNG of a uint8 index map (SBD's and the folder layout)."""
     return encode(indices.astype(np.uint8), ".png")
+
+
+def voc_colour_map(n=256):
+    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        for j in range(8):
+            for k in range(3):
+                palette[i, k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
+    return palette
+
+
+def palette_png_bytes(indices, palette):
+    """An 8-bit palette PNG (VOC's ``SegmentationClass`` format) of a uint8 index map, written
+    by hand with zlib so the test data does not come from the decoder it tests."""
+    height, width = indices.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), indices.astype(np.uint8)], axis=1)
+    return PNG_SIGNATURE + b"".join([
+        png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
+        png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
+        png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
+        png_chunk(b"IEND", b""),
+    ])

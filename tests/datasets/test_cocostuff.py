@@ -29,6 +29,7 @@ from libs.datasets import (
     to_rgb_uint8,
 )
 from libs.cli import synthetic as synthetic_cli
+from libs.datasets.synthetic import Sizes
 from libs.datasets.transforms import augment, check_scales, draw_scale
 from libs.utils.config import load_config
 
@@ -561,9 +562,9 @@ def tree_bytes(root):
 
 
 def test_generator_is_byte_deterministic_and_seed_dependent(tmp_path):
-    a = generate_synthetic(tmp_path / "a", 3, 2, 32, 40, seed=5)
-    b = generate_synthetic(tmp_path / "b", 3, 2, 32, 40, seed=5)
-    c = generate_synthetic(tmp_path / "c", 3, 2, 32, 40, seed=6)
+    a = generate_synthetic(tmp_path / "a", Sizes(3, 2, 32, 40), seed=5)
+    b = generate_synthetic(tmp_path / "b", Sizes(3, 2, 32, 40), seed=5)
+    c = generate_synthetic(tmp_path / "c", Sizes(3, 2, 32, 40), seed=6)
     assert tree_bytes(a) == tree_bytes(b)
     assert tree_bytes(a) != tree_bytes(c)
     assert not list(tmp_path.glob(".*tmp*"))  # no staging directory left behind
@@ -587,7 +588,7 @@ def test_generated_dataset_has_10k_layout_and_eight_classes(synthetic_root):
 
 def test_synthetic_classes_differ_in_colour(tmp_path):
     """Mean colour per class over a few images: every pair is far apart."""
-    root = generate_synthetic(tmp_path / "s", 20, 1, 64, 64, seed=3)
+    root = generate_synthetic(tmp_path / "s", Sizes(20, 1, 64, 64), seed=3)
     sums = np.zeros((8, 3)); counts = np.zeros(8)
     for image_id in (root / "imageLists" / "all.txt").read_text().split():
         image = cv2.imread(str(root / "images" / f"{image_id}.jpg")).astype(np.float64)
@@ -689,6 +690,6 @@ def test_generation_removes_what_a_killed_generation_left(tmp_path):
     foreign.mkdir()
     for path in (stale / "images" / "x.jpg", stale / "images", stale, foreign):
         os.utime(path, (1e9, 1e9))  # 2001: older than this process
-    generate_synthetic(tmp_path / "synthetic", 2, 1, 16, 16, seed=0)
+    generate_synthetic(tmp_path / "synthetic", Sizes(2, 1, 16, 16), seed=0)
     assert not stale.exists() and foreign.is_dir()
     assert (tmp_path / "synthetic" / "synthetic.json").is_file()
