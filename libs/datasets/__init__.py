@@ -9,7 +9,7 @@ from .errors import DatasetError
 from .folder import FolderDataset
 from .images import read_image_bgr, read_label_png
 from .synthetic import ensure_synthetic, generate_synthetic
-from .transforms import resize_label, resize_labels_torch, to_rgb_uint8
+from .transforms import Transform, resize_label, resize_labels_torch, to_rgb_uint8
 from .voc import VOC12
 
 # Every reader takes the same arguments (SegmentationDataset's); DATASET.NAME picks one.
@@ -80,23 +80,15 @@ def build_dataset(cfg, split, augment):
         raise DatasetError(f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     ensure_synthetic(cfg.DATASET, cfg.EXP.SEED)
     class_names = load_checked_class_names(cfg)
-    return DATASETS[name](
-        root=cfg.DATASET.ROOT,
-        split=resolve_split(cfg, split),
-        n_classes=cfg.DATASET.N_CLASSES,
-        ignore_label=cfg.DATASET.IGNORE_LABEL,
-        mean_bgr=cfg.IMAGE.MEAN,
-        augment=augment,
-        crop_size=cfg.IMAGE.SIZE.TRAIN,
-        test_size=cfg.IMAGE.SIZE.TEST,
-        scale_choices=cfg.AUGMENTATION.SCALE_CHOICES,  # exactly one of the two is set
-        scale_range=cfg.AUGMENTATION.SCALE_RANGE,
-        flip=cfg.AUGMENTATION.FLIP,
-        eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
-        skip_bad_samples=cfg.DATASET.SKIP_BAD_SAMPLES,
+    transform = Transform(
+        ignore_label=cfg.DATASET.IGNORE_LABEL, crop_size=cfg.IMAGE.SIZE.TRAIN,
+        mean_bgr=cfg.IMAGE.MEAN, scale_choices=cfg.AUGMENTATION.SCALE_CHOICES,
+        scale_range=cfg.AUGMENTATION.SCALE_RANGE, flip=cfg.AUGMENTATION.FLIP, augment=augment,
+        test_size=cfg.IMAGE.SIZE.TEST, eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
         seed=cfg.EXP.SEED,
-        class_names=class_names,
     )
+    return DATASETS[name](cfg.DATASET.ROOT, resolve_split(cfg, split), cfg.DATASET.N_CLASSES,
+                          transform, cfg.DATASET.SKIP_BAD_SAMPLES, class_names)
 
 
 __all__ = [

@@ -10,11 +10,14 @@ against the image, which the original implementation suffered from. The index
 arithmetic here is exact integer arithmetic, so results never depend on rounding.
 """
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
 
 from ..utils.sizes import scaled_size
+from .errors import DatasetError
 
 
 def _centre_indices(src, dst):
@@ -91,45 +94,78 @@ def draw_scale(rng, scale_choices=None, scale_range=None):
     return float(rng.uniform(low, high))
 
 
-def augment(image, label, rng, *, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0),
-            scale_choices=None, scale_range=None):
+@dataclass(kw_only=True)
+class Transform:
+    """How a read sample reaches the network: the training augmentation (:func:`augment`,
+    drawn from ``(seed, epoch, index)``) or the evaluation warp to ``test_size`` squares
+    (none with ``eval_original_size``). Checked when built, so a bad scale pair fails with
+    the dataset, not in a worker process mid-epoch; keyword-only so that no call can
+    mistake a list of scales for a range."""
+
+    ignore_label: int  # the label padding's value
+    crop_size: int
+    mean_bgr: tuple = (0.0, 0.0, 0.0)  # IMAGE.MEAN or (b, g, r)
+    scale_choices: tuple = None  # exactly one of the two is set
+    scale_range: tuple = None
+    flip: bool = True
+    augment: bool = False
+    test_size: int = None
+    eval_original_size: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.mean_bgr = tuple(float(v) for v in mean_bgr_array(self.mean_bgr))
+        self.scale_choices = None if self.scale_choices is None else tuple(self.scale_choices)
+        self.scale_range = None if self.scale_range is None else tuple(self.scale_range)
+        try:
+            check_scales(self.scale_choices, self.scale_range)
+        except ValueError as e:
+            raise DatasetError(f"augmentation scales: {e}") from None
+
+    def __call__(self, image, label, epoch, index):
+        """``(float32 3xHxW image tensor, int64 HxW label tensor)`` of sample ``index``."""
+        if self.augment:
+            image, label = augment(image, label, np.random.default_rng((self.seed, epoch, index)),
+                                   self)
+        else:
+            image = subtract_mean(image, self.mean_bgr)
+            if not self.eval_original_size:
+                image = resize_image(image, (self.test_size, self.test_size))
+                label = resize_label(label, (self.test_size, self.test_size))
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return image, torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+
+
+def augment(image, label, rng, transform):
     """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
 
-    Random rescale by a factor from :func:`draw_scale` (one of ``scale_choices``, or
-    uniform in ``scale_range = (low, high)``; exactly one is given), pad to at least
-    ``crop_size`` (image with the mean colour, label with ``ignore_label``), a random
-    ``crop_size`` square crop, and a horizontal flip with probability 0.5 if ``flip``.
-    Returns the float32 image with ``mean_bgr`` subtracted (so the padding is 0) and
-    the label. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
-    order, so the same generator state always yields the same sample. The rescale is
-    image-to-image (pixel centres, :func:`~libs.utils.sizes.scaled_size`), like the
-    evaluation warp it must agree with.
-
-    The mean is subtracted after cropping, and the crop is taken before padding
-    (equivalent, since the pad only exists along an axis shorter than the crop):
-    both then touch crop-sized arrays instead of the rescaled picture. Arguments after
-    ``rng`` are keyword-only so that no call can mistake a list of scales for a range.
+    A rescale by :func:`draw_scale` (image-to-image, pixel centres, like the evaluation warp
+    it must agree with), a random ``crop_size`` square crop, padding to it (image with the
+    mean colour, label with ``ignore_label``) and a horizontal flip with probability 0.5 if
+    ``flip``. Returns the float32 image with the mean subtracted and the label. All draws
+    come from ``rng`` in a fixed order, so the same generator state gives the same sample.
+    The mean is subtracted after cropping and the crop taken before padding (equivalent:
+    the pad only exists along an axis shorter than the crop), so both touch crop-sized arrays.
     """
-    scale = draw_scale(rng, scale_choices, scale_range)
-    height, width = label.shape
-    new_size = scaled_size((height, width), scale)
+    crop = transform.crop_size
+    scale = draw_scale(rng, transform.scale_choices, transform.scale_range)
+    new_size = scaled_size(label.shape, scale)
     image = resize_image(np.asarray(image, np.float32), new_size)
     label = resize_label(label, new_size)
 
-    top = int(rng.integers(0, max(new_size[0] - crop_size, 0) + 1))
-    left = int(rng.integers(0, max(new_size[1] - crop_size, 0) + 1))
-    image = image[top : top + crop_size, left : left + crop_size]
-    label = label[top : top + crop_size, left : left + crop_size]
-    image = image - mean_bgr_array(mean_bgr)[None, None, :]
+    top = int(rng.integers(0, max(new_size[0] - crop, 0) + 1))
+    left = int(rng.integers(0, max(new_size[1] - crop, 0) + 1))
+    image = image[top : top + crop, left : left + crop]
+    label = label[top : top + crop, left : left + crop]
+    image = image - mean_bgr_array(transform.mean_bgr)[None, None, :]
 
-    pad_h = crop_size - label.shape[0]
-    pad_w = crop_size - label.shape[1]
+    pad_h, pad_w = crop - label.shape[0], crop - label.shape[1]
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=ignore_label)
+        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
 
     do_flip = rng.random() < 0.5
-    if flip and do_flip:
+    if transform.flip and do_flip:
         image = image[:, ::-1]
         label = label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)

@@ -30,7 +30,7 @@ from libs.datasets import (
 )
 from libs.cli import synthetic as synthetic_cli
 from libs.datasets.synthetic import Sizes
-from libs.datasets.transforms import augment, check_scales, draw_scale
+from libs.datasets.transforms import Transform, augment, check_scales, draw_scale
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +39,8 @@ IGNORE = 255
 CAFFE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # DeepLab v2's train.prototxt
 
 
-def dataset_kwargs(**overrides):
-    kwargs = dict(
-        n_classes=182,
+def dataset_kwargs(n_classes=182, skip_bad_samples=False, **overrides):
+    settings = dict(
         ignore_label=IGNORE,
         mean_bgr=MEAN,
         augment=False,
@@ -51,11 +50,11 @@ def dataset_kwargs(**overrides):
         scale_range=None,
         flip=True,
         eval_original_size=False,
-        skip_bad_samples=False,
         seed=0,
     )
-    kwargs.update(overrides)
-    return kwargs
+    settings.update(overrides)
+    return dict(n_classes=n_classes, transform=Transform(**settings),
+                skip_bad_samples=skip_bad_samples)
 
 
 def write_jpeg(path, image, quality=95):
@@ -258,8 +257,8 @@ def test_augmentation_keeps_image_and_label_aligned_through_scale_pad_crop_flip(
     flipped = padded = 0
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        out_image, out_label = augment(image, label, rng, crop_size=crop, flip=True,
-                                       ignore_label=IGNORE, **scales)
+        out_image, out_label = augment(image, label, rng, Transform(crop_size=crop, flip=True,
+                                                                    ignore_label=IGNORE, **scales))
         assert out_image.shape == (crop, crop, 3) and out_label.shape == (crop, crop)
         pad = out_label == IGNORE
         padded += pad.any()
@@ -284,7 +283,8 @@ def rescaled_extent(rng, **scales):
     """
     label = np.zeros((20, 28), np.int64)
     image = np.zeros((20, 28, 3), np.float32)
-    _, out = augment(image, label, rng, crop_size=64, flip=True, ignore_label=IGNORE, **scales)
+    _, out = augment(image, label, rng,
+                     Transform(crop_size=64, flip=True, ignore_label=IGNORE, **scales))
     valid = out != IGNORE
     return int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
 
@@ -345,8 +345,9 @@ def test_scale_sources_other_than_exactly_one_valid_are_refused(choices, value_r
         check_scales(choices, value_range)
     image, label = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64)
     with pytest.raises(ValueError, match=re.escape(message)):
-        augment(image, label, np.random.default_rng(0), crop_size=4, flip=False,
-                ignore_label=IGNORE, scale_choices=choices, scale_range=value_range)
+        augment(image, label, np.random.default_rng(0), Transform(
+            crop_size=4, flip=False, ignore_label=IGNORE, scale_choices=choices,
+            scale_range=value_range))
 
 
 def test_dataset_refuses_a_bad_scale_pair_when_built(synthetic_root):
@@ -360,11 +361,11 @@ def test_dataset_refuses_a_bad_scale_pair_when_built(synthetic_root):
 def test_build_dataset_passes_whichever_scale_key_is_set(toy_cfg):
     assert toy_cfg.AUGMENTATION.SCALE_CHOICES == list(CAFFE_SCALES)
     ds = build_dataset(toy_cfg, "train", augment=True)
-    assert ds.scale_choices == CAFFE_SCALES and ds.scale_range is None
+    assert ds.transform.scale_choices == CAFFE_SCALES and ds.transform.scale_range is None
     toy_cfg.AUGMENTATION.SCALE_CHOICES = None
     toy_cfg.AUGMENTATION.SCALE_RANGE = [0.75, 1.25]
     ds = build_dataset(toy_cfg, "train", augment=True)
-    assert ds.scale_choices is None and ds.scale_range == (0.75, 1.25)
+    assert ds.transform.scale_choices is None and ds.transform.scale_range == (0.75, 1.25)
 
 
 def test_data_figure_title_names_the_scales_that_are_set(toy_cfg):
