@@ -1,13 +1,10 @@
-"""Geometric transforms that keep images and label maps aligned.
+"""Geometric transforms that keep images and label maps aligned, and the training augmentation.
 
-Images are resized with OpenCV's bilinear filter, which samples at pixel centres
-(source = (dst + 0.5) * src/dst - 0.5). Label maps must be sampled at the same
-positions, so they use a centre-aligned nearest neighbour: source index =
-floor((dst + 0.5) * src/dst). Neither ``cv2.INTER_NEAREST`` (source =
-floor(dst * src/dst), biased to the top-left) nor a naive ``F.interpolate(mode=
-"nearest")`` does that; with them the labels drift by up to half a source pixel
-against the image, which the original implementation suffered from. The index
-arithmetic here is exact integer arithmetic, so results never depend on rounding.
+OpenCV's bilinear resize samples at pixel centres (source = (dst + 0.5) * src/dst - 0.5), so
+label maps use a centre-aligned nearest neighbour, source = floor((dst + 0.5) * src/dst), in
+exact integers. ``cv2.INTER_NEAREST`` and ``F.interpolate(mode="nearest")`` are biased to the
+top-left: with them the labels drift by up to half a source pixel against the image, as in the
+original implementation.
 """
 
 from dataclasses import dataclass
@@ -22,8 +19,6 @@ from .errors import DatasetError
 
 def _centre_indices(src, dst):
     """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
-    if src < 1 or dst < 1:
-        raise ValueError(f"sizes must be positive, got src={src}, dst={dst}")
     d = np.arange(dst, dtype=np.int64)
     return ((2 * d + 1) * src) // (2 * dst)
 
@@ -31,43 +26,32 @@ def _centre_indices(src, dst):
 def resize_label(label, size):
     """Resize an HxW label map (any dtype) to ``size = (height, width)``, centre-aligned nearest."""
     label = np.asarray(label)
-    if label.ndim != 2:
-        raise ValueError(f"expected an HxW label map, got shape {label.shape}")
-    height, width = size
-    rows = _centre_indices(label.shape[0], height)
-    cols = _centre_indices(label.shape[1], width)
+    rows = _centre_indices(label.shape[0], size[0])
+    cols = _centre_indices(label.shape[1], size[1])
     # Two 1-D gathers are several times faster than one 2-D fancy index.
     return np.take(np.take(label, rows, axis=0), cols, axis=1)
 
 
 def resize_labels_torch(labels, size):
-    """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest.
-
-    The loss targets of the legacy ``MSC_GEOMETRY: pytorch`` (the original repository's); the
-    default geometry samples labels at the cells' pixels instead. Stays on the input's device.
-    """
-    if labels.dim() not in (2, 3):
-        raise ValueError(f"expected NxHxW or HxW labels, got shape {tuple(labels.shape)}")
-    height, width = size
-    rows = torch.from_numpy(_centre_indices(labels.shape[-2], height)).to(labels.device)
-    cols = torch.from_numpy(_centre_indices(labels.shape[-1], width)).to(labels.device)
+    """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest, on their
+    device: the loss targets of the legacy ``MSC_GEOMETRY: pytorch``."""
+    rows = torch.from_numpy(_centre_indices(labels.shape[-2], size[0])).to(labels.device)
+    cols = torch.from_numpy(_centre_indices(labels.shape[-1], size[1])).to(labels.device)
     return labels.index_select(-2, rows).index_select(-1, cols)
 
 
 def resize_image(image, size):
     """Bilinear (pixel-centre aligned) resize of an HxWxC float image to ``(height, width)``."""
-    height, width = size
-    if image.shape[:2] == (height, width):
+    if image.shape[:2] == tuple(size):
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def check_scales(scale_choices, scale_range):
     """Refuse anything but exactly one scale source: positive choices, or ``(low, high)``.
 
-    Two keys rather than one list whose length decides: ``[0.5, 1.5]`` as choices and
-    as a range are different augmentations, and guessing between them is how an old
-    config would silently change meaning.
+    Two keys, not one list whose length decides: ``[0.5, 1.5]`` as choices and as a range are
+    different augmentations, and guessing is how an old config would silently change meaning.
     """
     if (scale_choices is None) == (scale_range is None):
         raise ValueError("give exactly one of scale_choices and scale_range")
@@ -76,31 +60,23 @@ def check_scales(scale_choices, scale_range):
         raise ValueError(f"scales must be positive numbers, got {list(values)}")
     if scale_range is not None and (len(scale_range) != 2 or scale_range[0] > scale_range[1]):
         raise ValueError(
-            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}"
-        )
+            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}")
 
 
 def draw_scale(rng, scale_choices=None, scale_range=None):
-    """One rescale factor from ``rng``: uniform over ``scale_choices``, or in ``scale_range``.
-
-    Caffe's DeepLab v2 picks one of a few scales (0.5, 0.75, 1, 1.25, 1.5) per image;
-    the continuous range is the other option. Either way exactly one value is drawn,
-    so the crop and flip draws that follow come from the same generator positions.
-    """
-    check_scales(scale_choices, scale_range)
+    """One rescale factor: one of ``scale_choices`` (Caffe's protocol) or uniform in
+    ``scale_range``; one draw either way, so the crop and flip draws that follow sit at the
+    same generator positions."""
     if scale_choices is not None:
         return float(scale_choices[int(rng.integers(len(scale_choices)))])
-    low, high = scale_range
-    return float(rng.uniform(low, high))
+    return float(rng.uniform(*scale_range))
 
 
 @dataclass(kw_only=True)
 class Transform:
-    """How a read sample reaches the network: the training augmentation (:func:`augment`,
-    drawn from ``(seed, epoch, index)``) or the evaluation warp to ``test_size`` squares
-    (none with ``eval_original_size``). Checked when built, so a bad scale pair fails with
-    the dataset, not in a worker process mid-epoch; keyword-only so that no call can
-    mistake a list of scales for a range."""
+    """How a read sample reaches the network: :func:`augment` drawn from ``(seed, epoch, index)``,
+    or the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked
+    when built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
 
     ignore_label: int  # the label padding's value
     crop_size: int
@@ -175,10 +151,7 @@ def mean_bgr_array(mean):
     """Accept ``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence."""
     if hasattr(mean, "keys"):
         return np.array([mean["B"], mean["G"], mean["R"]], np.float32)
-    mean = np.asarray(mean, np.float32).reshape(-1)
-    if mean.shape != (3,):
-        raise ValueError(f"expected a BGR mean of 3 values, got {mean.tolist()}")
-    return mean
+    return np.asarray(mean, np.float32).reshape(3)
 
 
 def subtract_mean(image_bgr, mean):
@@ -187,16 +160,9 @@ def subtract_mean(image_bgr, mean):
 
 
 def to_rgb_uint8(image, mean):
-    """A mean-subtracted 3xHxW BGR image (tensor or array) -> HxWx3 uint8 RGB.
-
-    What the dense CRF and visualisations need: the picture as a camera saw it.
-    ``mean`` is ``cfg.IMAGE.MEAN`` or a (b, g, r) sequence.
-    """
+    """A mean-subtracted 3xHxW BGR image (tensor or array) -> HxWx3 uint8 RGB, the picture as a
+    camera saw it (for the dense CRF and visualisations); ``mean`` as in :func:`mean_bgr_array`."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a 3xHxW image, got shape {image.shape}")
-    bgr = image.transpose(1, 2, 0) + mean_bgr_array(mean)[None, None, :]
-    rgb = np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb)
+    bgr = np.asarray(image, np.float32).transpose(1, 2, 0) + mean_bgr_array(mean)[None, None, :]
+    return np.ascontiguousarray(np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8))
