@@ -1,23 +1,14 @@
 """Build DeepLab v2's ``train_aug`` set from SBD and PASCAL VOC 2012 (``python -m libs.cli.sbd``).
 
-Inputs: the Semantic Boundaries Dataset's ``benchmark_RELEASE/dataset`` (``cls/<id>.mat``, a
-MATLAB v5 struct ``GTcls`` whose ``Segmentation`` is a uint8 map of classes 0..20, and the
-lists ``train.txt``, ``val.txt``) and the ``VOC2012`` folder. Outputs, in the layout
-:mod:`.voc` reads: ``SegmentationClassAug/<id>.png`` (grey, 0..20, 255 = ignore) for every
-``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``, DeepLab's
-(SBD train | SBD val | VOC train) - VOC val in sorted order. The sizes on the real data and
-the public recipes this follows are in docs/data.md.
-
-Where both datasets label an id, **VOC's official label** wins (read by palette index, its
-255 boundary band kept), as in the public recipes: it is the benchmark's own annotation,
-with the ignore band DeepLab's loss skips. Images are not copied (every SBD id is a VOC
-2011 trainval image); a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops the run
-before anything is written.
-
-Re-running is safe: a PNG that already holds the same labels is left alone, files are
-written atomically (the list last), and a PNG or list that differs from what would be
-written is refused unless ``overwrite`` is set. Every bad or missing input is one
-:class:`DatasetError` line naming the file.
+Reads SBD's ``benchmark_RELEASE/dataset`` (``cls/<id>.mat``: a MATLAB struct ``GTcls`` whose
+``Segmentation`` holds classes 0..20; ``train.txt``, ``val.txt``) and the ``VOC2012`` folder;
+writes, in the layout :mod:`.voc` reads, a grey ``SegmentationClassAug/<id>.png`` (255 = ignore)
+for every ``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``:
+(SBD train | SBD val | VOC train) - VOC val, sorted. Where both label an id, VOC's official
+label wins (its 255 boundary band kept), as in the public recipes (docs/data.md). Images are not
+copied; a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops the run before anything is
+written. Re-running is safe: equal PNGs are left alone, files are written atomically (the list
+last), and a different existing PNG or list is refused unless ``overwrite`` is set.
 """
 
 import re
@@ -54,20 +45,10 @@ class SBDConversion:
     list_written: bool  # False when an equal train_aug.txt was already there
 
 
-def resolve_sbd_root(root):
-    """SBD's ``dataset`` folder; ``benchmark_RELEASE`` (its parent) is accepted too."""
+def _resolve(root, child, probe):
+    """``root``, or ``root / child`` when only that holds ``probe`` (its parent was given)."""
     root = Path(root)
-    if not (root / SBD_LISTS[0]).is_file() and (root / "dataset" / SBD_LISTS[0]).is_file():
-        return root / "dataset"
-    return root
-
-
-def resolve_voc_root(root):
-    """The ``VOC2012`` folder; ``VOCdevkit`` (its parent) is accepted too."""
-    root = Path(root)
-    if not (root / "JPEGImages").is_dir() and (root / "VOC2012" / "JPEGImages").is_dir():
-        return root / "VOC2012"
-    return root
+    return root / child if not (root / probe).exists() and (root / child / probe).exists() else root
 
 
 def _check_values(label, path):
@@ -109,14 +90,11 @@ def _read_split(root, name, what):
 
 
 def plan_train_aug(sbd_root, voc_root):
-    """``(train_aug ids, {id: (label source path, is_voc)})`` for the roots (resolved).
-
-    Checks the lists and that ``JPEGImages`` holds every ``train_aug`` image; reads no label.
-    """
+    """``(train_aug ids, {id: (label source path, is_voc)})``, after checking the lists and that
+    ``JPEGImages`` holds every ``train_aug`` image; reads no label."""
     sbd = [i for name in SBD_LISTS for i in _read_split(sbd_root, name, "SBD image list")]
-    voc_lists = voc_root / "ImageSets" / "Segmentation"
-    voc_train = _read_split(voc_lists, "train.txt", "VOC split list")
-    voc_val = _read_split(voc_lists, "val.txt", "VOC split list")
+    voc_train, voc_val = (_read_split(voc_root / "ImageSets" / "Segmentation", name,
+                                      "VOC split list") for name in ("train.txt", "val.txt"))
     train_aug = sorted((set(sbd) | set(voc_train)) - set(voc_val))
     for image_id in train_aug:
         image = voc_root / "JPEGImages" / f"{image_id}.jpg"
@@ -126,18 +104,10 @@ def plan_train_aug(sbd_root, voc_root):
                 f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does not copy images)"
             )
     official = set(voc_train) | set(voc_val)
-    sources = {}
-    for image_id in sorted(set(train_aug) | official):
-        if image_id in official:
-            sources[image_id] = (voc_root / "SegmentationClass" / f"{image_id}.png", True)
-        else:
-            sources[image_id] = (sbd_root / "cls" / f"{image_id}.mat", False)
+    sources = {i: (voc_root / "SegmentationClass" / f"{i}.png", True) if i in official
+               else (sbd_root / "cls" / f"{i}.mat", False)
+               for i in sorted(set(train_aug) | official)}
     return train_aug, sources
-
-
-def list_lines(train_aug):
-    """DeepLab's list lines: ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``."""
-    return [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]
 
 
 def _list_is_current(path, lines, overwrite):
@@ -189,10 +159,11 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
     ``sbd_root`` is SBD's ``benchmark_RELEASE/dataset`` and ``voc_root`` the ``VOC2012``
     folder (their parents are accepted too). Returns an :class:`SBDConversion`.
     """
-    sbd_root, voc_root = resolve_sbd_root(sbd_root), resolve_voc_root(voc_root)
+    sbd_root = _resolve(sbd_root, "dataset", SBD_LISTS[0])
+    voc_root = _resolve(voc_root, "VOC2012", "JPEGImages")
     train_aug, sources = plan_train_aug(sbd_root, voc_root)
     list_path = voc_root / AUG_LIST
-    lines = list_lines(train_aug)
+    lines = [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]  # DeepLab's format
     list_current = _list_is_current(list_path, lines, overwrite)  # refuse before writing
     label_dir = voc_root / AUG_DIR
     n_written = 0
