@@ -13,19 +13,13 @@ from .transforms import Transform, resize_label, resize_labels_torch, to_rgb_uin
 from .voc import VOC12
 
 # Every reader takes the same arguments (SegmentationDataset's); DATASET.NAME picks one.
-DATASETS = {
-    "cocostuff10k": CocoStuff10k,
-    "cocostuff164k": CocoStuff164k,
-    "voc12": VOC12,
-    "folder": FolderDataset,
-}
+DATASETS = {"cocostuff10k": CocoStuff10k, "cocostuff164k": CocoStuff164k, "voc12": VOC12,
+            "folder": FolderDataset}
 
 
 def load_class_names(path):
-    """Class names indexed by id from an ``id<TAB>name`` file (``DATASET.LABELS``).
-
-    Ids must run 0..n-1 without gaps, so ``names[class_id]`` is always right.
-    """
+    """Class names indexed by id from an ``id<TAB>name`` file (``DATASET.LABELS``); ids must run
+    0..n-1 without gaps, so ``names[class_id]`` is always right."""
     path = Path(path)
     lines = read_input(path, "class-name file", DatasetError).splitlines()
     names = []
@@ -36,9 +30,8 @@ def load_class_names(path):
         if not sep or not class_id.strip().isdigit() or not name.strip():
             raise DatasetError(f"{path}: line {number}: expected 'id<TAB>name', got {line!r}")
         if int(class_id) != len(names):
-            raise DatasetError(
-                f"{path}: line {number}: expected id {len(names)}, got {class_id.strip()}"
-            )
+            raise DatasetError(f"{path}: line {number}: expected id {len(names)}, "
+                               f"got {class_id.strip()}")
         names.append(name.strip())
     if not names:
         raise DatasetError(f"{path}: class-name file is empty")
@@ -49,35 +42,25 @@ def load_checked_class_names(cfg):
     """``DATASET.LABELS`` as a list, checked against ``DATASET.N_CLASSES``."""
     names = load_class_names(cfg.DATASET.LABELS)
     if len(names) != cfg.DATASET.N_CLASSES:
-        raise DatasetError(
-            f"{cfg.DATASET.LABELS}: {len(names)} class names but "
-            f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}"
-        )
+        raise DatasetError(f"{cfg.DATASET.LABELS}: {len(names)} class names but "
+                           f"DATASET.N_CLASSES is {cfg.DATASET.N_CLASSES}")
     return names
 
 
 def resolve_split(cfg, split):
-    """``"train"``/``"test"`` mean ``DATASET.SPLIT.TRAIN/TEST``; other names are literal."""
-    key = split.upper()
-    if key in ("TRAIN", "TEST"):
-        return cfg.DATASET.SPLIT[key]
-    return split
+    """``"train"``/``"test"`` mean ``DATASET.SPLIT.TRAIN/TEST``; other names (``"all"``,
+    ``"val2017"``) are literal."""
+    return cfg.DATASET.SPLIT[split.upper()] if split.upper() in ("TRAIN", "TEST") else split
 
 
 def build_dataset(cfg, split, augment):
-    """The dataset ``cfg.DATASET.NAME`` for ``split`` with the training or evaluation transform.
-
-    ``split`` is ``"train"`` or ``"test"`` (looked up in ``DATASET.SPLIT``) or a literal
-    split name such as ``"all"`` or ``"val2017"``. ``augment=True`` gives random
-    scale/pad/crop/flip to ``IMAGE.SIZE.TRAIN`` squares (default collate works), the scale
-    one of ``AUGMENTATION.SCALE_CHOICES`` or uniform in ``SCALE_RANGE``, whichever is set;
-    ``augment=False`` warps to ``IMAGE.SIZE.TEST`` squares, or keeps the original
-    size when ``IMAGE.EVAL_ORIGINAL_SIZE`` is true. A synthetic dataset
-    (``DATASET.SYNTHETIC``) is generated at ``DATASET.ROOT`` on first use.
-    """
+    """The dataset ``cfg.DATASET.NAME`` for ``split`` (see :func:`resolve_split`), with the
+    training augmentation to ``IMAGE.SIZE.TRAIN`` squares or the evaluation transform
+    (:class:`~.transforms.Transform`); a synthetic dataset is generated on first use."""
     name = cfg.DATASET.NAME
     if name not in DATASETS:
-        raise DatasetError(f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise DatasetError(
+            f"DATASET.NAME: unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     ensure_synthetic(cfg.DATASET, cfg.EXP.SEED)
     class_names = load_checked_class_names(cfg)
     transform = Transform(
@@ -92,21 +75,8 @@ def build_dataset(cfg, split, augment):
 
 
 __all__ = [
-    "CocoStuff10k",
-    "CocoStuff164k",
-    "DATASETS",
-    "DatasetError",
-    "FolderDataset",
-    "SegmentationDataset",
-    "VOC12",
-    "build_dataset",
-    "ensure_synthetic",
-    "generate_synthetic",
-    "load_checked_class_names",
-    "load_class_names",
-    "read_image_bgr",
-    "read_label_png",
-    "resize_label",
-    "resize_labels_torch",
-    "to_rgb_uint8",
+    "CocoStuff10k", "CocoStuff164k", "DATASETS", "DatasetError", "FolderDataset",
+    "SegmentationDataset", "VOC12", "build_dataset", "ensure_synthetic", "generate_synthetic",
+    "load_checked_class_names", "load_class_names", "read_image_bgr", "read_label_png",
+    "resize_label", "resize_labels_torch", "to_rgb_uint8",
 ]

@@ -48,6 +48,7 @@ class SegmentationDataset(Dataset):
         self._table = self.label_table()
 
     def _list_ids(self):
+        """The split's image ids, in order."""
         raise NotImplementedError
 
     def _paths(self, image_id):
@@ -62,11 +63,7 @@ class SegmentationDataset(Dataset):
         return self.UNLABELED
 
     def label_table(self):
-        """Raw value -> train id (a class or ``ignore_label``); -1 marks an invalid value.
-
-        A dataset whose files store other ids (Cityscapes' 0..33 for its 19 train ids)
-        overrides this with its own table.
-        """
+        """Raw value -> train id (a class or ``ignore_label``); -1 marks an invalid value."""
         first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled() if v >= 0]
         table = np.full(max([first + self.n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
         table[first : first + self.n_classes] = np.arange(self.n_classes)
@@ -74,11 +71,8 @@ class SegmentationDataset(Dataset):
         return table
 
     def map_labels(self, raw, path):
-        """``raw`` through the label table; DatasetError quoting the first invalid raw value.
-
-        Judged on the file's own values, so a raw 256 cannot slip through as the ignore
-        label, and the message quotes the value as it is in the file.
-        """
+        """``raw`` through the label table; DatasetError quoting the first invalid raw value,
+        judged on the file's own values so that a raw 256 cannot slip through as the ignore."""
         label = np.take(self._table, raw, mode="clip")
         bad = (raw < 0) | (raw >= len(self._table)) | (label < 0)
         if bad.any():
@@ -119,10 +113,9 @@ class SegmentationDataset(Dataset):
         image = read_image_bgr(image_path, self.transform.mean_bgr)
         label = self.map_labels(self._read_raw_label(label_path), label_path)
         if image.shape[:2] != label.shape:
-            raise DatasetError(
-                f"{label_path}: label map is {size_text(*label.shape[:2])} but "
-                f"{image_path.name} is {size_text(*image.shape[:2])} (width x height)"
-            )
+            raise DatasetError(f"{label_path}: label map is {size_text(*label.shape)} but "
+                               f"{image_path.name} is {size_text(*image.shape[:2])} "
+                               "(width x height)")
         return image, label
 
     def __getitem__(self, index):

@@ -1,14 +1,10 @@
 """Reading (and writing) the files of a dataset: images, label maps, id lists.
 
-Every reader returns a plain array or raises :class:`DatasetError` with one line that
-names the file, so the datasets, the demos and the converters report a bad file alike.
-
-Label PNGs are read by palette *index*, never by colour: a palette image that shows
-class 3 in red stores 3, and red would be a meaningless number. OpenCV (libpng) always
-expands a palette to colours, so the palette is replaced by the identity grey ramp
-(entry ``i`` is ``(i, i, i)``) before decoding: every decoded colour then equals its
-index, libpng still does the decompression, filtering and interlacing, and no second
-PNG library is needed.
+Every reader returns a plain array or raises :class:`DatasetError` with one line naming the
+file, so the datasets, the demos and the converters report a bad file alike. Label PNGs are
+read by palette *index*, never by colour (red means nothing; index 3 is class 3). OpenCV always
+expands a palette to colours, so the palette is first replaced by the identity grey ramp: every
+decoded colour then equals its index, and libpng still does the decoding.
 """
 
 import struct
@@ -32,12 +28,9 @@ PNG_GREY, PNG_PALETTE = 0, 3
 def read_image_bgr(path, background_bgr=None):
     """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it.
 
-    OpenCV silently returns a grey-filled picture for a truncated JPEG, so a JPEG
-    must also carry its end-of-image marker after the last scan. An image with
-    an alpha channel (PNG, WebP) is composited onto ``background_bgr`` (callers
-    pass ``IMAGE.MEAN``), so transparent pixels reach the network as the mean
-    colour, i.e. zero input, instead of the black that dropping the alpha
-    channel would give them; without one, onto mid grey, with a warning.
+    OpenCV silently grey-fills a truncated JPEG, so a JPEG must end with its end-of-image
+    marker. Alpha is composited onto ``background_bgr`` (callers pass ``IMAGE.MEAN``: zero
+    input, not the black that dropping alpha would give), else onto mid grey with a warning.
     """
     path = Path(path)
     data = read_input(path, "image file", DatasetError, binary=True)
@@ -126,10 +119,7 @@ def png_chunk(kind, payload):
 
 
 def read_label_png(path):
-    """A label PNG as int64 HxW: palette PNGs by index, greyscale PNGs by value.
-
-    Raises DatasetError naming ``path`` for a missing, corrupt or colour (RGB) PNG.
-    """
+    """A label PNG as int64 HxW: palette PNGs by index, greyscale PNGs by value (not RGB)."""
     path = Path(path)
     data = read_input(path, "annotation file", DatasetError, binary=True)
     chunks = _png_chunks(data, path)
@@ -141,10 +131,9 @@ def read_label_png(path):
         data = PNG_SIGNATURE + b"".join(png_chunk(kind, ramp if kind == b"PLTE" else payload)
                                         for kind, payload in chunks if kind != b"tRNS")
     elif colour_type != PNG_GREY:
-        raise DatasetError(
-            f"{path}: label PNGs must be single-channel (greyscale or palette), "
-            f"this one is colour type {colour_type}; store class indices, not colours"
-        )
+        raise DatasetError(f"{path}: label PNGs must be single-channel (greyscale or palette), "
+                           f"this one is colour type {colour_type}; store class indices, "
+                           "not colours")
     label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DatasetError(f"{path}: corrupt annotation (OpenCV cannot decode it)")
