@@ -1,5 +1,6 @@
 """Datasets for the scripts: ``build_dataset(cfg, split, augment)`` is the entry point."""
 
+import json
 from pathlib import Path
 
 from ..utils.files import read_input
@@ -8,7 +9,7 @@ from .cocostuff import CocoStuff10k, CocoStuff164k
 from .errors import DatasetError
 from .folder import FolderDataset
 from .images import read_image_bgr, read_label_png
-from .synthetic import ensure_synthetic, generate_synthetic
+from .synthetic import DEFAULT_LAYOUT, LAYOUTS, MARKER_FILE, Sizes, generate_synthetic
 from .transforms import Transform, resize_label, resize_labels_torch, to_rgb_uint8
 from .voc import VOC12
 
@@ -51,6 +52,48 @@ def resolve_split(cfg, split):
     """``"train"``/``"test"`` mean ``DATASET.SPLIT.TRAIN/TEST``; other names (``"all"``,
     ``"val2017"``) are literal."""
     return cfg.DATASET.SPLIT[split.upper()] if split.upper() in ("TRAIN", "TEST") else split
+
+
+def ensure_synthetic(dataset_cfg, seed):
+    """Generate the set that the ``DATASET`` section asks for at its ROOT, unless it is there.
+
+    Returns the root, or None when ``DATASET.SYNTHETIC`` is null (real data). The layout
+    follows ``DATASET.NAME``. A set counts as present when its marker file records the same
+    sizes and layout; the seed is not compared, so changing ``EXP.SEED`` reuses the data.
+    """
+    s = dataset_cfg.get("SYNTHETIC")
+    if not s:
+        return None
+    root = Path(dataset_cfg.ROOT)
+    sizes = Sizes(s.N_TRAIN, s.N_TEST, s.HEIGHT, s.WIDTH)
+    wanted = sizes._asdict()
+    name = dataset_cfg.get("NAME")
+    wanted_layout = name if name in LAYOUTS else DEFAULT_LAYOUT
+    marker = root / MARKER_FILE
+    if not marker.exists():
+        if root.is_dir() and any(root.iterdir()):
+            raise DatasetError(
+                f"{root}: DATASET.SYNTHETIC is set but this non-empty directory holds no "
+                f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
+            )
+        try:
+            generate_synthetic(root, sizes, seed, wanted_layout)
+        except OSError:
+            if not marker.exists():  # not a concurrent generator that won the rename
+                raise
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
+    layout = found.get("layout", DEFAULT_LAYOUT) if isinstance(found, dict) else None
+    found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
+    if found != wanted or layout != wanted_layout:
+        raise DatasetError(
+            f"{marker}: the synthetic dataset at {root} was generated with {found} in the "
+            f"{layout} layout, but DATASET asks for {wanted} in the {wanted_layout} layout; "
+            f"delete {root} to regenerate it"
+        )
+    return root
 
 
 def build_dataset(cfg, split, augment):

@@ -1,11 +1,10 @@
 """A small synthetic segmentation dataset in the COCO-Stuff 10k, VOC 2012 or folder layout.
 
-Tests and first-time users need the whole pipeline (loading, training, evaluation, CRF,
-demo) without the 2 GB of COCO-Stuff. Every class differs from the others in colour *and*
-texture or shape, so a tiny DeepLab learns them within minutes on a CPU; a one-pixel band on
-each shape outline is unlabeled, to exercise the ignore label. The bytes are a function of
-the arguments alone (the quick start's scores depend on it). Layouts and classes:
-docs/data.md, "The synthetic dataset".
+Tests and first-time users need the whole pipeline without the 2 GB of COCO-Stuff. Every class
+differs from the others in colour *and* texture or shape, so a tiny DeepLab learns them within
+minutes on a CPU; a one-pixel band on each shape outline is unlabeled, for the ignore label. The
+bytes are a function of the arguments alone (the quick start's scores depend on it). Layouts
+and classes: docs/data.md, "The synthetic dataset".
 """
 
 import io
@@ -13,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 from pathlib import Path
 
 import cv2
@@ -55,21 +54,12 @@ UNLABELED = 255  # the ignore value in the PNG layouts (VOC's boundary value)
 LAYOUTS = {"cocostuff10k": (600_000, "COCO_train2014_", "COCO_val2014_", 12),
            "voc12": (1_000_000, "2008_", "2008_", 6), "folder": (1_000_000, "img_", "img_", 6)}
 DEFAULT_LAYOUT = "cocostuff10k"
+# How many images of what size: what synthetic.json records besides the seed and layout.
+Sizes = namedtuple("Sizes", "n_train n_test height width")
 
-# scipy writes the wall-clock time into the MAT header; a fixed header keeps the
-# generator byte-for-byte deterministic for a seed.
+# scipy writes the wall-clock time into the MAT header; a fixed one keeps the bytes the same.
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(
     116, b" ")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How many images of what size: what ``synthetic.json`` records besides seed and layout."""
-
-    n_train: int
-    n_test: int
-    height: int
-    width: int
 
 
 def _texture(class_id, height, width, rng):
@@ -101,11 +91,9 @@ def _shape_mask(class_id, height, width, rng):
 
 def make_sample(height, width, rng):
     """One ``(image uint8 HxWx3 BGR, S uint8 HxW)`` pair; S is 0 (unlabeled) or class + 1."""
-    classes = np.empty((height, width), np.int64)
-    image = np.empty((height, width, 3), np.float32)
     first, second = rng.choice(BACKGROUND_CLASSES, size=2, replace=False)
-    classes[:] = first
-    image[:] = _texture(first, height, width, rng)
+    classes = np.full((height, width), first, np.int64)
+    image = _texture(first, height, width, rng)
     if rng.random() < 0.5:  # a wavy horizon with a second background below it
         x = np.arange(width)
         horizon = height * rng.uniform(0.35, 0.65) + 4 * np.sin(x / rng.uniform(6, 14))
@@ -123,9 +111,7 @@ def make_sample(height, width, rng):
         cv2.drawContours(outline, contours, -1, 1, thickness=1)
     image += rng.normal(0, PIXEL_NOISE_STD, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    s = (classes + 1).astype(np.uint8)
-    s[outline.astype(bool)] = 0
-    return image, s
+    return image, np.where(outline.astype(bool), 0, classes + 1).astype(np.uint8)
 
 
 def _mat_bytes(s):
@@ -174,7 +160,7 @@ def _write_layout(root, layout, sizes, seed):
         files.update(_sample_files(layout, image_id, *make_sample(sizes.height, sizes.width, rng)))
     for name, ids in _split_lists(layout, train, test).items():
         files[name] = "".join(f"{i}\n" for i in ids).encode()
-    marker = dict(asdict(sizes), seed=seed)
+    marker = dict(sizes._asdict(), seed=seed)
     if layout != DEFAULT_LAYOUT:
         marker["layout"] = layout
     files[MARKER_FILE] = (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
@@ -184,12 +170,11 @@ def _write_layout(root, layout, sizes, seed):
 
 
 def generate_synthetic(root, sizes, seed, layout=DEFAULT_LAYOUT, force=False):
-    """Write the synthetic dataset of :class:`Sizes` ``sizes`` to ``root`` (absent or empty).
+    """Write the synthetic dataset of ``sizes`` (:data:`Sizes`) to ``root`` (absent or empty).
 
-    The files go into a sibling temporary directory that is then renamed to ``root``, so an
-    interrupted run never leaves a half-written set that a later run would take for complete.
-    ``force`` replaces an existing synthetic set (one holding ``synthetic.json``), and only such
-    a set: any other folder is never touched.
+    The files go into a sibling temporary directory renamed to ``root`` once complete, so an
+    interrupted run never leaves a half-written set. ``force`` replaces an existing synthetic set
+    (one holding ``synthetic.json``), and only such a set: any other folder is never touched.
     """
     root = Path(root)
     if layout not in LAYOUTS:
@@ -222,46 +207,4 @@ def generate_synthetic(root, sizes, seed, layout=DEFAULT_LAYOUT, force=False):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return root
-
-
-def ensure_synthetic(dataset_cfg, seed):
-    """Generate the set that the ``DATASET`` section asks for at its ROOT, unless it is there.
-
-    Returns the root, or None when ``DATASET.SYNTHETIC`` is null (real data). The layout
-    follows ``DATASET.NAME``. A set counts as present when its marker file records the same
-    sizes and layout; the seed is not compared, so changing ``EXP.SEED`` reuses the data.
-    """
-    s = dataset_cfg.get("SYNTHETIC")
-    if not s:
-        return None
-    root = Path(dataset_cfg.ROOT)
-    sizes = Sizes(s.N_TRAIN, s.N_TEST, s.HEIGHT, s.WIDTH)
-    wanted = asdict(sizes)
-    name = dataset_cfg.get("NAME")
-    wanted_layout = name if name in LAYOUTS else DEFAULT_LAYOUT
-    marker = root / MARKER_FILE
-    if not marker.exists():
-        if root.is_dir() and any(root.iterdir()):
-            raise DatasetError(
-                f"{root}: DATASET.SYNTHETIC is set but this non-empty directory holds no "
-                f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
-            )
-        try:
-            generate_synthetic(root, sizes, seed, wanted_layout)
-        except OSError:
-            if not marker.exists():  # not a concurrent generator that won the rename
-                raise
-    try:
-        found = json.loads(marker.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
-    layout = found.get("layout", DEFAULT_LAYOUT) if isinstance(found, dict) else None
-    found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
-    if found != wanted or layout != wanted_layout:
-        raise DatasetError(
-            f"{marker}: the synthetic dataset at {root} was generated with {found} in the "
-            f"{layout} layout, but DATASET asks for {wanted} in the {wanted_layout} layout; "
-            f"delete {root} to regenerate it"
-        )
     return root
