@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..utils.sizes import size_text
 from .errors import DatasetError
-from .images import read_image_bgr
+from .images import read_image_bgr, read_label_png
 
 
 class SegmentationDataset(Dataset):
@@ -56,8 +56,8 @@ class SegmentationDataset(Dataset):
         raise NotImplementedError
 
     def _read_raw_label(self, path):
-        """The label file's own values as int64 HxW."""
-        raise NotImplementedError
+        """The label file's own values as int64 HxW (a PNG's, unless overridden)."""
+        return read_label_png(path)
 
     def unlabeled(self):
         return self.UNLABELED

@@ -2,7 +2,7 @@
 
 from .base import SegmentationDataset
 from .errors import DatasetError
-from .images import read_id_list, read_label_png, read_mat_label
+from .images import read_id_list, read_mat_label
 
 
 class CocoStuff10k(SegmentationDataset):
@@ -41,6 +41,3 @@ class CocoStuff164k(SegmentationDataset):
             self.root / "images" / self.split / f"{image_id}.jpg",
             self.root / "annotations" / self.split / f"{image_id}.png",
         )
-
-    def _read_raw_label(self, path):
-        return read_label_png(path)
