@@ -64,18 +64,14 @@ def ensure_synthetic(dataset_cfg, seed):
     s = dataset_cfg.get("SYNTHETIC")
     if not s:
         return None
-    root = Path(dataset_cfg.ROOT)
-    sizes = Sizes(s.N_TRAIN, s.N_TEST, s.HEIGHT, s.WIDTH)
-    wanted = sizes._asdict()
+    root, sizes = Path(dataset_cfg.ROOT), Sizes(s.N_TRAIN, s.N_TEST, s.HEIGHT, s.WIDTH)
+    wanted, marker = sizes._asdict(), root / MARKER_FILE
     name = dataset_cfg.get("NAME")
     wanted_layout = name if name in LAYOUTS else DEFAULT_LAYOUT
-    marker = root / MARKER_FILE
     if not marker.exists():
         if root.is_dir() and any(root.iterdir()):
-            raise DatasetError(
-                f"{root}: DATASET.SYNTHETIC is set but this non-empty directory holds no "
-                f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
-            )
+            raise DatasetError(f"{root}: DATASET.SYNTHETIC is set but this non-empty directory "
+                               f"holds no {MARKER_FILE}; point DATASET.ROOT elsewhere or empty it")
         try:
             generate_synthetic(root, sizes, seed, wanted_layout)
         except OSError:
@@ -88,11 +84,9 @@ def ensure_synthetic(dataset_cfg, seed):
     layout = found.get("layout", DEFAULT_LAYOUT) if isinstance(found, dict) else None
     found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
     if found != wanted or layout != wanted_layout:
-        raise DatasetError(
-            f"{marker}: the synthetic dataset at {root} was generated with {found} in the "
-            f"{layout} layout, but DATASET asks for {wanted} in the {wanted_layout} layout; "
-            f"delete {root} to regenerate it"
-        )
+        raise DatasetError(f"{marker}: the synthetic dataset at {root} was generated with {found} "
+                           f"in the {layout} layout, but DATASET asks for {wanted} in the "
+                           f"{wanted_layout} layout; delete {root} to regenerate it")
     return root
 
 

@@ -27,9 +27,8 @@ from .images import read_image_bgr, read_label_png
 class SegmentationDataset(Dataset):
     """Shared sampling, label mapping, transform and skip logic (module doc)."""
 
-    # The file stores class c as c + LABEL_OFFSET; the UNLABELED values become the ignore label.
-    LABEL_OFFSET = 0
-    UNLABELED = (255,)
+    LABEL_OFFSET = 0  # the file stores class c as c + LABEL_OFFSET
+    UNLABELED = (255,)  # raw values that become the ignore label
 
     def __init__(self, root, split, n_classes, transform, skip_bad_samples=False,
                  class_names=None):
@@ -88,16 +87,21 @@ class SegmentationDataset(Dataset):
         """Distinct bad samples met so far in this process (skip mode)."""
         return len(self.bad_samples)
 
+    def _read_or_skip(self, image_id):
+        """``read_sample``, or None for a bad sample in skip mode (recorded in ``bad_samples``)."""
+        try:
+            return self.read_sample(image_id)
+        except DatasetError as e:
+            if not self.skip_bad_samples:
+                raise
+            self.bad_samples[image_id] = str(e)
+            return None
+
     def check_all(self):
         """Read every sample once; return ``{image_id: error}`` (raises unless skipping)."""
         for image_id in self.ids:
             if image_id not in self.bad_samples:
-                try:
-                    self.read_sample(image_id)
-                except DatasetError as e:
-                    if not self.skip_bad_samples:
-                        raise
-                    self.bad_samples[image_id] = str(e)
+                self._read_or_skip(image_id)
         return dict(self.bad_samples)
 
     def set_epoch(self, epoch):
@@ -125,16 +129,12 @@ class SegmentationDataset(Dataset):
             image_id = self.ids[(index + offset) % len(self.ids)]
             if image_id in self.bad_samples:
                 continue
-            try:
-                image, label = self.read_sample(image_id)
-            except DatasetError as e:
-                if not self.skip_bad_samples:
-                    raise
-                self.bad_samples[image_id] = str(e)
-                warnings.warn(f"skipping bad sample: {e}", stacklevel=2)
+            sample = self._read_or_skip(image_id)
+            if sample is None:
+                warnings.warn(f"skipping bad sample: {self.bad_samples[image_id]}", stacklevel=2)
                 continue
             # The RNG follows the requested index, so a replacement is as reproducible.
-            image, label = self.transform(image, label, self.epoch, index)
+            image, label = self.transform(*sample, self.epoch, index)
             return image_id, image, label
         raise DatasetError(f"{self.root}: no readable sample in split {self.split!r}")
 

@@ -36,14 +36,6 @@ class SplitReport:
         if self.class_pixels is None:
             self.class_pixels = np.zeros(self.n_classes, np.int64)
 
-    def add(self, image, label, ignore_label):
-        """Count one good sample (labels are already checked to be classes or ignore)."""
-        self.heights.append(image.shape[0])
-        self.widths.append(image.shape[1])
-        ignored = label == ignore_label
-        self.ignored_pixels += int(ignored.sum())
-        self.class_pixels += np.bincount(label[~ignored].ravel(), minlength=self.n_classes)
-
     @property
     def total_pixels(self):
         return int(self.class_pixels.sum()) + self.ignored_pixels
@@ -68,10 +60,13 @@ def scan_dataset(dataset, name=None, progress=True):
         try:
             image, label = dataset.read_sample(image_id)
         except DatasetError as e:
-            dataset.bad_samples[image_id] = str(e)
-            report.bad[image_id] = str(e)
+            dataset.bad_samples[image_id] = report.bad[image_id] = str(e)
             continue
-        report.add(image, label, dataset.ignore_label)
+        report.heights.append(image.shape[0])
+        report.widths.append(image.shape[1])
+        ignored = label == dataset.ignore_label  # read_sample left only classes and ignore
+        report.ignored_pixels += int(ignored.sum())
+        report.class_pixels += np.bincount(label[~ignored].ravel(), minlength=report.n_classes)
     return report
 
 

@@ -75,11 +75,6 @@ def read_sbd_label(path):
     return _check_values(label, path)
 
 
-def read_voc_label(path):
-    """An official ``SegmentationClass`` PNG by palette index, as uint8 (0..20, 255 kept)."""
-    return _check_values(read_label_png(path), Path(path))
-
-
 def _read_split(root, name, what):
     ids = read_id_list(root / name, what)
     for number, image_id in enumerate(ids, 1):
@@ -99,10 +94,9 @@ def plan_train_aug(sbd_root, voc_root):
     for image_id in train_aug:
         image = voc_root / "JPEGImages" / f"{image_id}.jpg"
         if not image.is_file():
-            raise DatasetError(
-                f"{image}: image file not found (a train_aug id; SBD's copy is "
-                f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does not copy images)"
-            )
+            raise DatasetError(f"{image}: image file not found (a train_aug id; SBD's copy is "
+                               f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does "
+                               "not copy images)")
     official = set(voc_train) | set(voc_val)
     sources = {i: (voc_root / "SegmentationClass" / f"{i}.png", True) if i in official
                else (sbd_root / "cls" / f"{i}.mat", False)
@@ -132,10 +126,8 @@ def _write(data, path):
 
 
 def write_label_png(label, path, overwrite=False):
-    """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written.
-
-    An existing file with other labels (or an unreadable one) is refused unless ``overwrite``.
-    """
+    """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written. An
+    existing file with other labels (or an unreadable one) is refused unless ``overwrite``."""
     data = grey_png_bytes(label)
     if path.exists():
         try:
@@ -154,11 +146,8 @@ def write_label_png(label, path, overwrite=False):
 
 
 def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
-    """Write ``SegmentationClassAug/`` and ``train_aug.txt`` under ``voc_root`` (module doc).
-
-    ``sbd_root`` is SBD's ``benchmark_RELEASE/dataset`` and ``voc_root`` the ``VOC2012``
-    folder (their parents are accepted too). Returns an :class:`SBDConversion`.
-    """
+    """Write ``SegmentationClassAug/`` and ``train_aug.txt`` under ``voc_root`` (module doc);
+    ``sbd_root`` is SBD's ``dataset`` folder (or its parent), ``voc_root`` ``VOC2012`` (or its)."""
     sbd_root = _resolve(sbd_root, "dataset", SBD_LISTS[0])
     voc_root = _resolve(voc_root, "VOC2012", "JPEGImages")
     train_aug, sources = plan_train_aug(sbd_root, voc_root)
@@ -170,7 +159,8 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
     for image_id, (source, is_voc) in tqdm(sources.items(), desc="SegmentationClassAug",
                                            unit="label", disable=not progress,
                                            dynamic_ncols=True):
-        label = read_voc_label(source) if is_voc else read_sbd_label(source)
+        # VOC's official PNG by palette index (255 kept), or SBD's .mat
+        label = _check_values(read_label_png(source), source) if is_voc else read_sbd_label(source)
         n_written += write_label_png(label, label_dir / f"{image_id}.png", overwrite)
     if not list_current:
         _write("".join(f"{line}\n" for line in lines).encode(), list_path)

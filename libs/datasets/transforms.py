@@ -113,15 +113,13 @@ class Transform:
 
 
 def augment(image, label, rng, transform):
-    """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
+    """DeepLab v2's training transform of an HxWx3 BGR image and its HxW label: a rescale by
+    :func:`draw_scale` (pixel centres, like the evaluation warp), a random ``crop_size`` square
+    crop padded to size (label with ``ignore_label``), a flip with probability 0.5 if ``flip``.
 
-    A rescale by :func:`draw_scale` (image-to-image, pixel centres, like the evaluation warp
-    it must agree with), a random ``crop_size`` square crop, padding to it (image with the
-    mean colour, label with ``ignore_label``) and a horizontal flip with probability 0.5 if
-    ``flip``. Returns the float32 image with the mean subtracted and the label. All draws
-    come from ``rng`` in a fixed order, so the same generator state gives the same sample.
-    The mean is subtracted after cropping and the crop taken before padding (equivalent:
-    the pad only exists along an axis shorter than the crop), so both touch crop-sized arrays.
+    Returns the float32 image less the mean, and the label. The draws come from ``rng`` in a fixed
+    order. The crop is taken before the mean is subtracted and the padding added (the same, as the
+    pad exists only along an axis shorter than the crop), so both touch crop-sized arrays.
     """
     crop = transform.crop_size
     scale = draw_scale(rng, transform.scale_choices, transform.scale_range)
@@ -133,22 +131,21 @@ def augment(image, label, rng, transform):
     left = int(rng.integers(0, max(new_size[1] - crop, 0) + 1))
     image = image[top : top + crop, left : left + crop]
     label = label[top : top + crop, left : left + crop]
-    image = image - mean_bgr_array(transform.mean_bgr)[None, None, :]
+    image = subtract_mean(image, transform.mean_bgr)
 
     pad_h, pad_w = crop - label.shape[0], crop - label.shape[1]
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
 
-    do_flip = rng.random() < 0.5
-    if transform.flip and do_flip:
+    if rng.random() < 0.5 and transform.flip:  # drawn either way, so the stream is the same
         image = image[:, ::-1]
         label = label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 def mean_bgr_array(mean):
-    """Accept ``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence."""
+    """``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence as a float32 array."""
     if hasattr(mean, "keys"):
         return np.array([mean["B"], mean["G"], mean["R"]], np.float32)
     return np.asarray(mean, np.float32).reshape(3)
