@@ -1,9 +1,8 @@
 """Scan a dataset once and say what is in it and what is broken (``python -m libs.cli.check``).
 
-A bad file found mid-way through a long run costs the run; a class that never occurs, or labels
-that are mostly the ignore value, silently cost the scores. Every sample of a split is read
-through the dataset's own ``read_sample`` (training's checks, without the augmentation), past
-bad files, which also go into the dataset's ``bad_samples`` as in its skip mode.
+A bad file found mid-way costs a long run; a class that never occurs, or labels mostly ignored,
+silently cost the scores. Every sample is read by the dataset's own ``read_sample`` (training's
+checks), past bad files, which also go into its ``bad_samples`` as in its skip mode.
 """
 
 from dataclasses import dataclass, field
@@ -71,12 +70,9 @@ def scan_dataset(dataset, name=None, progress=True):
 
 
 def check_config(cfg, splits=DEFAULT_SPLITS, progress=True):
-    """``(class names, [SplitReport per split])`` for the dataset of ``cfg``.
-
-    ``splits`` are ``"train"``/``"test"`` (``DATASET.SPLIT``) or literal names; two that name the
-    same split are scanned once. A split that cannot be listed becomes a report with ``error``
-    set, so the others are still checked; a bad ``DATASET.LABELS`` stops everything.
-    """
+    """``(class names, [SplitReport per split])``; ``splits`` as in :func:`~.resolve_split`, each
+    split scanned once. One that cannot be listed gets a report with ``error`` set, so the others
+    are still checked; a bad ``DATASET.LABELS`` stops everything."""
     class_names = load_checked_class_names(cfg)
     reports, seen = [], set()
     for name in splits:
@@ -94,7 +90,7 @@ def check_config(cfg, splits=DEFAULT_SPLITS, progress=True):
 
 
 def all_ok(reports):
-    """True when no split had a bad file or an unreadable list (the command's exit code 0)."""
+    """True when no split had a bad file or an unreadable list (exit code 0)."""
     return all(report.ok for report in reports)
 
 
@@ -141,8 +137,7 @@ def _table(class_names, reports):
 
 
 def format_report(class_names, reports):
-    """The whole report as text: the table, then absent classes by name, unreadable splits and
-    every bad file, then the verdict."""
+    """The table, then absent classes by name, unreadable splits and every bad file, as text."""
     lines, problems = _table(class_names, reports), []
     for r in reports:
         if r.error is not None:

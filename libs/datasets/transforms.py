@@ -74,9 +74,9 @@ def draw_scale(rng, scale_choices=None, scale_range=None):
 
 @dataclass(kw_only=True)
 class Transform:
-    """How a read sample reaches the network: :func:`augment` drawn from ``(seed, epoch, index)``,
-    or the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked
-    when built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
+    """A read sample to network tensors: :func:`augment` drawn from ``(seed, epoch, index)``, or
+    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked when
+    built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
 
     ignore_label: int  # the label padding's value
     crop_size: int
@@ -115,29 +115,23 @@ class Transform:
 def augment(image, label, rng, transform):
     """DeepLab v2's training transform of an HxWx3 BGR image and its HxW label: a rescale by
     :func:`draw_scale` (pixel centres, like the evaluation warp), a random ``crop_size`` square
-    crop padded to size (label with ``ignore_label``), a flip with probability 0.5 if ``flip``.
-
-    Returns the float32 image less the mean, and the label. The draws come from ``rng`` in a fixed
-    order. The crop is taken before the mean is subtracted and the padding added (the same, as the
-    pad exists only along an axis shorter than the crop), so both touch crop-sized arrays.
-    """
+    crop padded to size (label with ``ignore_label``), a flip with probability 0.5 if ``flip``;
+    draws from ``rng`` in a fixed order. Cropping first (the pad exists only along an axis
+    shorter than the crop) lets the mean subtraction and padding touch crop-sized arrays."""
     crop = transform.crop_size
     scale = draw_scale(rng, transform.scale_choices, transform.scale_range)
     new_size = scaled_size(label.shape, scale)
     image = resize_image(np.asarray(image, np.float32), new_size)
     label = resize_label(label, new_size)
-
     top = int(rng.integers(0, max(new_size[0] - crop, 0) + 1))
     left = int(rng.integers(0, max(new_size[1] - crop, 0) + 1))
     image = image[top : top + crop, left : left + crop]
     label = label[top : top + crop, left : left + crop]
     image = subtract_mean(image, transform.mean_bgr)
-
     pad_h, pad_w = crop - label.shape[0], crop - label.shape[1]
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
-
     if rng.random() < 0.5 and transform.flip:  # drawn either way, so the stream is the same
         image = image[:, ::-1]
         label = label[:, ::-1]
