@@ -2,10 +2,10 @@
 
 A dataset yields ``(image_id, image, label)``: a float32 3xHxW BGR tensor with the mean
 subtracted and an int64 HxW tensor of classes 0..n-1 and ``ignore_label``. A subclass lists its
-ids (``_list_ids``), names an id's two files (``_paths``), reads a label file's raw values
-(``_read_raw_label``) and says what they mean (``label_table``). The augmentation draws from
-``(seed, epoch, index)`` alone, never from the worker process or the order, so a resumed run
-(same seed, epoch and sampler order) reproduces every crop bit for bit.
+ids (``_list_ids``), names an id's two files (``_paths``), may read labels other than PNGs
+(``_read_raw_label``) and says what the raw values mean (``LABEL_OFFSET``, ``UNLABELED``). The
+augmentation draws from ``(seed, epoch, index)`` alone, never from the worker process or the
+order, so a resumed run (same seed, epoch and sampler order) reproduces every crop bit for bit.
 
 Bad files. A problem raises :class:`DatasetError` naming the file. With ``skip_bad_samples``
 the sample is replaced by the next readable one (index + 1, + 2, ... wrapping around), a
@@ -44,7 +44,11 @@ class SegmentationDataset(Dataset):
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (DATASET.ROOT)")
         self.ids = self._list_ids()
-        self._table = self.label_table()
+        # Raw value -> train id (a class or the ignore label); -1 marks an invalid value.
+        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled() if v >= 0]
+        self._table = np.full(max([first + n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
+        self._table[first : first + n_classes] = np.arange(n_classes)
+        self._table[unlabeled] = self.ignore_label
 
     def _list_ids(self):
         """The split's image ids, in order."""
@@ -60,27 +64,6 @@ class SegmentationDataset(Dataset):
 
     def unlabeled(self):
         return self.UNLABELED
-
-    def label_table(self):
-        """Raw value -> train id (a class or ``ignore_label``); -1 marks an invalid value."""
-        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled() if v >= 0]
-        table = np.full(max([first + self.n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
-        table[first : first + self.n_classes] = np.arange(self.n_classes)
-        table[unlabeled] = self.ignore_label
-        return table
-
-    def map_labels(self, raw, path):
-        """``raw`` through the label table; DatasetError quoting the first invalid raw value,
-        judged on the file's own values so that a raw 256 cannot slip through as the ignore."""
-        label = np.take(self._table, raw, mode="clip")
-        bad = (raw < 0) | (raw >= len(self._table)) | (label < 0)
-        if bad.any():
-            first, n = self.LABEL_OFFSET, self.n_classes
-            shift = f", class c stored as c+{first}" if first else ""
-            unlabeled = " or ".join(map(str, self.unlabeled()))
-            raise DatasetError(f"{path}: label {int(raw[bad][0])} outside {first}..{first + n - 1}"
-                               f" (DATASET.N_CLASSES={n}{shift}; unlabeled: {unlabeled})")
-        return label
 
     @property
     def n_skipped(self):
@@ -115,7 +98,17 @@ class SegmentationDataset(Dataset):
         """Untransformed ``(uint8 HxWx3 BGR image, int64 HxW label in 0..n-1 or ignore)``."""
         image_path, label_path = self._paths(image_id)
         image = read_image_bgr(image_path, self.transform.mean_bgr)
-        label = self.map_labels(self._read_raw_label(label_path), label_path)
+        raw = self._read_raw_label(label_path)
+        # Judged on the file's own values, so that a raw 256 cannot slip through as the ignore.
+        label = np.take(self._table, raw, mode="clip")
+        bad = (raw < 0) | (raw >= len(self._table)) | (label < 0)
+        if bad.any():
+            first, n = self.LABEL_OFFSET, self.n_classes
+            shift = f", class c stored as c+{first}" if first else ""
+            unlabeled = " or ".join(map(str, self.unlabeled()))
+            raise DatasetError(f"{label_path}: label {int(raw[bad][0])} outside "
+                               f"{first}..{first + n - 1} (DATASET.N_CLASSES={n}{shift}; "
+                               f"unlabeled: {unlabeled})")
         if image.shape[:2] != label.shape:
             raise DatasetError(f"{label_path}: label map is {size_text(*label.shape)} but "
                                f"{image_path.name} is {size_text(*image.shape[:2])} "
@@ -138,6 +131,3 @@ class SegmentationDataset(Dataset):
             return image_id, image, label
         raise DatasetError(f"{self.root}: no readable sample in split {self.split!r}")
 
-    def __repr__(self):
-        mode = "train" if self.transform.augment else "eval"
-        return f"{type(self).__name__}({self.root}, split={self.split!r}, n={len(self)}, {mode})"

@@ -15,20 +15,6 @@ from .base import SegmentationDataset
 LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/SegmentationAug")
 
 
-def parse_list_line(root, line, path, number):
-    """``(id, image path, label path)`` of one split-list line (an id, or a DeepLab pair)."""
-    fields = line.split()
-    if len(fields) == 1 and "/" not in fields[0]:
-        image_id = fields[0]
-        return (image_id, root / "JPEGImages" / f"{image_id}.jpg",
-                root / "SegmentationClass" / f"{image_id}.png")
-    if len(fields) == 2:
-        image, label = (root / field.lstrip("/") for field in fields)
-        return image.stem, image, label
-    raise DatasetError(f"{path}: line {number}: expected '<id>' or '/JPEGImages/<id>.jpg "
-                       f"/SegmentationClassAug/<id>.png', got {line!r}")
-
-
 class VOC12(SegmentationDataset):
     """VOC 2012 + SBD: ids or DeepLab pairs from ``ImageSets``, labels by palette index."""
 
@@ -42,9 +28,19 @@ class VOC12(SegmentationDataset):
         self._files = {}
         ids = []
         for number, line in enumerate(read_input(path, "split list", DatasetError).splitlines(), 1):
-            if not line.strip():
+            fields = line.split()
+            if not fields:
                 continue
-            image_id, image, label = parse_list_line(self.root, line, path, number)
+            if len(fields) == 1 and "/" not in fields[0]:  # an id
+                image_id = fields[0]
+                image = self.root / "JPEGImages" / f"{image_id}.jpg"
+                label = self.root / "SegmentationClass" / f"{image_id}.png"
+            elif len(fields) == 2:  # a DeepLab pair
+                image, label = (self.root / field.lstrip("/") for field in fields)
+                image_id = image.stem
+            else:
+                raise DatasetError(f"{path}: line {number}: expected '<id>' or '/JPEGImages/<id>"
+                                   f".jpg /SegmentationClassAug/<id>.png', got {line!r}")
             if image_id not in self._files:
                 ids.append(image_id)
             self._files[image_id] = (image, label)
