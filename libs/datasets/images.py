@@ -147,14 +147,9 @@ def read_id_list(path, what="image list"):
     return lines
 
 
-def encode(image, suffix, params=()):
-    """``cv2.imencode`` bytes of a valid uint8 array (which does not fail)."""
-    return cv2.imencode(suffix, image, list(params))[1].tobytes()
-
-
 def grey_png_bytes(indices):
     """A single-channel 8-bit PNG of a uint8 index map (SBD's and the folder layout)."""
-    return encode(indices.astype(np.uint8), ".png")
+    return cv2.imencode(".png", indices.astype(np.uint8))[1].tobytes()
 
 
 def voc_colour_map(n=256):

@@ -7,12 +7,10 @@ from torch.utils.data import Sampler
 class EpochBatchSampler(Sampler):
     """The sub-batches of one epoch for one process, from a given position on.
 
-    Each epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into global
-    sub-batches of ``batch_size * world_size`` samples (the incomplete tail is dropped);
-    process ``rank`` takes its ``batch_size`` slice of each. So one process with batch 4 sees
-    exactly the samples that two processes with batch 2 see together, and ``skip`` sub-batches
-    into an epoch (:meth:`set_epoch`) is a position that a resumed run can return to exactly.
-    """
+    Each epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into global sub-batches
+    of ``batch_size * world_size`` (the incomplete tail dropped), of which process ``rank`` takes
+    its slice: one process with batch 4 sees what two with batch 2 see together, and ``skip``
+    sub-batches into an epoch is a position a resumed run returns to exactly."""
 
     def __init__(self, n_samples, batch_size, seed, rank=0, world_size=1):
         self.n_samples, self.batch_size, self.seed = n_samples, batch_size, seed

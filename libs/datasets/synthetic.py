@@ -22,7 +22,7 @@ import scipy.io
 from ..utils.atomic import remove_stale_temporaries, umask_mode
 from ..utils.sizes import size_text
 from .errors import DatasetError
-from .images import encode, grey_png_bytes, palette_png_bytes, voc_colour_map
+from .images import grey_png_bytes, palette_png_bytes, voc_colour_map
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
 GRASS, WATER, SAND, BALL, CRATE, KITE, CLOUD, TILE = range(8)
@@ -44,7 +44,7 @@ PATTERNS = (
 )
 COLOUR_JITTER = 15  # per-image, per-channel shift of a class colour
 PIXEL_NOISE_STD = 5.0  # sensor-like noise over the whole image
-JPEG_PARAMS = (cv2.IMWRITE_JPEG_QUALITY, 90)
+JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 90]
 MAX_SHAPES = 4
 SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
 MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
@@ -114,18 +114,14 @@ def make_sample(height, width, rng):
     return image, np.where(outline.astype(bool), 0, classes + 1).astype(np.uint8)
 
 
-def _mat_bytes(s):
-    """The .mat file holding ``S``, with a fixed header so equal inputs give equal bytes."""
-    buffer = io.BytesIO()
-    scipy.io.savemat(buffer, {"S": s}, do_compression=True)
-    return _MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):]
-
-
 def _sample_files(layout, image_id, image, s):
     """``{relative path: bytes}`` of one sample in ``layout``."""
-    jpeg = encode(image, ".jpg", JPEG_PARAMS)
+    jpeg = cv2.imencode(".jpg", image, JPEG_PARAMS)[1].tobytes()
     if layout == DEFAULT_LAYOUT:
-        return {f"images/{image_id}.jpg": jpeg, f"annotations/{image_id}.mat": _mat_bytes(s)}
+        buffer = io.BytesIO()
+        scipy.io.savemat(buffer, {"S": s}, do_compression=True)
+        mat = _MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):]
+        return {f"images/{image_id}.jpg": jpeg, f"annotations/{image_id}.mat": mat}
     label = np.where(s == 0, UNLABELED, s.astype(np.int64) - 1)
     if layout == "folder":
         return {f"images/{image_id}.jpg": jpeg, f"labels/{image_id}.png": grey_png_bytes(label)}
