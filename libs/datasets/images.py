@@ -26,12 +26,10 @@ PNG_GREY, PNG_PALETTE = 0, 3
 
 
 def read_image_bgr(path, background_bgr=None):
-    """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it.
-
-    OpenCV silently grey-fills a truncated JPEG, so a JPEG must end with its end-of-image
-    marker. Alpha is composited onto ``background_bgr`` (callers pass ``IMAGE.MEAN``: zero
-    input, not the black that dropping alpha would give), else onto mid grey with a warning.
-    """
+    """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it. OpenCV
+    grey-fills a truncated JPEG silently, so a JPEG must end with its end marker. Alpha goes onto
+    ``background_bgr`` (callers pass ``IMAGE.MEAN``: zero input, not the black that dropping
+    alpha would give), else onto mid grey with a warning."""
     path = Path(path)
     data = read_input(path, "image file", DatasetError, binary=True)
     if data.startswith(JPEG_SOI) and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):

@@ -1,14 +1,11 @@
 """Build DeepLab v2's ``train_aug`` set from SBD and PASCAL VOC 2012 (``python -m libs.cli.sbd``).
 
-Reads SBD's ``benchmark_RELEASE/dataset`` (``cls/<id>.mat``: a MATLAB struct ``GTcls`` whose
-``Segmentation`` holds classes 0..20; ``train.txt``, ``val.txt``) and the ``VOC2012`` folder;
-writes, in the layout :mod:`.voc` reads, a grey ``SegmentationClassAug/<id>.png`` (255 = ignore)
-for every ``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``:
-(SBD train | SBD val | VOC train) - VOC val, sorted. Where both label an id, VOC's official
-label wins (its 255 boundary band kept), as in the public recipes (docs/data.md). Images are not
-copied; a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops the run before anything is
-written. Re-running is safe: equal PNGs are left alone, files are written atomically (the list
-last), and a different existing PNG or list is refused unless ``overwrite`` is set.
+Writes into ``VOC2012`` a grey ``SegmentationClassAug/<id>.png`` (255 = ignore) for every
+``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``: (SBD train |
+SBD val | VOC train) - VOC val. Where both label an id, VOC's official label wins (its 255 band
+kept), as in the public recipes (docs/data.md). Images are not copied. Re-running is safe: equal
+PNGs are left alone, files are written atomically (the list last), and a different existing PNG
+or list is refused unless ``overwrite`` is set.
 """
 
 import re
@@ -104,20 +101,6 @@ def plan_train_aug(sbd_root, voc_root):
     return train_aug, sources
 
 
-def _list_is_current(path, lines, overwrite):
-    """True when ``path`` already lists exactly ``lines`` (any order); refuses a different one."""
-    if not path.exists():
-        return False
-    text = read_input(path, "split list", DatasetError)
-    found = [line.strip() for line in text.splitlines() if line.strip()]
-    if sorted(found) == sorted(lines):
-        return True
-    if overwrite:
-        return False
-    raise OutputError(f"{path}: exists with {len(found)} different lines (the converted "
-                      f"list has {len(lines)}); move it away or overwrite it (--overwrite)")
-
-
 def _write(data, path):
     try:
         write_bytes(data, path)
@@ -153,7 +136,15 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
     train_aug, sources = plan_train_aug(sbd_root, voc_root)
     list_path = voc_root / AUG_LIST
     lines = [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]  # DeepLab's format
-    list_current = _list_is_current(list_path, lines, overwrite)  # refuse before writing
+    list_current = False  # an equal list (any order) stays; a different one is refused now
+    if list_path.exists():
+        text = read_input(list_path, "split list", DatasetError)
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+        list_current = sorted(found) == sorted(lines)
+        if not list_current and not overwrite:
+            raise OutputError(f"{list_path}: exists with {len(found)} different lines (the "
+                              f"converted list has {len(lines)}); move it away or overwrite it "
+                              "(--overwrite)")
     label_dir = voc_root / AUG_DIR
     n_written = 0
     for image_id, (source, is_voc) in tqdm(sources.items(), desc="SegmentationClassAug",

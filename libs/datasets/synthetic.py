@@ -20,7 +20,6 @@ import numpy as np
 import scipy.io
 
 from ..utils.atomic import remove_stale_temporaries, umask_mode
-from ..utils.sizes import size_text
 from .errors import DatasetError
 from .images import grey_png_bytes, palette_png_bytes, voc_colour_map
 
@@ -176,11 +175,6 @@ def generate_synthetic(root, sizes, seed, layout=DEFAULT_LAYOUT, force=False):
     if layout not in LAYOUTS:
         raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; "
                            f"choose one of {tuple(LAYOUTS)}")
-    if sizes.n_train < 1 or sizes.n_test < 1:
-        raise DatasetError(f"{root}: need at least one train and one test image")
-    if sizes.height < 8 or sizes.width < 8:
-        raise DatasetError(f"{root}: images must be at least 8x8 (width x height), "
-                           f"got {size_text(sizes.height, sizes.width)}")
     replace = root.exists() and not (root.is_dir() and not any(root.iterdir()))  # not empty
     synthetic = replace and root.is_dir() and (root / MARKER_FILE).is_file()
     if replace and not (force and synthetic):
