@@ -81,11 +81,9 @@ def check_config(cfg, splits=DEFAULT_SPLITS, progress=True):
             continue
         seen.add(split)
         try:
-            dataset = build_dataset(cfg, name, augment=False)
-        except DatasetError as e:
+            reports.append(scan_dataset(build_dataset(cfg, name, augment=False), name, progress))
+        except DatasetError as e:  # the split could not be listed (scanning raises none)
             reports.append(SplitReport(name, split, cfg.DATASET.N_CLASSES, error=str(e)))
-            continue
-        reports.append(scan_dataset(dataset, name, progress))
     return class_names, reports
 
 

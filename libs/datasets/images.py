@@ -117,7 +117,7 @@ def read_label_png(path):
     path = Path(path)
     data = read_input(path, "annotation file", DatasetError, binary=True)
     chunks = _png_chunks(data, path)
-    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+    if chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise DatasetError(f"{path}: corrupt annotation (PNG without a valid IHDR)")
     bit_depth, colour_type = chunks[0][1][8], chunks[0][1][9]
     if colour_type == PNG_PALETTE:  # the identity ramp, and no tRNS (it would add alpha)

@@ -12,15 +12,13 @@ from ..utils.files import read_input
 from .errors import DatasetError
 from .base import SegmentationDataset
 
-LIST_DIRS = ("ImageSets/Segmentation", "ImageSets/SegmentationAug")
-
-
 class VOC12(SegmentationDataset):
     """VOC 2012 + SBD: ids or DeepLab pairs from ``ImageSets``, labels by palette index."""
 
     def _list_ids(self):
         """The ids in ``Segmentation/<split>.txt``, else in ``SegmentationAug/<split>.txt``."""
-        candidates = [self.root / d / f"{self.split}.txt" for d in LIST_DIRS]
+        candidates = [self.root / "ImageSets" / folder / f"{self.split}.txt"
+                      for folder in ("Segmentation", "SegmentationAug")]
         path = next((path for path in candidates if path.is_file()), None)
         if path is None:
             raise DatasetError(f"{candidates[0]}: split list not found (nor {candidates[1]}); "
