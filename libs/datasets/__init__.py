@@ -55,12 +55,9 @@ def resolve_split(cfg, split):
 
 
 def ensure_synthetic(dataset_cfg, seed):
-    """Generate the set that the ``DATASET`` section asks for at its ROOT, unless it is there.
-
-    Returns the root, or None when ``DATASET.SYNTHETIC`` is null (real data). The layout
-    follows ``DATASET.NAME``. A set counts as present when its marker file records the same
-    sizes and layout; the seed is not compared, so changing ``EXP.SEED`` reuses the data.
-    """
+    """Generate the set that the ``DATASET`` section asks for at its ROOT unless it is there
+    (its marker records the same sizes and layout; not the seed, so changing ``EXP.SEED`` reuses
+    the data). Returns the root, or None when ``DATASET.SYNTHETIC`` is null (real data)."""
     s = dataset_cfg.get("SYNTHETIC")
     if not s:
         return None

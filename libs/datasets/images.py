@@ -40,7 +40,6 @@ def read_image_bgr(path, background_bgr=None):
     if image.ndim == 3 and image.shape[2] in (2, 4) and background_bgr is None:
         warnings.warn(f"{path}: transparent pixels composited onto mid grey", stacklevel=2)
         background_bgr = (127.5, 127.5, 127.5)
-    # grey, grey + alpha, BGR or BGRA; 8 or 16 bit
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     if image.ndim == 2:

@@ -147,10 +147,8 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
                               "(--overwrite)")
     label_dir = voc_root / AUG_DIR
     n_written = 0
-    for image_id, (source, is_voc) in tqdm(sources.items(), desc="SegmentationClassAug",
-                                           unit="label", disable=not progress,
-                                           dynamic_ncols=True):
-        # VOC's official PNG by palette index (255 kept), or SBD's .mat
+    for image_id, (source, is_voc) in tqdm(sources.items(), desc=AUG_DIR, unit="label",
+                                           disable=not progress, dynamic_ncols=True):
         label = _check_values(read_label_png(source), source) if is_voc else read_sbd_label(source)
         n_written += write_label_png(label, label_dir / f"{image_id}.png", overwrite)
     if not list_current:
@@ -158,6 +156,4 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
     return SBDConversion(
         label_dir=label_dir, list_path=list_path, n_train_aug=len(train_aug),
         n_labels=len(sources), n_from_voc=sum(is_voc for _, is_voc in sources.values()),
-        n_written=n_written, n_unchanged=len(sources) - n_written,
-        list_written=not list_current,
-    )
+        n_written=n_written, n_unchanged=len(sources) - n_written, list_written=not list_current)

@@ -48,8 +48,8 @@ MAX_SHAPES = 4
 SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
 MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
 UNLABELED = 255  # the ignore value in the PNG layouts (VOC's boundary value)
-# Layout: (ids drawn below, train id prefix, test id prefix, digits). The first layout is the
-# original one, whose marker file has no "layout" key.
+# Layout: (ids drawn below, train id prefix, test id prefix, digits); the first, the original
+# one, is the only one whose marker file has no "layout" key.
 LAYOUTS = {"cocostuff10k": (600_000, "COCO_train2014_", "COCO_val2014_", 12),
            "voc12": (1_000_000, "2008_", "2008_", 6), "folder": (1_000_000, "img_", "img_", 6)}
 DEFAULT_LAYOUT = "cocostuff10k"
@@ -165,12 +165,10 @@ def _write_layout(root, layout, sizes, seed):
 
 
 def generate_synthetic(root, sizes, seed, layout=DEFAULT_LAYOUT, force=False):
-    """Write the synthetic dataset of ``sizes`` (:data:`Sizes`) to ``root`` (absent or empty).
-
-    The files go into a sibling temporary directory renamed to ``root`` once complete, so an
-    interrupted run never leaves a half-written set. ``force`` replaces an existing synthetic set
-    (one holding ``synthetic.json``), and only such a set: any other folder is never touched.
-    """
+    """Write the synthetic dataset of ``sizes`` (:data:`Sizes`) to ``root`` (absent or empty),
+    through a sibling temporary directory renamed once complete, so an interrupted run never
+    leaves a half-written set. ``force`` replaces an existing synthetic set (one holding
+    ``synthetic.json``), and only such a set: any other folder is never touched."""
     root = Path(root)
     if layout not in LAYOUTS:
         raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; "

@@ -2,9 +2,8 @@
 
 OpenCV's bilinear resize samples at pixel centres (source = (dst + 0.5) * src/dst - 0.5), so
 label maps use a centre-aligned nearest neighbour, source = floor((dst + 0.5) * src/dst), in
-exact integers. ``cv2.INTER_NEAREST`` and ``F.interpolate(mode="nearest")`` are biased to the
-top-left: with them the labels drift by up to half a source pixel against the image, as in the
-original implementation.
+exact integers: with ``cv2.INTER_NEAREST`` or ``F.interpolate(mode="nearest")``, biased to the
+top-left, labels drift by up to half a source pixel against the image (as in the original).
 """
 
 from dataclasses import dataclass
