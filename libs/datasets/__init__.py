@@ -21,9 +21,8 @@ DATASETS = {"cocostuff10k": CocoStuff10k, "cocostuff164k": CocoStuff164k, "voc12
 def load_class_names(path):
     """Class names indexed by id from an ``id<TAB>name`` file (``DATASET.LABELS``); ids must run
     0..n-1 without gaps, so ``names[class_id]`` is always right."""
-    path = Path(path)
+    path, names = Path(path), []
     lines = read_input(path, "class-name file", DatasetError).splitlines()
-    names = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -25,7 +25,6 @@ N_CLASSES = 21  # background + 20 VOC classes
 IGNORE = 255  # VOC's boundary / "difficult" value
 SBD_LISTS = ("train.txt", "val.txt")
 AUG_DIR = "SegmentationClassAug"
-AUG_LIST = Path("ImageSets") / "SegmentationAug" / "train_aug.txt"
 
 
 @dataclass
@@ -134,7 +133,7 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
     sbd_root = _resolve(sbd_root, "dataset", SBD_LISTS[0])
     voc_root = _resolve(voc_root, "VOC2012", "JPEGImages")
     train_aug, sources = plan_train_aug(sbd_root, voc_root)
-    list_path = voc_root / AUG_LIST
+    list_path = voc_root / "ImageSets" / "SegmentationAug" / "train_aug.txt"
     lines = [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]  # DeepLab's format
     list_current = False  # an equal list (any order) stays; a different one is refused now
     if list_path.exists():

@@ -23,8 +23,7 @@ class VOC12(SegmentationDataset):
         if path is None:
             raise DatasetError(f"{candidates[0]}: split list not found (nor {candidates[1]}); "
                                "see README, 'PASCAL VOC 2012'")
-        self._files = {}
-        ids = []
+        self._files, ids = {}, []  # id -> (image, label); the ids in order, once each
         for number, line in enumerate(read_input(path, "split list", DatasetError).splitlines(), 1):
             fields = line.split()
             if not fields:
