@@ -28,7 +28,7 @@ class SegmentationDataset(Dataset):
     """Shared sampling, label mapping, transform and skip logic (module doc)."""
 
     LABEL_OFFSET = 0  # the file stores class c as c + LABEL_OFFSET
-    UNLABELED = (255,)  # raw values that become the ignore label
+    UNLABELED = (255,)  # raw values that become the ignore label (None: the ignore label's own)
 
     def __init__(self, root, split, n_classes, transform, skip_bad_samples=False,
                  class_names=None):
@@ -44,8 +44,9 @@ class SegmentationDataset(Dataset):
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (DATASET.ROOT)")
         self.ids = self._list_ids()
+        self.unlabeled = (self.ignore_label,) if self.UNLABELED is None else self.UNLABELED
         # Raw value -> train id (a class or the ignore label); -1 marks an invalid value.
-        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled() if v >= 0]
+        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled if v >= 0]
         self._table = np.full(max([first + n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
         self._table[first : first + n_classes] = np.arange(n_classes)
         self._table[unlabeled] = self.ignore_label
@@ -61,9 +62,6 @@ class SegmentationDataset(Dataset):
     def _read_raw_label(self, path):
         """The label file's own values as int64 HxW (a PNG's, unless overridden)."""
         return read_label_png(path)
-
-    def unlabeled(self):
-        return self.UNLABELED
 
     @property
     def n_skipped(self):
@@ -105,7 +103,7 @@ class SegmentationDataset(Dataset):
         if bad.any():
             first, n = self.LABEL_OFFSET, self.n_classes
             shift = f", class c stored as c+{first}" if first else ""
-            unlabeled = " or ".join(map(str, self.unlabeled()))
+            unlabeled = " or ".join(map(str, self.unlabeled))
             raise DatasetError(f"{label_path}: label {int(raw[bad][0])} outside "
                                f"{first}..{first + n - 1} (DATASET.N_CLASSES={n}{shift}; "
                                f"unlabeled: {unlabeled})")

@@ -14,8 +14,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 class FolderDataset(SegmentationDataset):
     """``images/<id>.*`` + ``labels/<id>.png`` listed by ``lists/<split>.txt`` (see module doc)."""
 
-    def unlabeled(self):
-        return (self.ignore_label,)
+    UNLABELED = None  # the ignore label itself
 
     def _list_ids(self):
         return read_id_list(self.root / "lists" / f"{self.split}.txt")
