@@ -19,7 +19,7 @@ from addict import Dict
 
 from libs.datasets import build_dataset
 from libs.datasets.images import read_image_bgr, read_mat_label
-from libs.datasets.synthetic import generate_synthetic
+from libs.datasets.synthetic import Sizes, generate_synthetic
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def best_rate(fn, n, repeats):
 def main(n_images, repeats, config):
     """Measure training-pipeline samples/s per worker at the config's crop size."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_synthetic(Path(tmp) / "bench", n_images, 1, COCO_HEIGHT, COCO_WIDTH, seed=0)
+        root = generate_synthetic(Path(tmp) / "bench", Sizes(n_images, 1, COCO_HEIGHT, COCO_WIDTH), seed=0)
         cfg = Dict(load_config(config).to_dict())
         cfg.DATASET.ROOT = str(root)
         cfg.DATASET.NAME = "cocostuff10k"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from addict import Dict
 
-from libs.datasets.synthetic import generate_synthetic
+from libs.datasets.synthetic import Sizes, generate_synthetic
 from libs.utils.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,14 +54,8 @@ def one_torch_thread():
 def synthetic_root(tmp_path_factory):
     """Root of a 12-train / 4-test synthetic dataset of 64x80 images (read-only: share it)."""
     root = tmp_path_factory.mktemp("synthetic") / "synthetic"
-    return generate_synthetic(
-        root,
-        n_train=SYNTHETIC_N_TRAIN,
-        n_test=SYNTHETIC_N_TEST,
-        height=SYNTHETIC_HEIGHT,
-        width=SYNTHETIC_WIDTH,
-        seed=SYNTHETIC_SEED,
-    )
+    sizes = Sizes(SYNTHETIC_N_TRAIN, SYNTHETIC_N_TEST, SYNTHETIC_HEIGHT, SYNTHETIC_WIDTH)
+    return generate_synthetic(root, sizes, seed=SYNTHETIC_SEED)
 
 
 @pytest.fixture

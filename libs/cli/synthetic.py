@@ -6,7 +6,7 @@
 
 import click
 
-from ..datasets.synthetic import DEFAULT_LAYOUT, LAYOUTS, generate_synthetic
+from ..datasets.synthetic import DEFAULT_LAYOUT, LAYOUTS, Sizes, generate_synthetic
 from . import command, one_line_errors
 
 
@@ -26,8 +26,7 @@ def main(root, n_train, n_test, height, width, seed, layout, force):
     """Generate a synthetic dataset (8 classes) in a real dataset's on-disk layout."""
     with one_line_errors():
         try:
-            generate_synthetic(root, n_train, n_test, height, width, seed, layout=layout,
-                               force=force)
+            generate_synthetic(root, Sizes(n_train, n_test, height, width), seed, layout, force)
         except OSError as e:
             raise click.ClickException(f"{root}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {n_train} train + {n_test} test images to {root} ({layout} layout)")

@@ -1,80 +1,58 @@
 """What every dataset shares: the split's ids, reading a pair, the label table, the transform.
 
-A dataset yields ``(image_id, image, label)``: ``image`` a float32 3xHxW BGR tensor with
-the mean subtracted, ``label`` an int64 HxW tensor of classes 0..n-1 and ``ignore_label``.
-A subclass lists its ids (:meth:`~SegmentationDataset._list_ids`), names an id's two files
-(``_paths``), reads a label file's raw values (``_read_raw_label``) and says what those
-values mean through :meth:`~SegmentationDataset.label_table`.
+A dataset yields ``(image_id, image, label)``: a float32 3xHxW BGR tensor with the mean
+subtracted and an int64 HxW tensor of classes 0..n-1 and ``ignore_label``. A subclass lists its
+ids (``_list_ids``), names an id's two files (``_paths``), may read labels other than PNGs
+(``_read_raw_label``) and says what the raw values mean (``LABEL_OFFSET``, ``UNLABELED``). The
+augmentation draws from ``(seed, epoch, index)`` alone, never from the worker process or the
+order, so a resumed run (same seed, epoch and sampler order) reproduces every crop bit for bit.
 
-Randomness. The training transform draws its scale (one of ``scale_choices``, Caffe's
-protocol, or uniform in ``scale_range``), crop and flip from
-``np.random.default_rng((seed, epoch, index))``. It depends only on the config's
-seed, the epoch set by ``set_epoch`` and the sample index, never on which worker
-process loads the sample or in which order, so a resumed run (same seed, same
-epoch, same sampler order) reproduces every crop bit for bit.
-
-Bad files. Every image and annotation is checked when it is read. By default a
-problem raises :class:`DatasetError` naming the file. With ``skip_bad_samples`` the
-sample is replaced by the next readable one (index + 1, + 2, ... wrapping around),
-a warning names the file the first time it is met, ``bad_samples`` maps the id to
-the reason and ``n_skipped`` counts the distinct bad samples found in this process.
-With ``num_workers > 0`` each worker process keeps its own record (the warnings
-still reach the log); call ``check_all()`` to scan a split up front.
+Bad files. A problem raises :class:`DatasetError` naming the file. With ``skip_bad_samples``
+the sample is replaced by the next readable one (index + 1, + 2, ... wrapping around), a
+warning names the file the first time and ``bad_samples`` maps its id to the reason; each
+DataLoader worker keeps its own record, and ``check_all()`` scans a split up front.
 """
 
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..utils.sizes import size_text
 from .errors import DatasetError
-from .images import read_image_bgr
-from .transforms import (augment, check_scales, mean_bgr_array, resize_image, resize_label,
-                         subtract_mean)
+from .images import read_image_bgr, read_label_png
 
 
 class SegmentationDataset(Dataset):
     """Shared sampling, label mapping, transform and skip logic (module doc)."""
 
-    # The file stores class c as c + LABEL_OFFSET; the UNLABELED values become the ignore label.
-    LABEL_OFFSET = 0
-    UNLABELED = (255,)
+    LABEL_OFFSET = 0  # the file stores class c as c + LABEL_OFFSET
+    UNLABELED = (255,)  # raw values that become the ignore label (None: the ignore label's own)
 
-    def __init__(self, root, split, n_classes, ignore_label, mean_bgr, augment, crop_size,
-                 test_size, scale_choices, scale_range, flip, eval_original_size,
-                 skip_bad_samples, seed, class_names=None):
+    def __init__(self, root, split, n_classes, transform, skip_bad_samples=False,
+                 class_names=None):
         self.root = Path(root)
         self.split = split
         self.n_classes = n_classes
-        self.ignore_label = ignore_label
-        self.mean_bgr = tuple(float(v) for v in mean_bgr_array(mean_bgr))
-        self.augment = augment
-        self.crop_size = crop_size
-        self.test_size = test_size
-        # Exactly one is set (AUGMENTATION.SCALE_CHOICES or SCALE_RANGE); checked here so a
-        # bad pair fails when the dataset is built, not in a worker process mid-epoch.
-        self.scale_choices = None if scale_choices is None else tuple(scale_choices)
-        self.scale_range = None if scale_range is None else tuple(scale_range)
-        try:
-            check_scales(self.scale_choices, self.scale_range)
-        except ValueError as e:
-            raise DatasetError(f"augmentation scales: {e}") from None
-        self.flip = flip
-        self.eval_original_size = eval_original_size
+        self.transform = transform  # a transforms.Transform
+        self.ignore_label = transform.ignore_label
         self.skip_bad_samples = skip_bad_samples
-        self.seed = seed
         self.class_names = class_names
         self.epoch = 0
         self.bad_samples = {}  # image id -> error message, filled in skip mode
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (DATASET.ROOT)")
         self.ids = self._list_ids()
-        self._table = self.label_table()
+        self.unlabeled = (self.ignore_label,) if self.UNLABELED is None else self.UNLABELED
+        # Raw value -> train id (a class or the ignore label); -1 marks an invalid value.
+        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled if v >= 0]
+        self._table = np.full(max([first + n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
+        self._table[first : first + n_classes] = np.arange(n_classes)
+        self._table[unlabeled] = self.ignore_label
 
     def _list_ids(self):
+        """The split's image ids, in order."""
         raise NotImplementedError
 
     def _paths(self, image_id):
@@ -82,55 +60,29 @@ class SegmentationDataset(Dataset):
         raise NotImplementedError
 
     def _read_raw_label(self, path):
-        """The label file's own values as int64 HxW."""
-        raise NotImplementedError
-
-    def unlabeled(self):
-        return self.UNLABELED
-
-    def label_table(self):
-        """Raw value -> train id (a class or ``ignore_label``); -1 marks an invalid value.
-
-        A dataset whose files store other ids (Cityscapes' 0..33 for its 19 train ids)
-        overrides this with its own table.
-        """
-        first, unlabeled = self.LABEL_OFFSET, [v for v in self.unlabeled() if v >= 0]
-        table = np.full(max([first + self.n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
-        table[first : first + self.n_classes] = np.arange(self.n_classes)
-        table[unlabeled] = self.ignore_label
-        return table
-
-    def map_labels(self, raw, path):
-        """``raw`` through the label table; DatasetError quoting the first invalid raw value.
-
-        Judged on the file's own values, so a raw 256 cannot slip through as the ignore
-        label, and the message quotes the value as it is in the file.
-        """
-        label = np.take(self._table, raw, mode="clip")
-        bad = (raw < 0) | (raw >= len(self._table)) | (label < 0)
-        if bad.any():
-            first, n = self.LABEL_OFFSET, self.n_classes
-            shift = f", class c stored as c+{first}" if first else ""
-            unlabeled = " or ".join(map(str, self.unlabeled()))
-            raise DatasetError(f"{path}: label {int(raw[bad][0])} outside {first}..{first + n - 1}"
-                               f" (DATASET.N_CLASSES={n}{shift}; unlabeled: {unlabeled})")
-        return label
+        """The label file's own values as int64 HxW (a PNG's, unless overridden)."""
+        return read_label_png(path)
 
     @property
     def n_skipped(self):
         """Distinct bad samples met so far in this process (skip mode)."""
         return len(self.bad_samples)
 
+    def _read_or_skip(self, image_id):
+        """``read_sample``, or None for a bad sample in skip mode (recorded in ``bad_samples``)."""
+        try:
+            return self.read_sample(image_id)
+        except DatasetError as e:
+            if not self.skip_bad_samples:
+                raise
+            self.bad_samples[image_id] = str(e)
+            return None
+
     def check_all(self):
         """Read every sample once; return ``{image_id: error}`` (raises unless skipping)."""
         for image_id in self.ids:
             if image_id not in self.bad_samples:
-                try:
-                    self.read_sample(image_id)
-                except DatasetError as e:
-                    if not self.skip_bad_samples:
-                        raise
-                    self.bad_samples[image_id] = str(e)
+                self._read_or_skip(image_id)
         return dict(self.bad_samples)
 
     def set_epoch(self, epoch):
@@ -143,31 +95,22 @@ class SegmentationDataset(Dataset):
     def read_sample(self, image_id):
         """Untransformed ``(uint8 HxWx3 BGR image, int64 HxW label in 0..n-1 or ignore)``."""
         image_path, label_path = self._paths(image_id)
-        image = read_image_bgr(image_path, self.mean_bgr)
-        label = self.map_labels(self._read_raw_label(label_path), label_path)
+        image = read_image_bgr(image_path, self.transform.mean_bgr)
+        raw = self._read_raw_label(label_path)
+        # Judged on the file's own values, so that a raw 256 cannot slip through as the ignore.
+        label = np.take(self._table, raw, mode="clip")
+        bad = (raw < 0) | (raw >= len(self._table)) | (label < 0)
+        if bad.any():
+            first, n = self.LABEL_OFFSET, self.n_classes
+            shift = f", class c stored as c+{first}" if first else ""
+            unlabeled = " or ".join(map(str, self.unlabeled))
+            raise DatasetError(f"{label_path}: label {int(raw[bad][0])} outside "
+                               f"{first}..{first + n - 1} (DATASET.N_CLASSES={n}{shift}; "
+                               f"unlabeled: {unlabeled})")
         if image.shape[:2] != label.shape:
-            raise DatasetError(
-                f"{label_path}: label map is {size_text(*label.shape[:2])} but "
-                f"{image_path.name} is {size_text(*image.shape[:2])} (width x height)"
-            )
-        return image, label
-
-    def _transform(self, image, label, index):
-        if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            image, label = augment(
-                image, label, rng, scale_choices=self.scale_choices,
-                scale_range=self.scale_range, crop_size=self.crop_size, flip=self.flip,
-                ignore_label=self.ignore_label, mean_bgr=self.mean_bgr,
-            )
-        else:
-            image = subtract_mean(image, self.mean_bgr)
-            if not self.eval_original_size:
-                size = (self.test_size, self.test_size)
-                image = resize_image(image, size)
-                label = resize_label(label, size)
-        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        label = torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+            raise DatasetError(f"{label_path}: label map is {size_text(*label.shape)} but "
+                               f"{image_path.name} is {size_text(*image.shape[:2])} "
+                               "(width x height)")
         return image, label
 
     def __getitem__(self, index):
@@ -177,19 +120,12 @@ class SegmentationDataset(Dataset):
             image_id = self.ids[(index + offset) % len(self.ids)]
             if image_id in self.bad_samples:
                 continue
-            try:
-                image, label = self.read_sample(image_id)
-            except DatasetError as e:
-                if not self.skip_bad_samples:
-                    raise
-                self.bad_samples[image_id] = str(e)
-                warnings.warn(f"skipping bad sample: {e}", stacklevel=2)
+            sample = self._read_or_skip(image_id)
+            if sample is None:
+                warnings.warn(f"skipping bad sample: {self.bad_samples[image_id]}", stacklevel=2)
                 continue
             # The RNG follows the requested index, so a replacement is as reproducible.
-            image, label = self._transform(image, label, index)
+            image, label = self.transform(*sample, self.epoch, index)
             return image_id, image, label
         raise DatasetError(f"{self.root}: no readable sample in split {self.split!r}")
 
-    def __repr__(self):
-        mode = "train" if self.augment else "eval"
-        return f"{type(self).__name__}({self.root}, split={self.split!r}, n={len(self)}, {mode})"

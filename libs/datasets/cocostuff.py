@@ -2,7 +2,7 @@
 
 from .base import SegmentationDataset
 from .errors import DatasetError
-from .images import read_id_list, read_label_png, read_mat_label
+from .images import read_id_list, read_mat_label
 
 
 class CocoStuff10k(SegmentationDataset):
@@ -15,10 +15,8 @@ class CocoStuff10k(SegmentationDataset):
         return read_id_list(self.root / "imageLists" / f"{self.split}.txt")
 
     def _paths(self, image_id):
-        return (
-            self.root / "images" / f"{image_id}.jpg",
-            self.root / "annotations" / f"{image_id}.mat",
-        )
+        return (self.root / "images" / f"{image_id}.jpg",
+                self.root / "annotations" / f"{image_id}.mat")
 
     def _read_raw_label(self, path):
         return read_mat_label(path, "S")
@@ -37,10 +35,5 @@ class CocoStuff164k(SegmentationDataset):
         return ids
 
     def _paths(self, image_id):
-        return (
-            self.root / "images" / self.split / f"{image_id}.jpg",
-            self.root / "annotations" / self.split / f"{image_id}.png",
-        )
-
-    def _read_raw_label(self, path):
-        return read_label_png(path)
+        return (self.root / "images" / self.split / f"{image_id}.jpg",
+                self.root / "annotations" / self.split / f"{image_id}.png")

@@ -1,14 +1,10 @@
 """Reading (and writing) the files of a dataset: images, label maps, id lists.
 
-Every reader returns a plain array or raises :class:`DatasetError` with one line that
-names the file, so the datasets, the demos and the converters report a bad file alike.
-
-Label PNGs are read by palette *index*, never by colour: a palette image that shows
-class 3 in red stores 3, and red would be a meaningless number. OpenCV (libpng) always
-expands a palette to colours, so the palette is replaced by the identity grey ramp
-(entry ``i`` is ``(i, i, i)``) before decoding: every decoded colour then equals its
-index, libpng still does the decompression, filtering and interlacing, and no second
-PNG library is needed.
+Every reader returns a plain array or raises :class:`DatasetError` with one line naming the
+file, so the datasets, the demos and the converters report a bad file alike. Label PNGs are
+read by palette *index*, never by colour (red means nothing; index 3 is class 3). OpenCV always
+expands a palette to colours, so the palette is first replaced by the identity grey ramp: every
+decoded colour then equals its index, and libpng still does the decoding.
 """
 
 import struct
@@ -30,15 +26,10 @@ PNG_GREY, PNG_PALETTE = 0, 3
 
 
 def read_image_bgr(path, background_bgr=None):
-    """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it.
-
-    OpenCV silently returns a grey-filled picture for a truncated JPEG, so a JPEG
-    must also carry its end-of-image marker after the last scan. An image with
-    an alpha channel (PNG, WebP) is composited onto ``background_bgr`` (callers
-    pass ``IMAGE.MEAN``), so transparent pixels reach the network as the mean
-    colour, i.e. zero input, instead of the black that dropping the alpha
-    channel would give them; without one, onto mid grey, with a warning.
-    """
+    """Decode an image file into HxWx3 uint8 BGR, or raise DatasetError naming it. OpenCV
+    grey-fills a truncated JPEG silently, so a JPEG must end with its end marker. Alpha goes onto
+    ``background_bgr`` (callers pass ``IMAGE.MEAN``: zero input, not the black that dropping
+    alpha would give), else onto mid grey with a warning."""
     path = Path(path)
     data = read_input(path, "image file", DatasetError, binary=True)
     if data.startswith(JPEG_SOI) and data.rfind(JPEG_EOI) < data.rfind(JPEG_SOS):
@@ -49,11 +40,6 @@ def read_image_bgr(path, background_bgr=None):
     if image.ndim == 3 and image.shape[2] in (2, 4) and background_bgr is None:
         warnings.warn(f"{path}: transparent pixels composited onto mid grey", stacklevel=2)
         background_bgr = (127.5, 127.5, 127.5)
-    return _to_bgr8(image, background_bgr)
-
-
-def _to_bgr8(image, background_bgr):
-    """A decoded image (grey, grey+alpha, BGR or BGRA; 8 or 16 bit) as HxWx3 uint8 BGR."""
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     if image.ndim == 2:
@@ -126,14 +112,11 @@ def png_chunk(kind, payload):
 
 
 def read_label_png(path):
-    """A label PNG as int64 HxW: palette PNGs by index, greyscale PNGs by value.
-
-    Raises DatasetError naming ``path`` for a missing, corrupt or colour (RGB) PNG.
-    """
+    """A label PNG as int64 HxW: palette PNGs by index, greyscale PNGs by value (not RGB)."""
     path = Path(path)
     data = read_input(path, "annotation file", DatasetError, binary=True)
     chunks = _png_chunks(data, path)
-    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+    if chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise DatasetError(f"{path}: corrupt annotation (PNG without a valid IHDR)")
     bit_depth, colour_type = chunks[0][1][8], chunks[0][1][9]
     if colour_type == PNG_PALETTE:  # the identity ramp, and no tRNS (it would add alpha)
@@ -141,10 +124,9 @@ def read_label_png(path):
         data = PNG_SIGNATURE + b"".join(png_chunk(kind, ramp if kind == b"PLTE" else payload)
                                         for kind, payload in chunks if kind != b"tRNS")
     elif colour_type != PNG_GREY:
-        raise DatasetError(
-            f"{path}: label PNGs must be single-channel (greyscale or palette), "
-            f"this one is colour type {colour_type}; store class indices, not colours"
-        )
+        raise DatasetError(f"{path}: label PNGs must be single-channel (greyscale or palette), "
+                           f"this one is colour type {colour_type}; store class indices, "
+                           "not colours")
     label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DatasetError(f"{path}: corrupt annotation (OpenCV cannot decode it)")
@@ -162,11 +144,29 @@ def read_id_list(path, what="image list"):
     return lines
 
 
-def encode(image, suffix, params=()):
-    """``cv2.imencode`` bytes of a valid uint8 array (which does not fail)."""
-    return cv2.imencode(suffix, image, list(params))[1].tobytes()
-
-
 def grey_png_bytes(indices):
     """A single-channel 8-bit PNG of a uint8 index map (SBD's and the folder layout)."""
-    return encode(indices.astype(np.uint8), ".png")
+    return cv2.imencode(".png", indices.astype(np.uint8))[1].tobytes()
+
+
+def voc_colour_map(n=256):
+    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        for j in range(8):
+            for k in range(3):
+                palette[i, k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
+    return palette
+
+
+def palette_png_bytes(indices, palette):
+    """An 8-bit palette PNG (VOC's ``SegmentationClass`` format) of a uint8 index map, written
+    by hand with zlib so the test data does not come from the decoder it tests."""
+    height, width = indices.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), indices.astype(np.uint8)], axis=1)
+    return PNG_SIGNATURE + b"".join([
+        png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
+        png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
+        png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
+        png_chunk(b"IEND", b""),
+    ])

@@ -7,27 +7,19 @@ from torch.utils.data import Sampler
 class EpochBatchSampler(Sampler):
     """The sub-batches of one epoch for one process, from a given position on.
 
-    Each epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into
-    global sub-batches of ``batch_size * world_size`` samples (the incomplete
-    tail is dropped); process ``rank`` takes its ``batch_size`` slice of each.
-    So one process with batch 4 sees exactly the samples that two processes with
-    batch 2 see together, and ``skip`` sub-batches into an epoch is a position
-    that a resumed run can return to exactly.
-    """
+    Each epoch is a permutation drawn from ``(seed, epoch)`` alone, cut into global sub-batches
+    of ``batch_size * world_size`` (the incomplete tail dropped), of which process ``rank`` takes
+    its slice: one process with batch 4 sees what two with batch 2 see together, and ``skip``
+    sub-batches into an epoch is a position a resumed run returns to exactly."""
 
-    def __init__(self, n_samples, batch_size, seed, epoch, rank=0, world_size=1, skip=0):
-        self.n_samples = n_samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = epoch
-        self.rank = rank
-        self.world_size = world_size
-        self.skip = skip
-        if self.batches_per_epoch(n_samples, batch_size, world_size) < 1:
-            raise ValueError(
-                f"{n_samples} samples cannot fill one batch of {batch_size} x {world_size} "
-                "process(es)"
-            )
+    def __init__(self, n_samples, batch_size, seed, rank=0, world_size=1):
+        self.n_samples, self.batch_size, self.seed = n_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = self.skip = 0
+
+    def set_epoch(self, epoch, skip=0):
+        """Iterate over ``epoch`` from its ``skip``-th sub-batch on."""
+        self.epoch, self.skip = epoch, skip
 
     @staticmethod
     def batches_per_epoch(n_samples, batch_size, world_size=1):
@@ -37,8 +29,7 @@ class EpochBatchSampler(Sampler):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n_samples, generator=generator).tolist()
         global_batch = self.batch_size * self.world_size
-        n_batches = self.batches_per_epoch(self.n_samples, self.batch_size, self.world_size)
-        for k in range(self.skip, n_batches):
+        for k in range(self.skip, self.n_samples // global_batch):
             start = k * global_batch + self.rank * self.batch_size
             yield order[start : start + self.batch_size]
 

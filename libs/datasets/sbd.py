@@ -1,23 +1,11 @@
 """Build DeepLab v2's ``train_aug`` set from SBD and PASCAL VOC 2012 (``python -m libs.cli.sbd``).
 
-Inputs: the Semantic Boundaries Dataset's ``benchmark_RELEASE/dataset`` (``cls/<id>.mat``, a
-MATLAB v5 struct ``GTcls`` whose ``Segmentation`` is a uint8 map of classes 0..20, and the
-lists ``train.txt``, ``val.txt``) and the ``VOC2012`` folder. Outputs, in the layout
-:mod:`.voc` reads: ``SegmentationClassAug/<id>.png`` (grey, 0..20, 255 = ignore) for every
-``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``, DeepLab's
-(SBD train | SBD val | VOC train) - VOC val in sorted order. The sizes on the real data and
-the public recipes this follows are in docs/data.md.
-
-Where both datasets label an id, **VOC's official label** wins (read by palette index, its
-255 boundary band kept), as in the public recipes: it is the benchmark's own annotation,
-with the ignore band DeepLab's loss skips. Images are not copied (every SBD id is a VOC
-2011 trainval image); a ``train_aug`` id without ``JPEGImages/<id>.jpg`` stops the run
-before anything is written.
-
-Re-running is safe: a PNG that already holds the same labels is left alone, files are
-written atomically (the list last), and a PNG or list that differs from what would be
-written is refused unless ``overwrite`` is set. Every bad or missing input is one
-:class:`DatasetError` line naming the file.
+Writes into ``VOC2012`` a grey ``SegmentationClassAug/<id>.png`` (255 = ignore) for every
+``train_aug`` and VOC trainval id, and ``ImageSets/SegmentationAug/train_aug.txt``: (SBD train |
+SBD val | VOC train) - VOC val. Where both label an id, VOC's official label wins (its 255 band
+kept), as in the public recipes (docs/data.md). Images are not copied. Re-running is safe: equal
+PNGs are left alone, files are written atomically (the list last), and a different existing PNG
+or list is refused unless ``overwrite`` is set.
 """
 
 import re
@@ -37,7 +25,6 @@ N_CLASSES = 21  # background + 20 VOC classes
 IGNORE = 255  # VOC's boundary / "difficult" value
 SBD_LISTS = ("train.txt", "val.txt")
 AUG_DIR = "SegmentationClassAug"
-AUG_LIST = Path("ImageSets") / "SegmentationAug" / "train_aug.txt"
 
 
 @dataclass
@@ -54,20 +41,10 @@ class SBDConversion:
     list_written: bool  # False when an equal train_aug.txt was already there
 
 
-def resolve_sbd_root(root):
-    """SBD's ``dataset`` folder; ``benchmark_RELEASE`` (its parent) is accepted too."""
+def _resolve(root, child, probe):
+    """``root``, or ``root / child`` when only that holds ``probe`` (its parent was given)."""
     root = Path(root)
-    if not (root / SBD_LISTS[0]).is_file() and (root / "dataset" / SBD_LISTS[0]).is_file():
-        return root / "dataset"
-    return root
-
-
-def resolve_voc_root(root):
-    """The ``VOC2012`` folder; ``VOCdevkit`` (its parent) is accepted too."""
-    root = Path(root)
-    if not (root / "JPEGImages").is_dir() and (root / "VOC2012" / "JPEGImages").is_dir():
-        return root / "VOC2012"
-    return root
+    return root / child if not (root / probe).exists() and (root / child / probe).exists() else root
 
 
 def _check_values(label, path):
@@ -94,11 +71,6 @@ def read_sbd_label(path):
     return _check_values(label, path)
 
 
-def read_voc_label(path):
-    """An official ``SegmentationClass`` PNG by palette index, as uint8 (0..20, 255 kept)."""
-    return _check_values(read_label_png(path), Path(path))
-
-
 def _read_split(root, name, what):
     ids = read_id_list(root / name, what)
     for number, image_id in enumerate(ids, 1):
@@ -109,49 +81,23 @@ def _read_split(root, name, what):
 
 
 def plan_train_aug(sbd_root, voc_root):
-    """``(train_aug ids, {id: (label source path, is_voc)})`` for the roots (resolved).
-
-    Checks the lists and that ``JPEGImages`` holds every ``train_aug`` image; reads no label.
-    """
+    """``(train_aug ids, {id: (label source path, is_voc)})``, after checking the lists and that
+    ``JPEGImages`` holds every ``train_aug`` image; reads no label."""
     sbd = [i for name in SBD_LISTS for i in _read_split(sbd_root, name, "SBD image list")]
-    voc_lists = voc_root / "ImageSets" / "Segmentation"
-    voc_train = _read_split(voc_lists, "train.txt", "VOC split list")
-    voc_val = _read_split(voc_lists, "val.txt", "VOC split list")
+    voc_train, voc_val = (_read_split(voc_root / "ImageSets" / "Segmentation", name,
+                                      "VOC split list") for name in ("train.txt", "val.txt"))
     train_aug = sorted((set(sbd) | set(voc_train)) - set(voc_val))
     for image_id in train_aug:
         image = voc_root / "JPEGImages" / f"{image_id}.jpg"
         if not image.is_file():
-            raise DatasetError(
-                f"{image}: image file not found (a train_aug id; SBD's copy is "
-                f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does not copy images)"
-            )
+            raise DatasetError(f"{image}: image file not found (a train_aug id; SBD's copy is "
+                               f"{sbd_root / 'img' / f'{image_id}.jpg'}, this converter does "
+                               "not copy images)")
     official = set(voc_train) | set(voc_val)
-    sources = {}
-    for image_id in sorted(set(train_aug) | official):
-        if image_id in official:
-            sources[image_id] = (voc_root / "SegmentationClass" / f"{image_id}.png", True)
-        else:
-            sources[image_id] = (sbd_root / "cls" / f"{image_id}.mat", False)
+    sources = {i: (voc_root / "SegmentationClass" / f"{i}.png", True) if i in official
+               else (sbd_root / "cls" / f"{i}.mat", False)
+               for i in sorted(set(train_aug) | official)}
     return train_aug, sources
-
-
-def list_lines(train_aug):
-    """DeepLab's list lines: ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``."""
-    return [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]
-
-
-def _list_is_current(path, lines, overwrite):
-    """True when ``path`` already lists exactly ``lines`` (any order); refuses a different one."""
-    if not path.exists():
-        return False
-    text = read_input(path, "split list", DatasetError)
-    found = [line.strip() for line in text.splitlines() if line.strip()]
-    if sorted(found) == sorted(lines):
-        return True
-    if overwrite:
-        return False
-    raise OutputError(f"{path}: exists with {len(found)} different lines (the converted "
-                      f"list has {len(lines)}); move it away or overwrite it (--overwrite)")
 
 
 def _write(data, path):
@@ -162,10 +108,8 @@ def _write(data, path):
 
 
 def write_label_png(label, path, overwrite=False):
-    """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written.
-
-    An existing file with other labels (or an unreadable one) is refused unless ``overwrite``.
-    """
+    """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written. An
+    existing file with other labels (or an unreadable one) is refused unless ``overwrite``."""
     data = grey_png_bytes(label)
     if path.exists():
         try:
@@ -184,28 +128,31 @@ def write_label_png(label, path, overwrite=False):
 
 
 def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
-    """Write ``SegmentationClassAug/`` and ``train_aug.txt`` under ``voc_root`` (module doc).
-
-    ``sbd_root`` is SBD's ``benchmark_RELEASE/dataset`` and ``voc_root`` the ``VOC2012``
-    folder (their parents are accepted too). Returns an :class:`SBDConversion`.
-    """
-    sbd_root, voc_root = resolve_sbd_root(sbd_root), resolve_voc_root(voc_root)
+    """Write ``SegmentationClassAug/`` and ``train_aug.txt`` under ``voc_root`` (module doc);
+    ``sbd_root`` is SBD's ``dataset`` folder (or its parent), ``voc_root`` ``VOC2012`` (or its)."""
+    sbd_root = _resolve(sbd_root, "dataset", SBD_LISTS[0])
+    voc_root = _resolve(voc_root, "VOC2012", "JPEGImages")
     train_aug, sources = plan_train_aug(sbd_root, voc_root)
-    list_path = voc_root / AUG_LIST
-    lines = list_lines(train_aug)
-    list_current = _list_is_current(list_path, lines, overwrite)  # refuse before writing
+    list_path = voc_root / "ImageSets" / "SegmentationAug" / "train_aug.txt"
+    lines = [f"/JPEGImages/{i}.jpg /{AUG_DIR}/{i}.png" for i in train_aug]  # DeepLab's format
+    list_current = False  # an equal list (any order) stays; a different one is refused now
+    if list_path.exists():
+        text = read_input(list_path, "split list", DatasetError)
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+        list_current = sorted(found) == sorted(lines)
+        if not list_current and not overwrite:
+            raise OutputError(f"{list_path}: exists with {len(found)} different lines (the "
+                              f"converted list has {len(lines)}); move it away or overwrite it "
+                              "(--overwrite)")
     label_dir = voc_root / AUG_DIR
     n_written = 0
-    for image_id, (source, is_voc) in tqdm(sources.items(), desc="SegmentationClassAug",
-                                           unit="label", disable=not progress,
-                                           dynamic_ncols=True):
-        label = read_voc_label(source) if is_voc else read_sbd_label(source)
+    for image_id, (source, is_voc) in tqdm(sources.items(), desc=AUG_DIR, unit="label",
+                                           disable=not progress, dynamic_ncols=True):
+        label = _check_values(read_label_png(source), source) if is_voc else read_sbd_label(source)
         n_written += write_label_png(label, label_dir / f"{image_id}.png", overwrite)
     if not list_current:
         _write("".join(f"{line}\n" for line in lines).encode(), list_path)
     return SBDConversion(
         label_dir=label_dir, list_path=list_path, n_train_aug=len(train_aug),
         n_labels=len(sources), n_from_voc=sum(is_voc for _, is_voc in sources.values()),
-        n_written=n_written, n_unchanged=len(sources) - n_written,
-        list_written=not list_current,
-    )
+        n_written=n_written, n_unchanged=len(sources) - n_written, list_written=not list_current)

@@ -1,30 +1,18 @@
 """A small synthetic segmentation dataset in the COCO-Stuff 10k, VOC 2012 or folder layout.
 
-Real COCO-Stuff cannot be downloaded everywhere (and weighs 2 GB), yet tests and
-first-time users need to run the whole pipeline: data loading, training, evaluation,
-CRF, demo. The default layout writes ``images/<id>.jpg``, ``annotations/<id>.mat`` (key
-``S``: 0 = unlabeled, 1..8 = classes) and ``imageLists/{train,test,all}.txt``, so the
-COCO-Stuff 10k reader consumes it unchanged. ``layout="voc12"`` writes the same kind
-of samples as PASCAL VOC 2012 + SBD (palette PNGs in ``SegmentationClass``, grey PNGs
-in ``SegmentationClassAug``, both kinds of split list) and ``layout="folder"`` the
-generic ``images/ labels/ lists/`` layout, so every reader can be run end to end.
-There the classes are 0..7 and unlabeled pixels 255, as in VOC's own files.
-
-Each image is one or two textured backgrounds with a few coloured shapes on top.
-Every class differs from the others in colour *and* texture or shape, so a tiny
-DeepLab (``n_blocks=(1,1,1,1)``) learns them within minutes on a CPU. A one-pixel
-band on each shape outline is left unlabeled (``S=0``) to exercise the ignore label.
-The output is byte-for-byte a function of the arguments (the quick start's scores
-depend on it). Scripts whose config sets ``DATASET.SYNTHETIC`` write it on first use.
+Tests and first-time users need the whole pipeline without the 2 GB of COCO-Stuff. Every class
+differs from the others in colour *and* texture or shape, so a tiny DeepLab learns them within
+minutes on a CPU; a one-pixel band on each shape outline is unlabeled, for the ignore label. The
+bytes are a function of the arguments alone (the quick start's scores depend on it). Layouts
+and classes: docs/data.md, "The synthetic dataset".
 """
 
 import io
 import json
 import os
 import shutil
-import struct
 import tempfile
-import zlib
+from collections import namedtuple
 from pathlib import Path
 
 import cv2
@@ -32,9 +20,8 @@ import numpy as np
 import scipy.io
 
 from ..utils.atomic import remove_stale_temporaries, umask_mode
-from ..utils.sizes import size_text
 from .errors import DatasetError
-from .images import PNG_SIGNATURE, encode, grey_png_bytes, png_chunk
+from .images import grey_png_bytes, palette_png_bytes, voc_colour_map
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.
 GRASS, WATER, SAND, BALL, CRATE, KITE, CLOUD, TILE = range(8)
@@ -43,21 +30,33 @@ SHAPE_CLASSES = (BALL, CRATE, KITE, CLOUD, TILE)
 # Base BGR colour of each class (by id); every image jitters it a little.
 BASE_COLOUR_BGR = ((40, 140, 50), (170, 90, 30), (120, 180, 215), (40, 40, 215),
                    (30, 100, 170), (200, 50, 200), (240, 240, 240), (210, 200, 40))
+# Each class's texture around its colour, by id: (x, y, phase, rng) -> HxW.
+PATTERNS = (
+    lambda x, y, p, rng: 25 * np.sin(2 * np.pi * x / 4 + p) + rng.normal(0, 8, x.shape),  # blades
+    lambda x, y, p, rng: 22 * np.sin(2 * np.pi * y / 7 + 1.5 * np.sin(x / 5) + p),  # ripples
+    lambda x, y, p, rng: rng.normal(0, 22, x.shape),  # coarse speckle
+    lambda x, y, p, rng: 30 * np.sin(x / 9 + p) * np.cos(y / 9),  # smooth shading
+    lambda x, y, p, rng: 35 * (((x // 5) + (y // 5)) % 2 * 2 - 1),  # checkerboard planks
+    lambda x, y, p, rng: np.zeros_like(x),  # flat
+    lambda x, y, p, rng: -20 * (np.sin(x / 6 + p) * np.sin(y / 6)) ** 2,  # soft blotches
+    lambda x, y, p, rng: 35 * np.sign(np.sin(2 * np.pi * (x + y) / 8 + p)),  # diagonal stripes
+)
 COLOUR_JITTER = 15  # per-image, per-channel shift of a class colour
 PIXEL_NOISE_STD = 5.0  # sensor-like noise over the whole image
-JPEG_PARAMS = (cv2.IMWRITE_JPEG_QUALITY, 90)
+JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 90]
 MAX_SHAPES = 4
 SHAPE_SIZE_RANGE = (0.12, 0.28)  # shape radius as a fraction of the shorter image side
 MARKER_FILE = "synthetic.json"  # records the generator's parameters inside ROOT
 UNLABELED = 255  # the ignore value in the PNG layouts (VOC's boundary value)
-# Layout: (ids drawn below, train id prefix, test id prefix, digits). The first layout is the
-# original one, whose marker file has no "layout" key.
+# Layout: (ids drawn below, train id prefix, test id prefix, digits); the first, the original
+# one, is the only one whose marker file has no "layout" key.
 LAYOUTS = {"cocostuff10k": (600_000, "COCO_train2014_", "COCO_val2014_", 12),
            "voc12": (1_000_000, "2008_", "2008_", 6), "folder": (1_000_000, "img_", "img_", 6)}
 DEFAULT_LAYOUT = "cocostuff10k"
+# How many images of what size: what synthetic.json records besides the seed and layout.
+Sizes = namedtuple("Sizes", "n_train n_test height width")
 
-# scipy writes the wall-clock time into the MAT header; a fixed header keeps the
-# generator byte-for-byte deterministic for a seed.
+# scipy writes the wall-clock time into the MAT header; a fixed one keeps the bytes the same.
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(
     116, b" ")
 
@@ -67,23 +66,7 @@ def _texture(class_id, height, width, rng):
     colour = np.array(BASE_COLOUR_BGR[class_id], np.float32)
     colour = colour + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3).astype(np.float32)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi)
-    if class_id == GRASS:  # vertical blades
-        pattern = 25 * np.sin(2 * np.pi * x / 4 + phase) + rng.normal(0, 8, (height, width))
-    elif class_id == WATER:  # horizontal ripples
-        pattern = 22 * np.sin(2 * np.pi * y / 7 + 1.5 * np.sin(x / 5) + phase)
-    elif class_id == SAND:  # coarse speckle
-        pattern = rng.normal(0, 22, (height, width))
-    elif class_id == BALL:  # smooth shading
-        pattern = 30 * np.sin(x / 9 + phase) * np.cos(y / 9)
-    elif class_id == CRATE:  # checkerboard planks
-        pattern = 35 * (((x // 5) + (y // 5)) % 2 * 2 - 1)
-    elif class_id == KITE:  # flat
-        pattern = np.zeros((height, width), np.float32)
-    elif class_id == CLOUD:  # soft blotches
-        pattern = -20 * (np.sin(x / 6 + phase) * np.sin(y / 6)) ** 2
-    else:  # TILE: diagonal stripes
-        pattern = 35 * np.sign(np.sin(2 * np.pi * (x + y) / 8 + phase))
+    pattern = PATTERNS[class_id](x, y, rng.uniform(0, 2 * np.pi), rng)
     return colour[None, None, :] + pattern.astype(np.float32)[:, :, None]
 
 
@@ -94,25 +77,22 @@ def _shape_mask(class_id, height, width, rng):
     cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
     if class_id == BALL:
         cv2.circle(mask, (cx, cy), r, 1, thickness=-1)
-    elif class_id == CRATE:  # axis-aligned square
-        cv2.rectangle(mask, (cx - r, cy - r), (cx + r, cy + r), 1, thickness=-1)
     elif class_id == KITE:  # upward triangle
         pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
         cv2.fillPoly(mask, [pts], 1)
     elif class_id == CLOUD:  # wide ellipse
         cv2.ellipse(mask, (cx, cy), (int(1.6 * r), max(r // 2, 2)), 0, 0, 360, 1, -1)
-    else:  # TILE: tall rectangle
-        cv2.rectangle(mask, (cx - r // 2, cy - r), (cx + r // 2, cy + r), 1, thickness=-1)
+    else:  # CRATE: a square, TILE: a tall rectangle
+        half = r if class_id == CRATE else r // 2
+        cv2.rectangle(mask, (cx - half, cy - r), (cx + half, cy + r), 1, thickness=-1)
     return mask.astype(bool)
 
 
 def make_sample(height, width, rng):
     """One ``(image uint8 HxWx3 BGR, S uint8 HxW)`` pair; S is 0 (unlabeled) or class + 1."""
-    classes = np.empty((height, width), np.int64)
-    image = np.empty((height, width, 3), np.float32)
     first, second = rng.choice(BACKGROUND_CLASSES, size=2, replace=False)
-    classes[:] = first
-    image[:] = _texture(first, height, width, rng)
+    classes = np.full((height, width), first, np.int64)
+    image = _texture(first, height, width, rng)
     if rng.random() < 0.5:  # a wavy horizon with a second background below it
         x = np.arange(width)
         horizon = height * rng.uniform(0.35, 0.65) + 4 * np.sin(x / rng.uniform(6, 14))
@@ -130,50 +110,17 @@ def make_sample(height, width, rng):
         cv2.drawContours(outline, contours, -1, 1, thickness=1)
     image += rng.normal(0, PIXEL_NOISE_STD, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    s = (classes + 1).astype(np.uint8)
-    s[outline.astype(bool)] = 0
-    return image, s
-
-
-def _mat_bytes(s):
-    """The .mat file holding ``S``, with a fixed header so equal inputs give equal bytes."""
-    buffer = io.BytesIO()
-    scipy.io.savemat(buffer, {"S": s}, do_compression=True)
-    data = bytearray(buffer.getvalue())
-    data[: len(_MAT_HEADER)] = _MAT_HEADER
-    return bytes(data)
-
-
-def voc_colour_map(n=256):
-    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        for j in range(8):
-            for k in range(3):
-                palette[i, k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
-    return palette
-
-
-def palette_png_bytes(indices, palette):
-    """An 8-bit palette PNG (VOC's ``SegmentationClass`` format) of a uint8 index map.
-
-    Written by hand with zlib so the test data does not come from the decoder it tests.
-    """
-    height, width = indices.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), indices.astype(np.uint8)], axis=1)
-    return PNG_SIGNATURE + b"".join([
-        png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
-        png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
-        png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
-        png_chunk(b"IEND", b""),
-    ])
+    return image, np.where(outline.astype(bool), 0, classes + 1).astype(np.uint8)
 
 
 def _sample_files(layout, image_id, image, s):
     """``{relative path: bytes}`` of one sample in ``layout``."""
-    jpeg = encode(image, ".jpg", JPEG_PARAMS)
+    jpeg = cv2.imencode(".jpg", image, JPEG_PARAMS)[1].tobytes()
     if layout == DEFAULT_LAYOUT:
-        return {f"images/{image_id}.jpg": jpeg, f"annotations/{image_id}.mat": _mat_bytes(s)}
+        buffer = io.BytesIO()
+        scipy.io.savemat(buffer, {"S": s}, do_compression=True)
+        mat = _MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):]
+        return {f"images/{image_id}.jpg": jpeg, f"annotations/{image_id}.mat": mat}
     label = np.where(s == 0, UNLABELED, s.astype(np.int64) - 1)
     if layout == "folder":
         return {f"images/{image_id}.jpg": jpeg, f"labels/{image_id}.png": grey_png_bytes(label)}
@@ -197,51 +144,45 @@ def _split_lists(layout, train, test):
 
 
 def _write_layout(root, layout, sizes, seed):
-    """All files of the set, from ``sizes = {n_train, n_test, height, width}`` and ``seed``."""
+    """All files of the set into ``root``."""
     count, train_prefix, test_prefix, digits = LAYOUTS[layout]
     rng = np.random.default_rng(seed)
-    n_train = sizes["n_train"]
-    numbers = rng.choice(count, size=n_train + sizes["n_test"], replace=False)
-    train = [f"{train_prefix}{n:0{digits}d}" for n in sorted(numbers[:n_train])]
-    test = [f"{test_prefix}{n:0{digits}d}" for n in sorted(numbers[n_train:])]
+    numbers = rng.choice(count, size=sizes.n_train + sizes.n_test, replace=False)
+    train = [f"{train_prefix}{n:0{digits}d}" for n in sorted(numbers[: sizes.n_train])]
+    test = [f"{test_prefix}{n:0{digits}d}" for n in sorted(numbers[sizes.n_train :])]
     files = {}
     for image_id in train + test:
-        image, s = make_sample(sizes["height"], sizes["width"], rng)
-        files.update(_sample_files(layout, image_id, image, s))
+        files.update(_sample_files(layout, image_id, *make_sample(sizes.height, sizes.width, rng)))
     for name, ids in _split_lists(layout, train, test).items():
         files[name] = "".join(f"{i}\n" for i in ids).encode()
-    marker = dict(sizes, seed=seed, **({} if layout == DEFAULT_LAYOUT else {"layout": layout}))
+    marker = dict(sizes._asdict(), seed=seed)
+    if layout != DEFAULT_LAYOUT:
+        marker["layout"] = layout
     files[MARKER_FILE] = (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
 
 
-def generate_synthetic(root, n_train, n_test, height, width, seed, layout=DEFAULT_LAYOUT,
-                       force=False):
-    """Write the synthetic dataset to ``root`` (which must not exist or be empty).
-
-    ``layout`` is one of :data:`LAYOUTS`. Files are first written into a sibling
-    temporary directory that is then renamed to ``root``, so an interrupted run
-    never leaves a half-written dataset that a later run would mistake for a
-    complete one. ``force`` replaces an existing synthetic set (one holding
-    ``synthetic.json``), and only such a set: any other folder is never touched.
-    """
+def generate_synthetic(root, sizes, seed, layout=DEFAULT_LAYOUT, force=False):
+    """Write the synthetic dataset of ``sizes`` (:data:`Sizes`) to ``root`` (absent or empty),
+    through a sibling temporary directory renamed once complete, so an interrupted run never
+    leaves a half-written set. ``force`` replaces an existing synthetic set (one holding
+    ``synthetic.json``), and only such a set: any other folder is never touched."""
     root = Path(root)
     if layout not in LAYOUTS:
         raise DatasetError(f"{root}: unknown synthetic layout {layout!r}; "
                            f"choose one of {tuple(LAYOUTS)}")
-    if n_train < 1 or n_test < 1:
-        raise DatasetError(f"{root}: need at least one train and one test image")
-    if height < 8 or width < 8:
-        raise DatasetError(f"{root}: images must be at least 8x8 (width x height), "
-                           f"got {size_text(height, width)}")
-    replace = _check_target(root, force)
+    replace = root.exists() and not (root.is_dir() and not any(root.iterdir()))  # not empty
+    synthetic = replace and root.is_dir() and (root / MARKER_FILE).is_file()
+    if replace and not (force and synthetic):
+        hint = ("add --force to replace it" if synthetic else "choose another --root "
+                "(it holds no synthetic.json, so --force will not touch it)")
+        raise DatasetError(f"{root}: already exists and is not empty; {hint}")
     root.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root.parent)  # what a killed generation left (.<name>.tmp-*)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     staging.chmod(umask_mode(directory=True))  # mkdtemp's 0o700 would survive the rename
-    sizes = {"n_train": n_train, "n_test": n_test, "height": height, "width": width}
     try:
         _write_layout(staging, layout, sizes, seed)
         if replace:  # the old set moves aside only once the new one is complete
@@ -254,60 +195,4 @@ def generate_synthetic(root, n_train, n_test, height, width, seed, layout=DEFAUL
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return root
-
-
-def _check_target(root, force):
-    """Whether ``root`` holds a synthetic set to replace; an error for any other non-empty path."""
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return False
-    synthetic = root.is_dir() and (root / MARKER_FILE).is_file()
-    if force and synthetic:
-        return True
-    hint = ("add --force to replace it" if synthetic
-            else "choose another --root (it holds no synthetic.json, so --force will not touch it)")
-    raise DatasetError(f"{root}: already exists and is not empty; {hint}")
-
-
-def ensure_synthetic(dataset_cfg, seed):
-    """Generate the synthetic dataset at ``DATASET.ROOT`` (from the ``DATASET`` section
-    ``dataset_cfg``, with ``seed``) unless it is already there.
-
-    Does nothing when ``DATASET.SYNTHETIC`` is null (real data). The layout follows
-    ``DATASET.NAME`` (COCO-Stuff's for the COCO-Stuff names). The dataset counts as
-    present when ROOT holds the generator's marker file with the same sizes and layout;
-    the seed is not compared, so changing ``EXP.SEED`` for a run reuses the data. Returns
-    the root path, or None when the config does not ask for synthetic data.
-    """
-    s = dataset_cfg.get("SYNTHETIC")
-    if not s:
-        return None
-    root = Path(dataset_cfg.ROOT)
-    wanted = {"n_train": s.N_TRAIN, "n_test": s.N_TEST, "height": s.HEIGHT, "width": s.WIDTH}
-    name = dataset_cfg.get("NAME")
-    wanted_layout = name if name in LAYOUTS else DEFAULT_LAYOUT
-    marker = root / MARKER_FILE
-    if not marker.exists():
-        if root.exists() and root.is_dir() and any(root.iterdir()):
-            raise DatasetError(
-                f"{root}: DATASET.SYNTHETIC is set but this non-empty directory holds no "
-                f"{MARKER_FILE}; point DATASET.ROOT elsewhere or empty it"
-            )
-        try:
-            generate_synthetic(root, seed=seed, layout=wanted_layout, **wanted)
-        except OSError:
-            if not marker.exists():  # not a concurrent generator that won the rename
-                raise
-    try:
-        found = json.loads(marker.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{marker}: unreadable synthetic-dataset marker ({e})") from None
-    layout = found.get("layout", DEFAULT_LAYOUT) if isinstance(found, dict) else None
-    found = {k: found.get(k) for k in wanted} if isinstance(found, dict) else found
-    if found != wanted or layout != wanted_layout:
-        raise DatasetError(
-            f"{marker}: the synthetic dataset at {root} was generated with {found} in the "
-            f"{layout} layout, but DATASET asks for {wanted} in the {wanted_layout} layout; "
-            f"delete {root} to regenerate it"
-        )
     return root

@@ -1,26 +1,23 @@
-"""Geometric transforms that keep images and label maps aligned.
+"""Geometric transforms that keep images and label maps aligned, and the training augmentation.
 
-Images are resized with OpenCV's bilinear filter, which samples at pixel centres
-(source = (dst + 0.5) * src/dst - 0.5). Label maps must be sampled at the same
-positions, so they use a centre-aligned nearest neighbour: source index =
-floor((dst + 0.5) * src/dst). Neither ``cv2.INTER_NEAREST`` (source =
-floor(dst * src/dst), biased to the top-left) nor a naive ``F.interpolate(mode=
-"nearest")`` does that; with them the labels drift by up to half a source pixel
-against the image, which the original implementation suffered from. The index
-arithmetic here is exact integer arithmetic, so results never depend on rounding.
+OpenCV's bilinear resize samples at pixel centres (source = (dst + 0.5) * src/dst - 0.5), so
+label maps use a centre-aligned nearest neighbour, source = floor((dst + 0.5) * src/dst), in
+exact integers: with ``cv2.INTER_NEAREST`` or ``F.interpolate(mode="nearest")``, biased to the
+top-left, labels drift by up to half a source pixel against the image (as in the original).
 """
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
 from ..utils.sizes import scaled_size
+from .errors import DatasetError
 
 
 def _centre_indices(src, dst):
     """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
-    if src < 1 or dst < 1:
-        raise ValueError(f"sizes must be positive, got src={src}, dst={dst}")
     d = np.arange(dst, dtype=np.int64)
     return ((2 * d + 1) * src) // (2 * dst)
 
@@ -28,43 +25,32 @@ def _centre_indices(src, dst):
 def resize_label(label, size):
     """Resize an HxW label map (any dtype) to ``size = (height, width)``, centre-aligned nearest."""
     label = np.asarray(label)
-    if label.ndim != 2:
-        raise ValueError(f"expected an HxW label map, got shape {label.shape}")
-    height, width = size
-    rows = _centre_indices(label.shape[0], height)
-    cols = _centre_indices(label.shape[1], width)
+    rows = _centre_indices(label.shape[0], size[0])
+    cols = _centre_indices(label.shape[1], size[1])
     # Two 1-D gathers are several times faster than one 2-D fancy index.
     return np.take(np.take(label, rows, axis=0), cols, axis=1)
 
 
 def resize_labels_torch(labels, size):
-    """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest.
-
-    The loss targets of the legacy ``MSC_GEOMETRY: pytorch`` (the original repository's); the
-    default geometry samples labels at the cells' pixels instead. Stays on the input's device.
-    """
-    if labels.dim() not in (2, 3):
-        raise ValueError(f"expected NxHxW or HxW labels, got shape {tuple(labels.shape)}")
-    height, width = size
-    rows = torch.from_numpy(_centre_indices(labels.shape[-2], height)).to(labels.device)
-    cols = torch.from_numpy(_centre_indices(labels.shape[-1], width)).to(labels.device)
+    """Resize label tensors (NxHxW or HxW) to ``size = (h, w)``, centre-aligned nearest, on their
+    device: the loss targets of the legacy ``MSC_GEOMETRY: pytorch``."""
+    rows = torch.from_numpy(_centre_indices(labels.shape[-2], size[0])).to(labels.device)
+    cols = torch.from_numpy(_centre_indices(labels.shape[-1], size[1])).to(labels.device)
     return labels.index_select(-2, rows).index_select(-1, cols)
 
 
 def resize_image(image, size):
     """Bilinear (pixel-centre aligned) resize of an HxWxC float image to ``(height, width)``."""
-    height, width = size
-    if image.shape[:2] == (height, width):
+    if image.shape[:2] == tuple(size):
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def check_scales(scale_choices, scale_range):
     """Refuse anything but exactly one scale source: positive choices, or ``(low, high)``.
 
-    Two keys rather than one list whose length decides: ``[0.5, 1.5]`` as choices and
-    as a range are different augmentations, and guessing between them is how an old
-    config would silently change meaning.
+    Two keys, not one list whose length decides: ``[0.5, 1.5]`` as choices and as a range are
+    different augmentations, and guessing is how an old config would silently change meaning.
     """
     if (scale_choices is None) == (scale_range is None):
         raise ValueError("give exactly one of scale_choices and scale_range")
@@ -73,76 +59,89 @@ def check_scales(scale_choices, scale_range):
         raise ValueError(f"scales must be positive numbers, got {list(values)}")
     if scale_range is not None and (len(scale_range) != 2 or scale_range[0] > scale_range[1]):
         raise ValueError(
-            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}"
-        )
+            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}")
 
 
 def draw_scale(rng, scale_choices=None, scale_range=None):
-    """One rescale factor from ``rng``: uniform over ``scale_choices``, or in ``scale_range``.
-
-    Caffe's DeepLab v2 picks one of a few scales (0.5, 0.75, 1, 1.25, 1.5) per image;
-    the continuous range is the other option. Either way exactly one value is drawn,
-    so the crop and flip draws that follow come from the same generator positions.
-    """
-    check_scales(scale_choices, scale_range)
+    """One rescale factor: one of ``scale_choices`` (Caffe's protocol) or uniform in
+    ``scale_range``; one draw either way, so the crop and flip draws that follow sit at the
+    same generator positions."""
     if scale_choices is not None:
         return float(scale_choices[int(rng.integers(len(scale_choices)))])
-    low, high = scale_range
-    return float(rng.uniform(low, high))
+    return float(rng.uniform(*scale_range))
 
 
-def augment(image, label, rng, *, crop_size, flip, ignore_label, mean_bgr=(0.0, 0.0, 0.0),
-            scale_choices=None, scale_range=None):
-    """The DeepLab v2 training transform of an HxWx3 BGR image and its HxW label.
+@dataclass(kw_only=True)
+class Transform:
+    """A read sample to network tensors: :func:`augment` drawn from ``(seed, epoch, index)``, or
+    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked when
+    built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
 
-    Random rescale by a factor from :func:`draw_scale` (one of ``scale_choices``, or
-    uniform in ``scale_range = (low, high)``; exactly one is given), pad to at least
-    ``crop_size`` (image with the mean colour, label with ``ignore_label``), a random
-    ``crop_size`` square crop, and a horizontal flip with probability 0.5 if ``flip``.
-    Returns the float32 image with ``mean_bgr`` subtracted (so the padding is 0) and
-    the label. All draws come from ``rng`` (a ``numpy.random.Generator``) in a fixed
-    order, so the same generator state always yields the same sample. The rescale is
-    image-to-image (pixel centres, :func:`~libs.utils.sizes.scaled_size`), like the
-    evaluation warp it must agree with.
+    ignore_label: int  # the label padding's value
+    crop_size: int
+    mean_bgr: tuple = (0.0, 0.0, 0.0)  # IMAGE.MEAN or (b, g, r)
+    scale_choices: tuple = None  # exactly one of the two is set
+    scale_range: tuple = None
+    flip: bool = True
+    augment: bool = False
+    test_size: int = None
+    eval_original_size: bool = False
+    seed: int = 0
 
-    The mean is subtracted after cropping, and the crop is taken before padding
-    (equivalent, since the pad only exists along an axis shorter than the crop):
-    both then touch crop-sized arrays instead of the rescaled picture. Arguments after
-    ``rng`` are keyword-only so that no call can mistake a list of scales for a range.
-    """
-    scale = draw_scale(rng, scale_choices, scale_range)
-    height, width = label.shape
-    new_size = scaled_size((height, width), scale)
+    def __post_init__(self):
+        self.mean_bgr = tuple(float(v) for v in mean_bgr_array(self.mean_bgr))
+        self.scale_choices = None if self.scale_choices is None else tuple(self.scale_choices)
+        self.scale_range = None if self.scale_range is None else tuple(self.scale_range)
+        try:
+            check_scales(self.scale_choices, self.scale_range)
+        except ValueError as e:
+            raise DatasetError(f"augmentation scales: {e}") from None
+
+    def __call__(self, image, label, epoch, index):
+        """``(float32 3xHxW image tensor, int64 HxW label tensor)`` of sample ``index``."""
+        if self.augment:
+            image, label = augment(image, label, np.random.default_rng((self.seed, epoch, index)),
+                                   self)
+        else:
+            image = subtract_mean(image, self.mean_bgr)
+            if not self.eval_original_size:
+                image = resize_image(image, (self.test_size, self.test_size))
+                label = resize_label(label, (self.test_size, self.test_size))
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return image, torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+
+
+def augment(image, label, rng, transform):
+    """DeepLab v2's training transform of an HxWx3 BGR image and its HxW label: a rescale by
+    :func:`draw_scale` (pixel centres, like the evaluation warp), a random ``crop_size`` square
+    crop padded to size (label with ``ignore_label``), a flip with probability 0.5 if ``flip``;
+    draws from ``rng`` in a fixed order. Cropping first (the pad exists only along an axis
+    shorter than the crop) lets the mean subtraction and padding touch crop-sized arrays."""
+    crop = transform.crop_size
+    scale = draw_scale(rng, transform.scale_choices, transform.scale_range)
+    new_size = scaled_size(label.shape, scale)
     image = resize_image(np.asarray(image, np.float32), new_size)
     label = resize_label(label, new_size)
-
-    top = int(rng.integers(0, max(new_size[0] - crop_size, 0) + 1))
-    left = int(rng.integers(0, max(new_size[1] - crop_size, 0) + 1))
-    image = image[top : top + crop_size, left : left + crop_size]
-    label = label[top : top + crop_size, left : left + crop_size]
-    image = image - mean_bgr_array(mean_bgr)[None, None, :]
-
-    pad_h = crop_size - label.shape[0]
-    pad_w = crop_size - label.shape[1]
+    top = int(rng.integers(0, max(new_size[0] - crop, 0) + 1))
+    left = int(rng.integers(0, max(new_size[1] - crop, 0) + 1))
+    image = image[top : top + crop, left : left + crop]
+    label = label[top : top + crop, left : left + crop]
+    image = subtract_mean(image, transform.mean_bgr)
+    pad_h, pad_w = crop - label.shape[0], crop - label.shape[1]
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=ignore_label)
-
-    do_flip = rng.random() < 0.5
-    if flip and do_flip:
+        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
+    if rng.random() < 0.5 and transform.flip:  # drawn either way, so the stream is the same
         image = image[:, ::-1]
         label = label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 def mean_bgr_array(mean):
-    """Accept ``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence."""
+    """``cfg.IMAGE.MEAN`` (keys B, G, R) or a (b, g, r) sequence as a float32 array."""
     if hasattr(mean, "keys"):
         return np.array([mean["B"], mean["G"], mean["R"]], np.float32)
-    mean = np.asarray(mean, np.float32).reshape(-1)
-    if mean.shape != (3,):
-        raise ValueError(f"expected a BGR mean of 3 values, got {mean.tolist()}")
-    return mean
+    return np.asarray(mean, np.float32).reshape(3)
 
 
 def subtract_mean(image_bgr, mean):
@@ -151,16 +150,9 @@ def subtract_mean(image_bgr, mean):
 
 
 def to_rgb_uint8(image, mean):
-    """A mean-subtracted 3xHxW BGR image (tensor or array) -> HxWx3 uint8 RGB.
-
-    What the dense CRF and visualisations need: the picture as a camera saw it.
-    ``mean`` is ``cfg.IMAGE.MEAN`` or a (b, g, r) sequence.
-    """
+    """A mean-subtracted 3xHxW BGR image (tensor or array) -> HxWx3 uint8 RGB, the picture as a
+    camera saw it (for the dense CRF and visualisations); ``mean`` as in :func:`mean_bgr_array`."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a 3xHxW image, got shape {image.shape}")
-    bgr = image.transpose(1, 2, 0) + mean_bgr_array(mean)[None, None, :]
-    rgb = np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb)
+    bgr = np.asarray(image, np.float32).transpose(1, 2, 0) + mean_bgr_array(mean)[None, None, :]
+    return np.ascontiguousarray(np.clip(np.rint(bgr[:, :, ::-1]), 0, 255).astype(np.uint8))

@@ -162,10 +162,10 @@ def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
                            f"{world_size} process(es)")
     epoch, skip = divmod(start, per_epoch)
     workers = cfg.DATALOADER.NUM_WORKERS
+    sampler = EpochBatchSampler(len(dataset), batch_size, cfg.EXP.SEED, rank, world_size)
     while True:
         dataset.set_epoch(epoch)
-        sampler = EpochBatchSampler(len(dataset), batch_size, cfg.EXP.SEED, epoch, rank,
-                                    world_size, skip)
+        sampler.set_epoch(epoch, skip)
         batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                   pin_memory=pin_memory,
                                   worker_init_fn=ignore_stop_signals if workers else None))

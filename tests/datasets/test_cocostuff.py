@@ -29,7 +29,8 @@ from libs.datasets import (
     to_rgb_uint8,
 )
 from libs.cli import synthetic as synthetic_cli
-from libs.datasets.transforms import augment, check_scales, draw_scale
+from libs.datasets.synthetic import Sizes
+from libs.datasets.transforms import Transform, augment, check_scales, draw_scale
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,9 +39,8 @@ IGNORE = 255
 CAFFE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # DeepLab v2's train.prototxt
 
 
-def dataset_kwargs(**overrides):
-    kwargs = dict(
-        n_classes=182,
+def dataset_kwargs(n_classes=182, skip_bad_samples=False, **overrides):
+    settings = dict(
         ignore_label=IGNORE,
         mean_bgr=MEAN,
         augment=False,
@@ -50,11 +50,11 @@ def dataset_kwargs(**overrides):
         scale_range=None,
         flip=True,
         eval_original_size=False,
-        skip_bad_samples=False,
         seed=0,
     )
-    kwargs.update(overrides)
-    return kwargs
+    settings.update(overrides)
+    return dict(n_classes=n_classes, transform=Transform(**settings),
+                skip_bad_samples=skip_bad_samples)
 
 
 def write_jpeg(path, image, quality=95):
@@ -257,8 +257,8 @@ def test_augmentation_keeps_image_and_label_aligned_through_scale_pad_crop_flip(
     flipped = padded = 0
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        out_image, out_label = augment(image, label, rng, crop_size=crop, flip=True,
-                                       ignore_label=IGNORE, **scales)
+        out_image, out_label = augment(image, label, rng, Transform(crop_size=crop, flip=True,
+                                                                    ignore_label=IGNORE, **scales))
         assert out_image.shape == (crop, crop, 3) and out_label.shape == (crop, crop)
         pad = out_label == IGNORE
         padded += pad.any()
@@ -283,7 +283,8 @@ def rescaled_extent(rng, **scales):
     """
     label = np.zeros((20, 28), np.int64)
     image = np.zeros((20, 28, 3), np.float32)
-    _, out = augment(image, label, rng, crop_size=64, flip=True, ignore_label=IGNORE, **scales)
+    _, out = augment(image, label, rng,
+                     Transform(crop_size=64, flip=True, ignore_label=IGNORE, **scales))
     valid = out != IGNORE
     return int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
 
@@ -344,8 +345,9 @@ def test_scale_sources_other_than_exactly_one_valid_are_refused(choices, value_r
         check_scales(choices, value_range)
     image, label = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64)
     with pytest.raises(ValueError, match=re.escape(message)):
-        augment(image, label, np.random.default_rng(0), crop_size=4, flip=False,
-                ignore_label=IGNORE, scale_choices=choices, scale_range=value_range)
+        augment(image, label, np.random.default_rng(0), Transform(
+            crop_size=4, flip=False, ignore_label=IGNORE, scale_choices=choices,
+            scale_range=value_range))
 
 
 def test_dataset_refuses_a_bad_scale_pair_when_built(synthetic_root):
@@ -359,11 +361,11 @@ def test_dataset_refuses_a_bad_scale_pair_when_built(synthetic_root):
 def test_build_dataset_passes_whichever_scale_key_is_set(toy_cfg):
     assert toy_cfg.AUGMENTATION.SCALE_CHOICES == list(CAFFE_SCALES)
     ds = build_dataset(toy_cfg, "train", augment=True)
-    assert ds.scale_choices == CAFFE_SCALES and ds.scale_range is None
+    assert ds.transform.scale_choices == CAFFE_SCALES and ds.transform.scale_range is None
     toy_cfg.AUGMENTATION.SCALE_CHOICES = None
     toy_cfg.AUGMENTATION.SCALE_RANGE = [0.75, 1.25]
     ds = build_dataset(toy_cfg, "train", augment=True)
-    assert ds.scale_choices is None and ds.scale_range == (0.75, 1.25)
+    assert ds.transform.scale_choices is None and ds.transform.scale_range == (0.75, 1.25)
 
 
 def test_data_figure_title_names_the_scales_that_are_set(toy_cfg):
@@ -561,9 +563,9 @@ def tree_bytes(root):
 
 
 def test_generator_is_byte_deterministic_and_seed_dependent(tmp_path):
-    a = generate_synthetic(tmp_path / "a", 3, 2, 32, 40, seed=5)
-    b = generate_synthetic(tmp_path / "b", 3, 2, 32, 40, seed=5)
-    c = generate_synthetic(tmp_path / "c", 3, 2, 32, 40, seed=6)
+    a = generate_synthetic(tmp_path / "a", Sizes(3, 2, 32, 40), seed=5)
+    b = generate_synthetic(tmp_path / "b", Sizes(3, 2, 32, 40), seed=5)
+    c = generate_synthetic(tmp_path / "c", Sizes(3, 2, 32, 40), seed=6)
     assert tree_bytes(a) == tree_bytes(b)
     assert tree_bytes(a) != tree_bytes(c)
     assert not list(tmp_path.glob(".*tmp*"))  # no staging directory left behind
@@ -587,7 +589,7 @@ def test_generated_dataset_has_10k_layout_and_eight_classes(synthetic_root):
 
 def test_synthetic_classes_differ_in_colour(tmp_path):
     """Mean colour per class over a few images: every pair is far apart."""
-    root = generate_synthetic(tmp_path / "s", 20, 1, 64, 64, seed=3)
+    root = generate_synthetic(tmp_path / "s", Sizes(20, 1, 64, 64), seed=3)
     sums = np.zeros((8, 3)); counts = np.zeros(8)
     for image_id in (root / "imageLists" / "all.txt").read_text().split():
         image = cv2.imread(str(root / "images" / f"{image_id}.jpg")).astype(np.float64)
@@ -689,6 +691,6 @@ def test_generation_removes_what_a_killed_generation_left(tmp_path):
     foreign.mkdir()
     for path in (stale / "images" / "x.jpg", stale / "images", stale, foreign):
         os.utime(path, (1e9, 1e9))  # 2001: older than this process
-    generate_synthetic(tmp_path / "synthetic", 2, 1, 16, 16, seed=0)
+    generate_synthetic(tmp_path / "synthetic", Sizes(2, 1, 16, 16), seed=0)
     assert not stale.exists() and foreign.is_dir()
     assert (tmp_path / "synthetic" / "synthetic.json").is_file()

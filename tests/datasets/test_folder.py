@@ -6,7 +6,8 @@ import torch
 from addict import Dict
 
 from libs.datasets import DatasetError, build_dataset, read_label_png
-from libs.datasets.synthetic import UNLABELED, generate_synthetic, palette_png_bytes
+from libs.datasets.images import palette_png_bytes
+from libs.datasets.synthetic import UNLABELED, generate_synthetic
 
 N_TRAIN, N_TEST, HEIGHT, WIDTH = 5, 2, 40, 56
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from libs.cli import sbd as sbd_cli
 from libs.datasets import DatasetError, build_dataset, read_label_png
 from libs.datasets.sbd import convert_sbd, read_sbd_label
-from libs.datasets.synthetic import generate_synthetic
+from libs.datasets.synthetic import Sizes, generate_synthetic
 from libs.utils.errors import OutputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def save_gtcls(path, segmentation):
 @pytest.fixture
 def sets(tmp_path):
     """``(sbd_root, voc_root, expected)``; expected holds train_aug and every id's label."""
-    voc = generate_synthetic(tmp_path / "VOCdevkit" / "VOC2012", 4, 3, HEIGHT, WIDTH, seed=5,
+    voc = generate_synthetic(tmp_path / "VOCdevkit" / "VOC2012", Sizes(4, 3, HEIGHT, WIDTH), seed=5,
                              layout="voc12")
     (voc / "ImageSets/SegmentationAug/train_aug.txt").unlink()  # the converter's job
     lists = voc / "ImageSets" / "Segmentation"

@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 + SBD reader on synthetic data in the VOC layout, end to end.
 
-The palette PNGs are written by a hand-made zlib encoder (libs.datasets.synthetic),
+The palette PNGs are written by a hand-made zlib encoder (libs.datasets.images),
 so reading them back through OpenCV checks the decoder against independent bytes.
 """
 
@@ -12,13 +12,8 @@ import torch
 from addict import Dict
 
 from libs.datasets import DatasetError, build_dataset, read_label_png
-from libs.datasets.synthetic import (
-    UNLABELED,
-    generate_synthetic,
-    grey_png_bytes,
-    palette_png_bytes,
-    voc_colour_map,
-)
+from libs.datasets.images import grey_png_bytes, palette_png_bytes, voc_colour_map
+from libs.datasets.synthetic import UNLABELED, Sizes, generate_synthetic
 
 N_TRAIN, N_TEST, HEIGHT, WIDTH = 6, 3, 48, 64
 
@@ -27,7 +22,7 @@ N_TRAIN, N_TEST, HEIGHT, WIDTH = 6, 3, 48, 64
 def voc_root(tmp_path_factory):
     """A read-only synthetic VOC2012 folder (6 train_aug, 3 val images of 48x64)."""
     root = tmp_path_factory.mktemp("voc") / "VOC2012"
-    return generate_synthetic(root, N_TRAIN, N_TEST, HEIGHT, WIDTH, seed=3, layout="voc12")
+    return generate_synthetic(root, Sizes(N_TRAIN, N_TEST, HEIGHT, WIDTH), seed=3, layout="voc12")
 
 
 @pytest.fixture
@@ -121,7 +116,7 @@ def test_missing_list_and_bad_files(voc_cfg, tmp_path):
     with pytest.raises(DatasetError, match="nosuch.txt: split list not found"):
         build_dataset(voc_cfg, "nosuch", augment=False)
     root = tmp_path / "VOC2012"
-    generate_synthetic(root, 3, 2, 32, 40, seed=1, layout="voc12")
+    generate_synthetic(root, Sizes(3, 2, 32, 40), seed=1, layout="voc12")
     cfg = Dict(voc_cfg.to_dict())
     cfg.DATASET.ROOT = str(root)
     cfg.DATASET.SYNTHETIC = Dict(N_TRAIN=3, N_TEST=2, HEIGHT=32, WIDTH=40)

@@ -28,7 +28,7 @@ import demo
 import draw_model
 import export as export_script
 from tests.caffe_reference import deeplab_caffe_layers, write_caffemodel
-from libs.datasets.synthetic import generate_synthetic
+from libs.datasets.synthetic import Sizes, generate_synthetic
 from libs.inference import evaluation
 from libs.utils import atomic
 from libs.utils.config import load_config
@@ -449,7 +449,7 @@ def test_raw_mat_value_outside_the_classes_is_quoted_as_in_the_file(world, raw):
 
 
 def test_folder_label_outside_the_classes_names_the_file(world, tmp_path):
-    root = generate_synthetic(tmp_path / "folder", n_train=1, n_test=1, height=16, width=16,
+    root = generate_synthetic(tmp_path / "folder", Sizes(n_train=1, n_test=1, height=16, width=16),
                               seed=0, layout="folder")
     label_path = root / "labels" / f"{(root / 'lists' / 'val.txt').read_text().split()[0]}.png"
     label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from libs.datasets.synthetic import generate_synthetic
+from libs.datasets.synthetic import Sizes, generate_synthetic
 from libs.utils.atomic import current_umask, save_torch, write_bytes, write_json
 
 
@@ -31,7 +31,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
 
 def test_synthetic_dataset_folder_follows_the_umask(tmp_path, umask):
     root = tmp_path / "synthetic"
-    generate_synthetic(root, 2, 1, 16, 20, seed=0)
+    generate_synthetic(root, Sizes(2, 1, 16, 20), seed=0)
     assert mode(root) == 0o777 & ~umask
     assert mode(root / "synthetic.json") == 0o666 & ~umask
     assert mode(root / "imageLists") == 0o777 & ~umask
