@@ -5,7 +5,8 @@ import pydensecrf.densecrf as dcrf
 import pytest
 import torch
 
-from libs.inference.crf import DenseCRF
+from benchmarks.bench_crf import realistic_sample
+from libs.inference.crf import DenseCRF, map_crf
 from libs.inference.crf_torch import Lattice, torch_crf_posterior
 
 # The configs' CRF: 10 iterations, Gaussian w=3 sxy=1, bilateral w=4 sxy=67 srgb=3.
@@ -69,3 +70,43 @@ def test_one_label_is_certain():
     crf = DenseCRF(iter_max=3, **CONFIG_CRF)
     assert torch.equal(torch_crf_posterior(crf, torch.from_numpy(image), torch.from_numpy(probs)),
                        torch.ones(1, 16, 16))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n_labels, size", [(6, (96, 128)), (182, (257, 257))])
+def test_posteriors_on_cuda_match_pydensecrf(n_labels, size):
+    image, probs = blocky_inputs(*size, n_labels)
+    expected = pydensecrf_posterior(image, probs, 10)
+    crf = DenseCRF(iter_max=10, **CONFIG_CRF)
+    cuda = torch.device("cuda")
+    got = torch_crf_posterior(crf, torch.from_numpy(image).to(cuda), torch.from_numpy(probs).to(cuda))
+    assert got.device.type == "cuda"
+    assert np.abs(got.cpu().numpy() - expected).max() <= 1e-4
+
+
+def test_both_backends_prune_alike_and_agree(one_torch_thread):
+    image, probs = blocky_inputs(64, 80, 12, seed=3)
+    probs[5:] *= 1e-3  # seven labels that never reach the threshold
+    probs /= probs.sum(0)
+    cpu, torch_crf = (DenseCRF(iter_max=5, prune_threshold=0.05, backend=backend, **CONFIG_CRF)
+                      for backend in ("pydensecrf", "torch"))
+    kept = cpu.kept_labels(probs)
+    np.testing.assert_array_equal(kept, torch_crf.kept_labels(torch.from_numpy(probs)))
+    assert 0 < len(kept) < 12
+    expected, got = cpu(image, probs), torch_crf(image, probs)
+    assert got.shape == expected.shape == probs.shape and isinstance(got, np.ndarray)
+    assert (got[np.setdiff1d(np.arange(12), kept)] == 0).all()
+    assert np.abs(got - expected).max() <= 1e-4
+    labels = [next(map_crf(crf, [(0, image, probs)], argmax=True))[1] for crf in (cpu, torch_crf)]
+    np.testing.assert_array_equal(*labels)
+
+
+@pytest.mark.parametrize("n_labels", [21, 182])
+def test_513_maps_get_the_labels_pydensecrf_gives(n_labels):
+    """The protocol's size and label counts, on bench_crf's maps of a COCO-Stuff-like scene."""
+    image, probs, _ = realistic_sample(np.random.default_rng(n_labels), n_classes=n_labels)
+    expected = pydensecrf_posterior(image, probs, 10)
+    crf = DenseCRF(iter_max=10, **CONFIG_CRF)
+    got = torch_crf_posterior(crf, torch.from_numpy(image), torch.from_numpy(probs)).numpy()
+    assert (got.argmax(0) == expected.argmax(0)).mean() >= 0.9999
+    assert np.abs(got - expected).max() <= 1e-4

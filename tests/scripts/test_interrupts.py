@@ -151,16 +151,24 @@ def test_kill_9_at_three_moments_resumes_to_the_same_weights(toy_cfg, tmp_path,
     a save); each time ``--resume latest`` goes on, and the end is the uninterrupted run."""
     cfg, config = signal_config(toy_cfg, tmp_path)
     out = Path(cfg.EXP.OUTPUT_DIR) / cfg.EXP.ID
-    process = start_training(config)
-    for args, seen, pause in [((), 2, 0), (("--resume", "latest"), 6, 0),
-                              (("--resume", "latest"), 8, 0.17)]:
-        if args:
-            process = start_training(config, *args)
-        wait_for(out / f"checkpoint_{seen}.pth", process)
-        time.sleep(pause)  # the last: in iterations 9-10, or inside the save of checkpoint 10
+    def kill(process):
         process.kill()
         process.communicate()
-    latest = max(int(p.stem.split("_")[1]) for p in out.glob("checkpoint_*.pth"))
+
+    process = start_training(config)
+    wait_for(out / "checkpoint_2.pth", process)
+    kill(process)
+    process = start_training(config, "--resume", "latest")
+    wait_for(out / "checkpoint_4.pth", process)
+    began = time.monotonic()
+    wait_for(out / "checkpoint_6.pth", process)
+    two_iterations = time.monotonic() - began  # as fast as this machine runs them now
+    kill(process)
+    process = start_training(config, "--resume", "latest")
+    wait_for(out / "checkpoint_8.pth", process)
+    time.sleep(0.85 * two_iterations)  # in iterations 9-10, or inside the save of checkpoint 10
+    kill(process)
+    latest = max(int(p.stem.split("_")[1]) for p in out.glob("checkpoint_[0-9]*.pth"))
     assert 8 <= latest < ITER_MAX
 
     process = start_training(config, "--resume", "latest")  # a new process, as after a crash
