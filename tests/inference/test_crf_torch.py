@@ -85,14 +85,14 @@ def test_posteriors_on_cuda_match_pydensecrf(n_labels, size):
 
 
 def test_both_backends_prune_alike_and_agree(one_torch_thread):
-    image, probs = blocky_inputs(64, 80, 12, seed=3)
-    probs[5:] *= 1e-3  # seven labels that never reach the threshold
+    image, probs = blocky_inputs(64, 80, 5, seed=3)
+    probs = np.concatenate([probs, np.full((7, 64, 80), 1e-4, np.float32)])  # 7 never kept
     probs /= probs.sum(0)
     cpu, torch_crf = (DenseCRF(iter_max=5, prune_threshold=0.05, backend=backend, **CONFIG_CRF)
                       for backend in ("pydensecrf", "torch"))
     kept = cpu.kept_labels(probs)
     np.testing.assert_array_equal(kept, torch_crf.kept_labels(torch.from_numpy(probs)))
-    assert 0 < len(kept) < 12
+    assert 0 < len(kept) <= 5
     expected, got = cpu(image, probs), torch_crf(image, probs)
     assert got.shape == expected.shape == probs.shape and isinstance(got, np.ndarray)
     assert (got[np.setdiff1d(np.arange(12), kept)] == 0).all()
