@@ -19,8 +19,43 @@ import math
 
 import numpy as np
 
-from libs.caffe.protobuf import POOL_MAX, LayerParameter, NetParameter
+from libs.caffe.protobuf import (BOOL, FLOAT, INT32, MESSAGE, OPTIONAL, POOL_MAX, REPEATED,
+                                 SCHEMA, STRING, build_classes)
 from libs.utils.atomic import write_bytes
+
+# The reader's schema plus what only the fixtures write and the reference forward pass reads:
+# the net's wiring (bottom/top), ReLU, Eltwise and DeepLab's Interp layer
+# (caffe.proto of deeplab-public-ver2), and BatchNorm's training settings.
+FIXTURE_SCHEMA = {
+    **SCHEMA,
+    "BatchNormParameter": SCHEMA["BatchNormParameter"] + [
+        ("use_global_stats", 1, BOOL, OPTIONAL, None, None, None),
+        ("moving_average_fraction", 2, FLOAT, OPTIONAL, None, "0.999", None),
+    ],
+    "EltwiseParameter": [
+        ("operation", 1, INT32, OPTIONAL, None, "1", None),
+        ("coeff", 2, FLOAT, REPEATED, None, None, None),
+    ],
+    "ReLUParameter": [("negative_slope", 1, FLOAT, OPTIONAL, None, "0", None)],
+    "InterpParameter": [
+        ("height", 1, INT32, OPTIONAL, None, "0", None),
+        ("width", 2, INT32, OPTIONAL, None, "0", None),
+        ("zoom_factor", 3, INT32, OPTIONAL, None, "1", None),
+        ("shrink_factor", 4, INT32, OPTIONAL, None, "1", None),
+        ("pad_beg", 5, INT32, OPTIONAL, None, "0", None),
+        ("pad_end", 6, INT32, OPTIONAL, None, "0", None),
+    ],
+    "LayerParameter": SCHEMA["LayerParameter"] + [
+        ("bottom", 3, STRING, REPEATED, None, None, None),
+        ("top", 4, STRING, REPEATED, None, None, None),
+        ("eltwise_param", 110, MESSAGE, OPTIONAL, "EltwiseParameter", None, None),
+        ("relu_param", 123, MESSAGE, OPTIONAL, "ReLUParameter", None, None),
+        ("interp_param", 143, MESSAGE, OPTIONAL, "InterpParameter", None, None),
+    ],
+}
+_CLASSES = build_classes(FIXTURE_SCHEMA)
+NetParameter, LayerParameter, BlobProto = (_CLASSES[name] for name in
+                                           ("NetParameter", "LayerParameter", "BlobProto"))
 
 ELTWISE_PROD, ELTWISE_SUM, ELTWISE_MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp
 BLOB_DATA_TAG = b"\x2a"  # BlobProto field 5 (data), wire type 2 (length-delimited: packed)

@@ -24,11 +24,9 @@ CONV, BATCHNORM, SCALE, POOL, SKIP = "conv", "batchnorm", "scale", "pool", "skip
 
 MULTISCALE_TAGS = ("res075", "res05")
 
-_STEM_CONV = re.compile(r"^conv1$")
 _STEM_NORM = re.compile(r"^(bn|scale)_conv1$")
 _BLOCK_CONV = re.compile(r"^res(\d)([a-z]\d*)_branch(1|2[abc])$")
 _BLOCK_NORM = re.compile(r"^(bn|scale)(\d)([a-z]\d*)_branch(1|2[abc])$")
-_POOL = re.compile(r"^pool1$")
 _ASPP = re.compile(r"^(?P<head>.+)_c(?P<index>\d+)$")
 
 
@@ -59,25 +57,19 @@ def caffe_target(name, layer_type, classifier, backbone_only):
     if is_multiscale_copy(name):
         return CaffeTarget(SKIP, reason="shared-weight multi-scale branch (res075/res05)")
     kind = {"Convolution": CONV, "BatchNorm": BATCHNORM, "Scale": SCALE, "Pooling": POOL}.get(
-        layer_type
-    )
-    if kind is None:
-        return None
+        layer_type)
     if kind == CONV:
-        if _STEM_CONV.match(name):
+        if name == "conv1":
             return CaffeTarget(CONV, "base.backbone.conv1.conv")
         m = _BLOCK_CONV.match(name)
         if m:
             return CaffeTarget(CONV, _block_path(*m.groups()) + ".conv")
-        if name.startswith(classifier):
-            if backbone_only:
-                return CaffeTarget(
-                    SKIP, reason="classifier of the COCO init model (the ASPP keeps its own init)"
-                )
-            m = _ASPP.match(name)
-            if m and m.group("head") == classifier:
-                return CaffeTarget(CONV, f"base.aspp.c{int(m.group('index'))}")
-        return None
+        if name.startswith(classifier) and backbone_only:
+            return CaffeTarget(SKIP, reason="classifier of the COCO init model (the ASPP keeps "
+                                            "its own init)")
+        m = _ASPP.match(name)
+        if name.startswith(classifier) and m and m.group("head") == classifier:
+            return CaffeTarget(CONV, f"base.aspp.c{int(m.group('index'))}")
     if kind in (BATCHNORM, SCALE):
         prefix = "bn" if kind == BATCHNORM else "scale"
         m = _STEM_NORM.match(name)
@@ -86,7 +78,6 @@ def caffe_target(name, layer_type, classifier, backbone_only):
         m = _BLOCK_NORM.match(name)
         if m and m.group(1) == prefix:
             return CaffeTarget(kind, _block_path(*m.groups()[1:]) + ".bn")
-        return None
-    if _POOL.match(name):
+    if kind == POOL and name == "pool1":
         return CaffeTarget(POOL, "base.backbone.pool1")
     return None

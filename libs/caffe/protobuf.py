@@ -1,21 +1,15 @@
 """Read Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
 
-A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead
-of shipping a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a
-protobuf version), the few messages and fields that weight conversion needs are
-declared here in Python and turned into message classes at import time. Field
-numbers, types and defaults are those of Caffe's public ``caffe.proto`` (the
-DeepLab v2 fork uses the same numbers for every field declared here). Fields
-that are not declared are kept by the parser as unknown bytes and otherwise
-ignored, so a real file with data layers, loss layers, learning-rate settings
-and so on reads fine.
-
-Values are read with the schema as Caffe declares it (``repeated float data = 5
-[packed = true]``); NumPy converts the parsed field in one C-level copy. The test
-fixtures write files with the same classes (``tests/caffe_reference.py``).
+A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead of a generated
+``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the few messages and fields
+conversion needs are declared here with the numbers, types and defaults of Caffe's public
+``caffe.proto`` (the DeepLab v2 fork uses the same numbers) and built into classes at import.
+Undeclared fields (data and loss layers, learning-rate settings, ...) are kept by the parser as
+unknown bytes and ignored, so a real file reads fine. The test fixtures write files with these
+classes plus the fields only they need (``tests/caffe_reference.py``).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +32,7 @@ ROUND_CEIL = 0  # PoolingParameter.RoundMode.CEIL (BVLC field 13; older forks la
 _PACKAGE = "deeplab_caffe_subset"
 
 # message name -> [(field name, number, type, label, message type, default, packed)]
-# Numbers are those of caffe.proto; only what conversion and the test fixtures need.
-_SCHEMA = {
+SCHEMA = {
     "BlobShape": [
         ("dim", 1, INT64, REPEATED, None, None, True),
     ],
@@ -70,8 +63,6 @@ _SCHEMA = {
         ("dilation", 18, UINT32, REPEATED, None, None, None),
     ],
     "BatchNormParameter": [
-        ("use_global_stats", 1, BOOL, OPTIONAL, None, None, None),
-        ("moving_average_fraction", 2, FLOAT, OPTIONAL, None, "0.999", None),
         ("eps", 3, FLOAT, OPTIONAL, None, "1e-05", None),
     ],
     "PoolingParameter": [
@@ -93,34 +84,14 @@ _SCHEMA = {
         ("num_axes", 2, INT32, OPTIONAL, None, "1", None),
         ("bias_term", 4, BOOL, OPTIONAL, None, "false", None),
     ],
-    "EltwiseParameter": [
-        ("operation", 1, INT32, OPTIONAL, None, "1", None),
-        ("coeff", 2, FLOAT, REPEATED, None, None, None),
-    ],
-    "ReLUParameter": [
-        ("negative_slope", 1, FLOAT, OPTIONAL, None, "0", None),
-    ],
-    "InterpParameter": [  # DeepLab's resize layer (caffe.proto of deeplab-public-ver2)
-        ("height", 1, INT32, OPTIONAL, None, "0", None),
-        ("width", 2, INT32, OPTIONAL, None, "0", None),
-        ("zoom_factor", 3, INT32, OPTIONAL, None, "1", None),
-        ("shrink_factor", 4, INT32, OPTIONAL, None, "1", None),
-        ("pad_beg", 5, INT32, OPTIONAL, None, "0", None),
-        ("pad_end", 6, INT32, OPTIONAL, None, "0", None),
-    ],
     "LayerParameter": [
         ("name", 1, STRING, OPTIONAL, None, None, None),
         ("type", 2, STRING, OPTIONAL, None, None, None),
-        ("bottom", 3, STRING, REPEATED, None, None, None),
-        ("top", 4, STRING, REPEATED, None, None, None),
         ("blobs", 7, MESSAGE, REPEATED, "BlobProto", None, None),
-        ("eltwise_param", 110, MESSAGE, OPTIONAL, "EltwiseParameter", None, None),
         ("convolution_param", 106, MESSAGE, OPTIONAL, "ConvolutionParameter", None, None),
         ("pooling_param", 121, MESSAGE, OPTIONAL, "PoolingParameter", None, None),
-        ("relu_param", 123, MESSAGE, OPTIONAL, "ReLUParameter", None, None),
         ("batch_norm_param", 139, MESSAGE, OPTIONAL, "BatchNormParameter", None, None),
         ("scale_param", 142, MESSAGE, OPTIONAL, "ScaleParameter", None, None),
-        ("interp_param", 143, MESSAGE, OPTIONAL, "InterpParameter", None, None),
     ],
     # The pre-2015 layer format; only declared so that such files are recognised.
     "V1LayerParameter": [
@@ -136,12 +107,12 @@ _SCHEMA = {
 }
 
 
-def _build_classes():
-    """Message classes for the schema above, in a private pool (no clash with a real caffe_pb2)."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name=f"{_PACKAGE}.proto", package=_PACKAGE, syntax="proto2"
-    )
-    for message_name, fields in _SCHEMA.items():
+def build_classes(schema):
+    """Message classes for ``schema`` (see :data:`SCHEMA`), in a private pool (no clash with a
+    real caffe_pb2)."""
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{_PACKAGE}.proto", package=_PACKAGE,
+                                               syntax="proto2")
+    for message_name, fields in schema.items():
         message = proto.message_type.add(name=message_name)
         for name, number, ftype, label, type_name, default, packed in fields:
             f = message.field.add(name=name, number=number, type=ftype, label=label)
@@ -153,16 +124,11 @@ def _build_classes():
                 f.options.packed = True
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in _SCHEMA
-    }
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+            for name in schema}
 
 
-_CLASSES = _build_classes()
-NetParameter = _CLASSES["NetParameter"]
-LayerParameter = _CLASSES["LayerParameter"]
-BlobProto = _CLASSES["BlobProto"]
+NetParameter = build_classes(SCHEMA)["NetParameter"]
 
 
 class CaffeModelError(DeepLabError, ValueError):
@@ -171,63 +137,43 @@ class CaffeModelError(DeepLabError, ValueError):
 
 @dataclass
 class CaffeLayer:
-    """One layer of a .caffemodel: its identity, its parameters and its blobs.
-
-    Blobs stay protobuf messages until :meth:`blob` turns one into an array, so
-    skipped layers (e.g. the multi-scale copies) never cost a conversion.
-    """
+    """One layer of a .caffemodel. Blobs stay protobuf messages until :meth:`blob` turns one into
+    an array, so skipped layers (e.g. the multi-scale copies) never cost a conversion."""
 
     name: str
     type: str
-    bottom: list
-    top: list
     proto: object  # the LayerParameter message, for the *_param fields
-    blob_protos: list = field(repr=False, default_factory=list)
-    source: str = ""  # file name, for error messages
+    source: str  # file name, for error messages
 
     @property
     def n_blobs(self):
-        return len(self.blob_protos)
-
-    def blob(self, index):
-        """Blob ``index`` as a float32 array of its Caffe shape (read on demand)."""
-        return blob_to_array(
-            self.blob_protos[index], f"{self.source}: layer {self.name!r} blob {index}"
-        )
+        return len(self.proto.blobs)
 
     def blob_shape(self, index):
-        return blob_shape(self.blob_protos[index])
+        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/height/
+        width."""
+        blob = self.proto.blobs[index]
+        if blob.HasField("shape"):
+            return tuple(int(d) for d in blob.shape.dim)
+        legacy = (blob.num, blob.channels, blob.height, blob.width)
+        return tuple(int(d) for d in legacy) if any(legacy) else ()
 
+    def blob(self, index):
+        """Blob ``index`` as a float32 array of its Caffe shape.
 
-def blob_shape(blob):
-    """The blob's shape: ``shape.dim`` if present, else the legacy num/channels/height/width."""
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    legacy = (blob.num, blob.channels, blob.height, blob.width)
-    if any(legacy):
-        return tuple(int(d) for d in legacy)
-    return ()
-
-
-def blob_to_array(blob, where="blob"):
-    """A float32 NumPy array with the blob's values and shape.
-
-    Checks that the number of values matches the shape and that all are finite:
-    protobuf has no checksum, so this is how a corrupt shape or damaged float
-    bytes can show up (bytes that still decode to plausible floats cannot).
-    """
-    shape = blob_shape(blob)
-    values = blob.data if len(blob.data) else blob.double_data
-    values = np.array(values, dtype=np.float32)
-    expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
-    if values.size != expected:
-        raise CaffeModelError(
-            f"{where}: holds {values.size} values but its shape {list(shape)} needs "
-            f"{expected} (truncated or corrupt file)"
-        )
-    if not np.isfinite(values).all():
-        raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
-    return values.reshape(shape if shape else (values.size,))
+        Checks that the number of values matches the shape and that all are finite: protobuf has
+        no checksum, so this is how a corrupt shape or damaged float bytes can show up.
+        """
+        blob, shape = self.proto.blobs[index], self.blob_shape(index)
+        where = f"{self.source}: layer {self.name!r} blob {index}"
+        values = np.array(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+        expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
+        if values.size != expected:
+            raise CaffeModelError(f"{where}: holds {values.size} values but its shape "
+                                  f"{list(shape)} needs {expected} (truncated or corrupt file)")
+        if not np.isfinite(values).all():
+            raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
+        return values.reshape(shape if shape else (values.size,))
 
 
 def _text(value):
@@ -238,9 +184,9 @@ def _text(value):
 def read_caffemodel(path):
     """Parse ``path`` and return its layers as :class:`CaffeLayer` objects, in file order.
 
-    Raises :class:`CaffeModelError` (naming the file) for a missing, unreadable,
-    truncated or corrupt file, for a file without layers and for the legacy V1
-    ``layers`` format, which the DeepLab v2 ResNet models never used.
+    Raises :class:`CaffeModelError` (naming the file) for a missing, unreadable, truncated or
+    corrupt file, for a file without layers and for the legacy V1 ``layers`` format, which the
+    DeepLab v2 ResNet models never used.
     """
     path = Path(path)
     if not path.is_file():
@@ -253,34 +199,18 @@ def read_caffemodel(path):
     try:
         net.ParseFromString(raw)
     except DecodeError:
-        raise CaffeModelError(
-            f"{path}: not a valid caffemodel, its protobuf data ({len(raw):,} bytes) is "
-            "truncated or corrupt"
-        ) from None
-    del raw
+        raise CaffeModelError(f"{path}: not a valid caffemodel, its protobuf data "
+                              f"({len(raw):,} bytes) is truncated or corrupt") from None
     if len(net.layers):
         first = net.layers[0].name or "<unnamed>"
         raise CaffeModelError(
             f"{path}: uses the legacy V1 'layers' format ({len(net.layers)} layers, first "
             f"{first!r}), which is not supported; upgrade it with Caffe's "
-            "upgrade_net_proto_binary tool first"
-        )
+            "upgrade_net_proto_binary tool first")
     if not len(net.layer):
         raise CaffeModelError(f"{path}: contains no layers (empty or not a caffemodel)")
-    layers = []
     for index, layer in enumerate(net.layer):
         if not layer.name:
             raise CaffeModelError(f"{path}: layer #{index} has no name (corrupt file?)")
-        layers.append(
-            CaffeLayer(
-                name=_text(layer.name),
-                type=_text(layer.type),
-                bottom=[_text(b) for b in layer.bottom],
-                top=[_text(t) for t in layer.top],
-                proto=layer,
-                blob_protos=list(layer.blobs),
-                source=str(path),
-            )
-        )
-    return layers
-
+    return [CaffeLayer(_text(layer.name), _text(layer.type), layer, str(path))
+            for layer in net.layer]
