@@ -14,6 +14,7 @@ import re
 
 import click
 
+from ..utils.atomic import TORCH_FILE_ERRORS
 from ..utils.config import ConfigValueError, load_config
 from ..utils.errors import DeepLabError, first_line
 
@@ -22,8 +23,6 @@ OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the cli
 # torch re-raises an error of a DataLoader worker as the same type with this text before
 # the worker's traceback, whose last line is "<module>.<Type>: <the original message>".
 WORKER_PREAMBLE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
-# torch's own words for a weight file it cannot read or write (RuntimeErrors of its zip code).
-TORCH_FILE_ERRORS = ("PytorchStreamReader", "PytorchStreamWriter", "unexpected pos")
 
 
 def command(**kwargs):
