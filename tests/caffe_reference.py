@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from libs.caffe.protobuf import (BOOL, FLOAT, INT32, MESSAGE, OPTIONAL, POOL_MAX, REPEATED,
-                                 SCHEMA, STRING, build_classes)
+from libs.caffe.protobuf import POOL_MAX, SCHEMA, build_classes, field
 from libs.utils.atomic import write_bytes
 
 # The reader's schema plus what only the fixtures write and the reference forward pass reads:
@@ -29,28 +28,23 @@ from libs.utils.atomic import write_bytes
 FIXTURE_SCHEMA = {
     **SCHEMA,
     "BatchNormParameter": SCHEMA["BatchNormParameter"] + [
-        ("use_global_stats", 1, BOOL, OPTIONAL, None, None, None),
-        ("moving_average_fraction", 2, FLOAT, OPTIONAL, None, "0.999", None),
+        field("use_global_stats", 1, "bool"),
+        field("moving_average_fraction", 2, "float", "0.999"),
     ],
-    "EltwiseParameter": [
-        ("operation", 1, INT32, OPTIONAL, None, "1", None),
-        ("coeff", 2, FLOAT, REPEATED, None, None, None),
-    ],
-    "ReLUParameter": [("negative_slope", 1, FLOAT, OPTIONAL, None, "0", None)],
+    "EltwiseParameter": [field("operation", 1, "int32", "1"),
+                         field("coeff", 2, "float", repeated=True)],
+    "ReLUParameter": [field("negative_slope", 1, "float", "0")],
     "InterpParameter": [
-        ("height", 1, INT32, OPTIONAL, None, "0", None),
-        ("width", 2, INT32, OPTIONAL, None, "0", None),
-        ("zoom_factor", 3, INT32, OPTIONAL, None, "1", None),
-        ("shrink_factor", 4, INT32, OPTIONAL, None, "1", None),
-        ("pad_beg", 5, INT32, OPTIONAL, None, "0", None),
-        ("pad_end", 6, INT32, OPTIONAL, None, "0", None),
+        field("height", 1, "int32", "0"), field("width", 2, "int32", "0"),
+        field("zoom_factor", 3, "int32", "1"), field("shrink_factor", 4, "int32", "1"),
+        field("pad_beg", 5, "int32", "0"), field("pad_end", 6, "int32", "0"),
     ],
     "LayerParameter": SCHEMA["LayerParameter"] + [
-        ("bottom", 3, STRING, REPEATED, None, None, None),
-        ("top", 4, STRING, REPEATED, None, None, None),
-        ("eltwise_param", 110, MESSAGE, OPTIONAL, "EltwiseParameter", None, None),
-        ("relu_param", 123, MESSAGE, OPTIONAL, "ReLUParameter", None, None),
-        ("interp_param", 143, MESSAGE, OPTIONAL, "InterpParameter", None, None),
+        field("bottom", 3, "string", repeated=True),
+        field("top", 4, "string", repeated=True),
+        field("eltwise_param", 110, "EltwiseParameter"),
+        field("relu_param", 123, "ReLUParameter"),
+        field("interp_param", 143, "InterpParameter"),
     ],
 }
 _CLASSES = build_classes(FIXTURE_SCHEMA)

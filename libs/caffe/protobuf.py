@@ -18,12 +18,6 @@ from google.protobuf.message import DecodeError
 
 from ..utils.errors import DeepLabError
 
-_F = descriptor_pb2.FieldDescriptorProto
-OPTIONAL, REPEATED = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-INT32, INT64, UINT32 = _F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32
-FLOAT, DOUBLE, BOOL = _F.TYPE_FLOAT, _F.TYPE_DOUBLE, _F.TYPE_BOOL
-STRING, MESSAGE = _F.TYPE_STRING, _F.TYPE_MESSAGE
-
 # Enum values of caffe.proto that the converter compares against. Enum fields
 # are declared as int32 (same varint encoding) so unknown values never vanish.
 POOL_MAX = 0  # PoolingParameter.PoolMethod.MAX
@@ -31,79 +25,76 @@ ROUND_CEIL = 0  # PoolingParameter.RoundMode.CEIL (BVLC field 13; older forks la
 
 _PACKAGE = "deeplab_caffe_subset"
 
-# message name -> [(field name, number, type, label, message type, default, packed)]
+
+def field(name, number, kind, default=None, repeated=False, packed=False):
+    """One field as ``caffe.proto`` declares it: ``kind`` is a scalar type ("uint32") or a message
+    name ("BlobShape"); ``packed`` fields are repeated; ``default`` is proto text ("true")."""
+    f = descriptor_pb2.FieldDescriptorProto(name=name, number=number)
+    f.label = f.LABEL_REPEATED if repeated or packed else f.LABEL_OPTIONAL
+    if kind[0].isupper():
+        f.type, f.type_name = f.TYPE_MESSAGE, f".{_PACKAGE}.{kind}"
+    else:
+        f.type = getattr(f, f"TYPE_{kind.upper()}")
+    if default is not None:
+        f.default_value = default
+    if packed:
+        f.options.packed = True
+    return f
+
+
+# message name -> fields; numbers, types and defaults are those of caffe.proto.
 SCHEMA = {
-    "BlobShape": [
-        ("dim", 1, INT64, REPEATED, None, None, True),
-    ],
+    "BlobShape": [field("dim", 1, "int64", packed=True)],
     "BlobProto": [
-        ("shape", 7, MESSAGE, OPTIONAL, "BlobShape", None, None),
-        ("data", 5, FLOAT, REPEATED, None, None, True),
-        ("double_data", 8, DOUBLE, REPEATED, None, None, True),
+        field("shape", 7, "BlobShape"),
+        field("data", 5, "float", packed=True),
+        field("double_data", 8, "double", packed=True),
         # 4-D dimensions of files written before BlobShape existed.
-        ("num", 1, INT32, OPTIONAL, None, "0", None),
-        ("channels", 2, INT32, OPTIONAL, None, "0", None),
-        ("height", 3, INT32, OPTIONAL, None, "0", None),
-        ("width", 4, INT32, OPTIONAL, None, "0", None),
+        field("num", 1, "int32", "0"), field("channels", 2, "int32", "0"),
+        field("height", 3, "int32", "0"), field("width", 4, "int32", "0"),
     ],
     "ConvolutionParameter": [
-        ("num_output", 1, UINT32, OPTIONAL, None, None, None),
-        ("bias_term", 2, BOOL, OPTIONAL, None, "true", None),
-        ("pad", 3, UINT32, REPEATED, None, None, None),
-        ("kernel_size", 4, UINT32, REPEATED, None, None, None),
-        ("group", 5, UINT32, OPTIONAL, None, "1", None),
-        ("stride", 6, UINT32, REPEATED, None, None, None),
-        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
-        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
-        ("kernel_h", 11, UINT32, OPTIONAL, None, None, None),
-        ("kernel_w", 12, UINT32, OPTIONAL, None, None, None),
-        ("stride_h", 13, UINT32, OPTIONAL, None, None, None),
-        ("stride_w", 14, UINT32, OPTIONAL, None, None, None),
-        ("axis", 16, INT32, OPTIONAL, None, "1", None),
-        ("dilation", 18, UINT32, REPEATED, None, None, None),
+        field("num_output", 1, "uint32"),
+        field("bias_term", 2, "bool", "true"),
+        field("pad", 3, "uint32", repeated=True),
+        field("kernel_size", 4, "uint32", repeated=True),
+        field("group", 5, "uint32", "1"),
+        field("stride", 6, "uint32", repeated=True),
+        field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
+        field("kernel_h", 11, "uint32"), field("kernel_w", 12, "uint32"),
+        field("stride_h", 13, "uint32"), field("stride_w", 14, "uint32"),
+        field("axis", 16, "int32", "1"),
+        field("dilation", 18, "uint32", repeated=True),
     ],
-    "BatchNormParameter": [
-        ("eps", 3, FLOAT, OPTIONAL, None, "1e-05", None),
-    ],
+    "BatchNormParameter": [field("eps", 3, "float", "1e-05")],
     "PoolingParameter": [
-        ("pool", 1, INT32, OPTIONAL, None, "0", None),
-        ("kernel_size", 2, UINT32, OPTIONAL, None, None, None),
-        ("stride", 3, UINT32, OPTIONAL, None, "1", None),
-        ("pad", 4, UINT32, OPTIONAL, None, "0", None),
-        ("kernel_h", 5, UINT32, OPTIONAL, None, None, None),
-        ("kernel_w", 6, UINT32, OPTIONAL, None, None, None),
-        ("stride_h", 7, UINT32, OPTIONAL, None, None, None),
-        ("stride_w", 8, UINT32, OPTIONAL, None, None, None),
-        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
-        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
-        ("global_pooling", 12, BOOL, OPTIONAL, None, "false", None),
-        ("round_mode", 13, INT32, OPTIONAL, None, "0", None),
+        field("pool", 1, "int32", "0"),
+        field("kernel_size", 2, "uint32"),
+        field("stride", 3, "uint32", "1"),
+        field("pad", 4, "uint32", "0"),
+        field("kernel_h", 5, "uint32"), field("kernel_w", 6, "uint32"),
+        field("stride_h", 7, "uint32"), field("stride_w", 8, "uint32"),
+        field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
+        field("global_pooling", 12, "bool", "false"),
+        field("round_mode", 13, "int32", "0"),
     ],
-    "ScaleParameter": [
-        ("axis", 1, INT32, OPTIONAL, None, "1", None),
-        ("num_axes", 2, INT32, OPTIONAL, None, "1", None),
-        ("bias_term", 4, BOOL, OPTIONAL, None, "false", None),
-    ],
+    "ScaleParameter": [field("axis", 1, "int32", "1"), field("num_axes", 2, "int32", "1"),
+                       field("bias_term", 4, "bool", "false")],
     "LayerParameter": [
-        ("name", 1, STRING, OPTIONAL, None, None, None),
-        ("type", 2, STRING, OPTIONAL, None, None, None),
-        ("blobs", 7, MESSAGE, REPEATED, "BlobProto", None, None),
-        ("convolution_param", 106, MESSAGE, OPTIONAL, "ConvolutionParameter", None, None),
-        ("pooling_param", 121, MESSAGE, OPTIONAL, "PoolingParameter", None, None),
-        ("batch_norm_param", 139, MESSAGE, OPTIONAL, "BatchNormParameter", None, None),
-        ("scale_param", 142, MESSAGE, OPTIONAL, "ScaleParameter", None, None),
+        field("name", 1, "string"),
+        field("type", 2, "string"),
+        field("blobs", 7, "BlobProto", repeated=True),
+        field("convolution_param", 106, "ConvolutionParameter"),
+        field("pooling_param", 121, "PoolingParameter"),
+        field("batch_norm_param", 139, "BatchNormParameter"),
+        field("scale_param", 142, "ScaleParameter"),
     ],
     # The pre-2015 layer format; only declared so that such files are recognised.
-    "V1LayerParameter": [
-        ("name", 4, STRING, OPTIONAL, None, None, None),
-        ("type", 5, INT32, OPTIONAL, None, None, None),
-        ("blobs", 6, MESSAGE, REPEATED, "BlobProto", None, None),
-    ],
-    "NetParameter": [
-        ("name", 1, STRING, OPTIONAL, None, None, None),
-        ("layers", 2, MESSAGE, REPEATED, "V1LayerParameter", None, None),
-        ("layer", 100, MESSAGE, REPEATED, "LayerParameter", None, None),
-    ],
+    "V1LayerParameter": [field("name", 4, "string"), field("type", 5, "int32"),
+                         field("blobs", 6, "BlobProto", repeated=True)],
+    "NetParameter": [field("name", 1, "string"),
+                     field("layers", 2, "V1LayerParameter", repeated=True),
+                     field("layer", 100, "LayerParameter", repeated=True)],
 }
 
 
@@ -112,16 +103,8 @@ def build_classes(schema):
     real caffe_pb2)."""
     proto = descriptor_pb2.FileDescriptorProto(name=f"{_PACKAGE}.proto", package=_PACKAGE,
                                                syntax="proto2")
-    for message_name, fields in schema.items():
-        message = proto.message_type.add(name=message_name)
-        for name, number, ftype, label, type_name, default, packed in fields:
-            f = message.field.add(name=name, number=number, type=ftype, label=label)
-            if type_name is not None:
-                f.type_name = f".{_PACKAGE}.{type_name}"
-            if default is not None:
-                f.default_value = default
-            if packed:
-                f.options.packed = True
+    for name, fields in schema.items():
+        proto.message_type.add(name=name).field.extend(fields)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
