@@ -48,12 +48,8 @@ class ListOf:
 # The shape of every config. Leaves are types (or Optional/ListOf markers);
 # nested dicts are sections. Values live only in the YAML files.
 SCHEMA = {
-    "EXP": {
-        "ID": str,  # names the run: checkpoints go to OUTPUT_DIR/ID, logs to LOG_DIR/ID
-        "OUTPUT_DIR": str,
-        "LOG_DIR": str,
-        "SEED": int,
-    },
+    # ID names the run: checkpoints go to OUTPUT_DIR/ID, logs to LOG_DIR/ID.
+    "EXP": {"ID": str, "OUTPUT_DIR": str, "LOG_DIR": str, "SEED": int},
     "DATASET": {
         "NAME": str,  # cocostuff10k | cocostuff164k
         "ROOT": str,
@@ -100,18 +96,11 @@ SCHEMA = {
     },
     "SOLVER": {
         "BATCH_SIZE": {"TRAIN": int, "TEST": int},
-        "ITER_SIZE": int,
-        "ITER_MAX": int,
-        "ITER_SNAP": int,
-        "ITER_TB": int,
+        "ITER_SIZE": int, "ITER_MAX": int, "ITER_SNAP": int, "ITER_TB": int,
         "ITER_EVAL": Optional(int),  # score the test split every N iterations (null: at the end)
-        "LR": float,
-        "LR_DECAY": int,
+        "LR": float, "LR_DECAY": int,
         "LR_MULT": {"BACKBONE": float, "ASPP_WEIGHT": float, "ASPP_BIAS": float},
-        "MOMENTUM": float,
-        "WEIGHT_DECAY": float,
-        "POLY_POWER": float,
-        "AVERAGE_LOSS": int,
+        "MOMENTUM": float, "WEIGHT_DECAY": float, "POLY_POWER": float, "AVERAGE_LOSS": int,
         # Mixed precision on CUDA (the loss stays fp32); refused on a CPU without native bf16.
         "AMP": Optional(OneOf("bf16", "fp16", hint="(true/false before; true was bf16)")),
         "ACTIVATION_CHECKPOINTING": bool,  # recompute activations in backward: ~half the memory
@@ -120,11 +109,8 @@ SCHEMA = {
     },
     "CRF": {
         "ITER_MAX": int,
-        "POS_W": float,
-        "POS_XY_STD": float,
-        "BI_W": float,
-        "BI_XY_STD": float,
-        "BI_RGB_STD": float,
+        "POS_W": float, "POS_XY_STD": float,
+        "BI_W": float, "BI_XY_STD": float, "BI_RGB_STD": float,
         "PRUNE_THRESHOLD": Optional(float),
         "LEGACY_MEAN_SUBTRACTED_IMAGE": bool,
     },

@@ -24,60 +24,42 @@ NON_NEGATIVE = _finite(lambda v: v >= 0, "a number >= 0")
 FINITE = _finite(lambda v: True, "a finite number")
 NON_EMPTY = (lambda v: bool(v.strip())), "a non-empty string"
 
-# Dotted key -> (rule, what the rule expects). A list value is judged item by item; a
-# null (an Optional key that is off) and a key this config does not have are skipped.
+
+def _keys(section, names, rule):
+    """``{"<section>.<name>": rule}`` for each of the space-separated ``names``."""
+    return {f"{section}.{name}": rule for name in names.split()}
+
+
+# Dotted key -> (rule, what the rule expects), in the order they are checked. A list value is
+# judged item by item; a null (an Optional key that is off) and a key this config lacks are skipped.
 RULES = {
-    "EXP.ID": NON_EMPTY,
-    "EXP.OUTPUT_DIR": NON_EMPTY,
-    "EXP.LOG_DIR": NON_EMPTY,
+    **_keys("EXP", "ID OUTPUT_DIR LOG_DIR", NON_EMPTY),
     "EXP.SEED": NON_NEGATIVE_INT,  # numpy's generators refuse negative seeds
-    "DATASET.ROOT": NON_EMPTY,
-    "DATASET.LABELS": NON_EMPTY,
+    **_keys("DATASET", "ROOT LABELS", NON_EMPTY),
     "DATASET.N_CLASSES": POSITIVE_INT,
-    "DATASET.SPLIT.TRAIN": NON_EMPTY,
-    "DATASET.SPLIT.TEST": NON_EMPTY,
-    "DATASET.SYNTHETIC.N_TRAIN": POSITIVE_INT,
-    "DATASET.SYNTHETIC.N_TEST": POSITIVE_INT,
-    "DATASET.SYNTHETIC.HEIGHT": (lambda v: v >= 8, "an integer >= 8"),
-    "DATASET.SYNTHETIC.WIDTH": (lambda v: v >= 8, "an integer >= 8"),
+    **_keys("DATASET.SPLIT", "TRAIN TEST", NON_EMPTY),
+    **_keys("DATASET.SYNTHETIC", "N_TRAIN N_TEST", POSITIVE_INT),
+    **_keys("DATASET.SYNTHETIC", "HEIGHT WIDTH", ((lambda v: v >= 8), "an integer >= 8")),
     "DATALOADER.NUM_WORKERS": NON_NEGATIVE_INT,
-    "IMAGE.MEAN.B": FINITE,
-    "IMAGE.MEAN.G": FINITE,
-    "IMAGE.MEAN.R": FINITE,
-    "IMAGE.SIZE.TRAIN": POSITIVE_INT,
-    "IMAGE.SIZE.TEST": POSITIVE_INT,
-    "IMAGE.SIZE.DEMO": POSITIVE_INT,
-    "IMAGE.SIZE.DEMO_FAST": POSITIVE_INT,
-    "MODEL.BACKBONE.N_BLOCKS": POSITIVE_INT,
-    "MODEL.BACKBONE.BASE_WIDTH": POSITIVE_INT,
-    "MODEL.ATROUS_RATES": POSITIVE_INT,
+    **_keys("IMAGE.MEAN", "B G R", FINITE),
+    **_keys("IMAGE.SIZE", "TRAIN TEST DEMO DEMO_FAST", POSITIVE_INT),
+    **_keys("MODEL", "BACKBONE.N_BLOCKS BACKBONE.BASE_WIDTH ATROUS_RATES", POSITIVE_INT),
     "MODEL.MSC.SCALES": _finite(lambda v: 0 < v <= 1, "a scale in (0, 1]"),  # [] is single scale
-    "MODEL.OUTPUT_STRIDE": (lambda v: v in (8, 16), "8 or 16"),
-    "MODEL.MULTI_GRID": POSITIVE_INT,
-    "MODEL.HEAD_CHANNELS": POSITIVE_INT,
-    "MODEL.DECODER_CHANNELS": POSITIVE_INT,
-    "SOLVER.BATCH_SIZE.TRAIN": POSITIVE_INT,
-    "SOLVER.BATCH_SIZE.TEST": POSITIVE_INT,
-    "SOLVER.ITER_SIZE": POSITIVE_INT,
-    "SOLVER.ITER_MAX": POSITIVE_INT,
-    "SOLVER.ITER_SNAP": POSITIVE_INT,
-    "SOLVER.ITER_TB": POSITIVE_INT,
-    "SOLVER.ITER_EVAL": POSITIVE_INT,
+    "MODEL.OUTPUT_STRIDE": ((lambda v: v in (8, 16)), "8 or 16"),
+    **_keys("MODEL", "MULTI_GRID HEAD_CHANNELS DECODER_CHANNELS", POSITIVE_INT),
+    **_keys("SOLVER", "BATCH_SIZE.TRAIN BATCH_SIZE.TEST ITER_SIZE ITER_MAX ITER_SNAP ITER_TB "
+                      "ITER_EVAL", POSITIVE_INT),
     "SOLVER.LR": POSITIVE,
     "SOLVER.LR_DECAY": POSITIVE_INT,
-    "SOLVER.LR_MULT.BACKBONE": NON_NEGATIVE,
-    "SOLVER.LR_MULT.ASPP_WEIGHT": NON_NEGATIVE,
-    "SOLVER.LR_MULT.ASPP_BIAS": NON_NEGATIVE,
+    **_keys("SOLVER.LR_MULT", "BACKBONE ASPP_WEIGHT ASPP_BIAS", NON_NEGATIVE),
     "SOLVER.MOMENTUM": _finite(lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "SOLVER.WEIGHT_DECAY": NON_NEGATIVE,
-    "SOLVER.POLY_POWER": NON_NEGATIVE,
+    **_keys("SOLVER", "WEIGHT_DECAY POLY_POWER", NON_NEGATIVE),
     "SOLVER.AVERAGE_LOSS": POSITIVE_INT,
     "CRF.ITER_MAX": POSITIVE_INT,
     "CRF.POS_W": NON_NEGATIVE,
     "CRF.POS_XY_STD": POSITIVE,
     "CRF.BI_W": NON_NEGATIVE,
-    "CRF.BI_XY_STD": POSITIVE,
-    "CRF.BI_RGB_STD": POSITIVE,
+    **_keys("CRF", "BI_XY_STD BI_RGB_STD", POSITIVE),
     "CRF.PRUNE_THRESHOLD": _finite(lambda v: 0 <= v < 1, "a number in [0, 1) or null"),
 }
 
