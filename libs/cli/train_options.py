@@ -34,8 +34,7 @@ def run_options(function):
 def resume_command(config_path, overrides, checkpoint):
     """The command line that continues from ``checkpoint`` with the same config and overrides."""
     words = ["python", "train.py", "--config", str(config_path)]
-    for override in overrides:
-        words += ["--set", override]
+    words += [word for override in overrides for word in ("--set", override)]
     words += ["--resume", str(checkpoint)]
     return " ".join(shlex.quote(word) for word in words)
 

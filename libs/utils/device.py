@@ -29,12 +29,9 @@ def cpu_flags():
 
 
 def cpu_native_bf16():
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), and the flag that says so.
-
-    Returns ``(supported, reason)``. Without these instructions PyTorch emulates
-    bf16 matrix products, which is about 100x slower than fp32 on the same CPU.
-    Where /proc/cpuinfo is absent, oneDNN's own check decides.
-    """
+    """``(supported, reason)``: whether this CPU computes bf16 natively (AMX or AVX512-BF16; else
+    PyTorch emulates bf16 matrix products, ~100x slower than fp32). Without /proc/cpuinfo,
+    oneDNN's own check decides."""
     flags = cpu_flags()
     if flags:
         found = [f for f in BF16_CPU_FLAGS if f in flags]
