@@ -1,17 +1,11 @@
 """Turn the layers of a DeepLab v2 ``.caffemodel`` into a state dict for our model.
 
 The conversion is strict both ways, because a silently half-loaded network trains and evaluates
-without any error, only worse: every parameter-carrying Caffe layer maps to a module (the
-shared-weight multi-scale copies and the COCO init model's classifier are skipped on purpose and
-reported); every tensor of the target (the model, or its backbone) is filled exactly once with
-exactly its shape; and the file's layer geometry (kernel, stride, padding, dilation, BatchNorm
-eps, max-pooling window and rounding) must equal the module's, so weights only land in a network
-that computes what Caffe computed.
-
-Caffe's BatchNorm stores the *sums* of the moving averages in blobs 0 and 1 and their normaliser
-in blob 2 (0: no statistics yet, giving 0 as in Caffe); the Scale layer after it holds the affine
-weight and bias. The PyTorch-only ``num_batches_tracked`` counters are set to 0 (the frozen
-BatchNorm never updates them) so that ``load_state_dict(strict=True)`` works.
+without any error, only worse: every parameter-carrying Caffe layer maps to a module (or is
+skipped on purpose and reported), every target tensor is filled exactly once with its exact
+shape, and the file's layer geometry must equal the module's, so weights only land in a network
+that computes what Caffe computed. docs/convert.md ("Mapping rules") says how each kind of layer
+is read (BatchNorm's blobs are moving-average sums and their normaliser).
 """
 
 from collections import OrderedDict, defaultdict
@@ -131,12 +125,6 @@ class _Converter:
         self.summary.tensors_written += 1
         self.summary.values_written += int(array.size)
 
-    def blob(self, layer, index):
-        try:
-            return layer.blob(index)
-        except CaffeModelError as e:
-            raise ConversionError(str(e)) from None
-
     def expect_blobs(self, layer, count):
         if layer.n_blobs != count:
             self.fail(layer, f"has {layer.n_blobs} blobs, expected {count}")
@@ -171,12 +159,12 @@ class _Converter:
         if param.bias_term != has_bias:
             self.fail(layer, f"bias_term is {param.bias_term} but {path} has_bias={has_bias}")
         self.expect_blobs(layer, 2 if has_bias else 1)
-        weight = self.blob(layer, 0)
+        weight = layer.blob(0)
         if param.HasField("num_output") and weight.ndim and param.num_output != weight.shape[0]:
             self.fail(layer, f"num_output {param.num_output} but weight blob {weight.shape}")
         self.fill(layer, f"{path}.weight", weight, "weight blob 0")
         if has_bias:
-            self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+            self.fill(layer, f"{path}.bias", layer.blob(1), "bias blob 1")
 
     def batchnorm(self, layer, path):
         bn = self.module(layer, path, nn.BatchNorm2d)
@@ -184,13 +172,13 @@ class _Converter:
         if abs(eps - bn.eps) > BATCHNORM_EPS_RTOL * bn.eps:
             self.fail(layer, f"eps {eps:g} in the file, {bn.eps:g} in {path}")
         self.expect_blobs(layer, 3)
-        factor_blob = self.blob(layer, 2)
+        factor_blob = layer.blob(2)
         if factor_blob.size != 1:
             self.fail(layer, f"moving-average factor blob 2 has {factor_blob.size} values, not 1")
         factor = float(factor_blob.reshape(-1)[0])
         scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
-        self.fill(layer, f"{path}.running_mean", self.blob(layer, 0) * scale, "mean blob 0")
-        self.fill(layer, f"{path}.running_var", self.blob(layer, 1) * scale, "variance blob 1")
+        self.fill(layer, f"{path}.running_mean", layer.blob(0) * scale, "mean blob 0")
+        self.fill(layer, f"{path}.running_var", layer.blob(1) * scale, "variance blob 1")
         self.batchnorm_seen.add(path)
 
     def scale(self, layer, path):
@@ -202,8 +190,8 @@ class _Converter:
             self.fail(layer, "expected a per-channel Scale with bias (axis 1, num_axes 1, "
                              "bias_term true)")
         self.expect_blobs(layer, 2)
-        self.fill(layer, f"{path}.weight", self.blob(layer, 0), "scale blob 0")
-        self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+        self.fill(layer, f"{path}.weight", layer.blob(0), "scale blob 0")
+        self.fill(layer, f"{path}.bias", layer.blob(1), "bias blob 1")
 
     def pooling(self, layer, path):
         pool = self.module(layer, path, nn.MaxPool2d)
@@ -241,7 +229,10 @@ class _Converter:
                 outputs = layer.blob_shape(0)[:1] or (layer.proto.convolution_param.num_output,)
                 summary.classifier.append((layer.name, int(outputs[0])))
                 continue
-            self.handlers[target.kind](layer, target.module)
+            try:
+                self.handlers[target.kind](layer, target.module)
+            except CaffeModelError as e:  # a blob that cannot be read: the file does not fit
+                raise ConversionError(str(e)) from None
             summary.layers_mapped += target.kind != POOL
         for key, value in self.target.items():
             if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:

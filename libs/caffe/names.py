@@ -1,19 +1,9 @@
 """Where each layer of the DeepLab v2 Caffe models goes in our PyTorch model.
 
-Our module paths mirror the Caffe layer names (see ``resnet.py``), so one rule
-per kind of layer is enough::
-
-    conv1                              -> base.backbone.conv1.conv
-    bn_conv1, scale_conv1              -> base.backbone.conv1.bn
-    res4b22_branch2c                   -> base.backbone.res4.b22.branch2c.conv
-    bn4b22_branch2c, scale4b22_branch2c-> base.backbone.res4.b22.branch2c.bn
-    res3a_branch1                      -> base.backbone.res3.a.branch1.conv
-    pool1                              -> base.backbone.pool1   (checked, no weights)
-    fc1_voc12_c0 .. fc1_voc12_c3       -> base.aspp.c0 .. c3    (VOC 2012 model)
-
-The MSC prototxt repeats every layer for the 0.75x and 0.5x inputs with the
-suffix ``_res075`` / ``_res05``; those copies share the weights of the 1x
-layers, so they are skipped.
+Our module paths mirror the Caffe layer names (``res4b22_branch2c`` ->
+``base.backbone.res4.b22.branch2c.conv``; the table is in docs/convert.md, "Mapping rules"), so
+one rule per kind of layer is enough. The MSC net's ``_res075`` / ``_res05`` copies of every
+layer share the 1x layers' weights and are skipped.
 """
 
 import re

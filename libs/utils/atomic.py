@@ -62,17 +62,6 @@ def write_error(path, error):
     return OutputError(f"{path}: cannot write ({reason})")
 
 
-def fsync_directory(folder):
-    """Flush ``folder``'s entries (a rename) to disk; skipped where the OS cannot open a
-    directory (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path`` (:data:`TEMPORARY_FILE` names it); rename it onto
@@ -91,7 +80,12 @@ def atomic_path(path):
             os.replace(tmp, path)
         except OSError as e:
             raise write_error(path, e) from None
-        fsync_directory(path.parent)
+        with contextlib.suppress(OSError):  # the rename, to disk (Windows cannot open a folder)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

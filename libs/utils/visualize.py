@@ -46,14 +46,14 @@ def palette(n_classes):
     return colours
 
 
-def colorize(label, n_classes, ignore_label=255, ignore_colour=IGNORE_COLOUR):
-    """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in ``ignore_colour``."""
+def colorize(label, n_classes, ignore_label=255):
+    """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in IGNORE_COLOUR."""
     label = np.asarray(label)
     table = np.empty((n_classes + 1, 3), np.uint8)  # one lookup per pixel; the last row: ignored
     table[:n_classes] = palette(n_classes)
-    table[n_classes] = ignore_colour
+    table[n_classes] = IGNORE_COLOUR
     if 0 <= ignore_label < n_classes:
-        table[ignore_label] = ignore_colour
+        table[ignore_label] = IGNORE_COLOUR
     index = np.where((label >= 0) & (label < n_classes), label, n_classes)
     return table[index]
 
@@ -184,16 +184,16 @@ PANEL_BACKGROUND = (40, 40, 40)
 PANEL_LEGEND_ROWS = 12  # the panel's legend column has room for more rows than a frame's
 
 
-def side_by_side(pictures, titles, entries, nearest, min_side=PANEL_MIN_SIDE):
+def side_by_side(pictures, titles, entries, nearest):
     """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, legend on the right.
 
     Each picture is enlarged by the smallest whole factor that makes its shorter side at least
-    ``min_side``: nearest neighbour where ``nearest[k]`` (label maps keep their exact colours and
+    :data:`PANEL_MIN_SIDE`: nearest neighbour where ``nearest[k]`` (label maps keep their exact colours and
     blocky edges), else bilinear (photos). ``entries`` (:func:`legend_entries`, colours in the
     pictures' channel order) fill a legend column.
     """
     height, width = pictures[0].shape[:2]
-    factor = max(1, -(-min_side // max(1, min(height, width))))
+    factor = max(1, -(-PANEL_MIN_SIDE // max(1, min(height, width))))
     height, width = height * factor, width * factor
     style = text_style(height, width)
     header = style.text_height + 2 * style.margin
