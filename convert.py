@@ -17,15 +17,6 @@ from libs.utils.atomic import save_torch
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 
-def _target(preset, config_path):
-    """The target model and how the report describes its classes."""
-    if config_path is None:
-        return target_model(preset), f"{preset.n_classes} classes"
-    cfg = load_cli_config(config_path)
-    model = target_model(preset, cfg.MODEL, cfg.DATASET.N_CLASSES)
-    return model, f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
-
-
 def _backbone_note(summary, n_tensors):
     """Why a backbone-only conversion is complete although the ASPP got nothing."""
     heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
@@ -63,7 +54,12 @@ def main(dataset, caffemodel, output, config_path):
         caffemodel, output = preset_paths(preset, caffemodel, output)
         refuse_overwriting_inputs(output, {"caffemodel": caffemodel, "config file": config_path})
         check_writable_output(output)  # before the conversion
-        model, classes = _target(preset, config_path)
+        if config_path is None:
+            model, classes = target_model(preset), f"{preset.n_classes} classes"
+        else:
+            cfg = load_cli_config(config_path)
+            model = target_model(preset, cfg.MODEL, cfg.DATASET.N_CLASSES)
+            classes = f"{cfg.DATASET.N_CLASSES} classes from {config_path}"
         click.echo(f"{dataset}: {preset.description}")
         click.echo(f"target: {type(model).__name__}, {classes}"
                    + (", backbone only" if preset.backbone_only else ""))

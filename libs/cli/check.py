@@ -2,9 +2,8 @@
 
     python -m libs.cli.check --config config/voc12.yaml [--split train --split val]
 
-Each sample is read with the same reader and checks training uses, without
-augmentation; a bad file is listed with its reason instead of stopping the scan,
-so one run names them all. The work is done in ``libs/datasets/check.py``.
+Each sample is read as training reads it (``libs/datasets/check.py``); a bad file is listed with
+its reason instead of stopping the scan, so one run names them all.
 """
 
 import click

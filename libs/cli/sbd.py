@@ -3,9 +3,8 @@
     python -m libs.cli.sbd --sbd data/datasets/benchmark_RELEASE/dataset \\
         --voc data/datasets/VOCdevkit/VOC2012
 
-Writes ``SegmentationClassAug/<id>.png`` and ``ImageSets/SegmentationAug/train_aug.txt``
-under the VOC folder; the work (and which label wins where both sets have one) is in
-``libs/datasets/sbd.py``. Running it again skips what is already there.
+Writes ``SegmentationClassAug/<id>.png`` and ``ImageSets/SegmentationAug/train_aug.txt`` under
+the VOC folder (``libs/datasets/sbd.py``); running it again skips what is already there.
 """
 
 import click
