@@ -249,11 +249,7 @@ class _Converter:
 
 
 def convert_caffe_layers(layers, model, classifier, backbone_only, source="<caffemodel>"):
-    """Map Caffe ``layers`` (from :func:`read_caffemodel`) onto ``model``'s state dict.
-
-    Returns ``(state_dict, summary)``. With ``backbone_only`` the state dict
-    holds exactly the ``base.backbone.*`` keys. ``model`` is only inspected
-    (module types, geometry, tensor shapes), so it may live on the meta device.
-    Raises :class:`ConversionError` naming the file and layer on any mismatch.
-    """
+    """Map Caffe ``layers`` (from :func:`read_caffemodel`) onto ``model``'s state dict (exactly the
+    ``base.backbone.*`` keys with ``backbone_only``): ``(state_dict, summary)``. ``model`` is only
+    inspected (module types, geometry, tensor shapes), so it may live on the meta device."""
     return _Converter(layers, model, classifier, backbone_only, str(source)).run()

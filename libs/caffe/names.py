@@ -39,11 +39,8 @@ def _block_path(stage, block, branch):
 
 
 def caffe_target(name, layer_type, classifier, backbone_only):
-    """The :class:`CaffeTarget` of Caffe layer ``name`` of type ``layer_type``.
-
-    Returns ``None`` for a parameter layer that no rule covers: the caller
-    decides whether that is an error (it is, when the layer carries blobs).
-    """
+    """The :class:`CaffeTarget` of Caffe layer ``name`` of type ``layer_type``, or ``None`` when no
+    rule covers it (an error if the layer carries blobs: the caller decides)."""
     if is_multiscale_copy(name):
         return CaffeTarget(SKIP, reason="shared-weight multi-scale branch (res075/res05)")
     kind = {"Convolution": CONV, "BatchNorm": BATCHNORM, "Scale": SCALE, "Pooling": POOL}.get(

@@ -19,13 +19,10 @@ OPTIONAL_PREFIX = "base.aspp."  # what a backbone-only state dict leaves to the 
 
 @dataclass(frozen=True)
 class CaffePreset:
-    """One of the released DeepLab v2 caffemodels and the file it converts into.
-
-    ``classifier`` is the name prefix of the file's classification layers (``fc1_voc12`` gives
-    ``fc1_voc12_c0`` .. ``fc1_voc12_c3``). ``backbone_only`` models have a classifier that is not
-    DeepLab v2's ASPP (the MS-COCO init model); it is skipped and the ASPP keeps its own
-    initialisation. ``n_classes`` is the classifier's output count in the file.
-    """
+    """One of the released caffemodels and the file it converts into. ``classifier`` prefixes the
+    names of the file's classification layers (``fc1_voc12_c0`` ..), with ``n_classes`` outputs;
+    ``backbone_only``: that classifier is not DeepLab v2's ASPP (the MS-COCO init model), so it is
+    skipped and the ASPP keeps its own initialisation."""
 
     caffemodel: str
     output: str
@@ -86,11 +83,8 @@ def convert_caffemodel(caffemodel, model, preset):
 
 def check_loads(state_dict, model, backbone_only, output):
     """Raise :class:`ConversionError` (naming ``output``) unless ``state_dict`` loads into ``model``
-    the way training and evaluation will load it.
-
-    The converter already checked every layer, so a failure here is a bug in the mapping, not bad
-    input, and says so. The model's tensors are replaced by the state dict's (``assign=True``).
-    """
+    as training and evaluation will load it (``assign=True``: the model's tensors are replaced).
+    The converter checked every layer, so a failure here is a bug in the mapping, and says so."""
     try:
         result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
     except RuntimeError as e:

@@ -142,11 +142,8 @@ class CaffeLayer:
         return tuple(int(d) for d in legacy) if any(legacy) else ()
 
     def blob(self, index):
-        """Blob ``index`` as a float32 array of its Caffe shape.
-
-        Checks that the number of values matches the shape and that all are finite: protobuf has
-        no checksum, so this is how a corrupt shape or damaged float bytes can show up.
-        """
+        """Blob ``index`` as a float32 array of its Caffe shape, checked for its number of values
+        and finiteness: protobuf has no checksum, so this is how corrupt bytes can show up."""
         blob, shape = self.proto.blobs[index], self.blob_shape(index)
         where = f"{self.source}: layer {self.name!r} blob {index}"
         values = np.array(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
@@ -165,12 +162,9 @@ def _text(value):
 
 
 def read_caffemodel(path):
-    """Parse ``path`` and return its layers as :class:`CaffeLayer` objects, in file order.
-
-    Raises :class:`CaffeModelError` (naming the file) for a missing, unreadable, truncated or
-    corrupt file, for a file without layers and for the legacy V1 ``layers`` format, which the
-    DeepLab v2 ResNet models never used.
-    """
+    """The layers of ``path`` as :class:`CaffeLayer` objects, in file order; a
+    :class:`CaffeModelError` for a missing, unreadable, truncated or corrupt file, one without
+    layers, or the legacy V1 ``layers`` format (which the DeepLab v2 ResNet models never used)."""
     path = Path(path)
     if not path.is_file():
         raise CaffeModelError(f"{path}: caffemodel not found")

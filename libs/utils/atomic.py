@@ -92,7 +92,7 @@ def atomic_path(path):
 
 
 def _write_flushed(path, write):
-    """``write(f)`` into a binary file at ``path``, atomically, flushed to disk before the rename."""
+    """``write(f)`` into a binary file at ``path``, atomically, flushed to disk before renaming."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             write(f)
@@ -182,14 +182,10 @@ def _newest_mtime(path):
 
 
 def remove_stale_temporaries(folder, suffixes=None):
-    """Delete this program's temporaries in ``folder`` (not below) last changed before this
-    process imported this module; return the paths removed.
-
-    Only the names in :data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` are touched, and only old ones,
-    so another run writing into the same folder right now keeps its files. ``suffixes`` (e.g.
-    ``(".json",)``) limits it to those files' temporaries: eval clears its results' leftovers
-    beside a checkpoint without touching one that a training run is fsyncing there.
-    """
+    """Delete the temporaries (:data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` names) in ``folder``
+    (not below) last changed before this process imported this module, so another run writing
+    there now keeps its files; return the paths removed. ``suffixes`` (e.g. ``(".json",)``) limits
+    it to those files': eval clears its results' leftovers but not a checkpoint being fsynced."""
     endings = None if suffixes is None else tuple(f".tmp{suffix}" for suffix in suffixes)
     removed = []
     try:

@@ -226,11 +226,8 @@ def _check(value, spec, key, path):
 
 def load_config(path, overrides=()):
     """Read ``path``, merge its ``_BASE_`` chain and ``overrides`` (``--set`` ``KEY=VALUE``
-    strings, see ``config_sources.py``), and validate the result against :data:`SCHEMA`.
-
-    Returns an :class:`addict.Dict`, frozen so that a typo such as ``cfg.SOLVER.LRR`` raises
-    instead of silently yielding an empty dict.
-    """
+    strings), validate against :data:`SCHEMA`: an :class:`addict.Dict`, frozen so that a typo
+    such as ``cfg.SOLVER.LRR`` raises instead of silently yielding an empty dict."""
     path = Path(path)
     checked = _check(apply_overrides(read_with_bases(path), overrides, path), SCHEMA, "", path)
     check_ranges(checked, path)

@@ -90,11 +90,8 @@ def _check_ignore_label(dataset, path):
 
 
 def _check_scales(augmentation, path):
-    """The rules the schema cannot state: one scale key set, positive scales, min <= max.
-
-    A discrete list and a continuous range are different augmentations, so neither key
-    is ever guessed from the other's shape, and a config that sets both is ambiguous.
-    """
+    """One scale key set, positive scales, min <= max. A discrete list and a continuous range are
+    different augmentations, so neither is guessed from the other's shape, and both is ambiguous."""
     choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
     keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
     if choices is None and value_range is None:

@@ -37,7 +37,8 @@ def cpu_native_bf16():
         found = [f for f in BF16_CPU_FLAGS if f in flags]
         if found:
             return True, f"the CPU has {found[0]}"
-        return False, "the CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, ~100x slower)"
+        return False, ("the CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, ~100x "
+                       "slower)")
     supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return supported, "oneDNN reports " + ("native" if supported else "no native") + " bf16"
 

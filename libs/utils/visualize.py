@@ -107,12 +107,9 @@ def fit_name(name, style, max_width):
 
 
 def legend_entries(label_map, class_names, colours, max_rows=LEGEND_ROWS, ignore_label=None):
-    """``[(name, colour)]`` of the classes in ``label_map``, largest area first.
-
-    ``colours`` is the palette in the channel order of the picture the legend goes on. More
-    classes than ``max_rows`` give ``max_rows - 1`` classes and a last row ``"+N more"`` (colour
-    None). Pixels of ``ignore_label`` are one more entry, :data:`IGNORE_NAME` in its colour.
-    """
+    """``[(name, colour)]`` of the classes in ``label_map``, largest area first, ``colours`` in the
+    channel order of the picture the legend goes on. Beyond ``max_rows`` the last row is
+    ``"+N more"`` (colour None); ``ignore_label`` pixels are one more entry, :data:`IGNORE_NAME`."""
     n_classes = len(class_names)
     flat = np.asarray(label_map).ravel()
     if flat.size and flat.min() < 0:  # not from a network or a dataset: drop what is no class
@@ -185,13 +182,10 @@ PANEL_LEGEND_ROWS = 12  # the panel's legend column has room for more rows than 
 
 
 def side_by_side(pictures, titles, entries, nearest):
-    """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, legend on the right.
-
-    Each picture is enlarged by the smallest whole factor that makes its shorter side at least
-    :data:`PANEL_MIN_SIDE`: nearest neighbour where ``nearest[k]`` (label maps keep their exact colours and
-    blocky edges), else bilinear (photos). ``entries`` (:func:`legend_entries`, colours in the
-    pictures' channel order) fill a legend column.
-    """
+    """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, ``entries`` (from
+    :func:`legend_entries`) in a legend column. Each is enlarged by the smallest whole factor that
+    makes its shorter side :data:`PANEL_MIN_SIDE` or more: nearest neighbour where ``nearest[k]``
+    (label maps keep their exact colours and blocky edges), else bilinear (photos)."""
     height, width = pictures[0].shape[:2]
     factor = max(1, -(-PANEL_MIN_SIDE // max(1, min(height, width))))
     height, width = height * factor, width * factor
