@@ -89,10 +89,8 @@ def merge(base, child):
     """``child`` merged into a copy of ``base``: mappings key by key, anything else replaced."""
     out = copy.deepcopy(base)
     for key, value in child.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else copy.deepcopy(value)
     return out
 
 
