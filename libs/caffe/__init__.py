@@ -1,11 +1,8 @@
-"""Everything about the authors' Caffe weights, from the bytes up: ``protobuf`` reads
-``.caffemodel`` files without Caffe, ``names`` says which module each Caffe layer fills,
-``converter`` maps the layers strictly onto a model's state dict, ``presets`` holds the released
-files and takes one to a checked state dict (``convert.py`` saves it atomically).
-
-Every failure is one line naming the file (and layer): ``CaffeModelError`` for a file that cannot
-be read, ``ConversionError`` for one that does not fit the model, ``OutputError`` for an output
-that cannot be written.
+"""Everything about the authors' Caffe weights: ``protobuf`` reads ``.caffemodel`` files without
+Caffe, ``names`` maps Caffe layers to our modules, ``converter`` fills a state dict strictly,
+``presets`` holds the released files and takes one to a checked state dict. Every failure is one
+line naming the file (and layer): ``CaffeModelError`` (unreadable), ``ConversionError`` (does not
+fit the model) or ``OutputError`` (cannot be written).
 """
 
 from ..utils.errors import OutputError

@@ -1,9 +1,8 @@
 """The released DeepLab v2 caffemodels, and the way from one on disk to a checked state dict.
 
-A preset names one of the authors' files, the ``.pth`` it converts into, and the shape of its
-classifier. Without a config the target model is the paper's ResNet-101 with the file's own class
-count; with one, it is the model the config's ``MODEL`` section describes, so a narrow quick-start
-net or a 182-class COCO-Stuff model can be checked against the file just as well.
+The target model is the paper's ResNet-101 with the file's own class count, or the one a config's
+``MODEL`` section describes, so a narrow quick-start net or a 182-class COCO-Stuff model can be
+checked against the file just as well.
 """
 
 from dataclasses import dataclass

@@ -171,14 +171,10 @@ def video_codec(path):
 
 
 def _newest_mtime(path):
-    """The latest modification time in ``path`` (a folder: of any entry below it), so a
-    folder another process is still filling counts as new."""
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for entry in path.rglob("*"):
-            with contextlib.suppress(OSError):
-                newest = max(newest, entry.lstat().st_mtime)
-    return newest
+    """The latest modification time in ``path`` (a folder: of any entry below it), so a folder
+    another process is still filling counts as new (an entry vanishing meanwhile: ``OSError``)."""
+    entries = path.rglob("*") if path.is_dir() and not path.is_symlink() else ()
+    return max([path.lstat().st_mtime] + [entry.lstat().st_mtime for entry in entries])
 
 
 def remove_stale_temporaries(folder, suffixes=None):
