@@ -148,10 +148,9 @@ def foreign_model_key(model):
 # Keys that once existed, with what replaced them. A retired key gets its own message instead
 # of "unknown key", because an old config deserves to be told what changed, not that it is wrong.
 RETIRED_KEYS = {
-    "AUGMENTATION.SCALES": (
-        "AUGMENTATION.SCALES was a [min, max] range; use AUGMENTATION.SCALE_RANGE for that, "
-        "or AUGMENTATION.SCALE_CHOICES for Caffe's discrete scales"
-    ),
+    "AUGMENTATION.SCALES": ("AUGMENTATION.SCALES was a [min, max] range; use "
+                            "AUGMENTATION.SCALE_RANGE for that, or AUGMENTATION.SCALE_CHOICES "
+                            "for Caffe's discrete scales"),
     **{old: f"key {old} is now {new}" for old, new in RENAMED_KEYS.items()},
 }
 
