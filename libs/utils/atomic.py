@@ -139,17 +139,20 @@ def publish_link(source, path):
     return Path(path)
 
 
+def _suffix(path, what, supported):
+    """``path``'s suffix in lower case, or an :class:`OutputError` when ``supported`` lacks it."""
+    path = Path(path)
+    if path.suffix.lower() not in supported:
+        raise OutputError(f"{path}: unsupported {what} format {path.suffix!r}; "
+                          f"use one of {', '.join(sorted(supported))}")
+    return path.suffix.lower()
+
+
 def figure_format(path):
     """The matplotlib format named by ``path``'s suffix, or :class:`OutputError`."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    supported = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in supported:
-        raise OutputError(f"{path}: unsupported figure format {path.suffix!r}; "
-                          f"use one of {', '.join('.' + k for k in sorted(supported))}")
-    return fmt
+    return _suffix(path, "figure", {"." + k for k in FigureCanvasBase.get_supported_filetypes()})[1:]
 
 
 def save_figure(figure, path, dpi):
@@ -162,12 +165,7 @@ def save_figure(figure, path, dpi):
 
 def video_codec(path):
     """The codec for ``path``'s suffix (see :data:`VIDEO_CODECS`), or :class:`OutputError`."""
-    path = Path(path)
-    suffix = path.suffix
-    if suffix.lower() not in VIDEO_CODECS:
-        raise OutputError(f"{path}: unsupported video format {suffix!r}; "
-                          f"use one of {', '.join(sorted(VIDEO_CODECS))}")
-    return VIDEO_CODECS[suffix.lower()]
+    return VIDEO_CODECS[_suffix(path, "video", VIDEO_CODECS)]
 
 
 def _newest_mtime(path):
