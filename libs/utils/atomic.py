@@ -152,7 +152,8 @@ def figure_format(path):
     """The matplotlib format named by ``path``'s suffix, or :class:`OutputError`."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    return _suffix(path, "figure", {"." + k for k in FigureCanvasBase.get_supported_filetypes()})[1:]
+    supported = {"." + name for name in FigureCanvasBase.get_supported_filetypes()}
+    return _suffix(path, "figure", supported)[1:]
 
 
 def save_figure(figure, path, dpi):
