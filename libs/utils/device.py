@@ -48,11 +48,9 @@ def require_precision(precision, device):
     device = torch.device(device)
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError("--precision fp16: float16 inference needs CUDA; use fp32 on the CPU")
-    if precision == "bf16":
-        if device.type == "cuda":
-            if not torch.cuda.is_bf16_supported():
-                raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
-        else:
-            supported, reason = cpu_native_bf16()
-            if not supported:
-                raise DeviceError(f"--precision bf16: {reason}; use fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
+    if precision == "bf16" and device.type != "cuda":
+        supported, reason = cpu_native_bf16()
+        if not supported:
+            raise DeviceError(f"--precision bf16: {reason}; use fp32")

@@ -141,11 +141,9 @@ def legend_layout(image_shape, entries, style, right=True, width_share=LEGEND_WI
     box_width = 3 * m + s + max(text_width(name, style) for name in names)
     box_height = 2 * m + n_rows * style.row - (style.row - s)
     x0 = width - m - box_width if right else m
-    rows = []
-    for k, name in enumerate(names):
-        top = m + m + k * style.row
-        swatch = (x0 + m, top, x0 + m + s, top + s)
-        rows.append((swatch, (x0 + 2 * m + s, top + s), name))
+    tops = [2 * m + k * style.row for k in range(n_rows)]
+    rows = [((x0 + m, top, x0 + m + s, top + s), (x0 + 2 * m + s, top + s), name)
+            for top, name in zip(tops, names)]
     return (x0, m, x0 + box_width, m + box_height), rows
 
 
