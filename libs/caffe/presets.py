@@ -13,7 +13,6 @@ from ..utils.errors import OutputError
 from .converter import ConversionError, convert_caffe_layers
 from .protobuf import read_caffemodel
 
-OPTIONAL_PREFIX = "base.aspp."  # what a backbone-only state dict leaves to the model's init
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def check_loads(state_dict, model, backbone_only, output):
         first = str(e).strip().splitlines()[0]
         raise ConversionError(f"{output}: internal error, converted weights do not load "
                               f"({first})") from None
-    stray = [k for k in result.missing_keys if not k.startswith(OPTIONAL_PREFIX)]
+    stray = [k for k in result.missing_keys if not k.startswith("base.aspp.")]  # left to init
     if backbone_only and (stray or result.unexpected_keys):
         raise ConversionError(f"{output}: internal error, backbone state dict does not fit the "
                               f"model ({(stray + result.unexpected_keys)[0]})")
