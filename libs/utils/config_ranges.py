@@ -77,12 +77,8 @@ def check_ranges(checked, path):
                 where = key if i is None else f"{key}[{i}]"
                 raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
     _check_scales(checked["AUGMENTATION"], path)
-    _check_ignore_label(checked["DATASET"], path)
-
-
-def _check_ignore_label(dataset, path):
-    """``IGNORE_LABEL`` must not be a class: pixels of that class would silently never train."""
-    n_classes, ignore = dataset["N_CLASSES"], dataset["IGNORE_LABEL"]
+    # IGNORE_LABEL must not be a class: pixels of that class would silently never train.
+    n_classes, ignore = checked["DATASET"]["N_CLASSES"], checked["DATASET"]["IGNORE_LABEL"]
     if 0 <= ignore < n_classes:
         raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
                           f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
