@@ -17,15 +17,6 @@ from libs.utils.atomic import save_torch
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 
-def _backbone_note(summary, n_tensors):
-    """Why a backbone-only conversion is complete although the ASPP got nothing."""
-    heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
-    return (f"note: the COCO init model's classifier ({heads}) is not DeepLab v2's ASPP, so "
-            f"only the backbone was converted ({n_tensors} base.backbone.* tensors). "
-            "Training loads it with strict=False and the ASPP (base.aspp.*) keeps its own "
-            "initialisation (gaussian std 0.01, zero bias).")
-
-
 @command()
 @click.option("--dataset", required=True, type=click.Choice(sorted(CAFFE_PRESETS)),
               help="Which released caffemodel: coco_init (alias init): ResNet-101 pre-trained on "
@@ -66,8 +57,13 @@ def main(dataset, caffemodel, output, config_path):
         state_dict, summary = convert_caffemodel(caffemodel, model, preset)
         check_loads(state_dict, model, preset.backbone_only, output)
         click.echo("\n".join(summary.lines()))
-        if preset.backbone_only:
-            click.echo(_backbone_note(summary, len(state_dict)))
+        if preset.backbone_only:  # why the conversion is complete although the ASPP got nothing
+            heads = ", ".join(f"{name} ({n} outputs)" for name, n in summary.classifier) or "none"
+            click.echo(f"note: the COCO init model's classifier ({heads}) is not DeepLab v2's "
+                       f"ASPP, so only the backbone was converted ({len(state_dict)} "
+                       "base.backbone.* tensors). Training loads it with strict=False and the "
+                       "ASPP (base.aspp.*) keeps its own initialisation (gaussian std 0.01, zero "
+                       "bias).")
         save_torch(state_dict, output)
     click.echo(f"saved {output}")
 

@@ -169,13 +169,6 @@ def video_codec(path):
     return VIDEO_CODECS[_suffix(path, "video", VIDEO_CODECS)]
 
 
-def _newest_mtime(path):
-    """The latest modification time in ``path`` (a folder: of any entry below it), so a folder
-    another process is still filling counts as new (an entry vanishing meanwhile: ``OSError``)."""
-    entries = path.rglob("*") if path.is_dir() and not path.is_symlink() else ()
-    return max([path.lstat().st_mtime] + [entry.lstat().st_mtime for entry in entries])
-
-
 def remove_stale_temporaries(folder, suffixes=None):
     """Delete the temporaries (:data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` names) in ``folder``
     (not below) last changed before this process imported this module, so another run writing
@@ -191,9 +184,13 @@ def remove_stale_temporaries(folder, suffixes=None):
         is_dir = entry.is_dir() and not entry.is_symlink()
         if endings is not None and (is_dir or not entry.name.endswith(endings)):
             continue
+        if not (TEMPORARY_DIR if is_dir else TEMPORARY_FILE).match(entry.name):
+            continue
         try:
-            if (not (TEMPORARY_DIR if is_dir else TEMPORARY_FILE).match(entry.name)
-                    or _newest_mtime(entry) >= STARTED):
+            # The newest change in it (a folder: anywhere below), so a folder another process is
+            # still filling counts as new; an entry vanishing meanwhile raises OSError: skipped.
+            below = entry.rglob("*") if is_dir else ()
+            if max([entry.lstat().st_mtime] + [e.lstat().st_mtime for e in below]) >= STARTED:
                 continue
             shutil.rmtree(entry) if is_dir else entry.unlink()
         except OSError:
