@@ -76,18 +76,9 @@ def check_ranges(checked, path):
             if item is not None and (isinstance(item, bool) or not rule(item)):
                 where = key if i is None else f"{key}[{i}]"
                 raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
-    _check_scales(checked["AUGMENTATION"], path)
-    # IGNORE_LABEL must not be a class: pixels of that class would silently never train.
-    n_classes, ignore = checked["DATASET"]["N_CLASSES"], checked["DATASET"]["IGNORE_LABEL"]
-    if 0 <= ignore < n_classes:
-        raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
-                          f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
-                          f"got {ignore}")
-
-
-def _check_scales(augmentation, path):
-    """One scale key set, positive scales, min <= max. A discrete list and a continuous range are
-    different augmentations, so neither is guessed from the other's shape, and both is ambiguous."""
+    # Exactly one scale key, positive scales, min <= max: a discrete list and a continuous range
+    # are different augmentations, so neither is guessed from the other's shape.
+    augmentation = checked["AUGMENTATION"]
     choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
     keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
     if choices is None and value_range is None:
@@ -103,3 +94,9 @@ def _check_scales(augmentation, path):
     if value_range is not None and value_range[0] > value_range[1]:
         raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
                           f"min <= max, got {value_range}")
+    # IGNORE_LABEL must not be a class: pixels of that class would silently never train.
+    n_classes, ignore = checked["DATASET"]["N_CLASSES"], checked["DATASET"]["IGNORE_LABEL"]
+    if 0 <= ignore < n_classes:
+        raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
+                          f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
+                          f"got {ignore}")
