@@ -34,15 +34,12 @@ def palette(n_classes):
     """A fixed, well-spread colour per class, the same in every figure, TensorBoard image and
     video: class ``i`` gets colour ``i + 1`` of PASCAL VOC's bit-interleaving scheme (0 is black).
     """
+    codes = np.arange(1, n_classes + 1)
     colours = np.zeros((n_classes, 3), np.uint8)
-    for i in range(n_classes):
-        c, r, g, b = i + 1, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        colours[i] = (r, g, b)
+    for bit in range(8):  # bits 3k, 3k+1, 3k+2 of the code are bit 7-k of red, green, blue
+        for channel in range(3):
+            lit = (codes >> (3 * bit + channel)) & 1
+            colours[:, channel] |= (lit << (7 - bit)).astype(np.uint8)
     return colours
 
 
