@@ -35,19 +35,13 @@ CAFFE_PRESETS = {
     "coco_init": CaffePreset(
         caffemodel="data/models/deeplab_resnet101/coco_init/init.caffemodel",
         output="data/models/deeplab_resnet101/coco_init/deeplabv2_resnet101_COCO_init.pth",
-        n_classes=91,
-        classifier="fc",  # any fc* convolution: its exact name is irrelevant, it is skipped
-        backbone_only=True,
-        description="ResNet-101 pre-trained on MS-COCO (init.caffemodel), the start of training",
-    ),
+        n_classes=91, classifier="fc", backbone_only=True,  # any fc* convolution: it is skipped
+        description="ResNet-101 pre-trained on MS-COCO (init.caffemodel), the start of training"),
     "voc12": CaffePreset(
         caffemodel="data/models/deeplab_resnet101/voc12/train2_iter_20000.caffemodel",
         output="data/models/deeplab_resnet101/voc12/deeplabv2_resnet101_VOC2012.pth",
-        n_classes=21,
-        classifier="fc1_voc12",
-        backbone_only=False,
-        description="DeepLab v2 MSC trained on PASCAL VOC 2012 (train2_iter_20000.caffemodel)",
-    ),
+        n_classes=21, classifier="fc1_voc12", backbone_only=False,
+        description="DeepLab v2 MSC trained on PASCAL VOC 2012 (train2_iter_20000.caffemodel)"),
 }
 # The later upstream README calls the COCO init conversion "--dataset init".
 CAFFE_PRESETS["init"] = CAFFE_PRESETS["coco_init"]
