@@ -41,25 +41,6 @@ class ConfigError(DeepLabError, ValueError):
     """A config file that cannot be used; the message names the file and key."""
 
 
-def read_mapping(path):
-    """The top-level mapping of the YAML file ``path`` (``yaml.safe_load``)."""
-    text = read_input(path, "config file", ConfigError)
-    loader = ConfigLoader(text)
-    try:
-        node = loader.get_single_node()
-        refuse_duplicate_keys(node, path)
-        raw = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return raw
-
-
 def refuse_duplicate_keys(node, path, prefix=""):
     """Raise :class:`ConfigError` for a key given twice in one mapping of ``node`` (nested too):
     YAML loaders keep the last value silently, so ``SOLVER.LR`` written twice would train with
@@ -93,13 +74,26 @@ def merge(base, child):
 
 
 def read_with_bases(path, chain=()):
-    """The mapping of ``path`` with its ``_BASE_`` chain merged in; a cycle is an error."""
+    """The top-level mapping of the YAML file ``path`` (``yaml.safe_load``, duplicate keys refused)
+    with its ``_BASE_`` chain merged in; a cycle is an error."""
     path = Path(path)
     resolved = path.resolve()
     if resolved in chain:
         names = " -> ".join(p.name for p in chain + (resolved,))
         raise ConfigError(f"{path}: {BASE_KEY} chain loops back to itself ({names})")
-    raw = read_mapping(path)
+    loader = ConfigLoader(read_input(path, "config file", ConfigError))
+    try:
+        node = loader.get_single_node()
+        refuse_duplicate_keys(node, path)
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     base_name = raw.pop(BASE_KEY, None)
     if base_name is None:
         return raw
