@@ -5,6 +5,7 @@ library calls together inside :func:`one_line_errors`, and report; every
 """
 
 import contextlib
+import functools
 import math
 import re
 
@@ -14,16 +15,14 @@ from ..utils.atomic import TORCH_FILE_ERRORS
 from ..utils.config import ConfigValueError, load_config
 from ..utils.errors import DeepLabError, first_line
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
 # torch re-raises an error of a DataLoader worker as the same type with this text before
 # the worker's traceback, whose last line is "<module>.<Type>: <the original message>".
 WORKER_PREAMBLE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
 
 
-def command(**kwargs):
-    """``click.command`` with ``-h`` as well as ``--help``."""
-    return click.command(context_settings=CONTEXT_SETTINGS, **kwargs)
+# ``click.command`` with ``-h`` as well as ``--help``.
+command = functools.partial(click.command, context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or config/toy.yaml."):
@@ -60,12 +59,11 @@ def model_path_option(required=True):
                              + ("" if required else " Required unless --onnx."))
 
 
-def precision_option():
-    """``--precision``: the inference precision (``prepare_for_inference``); default fp32."""
-    return click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
-                        default="fp32", show_default=True,
-                        help="Inference precision: fp32 (the benchmark numbers), bf16 (CUDA, "
-                             "or a CPU with AMX/AVX512-BF16), fp16 (CUDA).")
+# ``--precision``: the inference precision (``prepare_for_inference``).
+precision_option = functools.partial(
+    click.option, "--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+    show_default=True, help="Inference precision: fp32 (the benchmark numbers), bf16 (CUDA, or a "
+                            "CPU with AMX/AVX512-BF16), fp16 (CUDA).")
 
 
 def cuda_option(what="Run the model on the GPU"):
