@@ -71,7 +71,7 @@ def main(keep):
         print(f"output: {output.stat().st_size / 2**20:.0f} MiB")
 
         parsed, t_parse = _timed(lambda: read_caffemodel(caffemodel))
-        blobs = [b for layer in parsed for b in layer.blob_protos]
+        blobs = [b for layer in parsed for b in layer.proto.blobs]
         _, t_numpy = _timed(lambda: [torch.from_numpy(np.array(b.data, np.float32))
                                      for b in blobs])
         _, t_list = _timed(lambda: [torch.tensor(list(b.data)) for b in blobs])

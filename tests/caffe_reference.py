@@ -19,8 +19,37 @@ import math
 
 import numpy as np
 
-from libs.caffe.protobuf import POOL_MAX, LayerParameter, NetParameter
+from libs.caffe.protobuf import POOL_MAX, SCHEMA, build_classes, field
 from libs.utils.atomic import write_bytes
+
+# The reader's schema plus what only the fixtures write and the reference forward pass reads:
+# the net's wiring (bottom/top), ReLU, Eltwise and DeepLab's Interp layer
+# (caffe.proto of deeplab-public-ver2), and BatchNorm's training settings.
+FIXTURE_SCHEMA = {
+    **SCHEMA,
+    "BatchNormParameter": SCHEMA["BatchNormParameter"] + [
+        field("use_global_stats", 1, "bool"),
+        field("moving_average_fraction", 2, "float", "0.999"),
+    ],
+    "EltwiseParameter": [field("operation", 1, "int32", "1"),
+                         field("coeff", 2, "float", repeated=True)],
+    "ReLUParameter": [field("negative_slope", 1, "float", "0")],
+    "InterpParameter": [
+        field("height", 1, "int32", "0"), field("width", 2, "int32", "0"),
+        field("zoom_factor", 3, "int32", "1"), field("shrink_factor", 4, "int32", "1"),
+        field("pad_beg", 5, "int32", "0"), field("pad_end", 6, "int32", "0"),
+    ],
+    "LayerParameter": SCHEMA["LayerParameter"] + [
+        field("bottom", 3, "string", repeated=True),
+        field("top", 4, "string", repeated=True),
+        field("eltwise_param", 110, "EltwiseParameter"),
+        field("relu_param", 123, "ReLUParameter"),
+        field("interp_param", 143, "InterpParameter"),
+    ],
+}
+_CLASSES = build_classes(FIXTURE_SCHEMA)
+NetParameter, LayerParameter, BlobProto = (_CLASSES[name] for name in
+                                           ("NetParameter", "LayerParameter", "BlobProto"))
 
 ELTWISE_PROD, ELTWISE_SUM, ELTWISE_MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp
 BLOB_DATA_TAG = b"\x2a"  # BlobProto field 5 (data), wire type 2 (length-delimited: packed)

@@ -1,25 +1,11 @@
 """Turn the layers of a DeepLab v2 ``.caffemodel`` into a state dict for our model.
 
-The conversion is strict in both directions, because a silently half-loaded
-network trains and evaluates without any error, only worse:
-
-* every parameter-carrying Caffe layer maps to a module of the model (layers of
-  the shared-weight multi-scale branches and, for the COCO init model, its
-  classifier are skipped on purpose and reported as such);
-* every tensor of the target (the whole model, or its backbone) is filled
-  exactly once, with exactly the expected shape;
-* the layer geometry in the file (kernel, stride, padding, dilation, BatchNorm
-  eps, max-pooling window and rounding) must equal the module's, so weights can
-  only land in a network that computes what Caffe computed.
-
-Caffe's BatchNorm stores the *sums* of the moving averages in its first two
-blobs and the moving-average normaliser in the third; the statistics are the
-first two divided by the third (a normaliser of 0 means "no statistics yet" and
-gives 0, as in Caffe). The Scale layer after it holds the affine weight and bias.
-
-``num_batches_tracked`` (a PyTorch-only counter) is set to 0: the statistics
-come from Caffe, and the frozen BatchNorm never updates them, so the counter
-has no meaning here; setting it makes ``load_state_dict(strict=True)`` work.
+The conversion is strict both ways, because a silently half-loaded network trains and evaluates
+without any error, only worse: every parameter-carrying Caffe layer maps to a module (or is
+skipped on purpose and reported), every target tensor is filled exactly once with its exact
+shape, and the file's layer geometry must equal the module's, so weights only land in a network
+that computes what Caffe computed. docs/convert.md ("Mapping rules") says how each kind of layer
+is read (BatchNorm's blobs are moving-average sums and their normaliser).
 """
 
 from collections import OrderedDict, defaultdict
@@ -56,14 +42,11 @@ class ConversionSummary:
     classifier: list = field(default_factory=list)  # (layer name, outputs) of a skipped head
 
     def lines(self):
-        out = [
-            f"read {self.layers_read} layers from {self.source}",
-            f"mapped {self.layers_mapped} parameter layers onto {self.tensors_written} tensors "
-            f"({self.values_written:,} values); {self.counters_zeroed} BatchNorm "
-            f"{BN_BUFFER_COUNTER} counters set to 0",
-        ]
-        for line in self.checked:
-            out.append(f"checked {line}")
+        out = [f"read {self.layers_read} layers from {self.source}",
+               f"mapped {self.layers_mapped} parameter layers onto {self.tensors_written} tensors "
+               f"({self.values_written:,} values); {self.counters_zeroed} BatchNorm "
+               f"{BN_BUFFER_COUNTER} counters set to 0"]
+        out += [f"checked {line}" for line in self.checked]
         for reason, names in sorted(self.skipped.items()):
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             noun = "layer" if len(names) == 1 else "layers"
@@ -73,13 +56,9 @@ class ConversionSummary:
 
 def _pair(values, name, default):
     """Caffe's repeated spatial setting: none -> default, one -> square, two -> (h, w)."""
-    values = [int(v) for v in values]
-    if not values:
-        return (default, default)
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) == 2:
-        return tuple(values)
+    values = [int(v) for v in values] or [default]
+    if len(values) <= 2:
+        return (values[0], values[-1])
     raise ValueError(f"{name} has {len(values)} values, a 2-D layer takes 1 or 2")
 
 
@@ -104,10 +83,9 @@ def _as_pair(value):
 
 
 def _strip_leading_ones(shape):
-    shape = list(shape)
     while shape and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
+        shape = shape[1:]
+    return shape
 
 
 class _Converter:
@@ -122,20 +100,20 @@ class _Converter:
                                   if k.startswith(prefix))
         self.filled = {}  # key -> Caffe layer that filled it
         self.out = {}
-        self.batchnorm_seen = {}  # module path -> BatchNorm layer name
+        self.batchnorm_seen = set()  # module paths
         self.summary = ConversionSummary(source=source)
+        self.handlers = {CONV: self.convolution, BATCHNORM: self.batchnorm, SCALE: self.scale,
+                         POOL: self.pooling}
 
     def fail(self, layer, problem):
         raise ConversionError(f"{self.source}: layer {layer.name!r} ({layer.type}): {problem}")
 
-    # -- filling ---------------------------------------------------------
     def fill(self, layer, key, array, what):
         if key not in self.target:
             self.fail(layer, f"maps to {key}, which is not a tensor of the target model")
         if key in self.filled:
             self.fail(layer, f"{key} was already filled by layer {self.filled[key]!r}")
-        expected = tuple(self.target[key].shape)
-        got = tuple(array.shape)
+        expected, got = tuple(self.target[key].shape), tuple(array.shape)
         if got != expected and _strip_leading_ones(got) != _strip_leading_ones(expected):
             if (key.startswith("base.aspp.") and key.endswith("weight") and len(got) == 4
                     and got[0] != expected[0]):
@@ -146,12 +124,6 @@ class _Converter:
         self.filled[key] = layer.name
         self.summary.tensors_written += 1
         self.summary.values_written += int(array.size)
-
-    def blob(self, layer, index):
-        try:
-            return layer.blob(index)
-        except CaffeModelError as e:
-            raise ConversionError(str(e)) from None
 
     def expect_blobs(self, layer, count):
         if layer.n_blobs != count:
@@ -172,7 +144,6 @@ class _Converter:
             self.fail(layer, f"maps to {path}, a {type(module).__name__}")
         return module
 
-    # -- layer kinds -----------------------------------------------------
     def convolution(self, layer, path):
         conv = self.module(layer, path, nn.Conv2d)
         param = layer.proto.convolution_param
@@ -188,12 +159,12 @@ class _Converter:
         if param.bias_term != has_bias:
             self.fail(layer, f"bias_term is {param.bias_term} but {path} has_bias={has_bias}")
         self.expect_blobs(layer, 2 if has_bias else 1)
-        weight = self.blob(layer, 0)
+        weight = layer.blob(0)
         if param.HasField("num_output") and weight.ndim and param.num_output != weight.shape[0]:
             self.fail(layer, f"num_output {param.num_output} but weight blob {weight.shape}")
         self.fill(layer, f"{path}.weight", weight, "weight blob 0")
         if has_bias:
-            self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+            self.fill(layer, f"{path}.bias", layer.blob(1), "bias blob 1")
 
     def batchnorm(self, layer, path):
         bn = self.module(layer, path, nn.BatchNorm2d)
@@ -201,16 +172,14 @@ class _Converter:
         if abs(eps - bn.eps) > BATCHNORM_EPS_RTOL * bn.eps:
             self.fail(layer, f"eps {eps:g} in the file, {bn.eps:g} in {path}")
         self.expect_blobs(layer, 3)
-        factor_blob = self.blob(layer, 2)
+        factor_blob = layer.blob(2)
         if factor_blob.size != 1:
             self.fail(layer, f"moving-average factor blob 2 has {factor_blob.size} values, not 1")
         factor = float(factor_blob.reshape(-1)[0])
-        scale = 0.0 if factor == 0 else 1.0 / factor
-        mean = self.blob(layer, 0) * np.float32(scale)
-        var = self.blob(layer, 1) * np.float32(scale)
-        self.fill(layer, f"{path}.running_mean", mean, "mean blob 0")
-        self.fill(layer, f"{path}.running_var", var, "variance blob 1")
-        self.batchnorm_seen[path] = layer.name
+        scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
+        self.fill(layer, f"{path}.running_mean", layer.blob(0) * scale, "mean blob 0")
+        self.fill(layer, f"{path}.running_var", layer.blob(1) * scale, "variance blob 1")
+        self.batchnorm_seen.add(path)
 
     def scale(self, layer, path):
         self.module(layer, path, nn.BatchNorm2d)
@@ -221,8 +190,8 @@ class _Converter:
             self.fail(layer, "expected a per-channel Scale with bias (axis 1, num_axes 1, "
                              "bias_term true)")
         self.expect_blobs(layer, 2)
-        self.fill(layer, f"{path}.weight", self.blob(layer, 0), "scale blob 0")
-        self.fill(layer, f"{path}.bias", self.blob(layer, 1), "bias blob 1")
+        self.fill(layer, f"{path}.weight", layer.blob(0), "scale blob 0")
+        self.fill(layer, f"{path}.bias", layer.blob(1), "bias blob 1")
 
     def pooling(self, layer, path):
         pool = self.module(layer, path, nn.MaxPool2d)
@@ -237,12 +206,9 @@ class _Converter:
         if _as_pair(pool.dilation) != (1, 1):
             self.fail(layer, f"{path} is dilated, Caffe pooling never is")
         self.expect_blobs(layer, 0)
-        self.summary.checked.append(
-            f"{layer.name}: MAX {kernel[0]}x{kernel[1]} stride {stride[0]} pad {pad[0]} "
-            f"ceil -> {path}"
-        )
+        self.summary.checked.append(f"{layer.name}: MAX {kernel[0]}x{kernel[1]} stride "
+                                    f"{stride[0]} pad {pad[0]} ceil -> {path}")
 
-    # -- driver ----------------------------------------------------------
     def run(self):
         summary = self.summary
         for layer in self.layers:
@@ -250,10 +216,8 @@ class _Converter:
             target = caffe_target(layer.name, layer.type, self.classifier, self.backbone_only)
             if target is None:
                 if layer.n_blobs:
-                    hint = ""
-                    if layer.name.startswith("fc"):
-                        hint = (f" (this preset's classifier is {self.classifier}_c0.., "
-                                "is --dataset right?)")
+                    hint = (f" (this preset's classifier is {self.classifier}_c0.., is --dataset "
+                            "right?)" if layer.name.startswith("fc") else "")
                     self.fail(layer, f"carries {layer.n_blobs} blobs but no rule maps it to "
                                      f"the model{hint}")
                 summary.skipped[f"parameter-free {layer.type or 'untyped'}"].append(layer.name)
@@ -265,15 +229,11 @@ class _Converter:
                 outputs = layer.blob_shape(0)[:1] or (layer.proto.convolution_param.num_output,)
                 summary.classifier.append((layer.name, int(outputs[0])))
                 continue
-            handlers = {CONV: self.convolution, BATCHNORM: self.batchnorm, SCALE: self.scale,
-                        POOL: self.pooling}
-            handlers[target.kind](layer, target.module)
-            if target.kind != POOL:
-                summary.layers_mapped += 1
-        self.finish()
-        return OrderedDict((k, self.out[k]) for k in self.target), summary
-
-    def finish(self):
+            try:
+                self.handlers[target.kind](layer, target.module)
+            except CaffeModelError as e:  # a blob that cannot be read: the file does not fit
+                raise ConversionError(str(e)) from None
+            summary.layers_mapped += target.kind != POOL
         for key, value in self.target.items():
             if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:
                 self.out[key] = torch.zeros(value.shape, dtype=value.dtype, device="cpu")
@@ -284,16 +244,12 @@ class _Converter:
             raise ConversionError(
                 f"{self.source}: {len(missing)} tensors of the model got no weights from the "
                 f"file (first: {missing[0]}); the last layer read was {last!r} "
-                "(truncated or incomplete file, or a model deeper than the file?)"
-            )
+                "(truncated or incomplete file, or a model deeper than the file?)")
+        return OrderedDict((k, self.out[k]) for k in self.target), summary
 
 
 def convert_caffe_layers(layers, model, classifier, backbone_only, source="<caffemodel>"):
-    """Map Caffe ``layers`` (from :func:`read_caffemodel`) onto ``model``'s state dict.
-
-    Returns ``(state_dict, summary)``. With ``backbone_only`` the state dict
-    holds exactly the ``base.backbone.*`` keys. ``model`` is only inspected
-    (module types, geometry, tensor shapes), so it may live on the meta device.
-    Raises :class:`ConversionError` naming the file and layer on any mismatch.
-    """
+    """Map Caffe ``layers`` (from :func:`read_caffemodel`) onto ``model``'s state dict (exactly the
+    ``base.backbone.*`` keys with ``backbone_only``): ``(state_dict, summary)``. ``model`` is only
+    inspected (module types, geometry, tensor shapes), so it may live on the meta device."""
     return _Converter(layers, model, classifier, backbone_only, str(source)).run()

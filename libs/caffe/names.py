@@ -1,19 +1,9 @@
 """Where each layer of the DeepLab v2 Caffe models goes in our PyTorch model.
 
-Our module paths mirror the Caffe layer names (see ``resnet.py``), so one rule
-per kind of layer is enough::
-
-    conv1                              -> base.backbone.conv1.conv
-    bn_conv1, scale_conv1              -> base.backbone.conv1.bn
-    res4b22_branch2c                   -> base.backbone.res4.b22.branch2c.conv
-    bn4b22_branch2c, scale4b22_branch2c-> base.backbone.res4.b22.branch2c.bn
-    res3a_branch1                      -> base.backbone.res3.a.branch1.conv
-    pool1                              -> base.backbone.pool1   (checked, no weights)
-    fc1_voc12_c0 .. fc1_voc12_c3       -> base.aspp.c0 .. c3    (VOC 2012 model)
-
-The MSC prototxt repeats every layer for the 0.75x and 0.5x inputs with the
-suffix ``_res075`` / ``_res05``; those copies share the weights of the 1x
-layers, so they are skipped.
+Our module paths mirror the Caffe layer names (``res4b22_branch2c`` ->
+``base.backbone.res4.b22.branch2c.conv``; the table is in docs/convert.md, "Mapping rules"), so
+one rule per kind of layer is enough. The MSC net's ``_res075`` / ``_res05`` copies of every
+layer share the 1x layers' weights and are skipped.
 """
 
 import re
@@ -21,14 +11,21 @@ from dataclasses import dataclass
 
 # Layer kinds returned by caffe_target().
 CONV, BATCHNORM, SCALE, POOL, SKIP = "conv", "batchnorm", "scale", "pool", "skip"
+KINDS = {"Convolution": CONV, "BatchNorm": BATCHNORM, "Scale": SCALE, "Pooling": POOL}
 
 MULTISCALE_TAGS = ("res075", "res05")
-
-_STEM_CONV = re.compile(r"^conv1$")
-_STEM_NORM = re.compile(r"^(bn|scale)_conv1$")
-_BLOCK_CONV = re.compile(r"^res(\d)([a-z]\d*)_branch(1|2[abc])$")
-_BLOCK_NORM = re.compile(r"^(bn|scale)(\d)([a-z]\d*)_branch(1|2[abc])$")
-_POOL = re.compile(r"^pool1$")
+_BLOCK = r"(\d)([a-z]\d*)_branch(1|2[abc])"  # res4b22_branch2c: stage 4, block b22, branch 2c
+_BLOCK_PATH = r"base.backbone.res\1.\2.branch\3"
+# (layer type, full-match name pattern, module path template) of the backbone's layers.
+RULES = [
+    ("Convolution", "conv1", "base.backbone.conv1.conv"),
+    ("Convolution", "res" + _BLOCK, _BLOCK_PATH + ".conv"),
+    ("BatchNorm", "bn_conv1", "base.backbone.conv1.bn"),
+    ("BatchNorm", "bn" + _BLOCK, _BLOCK_PATH + ".bn"),
+    ("Scale", "scale_conv1", "base.backbone.conv1.bn"),
+    ("Scale", "scale" + _BLOCK, _BLOCK_PATH + ".bn"),
+    ("Pooling", "pool1", "base.backbone.pool1"),
+]
 _ASPP = re.compile(r"^(?P<head>.+)_c(?P<index>\d+)$")
 
 
@@ -46,47 +43,20 @@ def is_multiscale_copy(name):
     return any(tag in name for tag in MULTISCALE_TAGS)
 
 
-def _block_path(stage, block, branch):
-    return f"base.backbone.res{stage}.{block}.branch{branch}"
-
-
 def caffe_target(name, layer_type, classifier, backbone_only):
-    """The :class:`CaffeTarget` of Caffe layer ``name`` of type ``layer_type``.
-
-    Returns ``None`` for a parameter layer that no rule covers: the caller
-    decides whether that is an error (it is, when the layer carries blobs).
-    """
+    """The :class:`CaffeTarget` of Caffe layer ``name`` of type ``layer_type``, or ``None`` when no
+    rule covers it (an error if the layer carries blobs: the caller decides)."""
     if is_multiscale_copy(name):
         return CaffeTarget(SKIP, reason="shared-weight multi-scale branch (res075/res05)")
-    kind = {"Convolution": CONV, "BatchNorm": BATCHNORM, "Scale": SCALE, "Pooling": POOL}.get(
-        layer_type
-    )
-    if kind is None:
+    for rule_type, pattern, template in RULES:
+        if layer_type == rule_type and (m := re.fullmatch(pattern, name)):
+            return CaffeTarget(KINDS[layer_type], m.expand(template))
+    if layer_type != "Convolution" or not name.startswith(classifier):
         return None
-    if kind == CONV:
-        if _STEM_CONV.match(name):
-            return CaffeTarget(CONV, "base.backbone.conv1.conv")
-        m = _BLOCK_CONV.match(name)
-        if m:
-            return CaffeTarget(CONV, _block_path(*m.groups()) + ".conv")
-        if name.startswith(classifier):
-            if backbone_only:
-                return CaffeTarget(
-                    SKIP, reason="classifier of the COCO init model (the ASPP keeps its own init)"
-                )
-            m = _ASPP.match(name)
-            if m and m.group("head") == classifier:
-                return CaffeTarget(CONV, f"base.aspp.c{int(m.group('index'))}")
-        return None
-    if kind in (BATCHNORM, SCALE):
-        prefix = "bn" if kind == BATCHNORM else "scale"
-        m = _STEM_NORM.match(name)
-        if m and m.group(1) == prefix:
-            return CaffeTarget(kind, "base.backbone.conv1.bn")
-        m = _BLOCK_NORM.match(name)
-        if m and m.group(1) == prefix:
-            return CaffeTarget(kind, _block_path(*m.groups()[1:]) + ".bn")
-        return None
-    if _POOL.match(name):
-        return CaffeTarget(POOL, "base.backbone.pool1")
+    if backbone_only:
+        return CaffeTarget(SKIP, reason="classifier of the COCO init model (the ASPP keeps its "
+                                        "own init)")
+    m = _ASPP.match(name)
+    if m and m.group("head") == classifier:
+        return CaffeTarget(CONV, f"base.aspp.c{int(m.group('index'))}")
     return None

@@ -1,21 +1,15 @@
 """Read Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
 
-A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead
-of shipping a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a
-protobuf version), the few messages and fields that weight conversion needs are
-declared here in Python and turned into message classes at import time. Field
-numbers, types and defaults are those of Caffe's public ``caffe.proto`` (the
-DeepLab v2 fork uses the same numbers for every field declared here). Fields
-that are not declared are kept by the parser as unknown bytes and otherwise
-ignored, so a real file with data layers, loss layers, learning-rate settings
-and so on reads fine.
-
-Values are read with the schema as Caffe declares it (``repeated float data = 5
-[packed = true]``); NumPy converts the parsed field in one C-level copy. The test
-fixtures write files with the same classes (``tests/caffe_reference.py``).
+A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead of a generated
+``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the few messages and fields
+conversion needs are declared here with the numbers, types and defaults of Caffe's public
+``caffe.proto`` (the DeepLab v2 fork uses the same numbers) and built into classes at import.
+Undeclared fields (data and loss layers, learning-rate settings, ...) are kept by the parser as
+unknown bytes and ignored, so a real file reads fine. The test fixtures write files with these
+classes plus the fields only they need (``tests/caffe_reference.py``).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +18,6 @@ from google.protobuf.message import DecodeError
 
 from ..utils.errors import DeepLabError
 
-_F = descriptor_pb2.FieldDescriptorProto
-OPTIONAL, REPEATED = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-INT32, INT64, UINT32 = _F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32
-FLOAT, DOUBLE, BOOL = _F.TYPE_FLOAT, _F.TYPE_DOUBLE, _F.TYPE_BOOL
-STRING, MESSAGE = _F.TYPE_STRING, _F.TYPE_MESSAGE
-
 # Enum values of caffe.proto that the converter compares against. Enum fields
 # are declared as int32 (same varint encoding) so unknown values never vanish.
 POOL_MAX = 0  # PoolingParameter.PoolMethod.MAX
@@ -37,132 +25,93 @@ ROUND_CEIL = 0  # PoolingParameter.RoundMode.CEIL (BVLC field 13; older forks la
 
 _PACKAGE = "deeplab_caffe_subset"
 
-# message name -> [(field name, number, type, label, message type, default, packed)]
-# Numbers are those of caffe.proto; only what conversion and the test fixtures need.
-_SCHEMA = {
-    "BlobShape": [
-        ("dim", 1, INT64, REPEATED, None, None, True),
-    ],
+
+def field(name, number, kind, default=None, repeated=False, packed=False):
+    """One field as ``caffe.proto`` declares it: ``kind`` is a scalar type ("uint32") or a message
+    name ("BlobShape"); ``packed`` fields are repeated; ``default`` is proto text ("true")."""
+    f = descriptor_pb2.FieldDescriptorProto(name=name, number=number)
+    f.label = f.LABEL_REPEATED if repeated or packed else f.LABEL_OPTIONAL
+    if kind[0].isupper():
+        f.type, f.type_name = f.TYPE_MESSAGE, f".{_PACKAGE}.{kind}"
+    else:
+        f.type = getattr(f, f"TYPE_{kind.upper()}")
+    if default is not None:
+        f.default_value = default
+    if packed:
+        f.options.packed = True
+    return f
+
+
+# message name -> fields; numbers, types and defaults are those of caffe.proto.
+SCHEMA = {
+    "BlobShape": [field("dim", 1, "int64", packed=True)],
     "BlobProto": [
-        ("shape", 7, MESSAGE, OPTIONAL, "BlobShape", None, None),
-        ("data", 5, FLOAT, REPEATED, None, None, True),
-        ("double_data", 8, DOUBLE, REPEATED, None, None, True),
+        field("shape", 7, "BlobShape"),
+        field("data", 5, "float", packed=True),
+        field("double_data", 8, "double", packed=True),
         # 4-D dimensions of files written before BlobShape existed.
-        ("num", 1, INT32, OPTIONAL, None, "0", None),
-        ("channels", 2, INT32, OPTIONAL, None, "0", None),
-        ("height", 3, INT32, OPTIONAL, None, "0", None),
-        ("width", 4, INT32, OPTIONAL, None, "0", None),
+        field("num", 1, "int32", "0"), field("channels", 2, "int32", "0"),
+        field("height", 3, "int32", "0"), field("width", 4, "int32", "0"),
     ],
     "ConvolutionParameter": [
-        ("num_output", 1, UINT32, OPTIONAL, None, None, None),
-        ("bias_term", 2, BOOL, OPTIONAL, None, "true", None),
-        ("pad", 3, UINT32, REPEATED, None, None, None),
-        ("kernel_size", 4, UINT32, REPEATED, None, None, None),
-        ("group", 5, UINT32, OPTIONAL, None, "1", None),
-        ("stride", 6, UINT32, REPEATED, None, None, None),
-        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
-        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
-        ("kernel_h", 11, UINT32, OPTIONAL, None, None, None),
-        ("kernel_w", 12, UINT32, OPTIONAL, None, None, None),
-        ("stride_h", 13, UINT32, OPTIONAL, None, None, None),
-        ("stride_w", 14, UINT32, OPTIONAL, None, None, None),
-        ("axis", 16, INT32, OPTIONAL, None, "1", None),
-        ("dilation", 18, UINT32, REPEATED, None, None, None),
+        field("num_output", 1, "uint32"),
+        field("bias_term", 2, "bool", "true"),
+        field("pad", 3, "uint32", repeated=True),
+        field("kernel_size", 4, "uint32", repeated=True),
+        field("group", 5, "uint32", "1"),
+        field("stride", 6, "uint32", repeated=True),
+        field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
+        field("kernel_h", 11, "uint32"), field("kernel_w", 12, "uint32"),
+        field("stride_h", 13, "uint32"), field("stride_w", 14, "uint32"),
+        field("axis", 16, "int32", "1"),
+        field("dilation", 18, "uint32", repeated=True),
     ],
-    "BatchNormParameter": [
-        ("use_global_stats", 1, BOOL, OPTIONAL, None, None, None),
-        ("moving_average_fraction", 2, FLOAT, OPTIONAL, None, "0.999", None),
-        ("eps", 3, FLOAT, OPTIONAL, None, "1e-05", None),
-    ],
+    "BatchNormParameter": [field("eps", 3, "float", "1e-05")],
     "PoolingParameter": [
-        ("pool", 1, INT32, OPTIONAL, None, "0", None),
-        ("kernel_size", 2, UINT32, OPTIONAL, None, None, None),
-        ("stride", 3, UINT32, OPTIONAL, None, "1", None),
-        ("pad", 4, UINT32, OPTIONAL, None, "0", None),
-        ("kernel_h", 5, UINT32, OPTIONAL, None, None, None),
-        ("kernel_w", 6, UINT32, OPTIONAL, None, None, None),
-        ("stride_h", 7, UINT32, OPTIONAL, None, None, None),
-        ("stride_w", 8, UINT32, OPTIONAL, None, None, None),
-        ("pad_h", 9, UINT32, OPTIONAL, None, "0", None),
-        ("pad_w", 10, UINT32, OPTIONAL, None, "0", None),
-        ("global_pooling", 12, BOOL, OPTIONAL, None, "false", None),
-        ("round_mode", 13, INT32, OPTIONAL, None, "0", None),
+        field("pool", 1, "int32", "0"),
+        field("kernel_size", 2, "uint32"),
+        field("stride", 3, "uint32", "1"),
+        field("pad", 4, "uint32", "0"),
+        field("kernel_h", 5, "uint32"), field("kernel_w", 6, "uint32"),
+        field("stride_h", 7, "uint32"), field("stride_w", 8, "uint32"),
+        field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
+        field("global_pooling", 12, "bool", "false"),
+        field("round_mode", 13, "int32", "0"),
     ],
-    "ScaleParameter": [
-        ("axis", 1, INT32, OPTIONAL, None, "1", None),
-        ("num_axes", 2, INT32, OPTIONAL, None, "1", None),
-        ("bias_term", 4, BOOL, OPTIONAL, None, "false", None),
-    ],
-    "EltwiseParameter": [
-        ("operation", 1, INT32, OPTIONAL, None, "1", None),
-        ("coeff", 2, FLOAT, REPEATED, None, None, None),
-    ],
-    "ReLUParameter": [
-        ("negative_slope", 1, FLOAT, OPTIONAL, None, "0", None),
-    ],
-    "InterpParameter": [  # DeepLab's resize layer (caffe.proto of deeplab-public-ver2)
-        ("height", 1, INT32, OPTIONAL, None, "0", None),
-        ("width", 2, INT32, OPTIONAL, None, "0", None),
-        ("zoom_factor", 3, INT32, OPTIONAL, None, "1", None),
-        ("shrink_factor", 4, INT32, OPTIONAL, None, "1", None),
-        ("pad_beg", 5, INT32, OPTIONAL, None, "0", None),
-        ("pad_end", 6, INT32, OPTIONAL, None, "0", None),
-    ],
+    "ScaleParameter": [field("axis", 1, "int32", "1"), field("num_axes", 2, "int32", "1"),
+                       field("bias_term", 4, "bool", "false")],
     "LayerParameter": [
-        ("name", 1, STRING, OPTIONAL, None, None, None),
-        ("type", 2, STRING, OPTIONAL, None, None, None),
-        ("bottom", 3, STRING, REPEATED, None, None, None),
-        ("top", 4, STRING, REPEATED, None, None, None),
-        ("blobs", 7, MESSAGE, REPEATED, "BlobProto", None, None),
-        ("eltwise_param", 110, MESSAGE, OPTIONAL, "EltwiseParameter", None, None),
-        ("convolution_param", 106, MESSAGE, OPTIONAL, "ConvolutionParameter", None, None),
-        ("pooling_param", 121, MESSAGE, OPTIONAL, "PoolingParameter", None, None),
-        ("relu_param", 123, MESSAGE, OPTIONAL, "ReLUParameter", None, None),
-        ("batch_norm_param", 139, MESSAGE, OPTIONAL, "BatchNormParameter", None, None),
-        ("scale_param", 142, MESSAGE, OPTIONAL, "ScaleParameter", None, None),
-        ("interp_param", 143, MESSAGE, OPTIONAL, "InterpParameter", None, None),
+        field("name", 1, "string"),
+        field("type", 2, "string"),
+        field("blobs", 7, "BlobProto", repeated=True),
+        field("convolution_param", 106, "ConvolutionParameter"),
+        field("pooling_param", 121, "PoolingParameter"),
+        field("batch_norm_param", 139, "BatchNormParameter"),
+        field("scale_param", 142, "ScaleParameter"),
     ],
     # The pre-2015 layer format; only declared so that such files are recognised.
-    "V1LayerParameter": [
-        ("name", 4, STRING, OPTIONAL, None, None, None),
-        ("type", 5, INT32, OPTIONAL, None, None, None),
-        ("blobs", 6, MESSAGE, REPEATED, "BlobProto", None, None),
-    ],
-    "NetParameter": [
-        ("name", 1, STRING, OPTIONAL, None, None, None),
-        ("layers", 2, MESSAGE, REPEATED, "V1LayerParameter", None, None),
-        ("layer", 100, MESSAGE, REPEATED, "LayerParameter", None, None),
-    ],
+    "V1LayerParameter": [field("name", 4, "string"), field("type", 5, "int32"),
+                         field("blobs", 6, "BlobProto", repeated=True)],
+    "NetParameter": [field("name", 1, "string"),
+                     field("layers", 2, "V1LayerParameter", repeated=True),
+                     field("layer", 100, "LayerParameter", repeated=True)],
 }
 
 
-def _build_classes():
-    """Message classes for the schema above, in a private pool (no clash with a real caffe_pb2)."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name=f"{_PACKAGE}.proto", package=_PACKAGE, syntax="proto2"
-    )
-    for message_name, fields in _SCHEMA.items():
-        message = proto.message_type.add(name=message_name)
-        for name, number, ftype, label, type_name, default, packed in fields:
-            f = message.field.add(name=name, number=number, type=ftype, label=label)
-            if type_name is not None:
-                f.type_name = f".{_PACKAGE}.{type_name}"
-            if default is not None:
-                f.default_value = default
-            if packed:
-                f.options.packed = True
+def build_classes(schema):
+    """Message classes for ``schema`` (see :data:`SCHEMA`), in a private pool (no clash with a
+    real caffe_pb2)."""
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{_PACKAGE}.proto", package=_PACKAGE,
+                                               syntax="proto2")
+    for name, fields in schema.items():
+        proto.message_type.add(name=name).field.extend(fields)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in _SCHEMA
-    }
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+            for name in schema}
 
 
-_CLASSES = _build_classes()
-NetParameter = _CLASSES["NetParameter"]
-LayerParameter = _CLASSES["LayerParameter"]
-BlobProto = _CLASSES["BlobProto"]
+NetParameter = build_classes(SCHEMA)["NetParameter"]
 
 
 class CaffeModelError(DeepLabError, ValueError):
@@ -171,63 +120,40 @@ class CaffeModelError(DeepLabError, ValueError):
 
 @dataclass
 class CaffeLayer:
-    """One layer of a .caffemodel: its identity, its parameters and its blobs.
-
-    Blobs stay protobuf messages until :meth:`blob` turns one into an array, so
-    skipped layers (e.g. the multi-scale copies) never cost a conversion.
-    """
+    """One layer of a .caffemodel. Blobs stay protobuf messages until :meth:`blob` turns one into
+    an array, so skipped layers (e.g. the multi-scale copies) never cost a conversion."""
 
     name: str
     type: str
-    bottom: list
-    top: list
     proto: object  # the LayerParameter message, for the *_param fields
-    blob_protos: list = field(repr=False, default_factory=list)
-    source: str = ""  # file name, for error messages
+    source: str  # file name, for error messages
 
     @property
     def n_blobs(self):
-        return len(self.blob_protos)
-
-    def blob(self, index):
-        """Blob ``index`` as a float32 array of its Caffe shape (read on demand)."""
-        return blob_to_array(
-            self.blob_protos[index], f"{self.source}: layer {self.name!r} blob {index}"
-        )
+        return len(self.proto.blobs)
 
     def blob_shape(self, index):
-        return blob_shape(self.blob_protos[index])
+        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/height/
+        width."""
+        blob = self.proto.blobs[index]
+        if blob.HasField("shape"):
+            return tuple(int(d) for d in blob.shape.dim)
+        legacy = (blob.num, blob.channels, blob.height, blob.width)
+        return tuple(int(d) for d in legacy) if any(legacy) else ()
 
-
-def blob_shape(blob):
-    """The blob's shape: ``shape.dim`` if present, else the legacy num/channels/height/width."""
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    legacy = (blob.num, blob.channels, blob.height, blob.width)
-    if any(legacy):
-        return tuple(int(d) for d in legacy)
-    return ()
-
-
-def blob_to_array(blob, where="blob"):
-    """A float32 NumPy array with the blob's values and shape.
-
-    Checks that the number of values matches the shape and that all are finite:
-    protobuf has no checksum, so this is how a corrupt shape or damaged float
-    bytes can show up (bytes that still decode to plausible floats cannot).
-    """
-    shape = blob_shape(blob)
-    values = blob.data if len(blob.data) else blob.double_data
-    values = np.array(values, dtype=np.float32)
-    expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
-    if values.size != expected:
-        raise CaffeModelError(
-            f"{where}: holds {values.size} values but its shape {list(shape)} needs "
-            f"{expected} (truncated or corrupt file)"
-        )
-    if not np.isfinite(values).all():
-        raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
-    return values.reshape(shape if shape else (values.size,))
+    def blob(self, index):
+        """Blob ``index`` as a float32 array of its Caffe shape, checked for its number of values
+        and finiteness: protobuf has no checksum, so this is how corrupt bytes can show up."""
+        blob, shape = self.proto.blobs[index], self.blob_shape(index)
+        where = f"{self.source}: layer {self.name!r} blob {index}"
+        values = np.array(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+        expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
+        if values.size != expected:
+            raise CaffeModelError(f"{where}: holds {values.size} values but its shape "
+                                  f"{list(shape)} needs {expected} (truncated or corrupt file)")
+        if not np.isfinite(values).all():
+            raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
+        return values.reshape(shape if shape else (values.size,))
 
 
 def _text(value):
@@ -236,12 +162,9 @@ def _text(value):
 
 
 def read_caffemodel(path):
-    """Parse ``path`` and return its layers as :class:`CaffeLayer` objects, in file order.
-
-    Raises :class:`CaffeModelError` (naming the file) for a missing, unreadable,
-    truncated or corrupt file, for a file without layers and for the legacy V1
-    ``layers`` format, which the DeepLab v2 ResNet models never used.
-    """
+    """The layers of ``path`` as :class:`CaffeLayer` objects, in file order; a
+    :class:`CaffeModelError` for a missing, unreadable, truncated or corrupt file, one without
+    layers, or the legacy V1 ``layers`` format (which the DeepLab v2 ResNet models never used)."""
     path = Path(path)
     if not path.is_file():
         raise CaffeModelError(f"{path}: caffemodel not found")
@@ -253,34 +176,18 @@ def read_caffemodel(path):
     try:
         net.ParseFromString(raw)
     except DecodeError:
-        raise CaffeModelError(
-            f"{path}: not a valid caffemodel, its protobuf data ({len(raw):,} bytes) is "
-            "truncated or corrupt"
-        ) from None
-    del raw
+        raise CaffeModelError(f"{path}: not a valid caffemodel, its protobuf data "
+                              f"({len(raw):,} bytes) is truncated or corrupt") from None
     if len(net.layers):
         first = net.layers[0].name or "<unnamed>"
         raise CaffeModelError(
             f"{path}: uses the legacy V1 'layers' format ({len(net.layers)} layers, first "
             f"{first!r}), which is not supported; upgrade it with Caffe's "
-            "upgrade_net_proto_binary tool first"
-        )
+            "upgrade_net_proto_binary tool first")
     if not len(net.layer):
         raise CaffeModelError(f"{path}: contains no layers (empty or not a caffemodel)")
-    layers = []
     for index, layer in enumerate(net.layer):
         if not layer.name:
             raise CaffeModelError(f"{path}: layer #{index} has no name (corrupt file?)")
-        layers.append(
-            CaffeLayer(
-                name=_text(layer.name),
-                type=_text(layer.type),
-                bottom=[_text(b) for b in layer.bottom],
-                top=[_text(t) for t in layer.top],
-                proto=layer,
-                blob_protos=list(layer.blobs),
-                source=str(path),
-            )
-        )
-    return layers
-
+    return [CaffeLayer(_text(layer.name), _text(layer.type), layer, str(path))
+            for layer in net.layer]

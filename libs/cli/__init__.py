@@ -1,41 +1,33 @@
-"""The command-line layer: the options every script shares and one error-to-message rule.
-
-This package is the only part of ``libs`` that knows about click. The scripts
-at the top level are thin faces: they declare their options (the shared ones
-from here), wire library calls together inside :func:`one_line_errors`, and
-report. Every error the project raises for bad input derives from
-:class:`~libs.utils.errors.DeepLabError` and becomes one line on the terminal
-(exit status 1) instead of a traceback.
+"""The command-line layer, the only part of ``libs`` that knows about click: the options every
+script shares and one error-to-message rule. The top-level scripts declare their options, wire
+library calls together inside :func:`one_line_errors`, and report; every
+:class:`~libs.utils.errors.DeepLabError` becomes one line (exit status 1), not a traceback.
 """
 
 import contextlib
+import functools
 import math
 import re
 
 import click
 
+from ..utils.atomic import TORCH_FILE_ERRORS
 from ..utils.config import ConfigValueError, load_config
 from ..utils.errors import DeepLabError, first_line
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
 # torch re-raises an error of a DataLoader worker as the same type with this text before
 # the worker's traceback, whose last line is "<module>.<Type>: <the original message>".
 WORKER_PREAMBLE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
-# torch's own words for a weight file it cannot read or write (RuntimeErrors of its zip code).
-TORCH_FILE_ERRORS = ("PytorchStreamReader", "PytorchStreamWriter", "unexpected pos")
 
 
-def command(**kwargs):
-    """``click.command`` with ``-h`` as well as ``--help``."""
-    return click.command(context_settings=CONTEXT_SETTINGS, **kwargs)
+# ``click.command`` with ``-h`` as well as ``--help``.
+command = functools.partial(click.command, context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or config/toy.yaml."):
-    """``-c/--config`` (the YAML file that holds every default) and ``--set KEY=VALUE``.
-
-    The overrides are kept in the click context; :func:`load_cli_config` applies them.
-    """
+    """``-c/--config`` (the YAML file that holds every default) and ``--set KEY=VALUE``, whose
+    values wait in the click context for :func:`load_cli_config`."""
     config = click.option("-c", "--config", "config_path", required=default is None,
                           default=default, show_default=default is not None,
                           type=click.Path(dir_okay=False), help=help)
@@ -67,12 +59,11 @@ def model_path_option(required=True):
                              + ("" if required else " Required unless --onnx."))
 
 
-def precision_option():
-    """``--precision``: the inference precision (``prepare_for_inference``); default fp32."""
-    return click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
-                        default="fp32", show_default=True,
-                        help="Inference precision: fp32 (the benchmark numbers), bf16 (CUDA, "
-                             "or a CPU with AMX/AVX512-BF16), fp16 (CUDA).")
+# ``--precision``: the inference precision (``prepare_for_inference``).
+precision_option = functools.partial(
+    click.option, "--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+    show_default=True, help="Inference precision: fp32 (the benchmark numbers), bf16 (CUDA, or a "
+                            "CPU with AMX/AVX512-BF16), fp16 (CUDA).")
 
 
 def cuda_option(what="Run the model on the GPU"):
@@ -93,11 +84,9 @@ def parse_positive_floats(text):
 
 
 def original_message(error):
-    """``str(error)``, or for an error re-raised from a DataLoader worker, the worker's own message.
-
-    The user should read "images/3.jpg: corrupt image", not "Caught DatasetError in
-    DataLoader worker process 0" and twenty lines of the worker's traceback.
-    """
+    """``str(error)``, or for an error re-raised from a DataLoader worker, the worker's own message:
+    "images/3.jpg: corrupt image", not "Caught DatasetError in DataLoader worker process 0" and
+    twenty lines of the worker's traceback."""
     text = str(error)
     if not WORKER_PREAMBLE.match(text):
         return text
@@ -114,12 +103,9 @@ def original_message(error):
 def one_line_errors(config_path=None):
     """Turn the project's errors raised inside the block into one-line click errors.
 
-    A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF
-    threshold) comes from a value of the config file, so its line is prefixed
-    with ``config_path`` when one is given. Errors raised in DataLoader workers are
-    unwrapped to their original line (:func:`original_message`). Every weight file
-    is read through ``libs.models.weights.load_file``, which names the file; a torch
-    serialisation error escaping elsewhere still becomes its first line.
+    A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF threshold) comes
+    from the config file, so its line starts with ``config_path`` when one is given. A torch
+    serialisation error that escapes ``libs.models.weights.load_file`` still becomes one line.
     """
     try:
         yield

@@ -1,10 +1,6 @@
-"""Check a dataset before training on it: every file read once, one table, exit 1 on a bad file.
-
-    python -m libs.cli.check --config config/voc12.yaml [--split train --split val]
-
-Each sample is read with the same reader and checks training uses, without
-augmentation; a bad file is listed with its reason instead of stopping the scan,
-so one run names them all. The work is done in ``libs/datasets/check.py``.
+"""``python -m libs.cli.check --config ...`` (docs/data.md): check a dataset before training on it.
+Every file is read once, as training reads it; a bad file is listed with its reason instead of
+stopping the scan, so one run names them all (exit status 1).
 """
 
 import click

@@ -1,11 +1,5 @@
-"""Build DeepLab's VOC 2012 ``train_aug`` set from SBD (``benchmark.tgz``) and VOC 2012.
-
-    python -m libs.cli.sbd --sbd data/datasets/benchmark_RELEASE/dataset \\
-        --voc data/datasets/VOCdevkit/VOC2012
-
-Writes ``SegmentationClassAug/<id>.png`` and ``ImageSets/SegmentationAug/train_aug.txt``
-under the VOC folder; the work (and which label wins where both sets have one) is in
-``libs/datasets/sbd.py``. Running it again skips what is already there.
+"""``python -m libs.cli.sbd --sbd ... --voc ...`` (docs/data.md): DeepLab's VOC 2012 ``train_aug``
+set from SBD (``benchmark.tgz``) and VOC 2012; running it again skips what is already there.
 """
 
 import click

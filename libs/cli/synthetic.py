@@ -1,7 +1,5 @@
-"""Write the synthetic dataset by hand (scripts with ``DATASET.SYNTHETIC`` do it on first use).
-
-    python -m libs.cli.synthetic --root data/datasets/synthetic --n-train 200 --n-test 40 \\
-        --height 120 --width 160 --seed 0 [--layout voc12|folder]
+"""``python -m libs.cli.synthetic --root ...`` (docs/data.md): write the synthetic dataset by hand
+(scripts with ``DATASET.SYNTHETIC`` do it on first use).
 """
 
 import click

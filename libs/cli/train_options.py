@@ -31,23 +31,17 @@ def run_options(function):
     return function
 
 
-def resume_command(config_path, overrides, checkpoint):
-    """The command line that continues from ``checkpoint`` with the same config and overrides."""
-    words = ["python", "train.py", "--config", str(config_path)]
-    for override in overrides:
-        words += ["--set", override]
-    words += ["--resume", str(checkpoint)]
-    return " ".join(shlex.quote(word) for word in words)
-
-
 def interrupted_lines(error, config_path, overrides):
     """What rank 0 prints after a stop signal: where the run is, and the command to go on."""
     name = signal_name(error.signum)
     if error.complete:
         return [f"{name}: training is complete ({error.checkpoint}); stopped before scoring."]
+    # The command line that continues from the checkpoint with the same config and overrides.
+    words = ["python", "train.py", "--config", str(config_path)]
+    words += [word for override in overrides for word in ("--set", override)]
+    words += ["--resume", str(error.checkpoint)]
     lines = [f"{name}: stopped after iteration {error.iteration}; saved {error.checkpoint}",
-             "Resume with:",
-             f"  {resume_command(config_path, overrides, error.checkpoint)}"]
+             "Resume with:", "  " + " ".join(shlex.quote(word) for word in words)]
     if "RANK" in os.environ:  # torchrun's variables: the launcher's own arguments are unknown here
         lines.append("  (launched by torchrun: launch it the same way, with these train.py "
                      "arguments)")

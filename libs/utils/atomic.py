@@ -1,15 +1,11 @@
 """The one way this project writes files: atomically, so a crash never leaves half a file.
 
-Every writer goes through :func:`atomic_path`: the data goes to a temporary file
-beside the target, which is renamed onto the target only when writing succeeded.
-On any error the temporary file is removed and an existing target is untouched.
-Torch files, JSON, raw bytes (caffemodels), figures and videos all use it.
-
-After the rename the folder itself is fsynced, so a power loss right after a
-save cannot lose the published name. An ``OSError`` while writing (a full disk,
-a read-only folder) becomes one :class:`OutputError` line naming the target.
-A process killed mid-write leaves its temporary file behind; such files (this
-module's name pattern only) are removed by :func:`remove_stale_temporaries`.
+Every writer (torch files, JSON, raw bytes, figures, videos) goes through :func:`atomic_path`: the
+data goes to a temporary file beside the target, renamed onto it only when writing succeeded, and
+the folder is then fsynced so a power loss cannot lose the published name. On any error the
+temporary is removed and an existing target is untouched; an ``OSError`` (a full disk, a read-only
+folder) becomes one :class:`OutputError` line naming the target. The temporaries of a process
+killed mid-write are removed later by :func:`remove_stale_temporaries`.
 """
 
 import contextlib
@@ -24,9 +20,10 @@ from pathlib import Path
 from .errors import OutputError, first_line
 from .files import os_reason
 
-# How torch.save reports a write that failed (a full disk): "[enforce fail at
-# inline_container.cc:...] unexpected pos 4416 vs 4310", "PytorchStreamWriter failed writing".
-TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter", "file write failed")
+# How torch reports a weight file it cannot read or write (RuntimeErrors of its zip code; a full
+# disk: "[enforce fail at inline_container.cc:...] unexpected pos 4416 vs 4310").
+TORCH_FILE_ERRORS = ("unexpected pos", "PytorchStreamWriter", "PytorchStreamReader",
+                     "file write failed")
 # The temporaries left by a killed writer: atomic_path's ".<stem>.<8 random>.tmp<suffix>"
 # files and the synthetic generator's ".<name>.tmp-<8 random>" / ".<name>.old-<8 random>"
 # folders (tempfile's random names are 8 characters of [a-z0-9_]).
@@ -54,11 +51,8 @@ def current_umask():
 
 def umask_mode(directory=False):
     """The mode a plain ``open``/``mkdir`` would give: 0o666 or 0o777 without the umask's bits.
-
-    ``tempfile.mkstemp``/``mkdtemp`` create 0o600/0o700 for privacy, and the
-    rename keeps that mode, so without this every result on a shared server
-    would be readable by its writer only.
-    """
+    ``tempfile.mkstemp``/``mkdtemp`` create 0o600/0o700 and the rename keeps that, so without
+    this every result on a shared server would be readable by its writer only."""
     return (0o777 if directory else 0o666) & ~current_umask()
 
 
@@ -68,26 +62,11 @@ def write_error(path, error):
     return OutputError(f"{path}: cannot write ({reason})")
 
 
-def fsync_directory(folder):
-    """Flush ``folder``'s entries (a rename) to disk; skipped where the OS cannot open a
-    directory (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path`` (:data:`TEMPORARY_FILE` names it); rename it onto
-    ``path`` if the block succeeds.
-
-    The temporary name keeps ``path``'s suffix, so writers that pick a format
-    from the extension (matplotlib, OpenCV) behave as for ``path`` itself. An
-    ``OSError`` in the block or the rename is an :class:`OutputError` naming ``path``.
-    """
+    ``path`` if the block succeeds. The temporary keeps ``path``'s suffix, so writers that pick a
+    format from the extension (matplotlib, OpenCV) behave as for ``path`` itself."""
     path = Path(path)
     tmp = None
     try:
@@ -101,14 +80,19 @@ def atomic_path(path):
             os.replace(tmp, path)
         except OSError as e:
             raise write_error(path, e) from None
-        fsync_directory(path.parent)
+        with contextlib.suppress(OSError):  # the rename, to disk (Windows cannot open a folder)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def _write_flushed(path, write):
-    """``write(f)`` into a binary file at ``path``, atomically, flushed to disk before the rename."""
+    """``write(f)`` into a binary file at ``path``, atomically, flushed to disk before renaming."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             write(f)
@@ -124,8 +108,7 @@ def write_bytes(data, path):
 
 def write_json(obj, path):
     """``obj`` as indented JSON (NaN refused: it is not JSON) to ``path``, atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    return _write_flushed(path, lambda f: f.write(text.encode("utf-8")))
+    return write_bytes((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode("utf-8"), path)
 
 
 def save_torch(obj, path):
@@ -136,7 +119,7 @@ def save_torch(obj, path):
         try:
             torch.save(obj, f)
         except RuntimeError as e:  # a failed write inside torch's zip writer
-            if not any(mark in str(e) for mark in TORCH_WRITE_FAILURES):
+            if not any(mark in str(e) for mark in TORCH_FILE_ERRORS):
                 raise
             raise OutputError(f"{path}: cannot write (torch: {first_line(e, 120)}; "
                               "is the disk full?)") from None
@@ -145,11 +128,8 @@ def save_torch(obj, path):
 
 
 def publish_link(source, path):
-    """Make ``path`` name the same file as ``source`` (a hard link), atomically.
-
-    One copy of a 450 MB checkpoint instead of two; where the file system has
-    no hard links, ``source`` is copied (still atomically).
-    """
+    """Make ``path`` name the same file as ``source`` (a hard link: one copy of a 450 MB
+    checkpoint instead of two), atomically; copied where the file system has no hard links."""
     with atomic_path(path) as tmp:
         os.unlink(tmp)
         try:
@@ -159,17 +139,21 @@ def publish_link(source, path):
     return Path(path)
 
 
+def _suffix(path, what, supported):
+    """``path``'s suffix in lower case, or an :class:`OutputError` when ``supported`` lacks it."""
+    path = Path(path)
+    if path.suffix.lower() not in supported:
+        raise OutputError(f"{path}: unsupported {what} format {path.suffix!r}; "
+                          f"use one of {', '.join(sorted(supported))}")
+    return path.suffix.lower()
+
+
 def figure_format(path):
     """The matplotlib format named by ``path``'s suffix, or :class:`OutputError`."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    supported = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in supported:
-        raise OutputError(f"{path}: unsupported figure format {path.suffix!r}; "
-                          f"use one of {', '.join('.' + k for k in sorted(supported))}")
-    return fmt
+    supported = {"." + name for name in FigureCanvasBase.get_supported_filetypes()}
+    return _suffix(path, "figure", supported)[1:]
 
 
 def save_figure(figure, path, dpi):
@@ -182,35 +166,14 @@ def save_figure(figure, path, dpi):
 
 def video_codec(path):
     """The codec for ``path``'s suffix (see :data:`VIDEO_CODECS`), or :class:`OutputError`."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_CODECS:
-        raise OutputError(f"{path}: unsupported video format {path.suffix!r}; "
-                          f"use one of {', '.join(sorted(VIDEO_CODECS))}")
-    return VIDEO_CODECS[suffix]
-
-
-def _newest_mtime(path):
-    """The latest modification time in ``path`` (a folder: of any entry below it), so a
-    folder another process is still filling counts as new."""
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for entry in path.rglob("*"):
-            with contextlib.suppress(OSError):
-                newest = max(newest, entry.lstat().st_mtime)
-    return newest
+    return VIDEO_CODECS[_suffix(path, "video", VIDEO_CODECS)]
 
 
 def remove_stale_temporaries(folder, suffixes=None):
-    """Delete this program's temporaries in ``folder`` (not below) last changed before this
-    process imported this module; return the paths removed.
-
-    Only the names in :data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` are touched, and
-    only old ones, so another run writing into the same folder right now keeps its files.
-    ``suffixes`` (e.g. ``(".json",)``) limits it to the temporaries of those files: eval
-    clears its results' leftovers beside a checkpoint without ever touching a checkpoint
-    that a training run is fsyncing there. A missing or unreadable folder removes nothing.
-    """
+    """Delete the temporaries (:data:`TEMPORARY_FILE`/:data:`TEMPORARY_DIR` names) in ``folder``
+    (not below) last changed before this process imported this module, so another run writing
+    there now keeps its files; return the paths removed. ``suffixes`` (e.g. ``(".json",)``) limits
+    it to those files': eval clears its results' leftovers but not a checkpoint being fsynced."""
     endings = None if suffixes is None else tuple(f".tmp{suffix}" for suffix in suffixes)
     removed = []
     try:
@@ -221,9 +184,13 @@ def remove_stale_temporaries(folder, suffixes=None):
         is_dir = entry.is_dir() and not entry.is_symlink()
         if endings is not None and (is_dir or not entry.name.endswith(endings)):
             continue
+        if not (TEMPORARY_DIR if is_dir else TEMPORARY_FILE).match(entry.name):
+            continue
         try:
-            if (not (TEMPORARY_DIR if is_dir else TEMPORARY_FILE).match(entry.name)
-                    or _newest_mtime(entry) >= STARTED):
+            # The newest change in it (a folder: anywhere below), so a folder another process is
+            # still filling counts as new; an entry vanishing meanwhile raises OSError: skipped.
+            below = entry.rglob("*") if is_dir else ()
+            if max([entry.lstat().st_mtime] + [e.lstat().st_mtime for e in below]) >= STARTED:
                 continue
             shutil.rmtree(entry) if is_dir else entry.unlink()
         except OSError:

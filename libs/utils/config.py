@@ -1,12 +1,11 @@
 """Load and validate the YAML experiment configs in ``config/``.
 
-The YAML file is the single source of truth for every default, so the loader is
-strict: a key that is missing, misspelled, unknown or of the wrong type is a
-:class:`ConfigError` whose one-line message names the file and the dotted key.
-Catching such mistakes at start-up is far cheaper than discovering them hours
-into a training run.
+The YAML file is the single source of truth for every default, so the loader is strict: a key
+that is missing, misspelled, unknown or of the wrong type is a :class:`ConfigError` whose one-line
+message names the file and the dotted key, at start-up rather than hours into a training run.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from addict import Dict
@@ -23,39 +22,34 @@ class ConfigValueError(ConfigError):
     command-line layer adds the file."""
 
 
+@dataclass
 class Optional:
     """Schema marker: the value may be ``null`` or match ``inner``."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    inner: object
 
 
 class OneOf:
     """Schema marker: one of a few strings (``hint`` is added to the error, e.g. for old values)."""
 
     def __init__(self, *values, hint=""):
-        self.values = values
-        self.hint = hint
+        self.values, self.hint = values, hint
 
 
+@dataclass
 class ListOf:
     """Schema marker: a list whose items match ``item`` (and of length ``length`` if set)."""
 
-    def __init__(self, item, length=None, min_length=0):
-        self.item = item
-        self.length = length
-        self.min_length = min_length
+    item: object
+    length: int = None
+    min_length: int = 0
 
 
 # The shape of every config. Leaves are types (or Optional/ListOf markers);
 # nested dicts are sections. Values live only in the YAML files.
 SCHEMA = {
-    "EXP": {
-        "ID": str,  # names the run: checkpoints go to OUTPUT_DIR/ID, logs to LOG_DIR/ID
-        "OUTPUT_DIR": str,
-        "LOG_DIR": str,
-        "SEED": int,
-    },
+    # ID names the run: checkpoints go to OUTPUT_DIR/ID, logs to LOG_DIR/ID.
+    "EXP": {"ID": str, "OUTPUT_DIR": str, "LOG_DIR": str, "SEED": int},
     "DATASET": {
         "NAME": str,  # cocostuff10k | cocostuff164k
         "ROOT": str,
@@ -64,14 +58,8 @@ SCHEMA = {
         "IGNORE_LABEL": int,
         "SPLIT": {"TRAIN": str, "TEST": str},
         "SKIP_BAD_SAMPLES": bool,
-        "SYNTHETIC": Optional(
-            {  # when set, the dataset is generated at ROOT on first use
-                "N_TRAIN": int,
-                "N_TEST": int,
-                "HEIGHT": int,
-                "WIDTH": int,
-            }
-        ),
+        # When set, the dataset is generated at ROOT on first use.
+        "SYNTHETIC": Optional({"N_TRAIN": int, "N_TEST": int, "HEIGHT": int, "WIDTH": int}),
     },
     "DATALOADER": {"NUM_WORKERS": int},
     "IMAGE": {
@@ -108,18 +96,11 @@ SCHEMA = {
     },
     "SOLVER": {
         "BATCH_SIZE": {"TRAIN": int, "TEST": int},
-        "ITER_SIZE": int,
-        "ITER_MAX": int,
-        "ITER_SNAP": int,
-        "ITER_TB": int,
+        "ITER_SIZE": int, "ITER_MAX": int, "ITER_SNAP": int, "ITER_TB": int,
         "ITER_EVAL": Optional(int),  # score the test split every N iterations (null: at the end)
-        "LR": float,
-        "LR_DECAY": int,
+        "LR": float, "LR_DECAY": int,
         "LR_MULT": {"BACKBONE": float, "ASPP_WEIGHT": float, "ASPP_BIAS": float},
-        "MOMENTUM": float,
-        "WEIGHT_DECAY": float,
-        "POLY_POWER": float,
-        "AVERAGE_LOSS": int,
+        "MOMENTUM": float, "WEIGHT_DECAY": float, "POLY_POWER": float, "AVERAGE_LOSS": int,
         # Mixed precision on CUDA (the loss stays fp32); refused on a CPU without native bf16.
         "AMP": Optional(OneOf("bf16", "fp16", hint="(true/false before; true was bf16)")),
         "ACTIVATION_CHECKPOINTING": bool,  # recompute activations in backward: ~half the memory
@@ -128,11 +109,8 @@ SCHEMA = {
     },
     "CRF": {
         "ITER_MAX": int,
-        "POS_W": float,
-        "POS_XY_STD": float,
-        "BI_W": float,
-        "BI_XY_STD": float,
-        "BI_RGB_STD": float,
+        "POS_W": float, "POS_XY_STD": float,
+        "BI_W": float, "BI_XY_STD": float, "BI_RGB_STD": float,
         "PRUNE_THRESHOLD": Optional(float),
         "LEGACY_MEAN_SUBTRACTED_IMAGE": bool,
         "BACKEND": OneOf("auto", "pydensecrf", "torch"),  # the same exact CRF; auto: torch on CUDA
@@ -154,11 +132,6 @@ MODEL_KEYS = {
 }
 
 
-def model_schema(name):
-    """The schema of a ``MODEL`` section whose ``NAME`` is ``name`` (any name: the common keys)."""
-    return {**SCHEMA["MODEL"], **MODEL_KEYS.get(name, {})}
-
-
 def foreign_model_key(model):
     """What is wrong with the first key of ``model`` (a ``MODEL`` mapping) that only other
     models take, or None."""
@@ -176,11 +149,19 @@ def foreign_model_key(model):
 # Keys that once existed, with what replaced them. A retired key gets its own message instead
 # of "unknown key", because an old config deserves to be told what changed, not that it is wrong.
 RETIRED_KEYS = {
-    "AUGMENTATION.SCALES": (
-        "AUGMENTATION.SCALES was a [min, max] range; use AUGMENTATION.SCALE_RANGE for that, "
-        "or AUGMENTATION.SCALE_CHOICES for Caffe's discrete scales"
-    ),
+    "AUGMENTATION.SCALES": ("AUGMENTATION.SCALES was a [min, max] range; use "
+                            "AUGMENTATION.SCALE_RANGE for that, or AUGMENTATION.SCALE_CHOICES "
+                            "for Caffe's discrete scales"),
     **{old: f"key {old} is now {new}" for old, new in RENAMED_KEYS.items()},
+}
+
+
+# Each scalar type's name in messages and what it accepts (bool is a subclass of int in Python).
+SCALARS = {
+    bool: ("true/false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
 }
 
 
@@ -194,7 +175,7 @@ def _type_name(spec):
         return "a mapping"
     if isinstance(spec, OneOf):
         return "one of " + ", ".join(repr(v) for v in spec.values)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}[spec]
+    return SCALARS[spec][0]
 
 
 def _check(value, spec, key, path):
@@ -209,22 +190,21 @@ def _check(value, spec, key, path):
         if not isinstance(value, dict):
             fail(f"expected a mapping, got {value!r}")
         if key == "MODEL":
-            spec = model_schema(value.get("NAME"))
-            if foreign_model_key(value):
-                raise ConfigError(f"{path}: {foreign_model_key(value)}")
-        unknown = sorted(set(value) - set(spec))
+            spec = {**SCHEMA["MODEL"], **MODEL_KEYS.get(value.get("NAME"), {})}
+            if problem := foreign_model_key(value):
+                raise ConfigError(f"{path}: {problem}")
         prefix = f"{key}." if key else ""
-        for name in unknown:
-            if f"{prefix}{name}" in RETIRED_KEYS:
-                raise ConfigError(f"{path}: {RETIRED_KEYS[prefix + name]}")
+        unknown = [prefix + name for name in sorted(set(value) - set(spec))]
+        for dotted in unknown:
+            if dotted in RETIRED_KEYS:
+                raise ConfigError(f"{path}: {RETIRED_KEYS[dotted]}")
         if unknown:
-            raise ConfigError(f"{path}: unknown key {prefix}{unknown[0]}")
+            raise ConfigError(f"{path}: unknown key {unknown[0]}")
         out = {}
         for name, sub in spec.items():
-            dotted = f"{key}.{name}" if key else name
             if name not in value:
-                raise ConfigError(f"{path}: missing key {dotted}")
-            out[name] = _check(value[name], sub, dotted, path)
+                raise ConfigError(f"{path}: missing key {prefix}{name}")
+            out[name] = _check(value[name], sub, prefix + name, path)
         return out
     if isinstance(spec, ListOf):
         if not isinstance(value, list):
@@ -236,41 +216,20 @@ def _check(value, spec, key, path):
         return [_check(v, spec.item, f"{key}[{i}]", path) for i, v in enumerate(value)]
     if isinstance(spec, OneOf):
         if isinstance(value, bool) or value not in spec.values:
-            fail(f"expected {_type_name(spec)}, got {value!r}" + (f" {spec.hint}" if spec.hint else ""))
+            hint = f" {spec.hint}" if spec.hint else ""
+            fail(f"expected {_type_name(spec)}, got {value!r}{hint}")
         return value
-    # Scalars. bool is a subclass of int in Python, so check it explicitly.
-    if spec is bool:
-        if not isinstance(value, bool):
-            fail(f"expected true/false, got {value!r}")
-        return value
-    if spec is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail(f"expected an integer, got {value!r}")
-        return value
-    if spec is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(f"expected a number, got {value!r}")
-        return float(value)
-    if spec is str:
-        if not isinstance(value, str):
-            fail(f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"bad schema entry for {key}: {spec!r}")  # pragma: no cover
+    if not SCALARS[spec][1](value):
+        fail(f"expected {_type_name(spec)}, got {value!r}")
+    return float(value) if spec is float else value
 
 
 def load_config(path, overrides=()):
-    """Read ``path`` (``yaml.safe_load``), merge its ``_BASE_`` chain and ``overrides``, validate.
-
-    ``overrides`` are ``KEY=VALUE`` strings (``--set``), see
-    ``config_sources.py``. The merged mapping is checked against
-    :data:`SCHEMA`, so a derived or overridden config gets the same one-line
-    errors as a complete file. Returns an :class:`addict.Dict`, frozen so that a
-    typo such as ``cfg.SOLVER.LRR`` raises instead of silently yielding an
-    empty dict.
-    """
+    """Read ``path``, merge its ``_BASE_`` chain and ``overrides`` (``--set`` ``KEY=VALUE``
+    strings), validate against :data:`SCHEMA`: an :class:`addict.Dict`, frozen so that a typo
+    such as ``cfg.SOLVER.LRR`` raises instead of silently yielding an empty dict."""
     path = Path(path)
-    raw = apply_overrides(read_with_bases(path), overrides, path)
-    checked = _check(raw, SCHEMA, "", path)
+    checked = _check(apply_overrides(read_with_bases(path), overrides, path), SCHEMA, "", path)
     check_ranges(checked, path)
     cfg = Dict(checked)
     cfg.freeze()

@@ -1,105 +1,66 @@
 """The rules of a config that its schema cannot state: ranges of values and relations between keys.
 
-:func:`check_ranges` runs on the mapping that has passed the schema (types are
-right), so every rule here can assume the type and only judges the value. Each
-failure is one :class:`ConfigError` line naming the file and the dotted key:
-"<file>: key SOLVER.ITER_SNAP: expected a positive integer, got 0". A zero or
-negative count would otherwise surface hours later as a ZeroDivisionError deep in
-training, or silently (``ITER_MAX: 0`` writing an untrained "final" model).
+They run on the mapping that has passed the schema, so each rule only judges the value. Each
+failure is one :class:`ConfigError` line naming the file and the dotted key ("<file>: key
+SOLVER.ITER_SNAP: expected a positive integer, got 0"): a zero or negative count would otherwise
+surface hours later as a ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing
+an untrained "final" model).
 """
 
 import math
 
 from .config_sources import ConfigError
 
-MISSING = object()  # a key absent from this config (a section being extended, a null parent)
+
+def _finite(test, expected):
+    """A rule for numbers: finite (nan and inf are refused) and ``test``."""
+    return (lambda v: math.isfinite(v) and test(v)), expected
 
 
-def _finite(v):
-    return math.isfinite(v)
+POSITIVE_INT = _finite(lambda v: v > 0, "a positive integer")
+NON_NEGATIVE_INT = _finite(lambda v: v >= 0, "an integer >= 0")
+POSITIVE = _finite(lambda v: v > 0, "a positive number")
+NON_NEGATIVE = _finite(lambda v: v >= 0, "a number >= 0")
+FINITE = _finite(lambda v: True, "a finite number")
+NON_EMPTY = (lambda v: bool(v.strip())), "a non-empty string"
 
 
-def _positive(v):
-    return math.isfinite(v) and v > 0
+def _keys(section, names, rule):
+    """``{"<section>.<name>": rule}`` for each of the space-separated ``names``."""
+    return {f"{section}.{name}": rule for name in names.split()}
 
 
-def _non_negative(v):
-    return math.isfinite(v) and v >= 0
-
-
-def _below_one(v):
-    return math.isfinite(v) and 0 <= v < 1
-
-
-def _unit_scale(v):
-    return math.isfinite(v) and 0 < v <= 1
-
-
-def _non_empty(v):
-    return bool(v.strip())
-
-
-POSITIVE_INT = (_positive, "a positive integer")
-NON_NEGATIVE_INT = (_non_negative, "an integer >= 0")
-POSITIVE = (_positive, "a positive number")
-NON_NEGATIVE = (_non_negative, "a number >= 0")
-NON_EMPTY = (_non_empty, "a non-empty string")
-
-# Dotted key -> (rule, what the rule expects). A list value is judged item by item; a
-# null (an Optional key that is off) and a key this config does not have are skipped.
+# Dotted key -> (rule, what the rule expects), in the order they are checked. A list value is
+# judged item by item; a null (an Optional key that is off) and a key this config lacks are skipped.
 RULES = {
-    "EXP.ID": NON_EMPTY,
-    "EXP.OUTPUT_DIR": NON_EMPTY,
-    "EXP.LOG_DIR": NON_EMPTY,
+    **_keys("EXP", "ID OUTPUT_DIR LOG_DIR", NON_EMPTY),
     "EXP.SEED": NON_NEGATIVE_INT,  # numpy's generators refuse negative seeds
-    "DATASET.ROOT": NON_EMPTY,
-    "DATASET.LABELS": NON_EMPTY,
+    **_keys("DATASET", "ROOT LABELS", NON_EMPTY),
     "DATASET.N_CLASSES": POSITIVE_INT,
-    "DATASET.SPLIT.TRAIN": NON_EMPTY,
-    "DATASET.SPLIT.TEST": NON_EMPTY,
-    "DATASET.SYNTHETIC.N_TRAIN": POSITIVE_INT,
-    "DATASET.SYNTHETIC.N_TEST": POSITIVE_INT,
-    "DATASET.SYNTHETIC.HEIGHT": (lambda v: v >= 8, "an integer >= 8"),
-    "DATASET.SYNTHETIC.WIDTH": (lambda v: v >= 8, "an integer >= 8"),
+    **_keys("DATASET.SPLIT", "TRAIN TEST", NON_EMPTY),
+    **_keys("DATASET.SYNTHETIC", "N_TRAIN N_TEST", POSITIVE_INT),
+    **_keys("DATASET.SYNTHETIC", "HEIGHT WIDTH", ((lambda v: v >= 8), "an integer >= 8")),
     "DATALOADER.NUM_WORKERS": NON_NEGATIVE_INT,
-    "IMAGE.MEAN.B": (_finite, "a finite number"),
-    "IMAGE.MEAN.G": (_finite, "a finite number"),
-    "IMAGE.MEAN.R": (_finite, "a finite number"),
-    "IMAGE.SIZE.TRAIN": POSITIVE_INT,
-    "IMAGE.SIZE.TEST": POSITIVE_INT,
-    "IMAGE.SIZE.DEMO": POSITIVE_INT,
-    "IMAGE.SIZE.DEMO_FAST": POSITIVE_INT,
-    "MODEL.BACKBONE.N_BLOCKS": POSITIVE_INT,
-    "MODEL.BACKBONE.BASE_WIDTH": POSITIVE_INT,
-    "MODEL.ATROUS_RATES": POSITIVE_INT,
-    "MODEL.MSC.SCALES": (_unit_scale, "a scale in (0, 1]"),  # [] is allowed: single scale
-    "MODEL.OUTPUT_STRIDE": (lambda v: v in (8, 16), "8 or 16"),
-    "MODEL.MULTI_GRID": POSITIVE_INT,
-    "MODEL.HEAD_CHANNELS": POSITIVE_INT,
-    "MODEL.DECODER_CHANNELS": POSITIVE_INT,
-    "SOLVER.BATCH_SIZE.TRAIN": POSITIVE_INT,
-    "SOLVER.BATCH_SIZE.TEST": POSITIVE_INT,
-    "SOLVER.ITER_SIZE": POSITIVE_INT,
-    "SOLVER.ITER_MAX": POSITIVE_INT,
-    "SOLVER.ITER_SNAP": POSITIVE_INT,
-    "SOLVER.ITER_TB": POSITIVE_INT,
-    "SOLVER.ITER_EVAL": POSITIVE_INT,
+    **_keys("IMAGE.MEAN", "B G R", FINITE),
+    **_keys("IMAGE.SIZE", "TRAIN TEST DEMO DEMO_FAST", POSITIVE_INT),
+    **_keys("MODEL", "BACKBONE.N_BLOCKS BACKBONE.BASE_WIDTH ATROUS_RATES", POSITIVE_INT),
+    "MODEL.MSC.SCALES": _finite(lambda v: 0 < v <= 1, "a scale in (0, 1]"),  # [] is single scale
+    "MODEL.OUTPUT_STRIDE": ((lambda v: v in (8, 16)), "8 or 16"),
+    **_keys("MODEL", "MULTI_GRID HEAD_CHANNELS DECODER_CHANNELS", POSITIVE_INT),
+    **_keys("SOLVER", "BATCH_SIZE.TRAIN BATCH_SIZE.TEST ITER_SIZE ITER_MAX ITER_SNAP ITER_TB "
+                      "ITER_EVAL", POSITIVE_INT),
     "SOLVER.LR": POSITIVE,
     "SOLVER.LR_DECAY": POSITIVE_INT,
-    "SOLVER.LR_MULT.BACKBONE": NON_NEGATIVE,
-    "SOLVER.LR_MULT.ASPP_WEIGHT": NON_NEGATIVE,
-    "SOLVER.LR_MULT.ASPP_BIAS": NON_NEGATIVE,
-    "SOLVER.MOMENTUM": (_below_one, "a number in [0, 1)"),
-    "SOLVER.WEIGHT_DECAY": NON_NEGATIVE,
-    "SOLVER.POLY_POWER": NON_NEGATIVE,
+    **_keys("SOLVER.LR_MULT", "BACKBONE ASPP_WEIGHT ASPP_BIAS", NON_NEGATIVE),
+    "SOLVER.MOMENTUM": _finite(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    **_keys("SOLVER", "WEIGHT_DECAY POLY_POWER", NON_NEGATIVE),
     "SOLVER.AVERAGE_LOSS": POSITIVE_INT,
     "CRF.ITER_MAX": POSITIVE_INT,
     "CRF.POS_W": NON_NEGATIVE,
     "CRF.POS_XY_STD": POSITIVE,
     "CRF.BI_W": NON_NEGATIVE,
-    "CRF.BI_XY_STD": POSITIVE,
-    "CRF.BI_RGB_STD": POSITIVE,
-    "CRF.PRUNE_THRESHOLD": (_below_one, "a number in [0, 1) or null"),
+    **_keys("CRF", "BI_XY_STD BI_RGB_STD", POSITIVE),
+    "CRF.PRUNE_THRESHOLD": _finite(lambda v: 0 <= v < 1, "a number in [0, 1) or null"),
 }
 
 
@@ -107,48 +68,17 @@ def check_ranges(checked, path):
     """Raise :class:`ConfigError` for the first value of ``checked`` (a schema-checked mapping)
     that is out of range or inconsistent with another key."""
     for key, (rule, expected) in RULES.items():
-        _check_rule(checked, key, rule, expected, path)
-    _check_scales(checked["AUGMENTATION"], path)
-    _check_ignore_label(checked["DATASET"], path)
-
-
-def lookup(mapping, dotted):
-    """The value at ``dotted`` in nested mappings, or :data:`MISSING` (absent, or under a null)."""
-    value = mapping
-    for name in dotted.split("."):
-        if not isinstance(value, dict) or name not in value:
-            return MISSING
-        value = value[name]
-    return value
-
-
-def _check_rule(checked, key, rule, expected, path):
-    """One line for the first value (or list item) at ``key`` that ``rule`` refuses."""
-    value = lookup(checked, key)
-    if value is MISSING or value is None:
-        return
-    items = enumerate(value) if isinstance(value, list) else [(None, value)]
-    for i, item in items:
-        if isinstance(item, bool) or not rule(item):
-            where = key if i is None else f"{key}[{i}]"
-            raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
-
-
-def _check_ignore_label(dataset, path):
-    """``IGNORE_LABEL`` must not be a class: pixels of that class would silently never train."""
-    n_classes, ignore = dataset["N_CLASSES"], dataset["IGNORE_LABEL"]
-    if 0 <= ignore < n_classes:
-        raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
-                          f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
-                          f"got {ignore}")
-
-
-def _check_scales(augmentation, path):
-    """The rules the schema cannot state: one scale key set, positive scales, min <= max.
-
-    A discrete list and a continuous range are different augmentations, so neither key
-    is ever guessed from the other's shape, and a config that sets both is ambiguous.
-    """
+        value = checked
+        for name in key.split("."):  # a key this config lacks, or under a null, is skipped
+            value = value.get(name) if isinstance(value, dict) else None
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            if item is not None and (isinstance(item, bool) or not rule(item)):
+                where = key if i is None else f"{key}[{i}]"
+                raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
+    # Exactly one scale key, positive scales, min <= max: a discrete list and a continuous range
+    # are different augmentations, so neither is guessed from the other's shape.
+    augmentation = checked["AUGMENTATION"]
     choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
     keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
     if choices is None and value_range is None:
@@ -164,3 +94,9 @@ def _check_scales(augmentation, path):
     if value_range is not None and value_range[0] > value_range[1]:
         raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
                           f"min <= max, got {value_range}")
+    # IGNORE_LABEL must not be a class: pixels of that class would silently never train.
+    n_classes, ignore = checked["DATASET"]["N_CLASSES"], checked["DATASET"]["IGNORE_LABEL"]
+    if 0 <= ignore < n_classes:
+        raise ConfigError(f"{path}: key DATASET.IGNORE_LABEL: expected a value outside the "
+                          f"classes 0..{n_classes - 1} (DATASET.N_CLASSES: {n_classes}), "
+                          f"got {ignore}")

@@ -29,18 +29,16 @@ def cpu_flags():
 
 
 def cpu_native_bf16():
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), and the flag that says so.
-
-    Returns ``(supported, reason)``. Without these instructions PyTorch emulates
-    bf16 matrix products, which is about 100x slower than fp32 on the same CPU.
-    Where /proc/cpuinfo is absent, oneDNN's own check decides.
-    """
+    """``(supported, reason)``: whether this CPU computes bf16 natively (AMX or AVX512-BF16; else
+    PyTorch emulates bf16 matrix products, ~100x slower than fp32). Without /proc/cpuinfo,
+    oneDNN's own check decides."""
     flags = cpu_flags()
     if flags:
         found = [f for f in BF16_CPU_FLAGS if f in flags]
         if found:
             return True, f"the CPU has {found[0]}"
-        return False, "the CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, ~100x slower)"
+        return False, ("the CPU has neither AMX nor AVX512-BF16 (bf16 would be emulated, ~100x "
+                       "slower)")
     supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return supported, "oneDNN reports " + ("native" if supported else "no native") + " bf16"
 
@@ -50,11 +48,9 @@ def require_precision(precision, device):
     device = torch.device(device)
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError("--precision fp16: float16 inference needs CUDA; use fp32 on the CPU")
-    if precision == "bf16":
-        if device.type == "cuda":
-            if not torch.cuda.is_bf16_supported():
-                raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
-        else:
-            supported, reason = cpu_native_bf16()
-            if not supported:
-                raise DeviceError(f"--precision bf16: {reason}; use fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
+    if precision == "bf16" and device.type != "cuda":
+        supported, reason = cpu_native_bf16()
+        if not supported:
+            raise DeviceError(f"--precision bf16: {reason}; use fp32")

@@ -1,9 +1,6 @@
-"""The base class of every error this project raises for input it cannot use.
-
-Each subclass (a bad config, dataset file, weight file, caffemodel, output
-path, video source ...) carries a one-line message that names the file and the
-problem. The command-line layer (``libs/cli``) turns every ``DeepLabError``
-into that one line, so a new kind of bad input needs no change in any script.
+"""The base class of every error this project raises for input it cannot use. Each subclass
+carries a one-line message naming the file and the problem, which the command-line layer
+(``libs/cli``) prints as is, so a new kind of bad input needs no change in any script.
 """
 
 

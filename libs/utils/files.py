@@ -9,11 +9,8 @@ from .errors import OutputError
 
 
 def read_input(path, what, error_type, binary=False):
-    """The bytes (or text) of ``path``; ``error_type`` naming the file and ``what`` it is otherwise.
-
-    ``what`` is the kind of file as the user knows it ("config file", "image
-    file"), so the message reads "<path>: image file not found" or
-    "<path>: cannot read image file (Permission denied)".
+    """The bytes (or text) of ``path``, or an ``error_type`` naming the file and ``what`` it is to
+    the user: "<path>: image file not found", "<path>: cannot read config file (Permission denied)".
     """
     path = Path(path)
     try:
@@ -38,21 +35,17 @@ def same_file(a, b):
 
 
 def refuse_overwriting_inputs(output, inputs, option="--output"):
-    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` (``{what: path}``).
-
-    Every script calls this before it computes anything, so ``demo.py -o photo.jpg``
-    with ``--image-path photo.jpg`` stops with one line instead of replacing the photo.
-    """
+    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` (``{what: path}``); every
+    script calls this before it computes anything, so ``demo.py -o photo.jpg --image-path
+    photo.jpg`` stops with one line instead of replacing the photo."""
     for what, path in inputs.items():
         if path is not None and same_file(output, path):
             raise OutputError(f"{output}: this is the input {what}; choose another {option}")
 
 
 def os_reason(error):
-    """The words for an ``OSError`` in a one-line message ("Permission denied").
-
-    ``mkdir`` over an existing regular file says "File exists", which reads as if
-    the folder were there; it is "Not a directory", so that is what the user reads.
+    """The words for an ``OSError`` in a one-line message ("Permission denied"). ``mkdir`` over a
+    regular file says "File exists", as if the folder were there; the user reads "Not a directory".
     """
     if isinstance(error, FileExistsError):
         return os.strerror(errno.ENOTDIR)
@@ -69,17 +62,12 @@ def _check_can_create_in(folder, message):
 
 
 def check_writable_dir(folder, what):
-    """Create ``folder`` if needed and check that a file can be created in it, at start.
-
-    A run that would fail hours later at its first checkpoint fails now with one
-    line: "<folder>: cannot write <what> there (Permission denied)".
-    """
-    folder = Path(folder)
-    _check_can_create_in(folder, f"{folder}: cannot write {what} there")
+    """Create ``folder`` if needed and check that a file can be created in it, at start: a run that
+    would fail hours later at its first checkpoint fails now with one line."""
+    _check_can_create_in(Path(folder), f"{Path(folder)}: cannot write {what} there")
 
 
 def check_writable_output(path):
     """Like :func:`check_writable_dir` for the folder of the file ``path``, with the line the
     writers give (``libs.utils.atomic.write_error``): "<path>: cannot write (Not a directory)"."""
-    path = Path(path)
-    _check_can_create_in(path.parent, f"{path}: cannot write")
+    _check_can_create_in(Path(path).parent, f"{Path(path)}: cannot write")

@@ -16,15 +16,11 @@ class MovingAverage:
     """Mean of the last ``window`` values: Caffe's ``average_loss`` display."""
 
     def __init__(self, window):
-        if window < 1:
-            raise ValueError(f"window must be positive, got {window}")
-        self.values = deque(maxlen=window)
+        self.values = deque(maxlen=window)  # SOLVER.AVERAGE_LOSS, >= 1 (config_ranges.py)
 
     def add(self, value):
         self.values.append(float(value))
 
     @property
     def value(self):
-        if not self.values:
-            raise ValueError("no values added yet")
         return sum(self.values) / len(self.values)

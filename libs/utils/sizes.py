@@ -1,19 +1,11 @@
 """Sizes of rescaled images: one rounding rule for every image-to-image resize.
 
-Three different things scale an image in this project, and they have
-distinct names everywhere:
-
-* ``scale_choices`` / ``scale_range``: the random rescale of training
-  augmentation (``AUGMENTATION.SCALE_CHOICES``, Caffe's discrete list, or
-  ``AUGMENTATION.SCALE_RANGE``, a continuous range);
-* ``msc_scales``: the extra inputs of the multi-scale model (``MODEL.MSC.SCALES``),
-  whose sizes follow the network's logit grid (``libs/models/geometry.py``, corner-aligned);
-* ``tta_scales``: test-time augmentation in evaluation (``eval.py --scales``),
-  whose sizes also follow the logit grid.
-
-Image-to-image resizes (augmentation, the demos' longer side) all round a
-scaled side to the nearest integer (Python's ``round``: ties to even), and
-never below one pixel.
+Three things scale an image, with distinct names everywhere: ``scale_choices``/``scale_range``
+(training augmentation, ``AUGMENTATION.SCALE_CHOICES``/``SCALE_RANGE``), ``msc_scales`` (the
+multi-scale model's extra inputs, ``MODEL.MSC.SCALES``) and ``tta_scales`` (``eval.py --scales``);
+the last two follow the network's logit grid (``libs/models/geometry.py``, corner-aligned).
+Image-to-image resizes (augmentation, the demos' longer side) round a scaled side to the nearest
+integer (Python's ``round``: ties to even), never below one pixel.
 """
 
 

@@ -1,10 +1,8 @@
 """Colour maps and the OpenCV legend for label maps (TensorBoard, demos, videos, docs figures).
 
-One colour per class everywhere (:func:`palette`), and one colour for ignored
-pixels that no class can have (:data:`IGNORE_COLOUR`). The legend and the
-overlay text are drawn with OpenCV (no matplotlib per video frame) at a size
-that follows the picture's (:func:`text_style`), so they are readable on a
-160x120 frame and on a 1920x1080 one.
+One colour per class everywhere (:func:`palette`), one for ignored pixels that no class can have
+(:data:`IGNORE_COLOUR`). Legend and overlay text are drawn with OpenCV (no matplotlib per video
+frame) at a size that follows the picture's, readable on a 160x120 frame and a 1920x1080 one.
 """
 
 import os
@@ -14,12 +12,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-# Ignored pixels (unlabeled, padding). White: every class colour has its red and green in
-# multiples of 32 up to 224 and its blue in multiples of 32 (multiples of 64 below 256
-# classes), so 255 in any channel is a colour no class can get (below 2**24 - 2 classes),
-# and white is also the colour farthest from all of them (at least 76 away in RGB up to
-# 255 classes). Black, used before, is 32 from class 63's (32, 0, 0) and hard to tell
-# from the toy set's "tile" (64, 0, 0).
+# Ignored pixels (unlabeled, padding). White: class colours have channels in multiples of 32 up
+# to 224, so 255 is a colour no class gets (below 2**24 - 2 classes), and white is the farthest
+# from all of them (at least 76 in RGB up to 255 classes). Black, used before, is 32 from class
+# 63's (32, 0, 0) and hard to tell from the toy set's "tile" (64, 0, 0).
 IGNORE_COLOUR = (255, 255, 255)
 IGNORE_NAME = "ignored"
 
@@ -35,32 +31,26 @@ WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
 def palette(n_classes):
-    """A fixed, well-spread colour per class: the PASCAL VOC bit-interleaving scheme.
-
-    Deterministic and the same everywhere, so a class has one colour in every
-    figure, TensorBoard image and video the repository makes. Class ``i`` gets
-    the scheme's colour ``i + 1`` (the scheme's colour 0 is black).
+    """A fixed, well-spread colour per class, the same in every figure, TensorBoard image and
+    video: class ``i`` gets colour ``i + 1`` of PASCAL VOC's bit-interleaving scheme (0 is black).
     """
+    codes = np.arange(1, n_classes + 1)
     colours = np.zeros((n_classes, 3), np.uint8)
-    for i in range(n_classes):
-        c, r, g, b = i + 1, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        colours[i] = (r, g, b)
+    for bit in range(8):  # bits 3k, 3k+1, 3k+2 of the code are bit 7-k of red, green, blue
+        for channel in range(3):
+            lit = (codes >> (3 * bit + channel)) & 1
+            colours[:, channel] |= (lit << (7 - bit)).astype(np.uint8)
     return colours
 
 
-def colorize(label, n_classes, ignore_label=255, ignore_colour=IGNORE_COLOUR):
-    """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in ``ignore_colour``."""
+def colorize(label, n_classes, ignore_label=255):
+    """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in IGNORE_COLOUR."""
     label = np.asarray(label)
     table = np.empty((n_classes + 1, 3), np.uint8)  # one lookup per pixel; the last row: ignored
     table[:n_classes] = palette(n_classes)
-    table[n_classes] = ignore_colour
+    table[n_classes] = IGNORE_COLOUR
     if 0 <= ignore_label < n_classes:
-        table[ignore_label] = ignore_colour
+        table[ignore_label] = IGNORE_COLOUR
     index = np.where((label >= 0) & (label < n_classes), label, n_classes)
     return table[index]
 
@@ -70,9 +60,6 @@ def display_available():
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-# ------------------------------------------------------------------ text and legend (OpenCV)
 
 
 class TextStyle(NamedTuple):
@@ -86,11 +73,8 @@ class TextStyle(NamedTuple):
 
 
 def text_style(height, width):
-    """The style for a ``height`` x ``width`` picture: text :data:`TEXT_SHARE` of its shorter side.
-
-    Proportional to the picture from about 270 px up; smaller pictures keep
-    :data:`MIN_TEXT_PIXELS` so the text stays legible.
-    """
+    """The style for a ``height`` x ``width`` picture: text :data:`TEXT_SHARE` of its shorter side
+    (from about 270 px up; smaller pictures keep :data:`MIN_TEXT_PIXELS`, legible)."""
     text_height = max(MIN_TEXT_PIXELS, round(TEXT_SHARE * min(height, width)))
     thickness = max(1, round(text_height / 12))
     margin = max(2, round(text_height * 0.5))
@@ -120,13 +104,9 @@ def fit_name(name, style, max_width):
 
 
 def legend_entries(label_map, class_names, colours, max_rows=LEGEND_ROWS, ignore_label=None):
-    """``[(name, colour)]`` of the classes in ``label_map``, largest area first.
-
-    ``colours`` is the palette in the channel order of the picture the legend
-    goes on. More classes than ``max_rows`` give ``max_rows - 1`` classes and a
-    last row ``"+N more"`` (colour None). Pixels of ``ignore_label`` count as
-    one more entry, :data:`IGNORE_NAME` in :data:`IGNORE_COLOUR`.
-    """
+    """``[(name, colour)]`` of the classes in ``label_map``, largest area first, ``colours`` in the
+    channel order of the picture the legend goes on. Beyond ``max_rows`` the last row is
+    ``"+N more"`` (colour None); ``ignore_label`` pixels are one more entry, :data:`IGNORE_NAME`."""
     n_classes = len(class_names)
     flat = np.asarray(label_map).ravel()
     if flat.size and flat.min() < 0:  # not from a network or a dataset: drop what is no class
@@ -134,9 +114,8 @@ def legend_entries(label_map, class_names, colours, max_rows=LEGEND_ROWS, ignore
     # One pass over the pixels (a 1920x1080 frame every frame): bincount of all values at once.
     every = np.bincount(flat, minlength=n_classes)
     counts = every[:n_classes]
-    found = [(int(counts[i]), int(i)) for i in np.flatnonzero(counts)]
-    entries = [(class_names[i], tuple(int(c) for c in colours[i]))
-               for _, i in sorted(found, key=lambda item: (-item[0], item[1]))]
+    order = sorted(np.flatnonzero(counts).tolist(), key=lambda i: (-int(counts[i]), i))
+    entries = [(class_names[i], tuple(int(c) for c in colours[i])) for i in order]
     if ignore_label is not None and 0 <= ignore_label < len(every) and every[ignore_label]:
         entries.append((IGNORE_NAME, IGNORE_COLOUR))
     if len(entries) > max_rows:
@@ -146,12 +125,9 @@ def legend_entries(label_map, class_names, colours, max_rows=LEGEND_ROWS, ignore
 
 
 def legend_layout(image_shape, entries, style, right=True, width_share=LEGEND_WIDTH_SHARE):
-    """Where :func:`draw_legend` puts things: ``(box, [(swatch, text origin, name)])``.
-
-    Boxes are ``(x0, y0, x1, y1)`` (x1, y1 excluded). The legend sits in the
-    top-right (or top-left) corner; rows that do not fit the picture's height
-    are left out, names are shortened to fit ``width_share`` of its width.
-    """
+    """Where :func:`draw_legend` puts things: ``(box, [(swatch, text origin, name)])``, boxes as
+    ``(x0, y0, x1, y1)`` (x1, y1 excluded), in the top-right (or top-left) corner; rows that do
+    not fit the height are left out, names shortened to fit ``width_share`` of the width."""
     height, width = image_shape[:2]
     m, s = style.margin, style.text_height
     n_rows = min(len(entries), max(0, (height - 3 * m) // style.row))
@@ -162,21 +138,16 @@ def legend_layout(image_shape, entries, style, right=True, width_share=LEGEND_WI
     box_width = 3 * m + s + max(text_width(name, style) for name in names)
     box_height = 2 * m + n_rows * style.row - (style.row - s)
     x0 = width - m - box_width if right else m
-    rows = []
-    for k, name in enumerate(names):
-        top = m + m + k * style.row
-        swatch = (x0 + m, top, x0 + m + s, top + s)
-        rows.append((swatch, (x0 + 2 * m + s, top + s), name))
+    tops = [2 * m + k * style.row for k in range(n_rows)]
+    rows = [((x0 + m, top, x0 + m + s, top + s), (x0 + 2 * m + s, top + s), name)
+            for top, name in zip(tops, names)]
     return (x0, m, x0 + box_width, m + box_height), rows
 
 
 def draw_legend(image, entries, style, right=True, width_share=LEGEND_WIDTH_SHARE):
-    """Draw the legend of ``entries`` (from :func:`legend_entries`) on ``image`` in place.
-
-    The picture under the box is darkened; each class gets a filled swatch of
-    exactly its colour (a contrasting 1-pixel frame around it) and its name in
-    white. Returns the box (see :func:`legend_layout`), None when nothing fits.
-    """
+    """Draw the legend of ``entries`` (from :func:`legend_entries`) on ``image`` in place: the
+    picture under the box darkened, per class a swatch of exactly its colour (in a contrasting
+    1-pixel frame) and its name in white. Returns the box, None when nothing fits."""
     box, rows = legend_layout(image.shape, entries, style, right, width_share)
     if box is None:
         return None
@@ -199,50 +170,36 @@ def contrasting(colour):
     return BLACK if 0.299 * a + 0.587 * b + 0.114 * c >= 128 else WHITE
 
 
-# ------------------------------------------------------------------ side-by-side panel
-
 PANEL_MIN_SIDE = 256  # pictures are enlarged by a whole factor until their shorter side is this
 PANEL_GAP = 4  # pixels between pictures
 PANEL_BACKGROUND = (40, 40, 40)
 PANEL_LEGEND_ROWS = 12  # the panel's legend column has room for more rows than a frame's
 
 
-def enlarge(picture, factor, nearest):
-    """``picture`` enlarged ``factor`` times: nearest neighbour (label maps keep their exact
-    colours and blocky class edges) or bilinear (photos)."""
-    if factor == 1:
-        return picture
-    height, width = picture.shape[:2]
-    return cv2.resize(picture, (width * factor, height * factor),
-                      interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
-
-
-def side_by_side(pictures, titles, entries, nearest, min_side=PANEL_MIN_SIDE):
-    """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, legend on the right.
-
-    Each picture is enlarged by the smallest whole factor that makes its
-    shorter side at least ``min_side`` (``nearest[k]``: nearest neighbour for
-    picture ``k``, else bilinear); ``entries`` (:func:`legend_entries`, colours
-    in the pictures' channel order) fill a legend column. Text follows the
-    enlarged pictures' size (:func:`text_style`).
-    """
+def side_by_side(pictures, titles, entries, nearest):
+    """One HxWx3 uint8 picture: ``pictures`` (equal sizes) in a row, titled, ``entries`` (from
+    :func:`legend_entries`) in a legend column. Each is enlarged by the smallest whole factor that
+    makes its shorter side :data:`PANEL_MIN_SIDE` or more: nearest neighbour where ``nearest[k]``
+    (label maps keep their exact colours and blocky edges), else bilinear (photos)."""
     height, width = pictures[0].shape[:2]
-    factor = max(1, -(-min_side // max(1, min(height, width))))
-    big = [enlarge(np.ascontiguousarray(p), factor, n) for p, n in zip(pictures, nearest)]
-    style = text_style(height * factor, width * factor)
+    factor = max(1, -(-PANEL_MIN_SIDE // max(1, min(height, width))))
+    height, width = height * factor, width * factor
+    style = text_style(height, width)
     header = style.text_height + 2 * style.margin
     names = [name for name, _ in entries] or [""]
     legend_width = 4 * style.margin + style.text_height + max(
         [3 * style.text_height] + [text_width(fit_name(n, style, 10**6), style) for n in names])
-    n = len(big)
-    canvas = np.empty((header + height * factor,
-                       n * (width * factor + PANEL_GAP) + legend_width, 3), np.uint8)
+    step = width + PANEL_GAP
+    canvas = np.empty((header + height, len(pictures) * step + legend_width, 3), np.uint8)
     canvas[...] = PANEL_BACKGROUND
-    for k, (picture, title) in enumerate(zip(big, titles)):
-        x = k * (width * factor + PANEL_GAP)
-        canvas[header:, x:x + width * factor] = picture
-        cv2.putText(canvas, title, (x + style.margin, style.margin + style.text_height), FONT,
-                    style.scale, WHITE, style.thickness, cv2.LINE_AA)
-    column = canvas[header:, n * (width * factor + PANEL_GAP):]
-    draw_legend(column, entries, style, right=False, width_share=1.0)
+    for k, (picture, title, exact) in enumerate(zip(pictures, titles, nearest)):
+        picture = np.ascontiguousarray(picture)
+        if factor > 1:
+            interpolation = cv2.INTER_NEAREST if exact else cv2.INTER_LINEAR
+            picture = cv2.resize(picture, (width, height), interpolation=interpolation)
+        canvas[header:, k * step:k * step + width] = picture
+        cv2.putText(canvas, title, (k * step + style.margin, style.margin + style.text_height),
+                    FONT, style.scale, WHITE, style.thickness, cv2.LINE_AA)
+    draw_legend(canvas[header:, len(pictures) * step:], entries, style, right=False,
+                width_share=1.0)
     return canvas

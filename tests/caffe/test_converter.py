@@ -15,7 +15,6 @@ import torch
 from click.testing import CliRunner
 
 import convert
-from tests.caffe_reference import array_to_blob, caffe_forward, deeplab_caffe_layers, write_caffemodel
 from libs.caffe import (
     CAFFE_PRESETS,
     CaffeModelError,
@@ -28,11 +27,12 @@ from libs.caffe import (
     target_model,
 )
 from libs.caffe.names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target
-from libs.caffe.protobuf import BlobProto, LayerParameter, NetParameter
 from libs.models import DeepLabV2_ResNet101_MSC, ModelError
 from libs.training.checkpoint import load_initial_weights
 from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
+from tests.caffe_reference import (BlobProto, LayerParameter, NetParameter, array_to_blob,
+                                   caffe_forward, deeplab_caffe_layers, write_caffemodel)
 
 TINY = (1, 1, 1, 1)
 NARROW = 16  # base width of the tiny nets (the toy config's); ResNet-101 has 64
