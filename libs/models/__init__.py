@@ -7,12 +7,12 @@ builders). The classes under them take required arguments.
 """
 
 from ..utils.config import MODEL_KEYS, ConfigValueError, foreign_model_key
-from .backbone import BACKBONES, register_backbone
-from .deeplabv2 import ASPP, DeepLabV2
-from .deeplabv3 import ASPPV3, DeepLabV3, DeepLabV3Plus
+from .backbone import BACKBONES
+from .deeplabv2 import DeepLabV2
+from .deeplabv3 import DeepLabV3, DeepLabV3Plus
 from .geometry import MSC_GEOMETRIES
 from .msc import MSC
-from .resnet import FrozenBatchNorm2d, ResNetBackbone, batchnorm_class
+from .resnet import batchnorm_class
 
 
 class ModelError(ConfigValueError):
@@ -115,7 +115,3 @@ def build_model(model_cfg, n_classes):
     options.update({key.lower(): model_cfg[key] for key in MODEL_KEYS.get(model_cfg.NAME, ())})
     return assemble(model_cfg.NAME, n_classes, options)
 
-
-__all__ = ["ASPP", "ASPPV3", "BACKBONES", "DeepLabV2", "DeepLabV2_ResNet101_MSC", "DeepLabV3",
-           "DeepLabV3Plus", "DeepLabV3Plus_ResNet101", "DeepLabV3_ResNet101", "FrozenBatchNorm2d",
-           "MSC", "ModelError", "PAPERS", "ResNetBackbone", "build_model", "register_backbone"]

@@ -1,14 +1,7 @@
-"""DeepLab v3 and v3+ on a backbone of ``backbone.py`` (the papers': the Caffe ResNet-101).
+"""DeepLab v3 (Chen et al., 2017) and v3+ (2018, regular convolutions) on a backbone.py backbone.
 
-DeepLab v3 (Chen et al., 2017): the backbone at output stride 16 or 8, multi-grid ``(1, 2, 4)``
-on res5, the v3 ASPP (1x1, three 3x3 atrous and image pooling, each 256 channels with
-BatchNorm and ReLU, concatenated and projected to 256) and a 1x1 classifier with a bias; no
-extra 3x3 after the ASPP (torchvision adds one, the paper does not). DeepLab v3+ (Chen et al.,
-2018), with regular convolutions: the v3 encoder at stride 16 and a decoder on res2 (1x1 to 48
-channels, the encoder upsampled corner-aligned onto res2's grid, two 3x3 of 256): logits at
-stride 4. On a ``16k + 1`` input every grid has cells on the first and last pixel, so the
-decoder's upsampling is exact (``geometry.py``). The head is He-initialised, its classifier
-N(0, 0.01) as the v2 ASPP's Caffe filler; the backbone comes from the COCO init model.
+As published: no extra 3x3 after the ASPP (torchvision adds one, the paper does not). The layout,
+and why v3+'s upsampling is exact on ``16k + 1`` inputs: docs/model.md, "DeepLab v3 and v3+".
 """
 
 import torch

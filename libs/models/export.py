@@ -9,9 +9,9 @@ MSC sizes are exact integer arithmetic: docs/inference.md, "Exact MSC sizes in t
 import copy
 import time
 import warnings
+from collections import namedtuple
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -48,13 +48,8 @@ class ParityError(ExportError):
     """ONNX Runtime's logits differ from PyTorch's beyond the tolerance."""
 
 
-class ExportInfo(NamedTuple):
-    exporter: str
-    opset: int
-    seconds: float
-    n_bytes: int
-    n_folded: int
-    errors: dict  # {(height, width): relative error} of the parity check, if one ran
+# errors: {(height, width): relative error} of the parity check, if one ran
+ExportInfo = namedtuple("ExportInfo", "exporter opset seconds n_bytes n_folded errors")
 
 
 def dyadic_scale(scale):
@@ -105,8 +100,7 @@ def exportable_network(model):
         net = net.net
     net = copy.deepcopy(net).float().cpu().eval()
     n_folded = fold_batchnorm(net)
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
+    net.requires_grad_(False)
     if isinstance(net, MSC):
         n_classes, msc = net.base.n_classes, "1"
         meta = {META_GEOMETRY: net.geometry, META_SCALES: ",".join(repr(s) for s in net.scales)}

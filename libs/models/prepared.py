@@ -97,8 +97,7 @@ def prepare_for_inference(model, precision="fp32", channels_last=True):
     require_precision(precision, device)
     net = copy.deepcopy(net).eval()
     fold_batchnorm(net)
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net.requires_grad_(False)
     dtype = PRECISIONS[precision]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(dtype=dtype, memory_format=memory_format)

@@ -7,7 +7,6 @@ statistics, so running a segment twice changes nothing. Why ``sqrt`` is the defa
 measurements: docs/model.md, "Activation checkpointing".
 """
 
-import functools
 import math
 
 import torch
@@ -45,12 +44,6 @@ def stage_segments(backbone, granularity):
     return plan
 
 
-def run_segment(modules, x):
-    for module in modules:
-        x = module(x)
-    return x
-
-
 class CheckpointedBackbone(ResNetBackbone):
     """A ``ResNetBackbone`` that recomputes its segments in backward (training with grad only).
 
@@ -64,9 +57,8 @@ class CheckpointedBackbone(ResNetBackbone):
             return super().forward_features(x)
         low = None
         for stage, segment in stage_segments(self, self.checkpoint_granularity):
-            x = torch_checkpoint.checkpoint(
-                functools.partial(run_segment, segment), x, use_reentrant=False,
-                preserve_rng_state=self.checkpoint_preserve_rng)
+            x = torch_checkpoint.checkpoint(nn.Sequential(*segment), x, use_reentrant=False,
+                                            preserve_rng_state=self.checkpoint_preserve_rng)
             if stage == "res2":
                 low = x  # after res2's last segment: what DeepLab v3+'s decoder reads
         return low, x
