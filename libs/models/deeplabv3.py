@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .deeplabv2 import caffe_filled
 from .geometry import upsample_logits
 from .resnet import ConvBnReLU, batchnorm_class
 
@@ -20,14 +21,6 @@ def head_unit(in_ch, out_ch, kernel_size, dilation, norm):
     unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, dilation, norm=norm)
     nn.init.kaiming_normal_(unit.conv.weight, mode="fan_in", nonlinearity="relu")
     return unit
-
-
-def classifier(in_ch, n_classes):
-    """The 1x1 classifier with a bias: N(0, 0.01) and zero, as Caffe's filler of the v2 ASPP."""
-    conv = nn.Conv2d(in_ch, n_classes, 1, bias=True)
-    nn.init.normal_(conv.weight, mean=0.0, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 class ImagePooling(ConvBnReLU):
@@ -107,7 +100,7 @@ class DeepLabV3(nn.Module):
         self.output_stride = self.logit_stride = backbone.output_stride
         self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates,
                            batchnorm_class(head_bn))
-        self.classifier = classifier(head_channels, n_classes)
+        self.classifier = caffe_filled(nn.Conv2d(head_channels, n_classes, 1))
 
     def forward(self, x):
         return self.classifier(self.aspp(self.backbone(x)))
@@ -135,7 +128,7 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates, norm)
         self.decoder = Decoder(backbone.low_channels, head_channels, decoder_channels,
                                head_channels, norm)
-        self.classifier = classifier(head_channels, n_classes)
+        self.classifier = caffe_filled(nn.Conv2d(head_channels, n_classes, 1))
 
     def forward(self, x):
         low, high = self.backbone.forward_features(x)

@@ -110,7 +110,7 @@ def exportable_network(model):
     if n_classes is None:
         raise ExportError(f"cannot export a {type(net).__name__}: expected a DeepLab network "
                           "or its MSC")
-    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc,
+    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc, META_EXPORTER: EXPORTER,
                  META_OUTPUT_STRIDE: str(int(getattr(net, "output_stride", 8)))})
     return net, meta, n_folded
 
@@ -148,7 +148,6 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
         proto = onnx.load(str(tmp))
         if not input_is_dynamic(proto):
             raise ExportError(f"{EXPORTER} exporter froze the input size into the graph")
-        meta[META_EXPORTER] = EXPORTER
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
         try:

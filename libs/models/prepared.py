@@ -1,12 +1,10 @@
 """An inference-only copy of a model: frozen BatchNorm folded away, channels_last, a precision.
 
-Training keeps every BatchNorm as its own pass because the converter fills BatchNorm and
-convolution separately and the tests compare them to Caffe layer by layer. At inference a frozen
-BatchNorm is an affine map per channel, so it is multiplied into the convolution before it
-(``W' = W * gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``),
-which saves a read and write of every feature map; channels_last (NHWC) is the layout oneDNN's
-and cuDNN's convolutions are fastest in. Both change only float rounding. Lower precisions cast
-the weights; logits come back as float32, so everything downstream stays the same code.
+Training keeps every BatchNorm as its own pass (the converter fills it and the convolution apart,
+and the tests compare both to Caffe). At inference a frozen BatchNorm is an affine map, folded into
+the convolution before it to save a pass over every feature map; channels_last (NHWC) is the layout
+oneDNN's and cuDNN's convolutions are fastest in. Both change only float rounding; lower precisions
+cast the weights and the logits come back as float32, so everything downstream is the same code.
 """
 
 import copy

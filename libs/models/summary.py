@@ -85,4 +85,3 @@ def write_graph(model, image_size, log_dir):
         graph_def, _ = graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
     with SummaryWriter(str(log_dir)) as writer:
         writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))
-    return log_dir
