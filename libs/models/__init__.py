@@ -108,10 +108,9 @@ def build_model(model_cfg, n_classes):
     if foreign:
         raise ModelError(foreign)
     backbone, msc = model_cfg.BACKBONE, model_cfg.MSC
-    options = dict(backbone=backbone.NAME, n_blocks=backbone.N_BLOCKS,
-                   base_width=backbone.BASE_WIDTH, backbone_bn=backbone.BN,
-                   atrous_rates=model_cfg.ATROUS_RATES, msc_scales=msc.SCALES,
-                   msc_geometry=msc.GEOMETRY)
+    options = dict(backbone=backbone.NAME, n_blocks=backbone.N_BLOCKS, backbone_bn=backbone.BN,
+                   base_width=backbone.BASE_WIDTH, atrous_rates=model_cfg.ATROUS_RATES,
+                   msc_scales=msc.SCALES, msc_geometry=msc.GEOMETRY)
     options.update({key.lower(): model_cfg[key] for key in MODEL_KEYS.get(model_cfg.NAME, ())})
     return assemble(model_cfg.NAME, n_classes, options)
 

@@ -44,18 +44,14 @@ def fold_batchnorm(module):
     """
     count = 0
     for child in module.modules():
-        if _foldable(getattr(child, "conv", None), getattr(child, "bn", None)):
-            child.conv = fold_conv_bn(child.conv, child.bn)
-            child.bn = nn.Identity()
-            count += 1
-        if isinstance(child, nn.Sequential):
-            names = list(child._modules)
-            for first, second in zip(names, names[1:]):
-                if _foldable(child._modules[first], child._modules[second]):
-                    child._modules[first] = fold_conv_bn(child._modules[first],
-                                                         child._modules[second])
-                    child._modules[second] = nn.Identity()
-                    count += 1
+        children = child._modules
+        names = list(children)
+        pairs = zip(names, names[1:]) if isinstance(child, nn.Sequential) else [("conv", "bn")]
+        for first, second in pairs:
+            if _foldable(children.get(first), children.get(second)):
+                children[first] = fold_conv_bn(children[first], children[second])
+                children[second] = nn.Identity()
+                count += 1
     return count
 
 

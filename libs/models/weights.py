@@ -15,8 +15,6 @@ import torch
 from ..utils.errors import DeepLabError, first_line
 from . import released, zoo
 
-TRAINING_CHECKPOINT = "training checkpoint"
-STATE_DICT = "state dict"
 RELEASED_CHECKPOINT = "released checkpoint"
 UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert.py), "
               "deeplab-pytorch's released checkpoints (keys base.layerN.blockK...; "
@@ -55,9 +53,9 @@ Weights = namedtuple("Weights", "state_dict kind source")
 
 def classify(obj, source):
     """:class:`Weights` of a loaded object, in our key layout; an error for anything else."""
-    kind = STATE_DICT
+    kind = "state dict"
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj, kind = obj["model"], TRAINING_CHECKPOINT
+        obj, kind = obj["model"], "training checkpoint"
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"{source}: holds no model state dict; {UNDERSTOOD}")
     if released.is_released(obj):
