@@ -1,9 +1,8 @@
 """The networks: backbones (``backbone.py``), DeepLab v2, v3 and v3+, MSC, and their builders.
 
 ``build_model(model_cfg, n_classes)`` builds what a config's ``MODEL`` section describes, so
-every architectural number comes from the YAML; only the builders named after the papers'
-models have defaults (:data:`PAPERS`: the papers' architectures, as torchvision's named
-builders). The classes under them take required arguments.
+every architectural number comes from the YAML; only the builders named after the papers' models
+(as torchvision's) have defaults, :data:`PAPERS`. The classes under them take required arguments.
 """
 
 from ..utils.config import MODEL_KEYS, ConfigValueError, foreign_model_key

@@ -17,7 +17,6 @@ from ..utils.errors import DeepLabError
 from .resnet import ResNetBackbone
 
 GRANULARITIES = ("sqrt", "block", "stage")
-STAGES = ("res2", "res3", "res4", "res5")
 
 
 class CheckpointingError(DeepLabError, ValueError):
@@ -35,7 +34,7 @@ def check_granularity(granularity):
 def stage_segments(backbone, granularity):
     """``[(stage name, segment)]`` in forward order; the stem (``"stem"``) is one segment."""
     plan = [("stem", (backbone.conv1, backbone.pool1))]
-    for name in STAGES:
+    for name in ("res2", "res3", "res4", "res5"):
         blocks = tuple(getattr(backbone, name).children())
         n = len(blocks)
         step = {"block": 1, "stage": n, "sqrt": math.ceil(n / math.ceil(math.sqrt(n)))}.get(
