@@ -20,8 +20,6 @@ from libs.models.summary import format_summary, layer_summary, write_graph
 from libs.utils.atomic import write_error
 from libs.utils.files import check_writable_dir
 
-GRAPH_SUBDIR = "graph"
-
 
 @command()
 @config_option(default="config/cocostuff.yaml", help="YAML config of the model to draw.")
@@ -31,7 +29,7 @@ def main(config_path, size):
     """Write the model graph to TensorBoard (EXP.LOG_DIR/graph/EXP.ID) and print a layer summary."""
     with one_line_errors(config_path):
         cfg = load_cli_config(config_path)
-        log_dir = Path(cfg.EXP.LOG_DIR) / GRAPH_SUBDIR / cfg.EXP.ID
+        log_dir = Path(cfg.EXP.LOG_DIR) / "graph" / cfg.EXP.ID
         check_writable_dir(log_dir, "the TensorBoard graph")  # before the tracing
         model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     size = size or cfg.IMAGE.SIZE.TEST

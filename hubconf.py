@@ -23,12 +23,11 @@ def _build(builder, pretrained, n_classes, kwargs):
 def deeplabv2_resnet101(pretrained=None, n_classes=182, **kwargs):
     """DeepLab v2 (ResNet-101, ASPP, MSC) in eval mode; ``.base`` is the single-scale network.
 
-    ``pretrained``: None (the paper's initialisation, untrained), one of the released
-    checkpoints' names ``"cocostuff10k"`` and ``"cocostuff164k"`` (182 classes) or ``"voc12"``
-    (21 classes), downloaded once into the torch hub cache, or a local weight file in any format
-    this repository reads. A name with another ``n_classes`` is an error before any download.
-    ``kwargs`` go to :func:`DeepLabV2_ResNet101_MSC` (e.g. ``msc_scales``); released weights
-    set the MSC geometry they were trained with.
+    ``pretrained``: None (untrained), a released checkpoint's name (``"cocostuff10k"``,
+    ``"cocostuff164k"``: 182 classes; ``"voc12"``: 21), downloaded once into the torch hub cache
+    and refused before the download for another ``n_classes``, or a local weight file of any format
+    this repository reads. ``kwargs`` go to :func:`DeepLabV2_ResNet101_MSC` (e.g. ``msc_scales``);
+    released weights set the MSC geometry they were trained with.
     """
     return _build(DeepLabV2_ResNet101_MSC, pretrained, n_classes, kwargs)
 

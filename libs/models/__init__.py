@@ -1,18 +1,17 @@
 """The networks: backbones (``backbone.py``), DeepLab v2, v3 and v3+, MSC, and their builders.
 
 ``build_model(model_cfg, n_classes)`` builds what a config's ``MODEL`` section describes, so
-every architectural number comes from the YAML; only the builders named after the papers'
-models have defaults (:data:`PAPERS`: the papers' architectures, as torchvision's named
-builders). The classes under them take required arguments.
+every architectural number comes from the YAML; only the builders named after the papers' models
+(as torchvision's) have defaults, :data:`PAPERS`. The classes under them take required arguments.
 """
 
 from ..utils.config import MODEL_KEYS, ConfigValueError, foreign_model_key
-from .backbone import BACKBONES, register_backbone
-from .deeplabv2 import ASPP, DeepLabV2
-from .deeplabv3 import ASPPV3, DeepLabV3, DeepLabV3Plus
+from .backbone import BACKBONES
+from .deeplabv2 import DeepLabV2
+from .deeplabv3 import DeepLabV3, DeepLabV3Plus
 from .geometry import MSC_GEOMETRIES
 from .msc import MSC
-from .resnet import FrozenBatchNorm2d, ResNetBackbone, batchnorm_class
+from .resnet import batchnorm_class
 
 
 class ModelError(ConfigValueError):
@@ -108,14 +107,9 @@ def build_model(model_cfg, n_classes):
     if foreign:
         raise ModelError(foreign)
     backbone, msc = model_cfg.BACKBONE, model_cfg.MSC
-    options = dict(backbone=backbone.NAME, n_blocks=backbone.N_BLOCKS,
-                   base_width=backbone.BASE_WIDTH, backbone_bn=backbone.BN,
-                   atrous_rates=model_cfg.ATROUS_RATES, msc_scales=msc.SCALES,
-                   msc_geometry=msc.GEOMETRY)
+    options = dict(backbone=backbone.NAME, n_blocks=backbone.N_BLOCKS, backbone_bn=backbone.BN,
+                   base_width=backbone.BASE_WIDTH, atrous_rates=model_cfg.ATROUS_RATES,
+                   msc_scales=msc.SCALES, msc_geometry=msc.GEOMETRY)
     options.update({key.lower(): model_cfg[key] for key in MODEL_KEYS.get(model_cfg.NAME, ())})
     return assemble(model_cfg.NAME, n_classes, options)
 
-
-__all__ = ["ASPP", "ASPPV3", "BACKBONES", "DeepLabV2", "DeepLabV2_ResNet101_MSC", "DeepLabV3",
-           "DeepLabV3Plus", "DeepLabV3Plus_ResNet101", "DeepLabV3_ResNet101", "FrozenBatchNorm2d",
-           "MSC", "ModelError", "PAPERS", "ResNetBackbone", "build_model", "register_backbone"]

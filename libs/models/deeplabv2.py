@@ -4,6 +4,13 @@ import torch
 import torch.nn as nn
 
 
+def caffe_filled(conv):
+    """``conv`` with Caffe's gaussian filler (std 0.01) and zero bias, as every classifier here."""
+    nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ASPP(nn.ModuleDict):
     """Atrous spatial pyramid pooling as in DeepLab v2 (Caffe's ``fc1_*_c0..c3``).
 
@@ -14,11 +21,8 @@ class ASPP(nn.ModuleDict):
     def __init__(self, in_ch, n_classes, rates):
         super().__init__()
         for i, rate in enumerate(rates):
-            conv = nn.Conv2d(in_ch, n_classes, 3, 1, padding=rate, dilation=rate, bias=True)
-            # Caffe's gaussian filler (std 0.01) and constant-zero bias.
-            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
-            nn.init.zeros_(conv.bias)
-            self[f"c{i}"] = conv
+            conv = nn.Conv2d(in_ch, n_classes, 3, padding=rate, dilation=rate)
+            self[f"c{i}"] = caffe_filled(conv)
 
     def forward(self, x):
         out = torch.zeros(0)  # TorchScript wants a tensor here; the first branch replaces it

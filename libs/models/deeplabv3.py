@@ -1,14 +1,7 @@
-"""DeepLab v3 and v3+ on a backbone of ``backbone.py`` (the papers': the Caffe ResNet-101).
+"""DeepLab v3 (Chen et al., 2017) and v3+ (2018, regular convolutions) on a backbone.py backbone.
 
-DeepLab v3 (Chen et al., 2017): the backbone at output stride 16 or 8, multi-grid ``(1, 2, 4)``
-on res5, the v3 ASPP (1x1, three 3x3 atrous and image pooling, each 256 channels with
-BatchNorm and ReLU, concatenated and projected to 256) and a 1x1 classifier with a bias; no
-extra 3x3 after the ASPP (torchvision adds one, the paper does not). DeepLab v3+ (Chen et al.,
-2018), with regular convolutions: the v3 encoder at stride 16 and a decoder on res2 (1x1 to 48
-channels, the encoder upsampled corner-aligned onto res2's grid, two 3x3 of 256): logits at
-stride 4. On a ``16k + 1`` input every grid has cells on the first and last pixel, so the
-decoder's upsampling is exact (``geometry.py``). The head is He-initialised, its classifier
-N(0, 0.01) as the v2 ASPP's Caffe filler; the backbone comes from the COCO init model.
+As published: no extra 3x3 after the ASPP (torchvision adds one, the paper does not). The layout,
+and why v3+'s upsampling is exact on ``16k + 1`` inputs: docs/model.md, "DeepLab v3 and v3+".
 """
 
 import torch
@@ -16,6 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .deeplabv2 import caffe_filled
 from .geometry import upsample_logits
 from .resnet import ConvBnReLU, batchnorm_class
 
@@ -27,14 +21,6 @@ def head_unit(in_ch, out_ch, kernel_size, dilation, norm):
     unit = ConvBnReLU(in_ch, out_ch, kernel_size, 1, dilation, norm=norm)
     nn.init.kaiming_normal_(unit.conv.weight, mode="fan_in", nonlinearity="relu")
     return unit
-
-
-def classifier(in_ch, n_classes):
-    """The 1x1 classifier with a bias: N(0, 0.01) and zero, as Caffe's filler of the v2 ASPP."""
-    conv = nn.Conv2d(in_ch, n_classes, 1, bias=True)
-    nn.init.normal_(conv.weight, mean=0.0, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 class ImagePooling(ConvBnReLU):
@@ -114,7 +100,7 @@ class DeepLabV3(nn.Module):
         self.output_stride = self.logit_stride = backbone.output_stride
         self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates,
                            batchnorm_class(head_bn))
-        self.classifier = classifier(head_channels, n_classes)
+        self.classifier = caffe_filled(nn.Conv2d(head_channels, n_classes, 1))
 
     def forward(self, x):
         return self.classifier(self.aspp(self.backbone(x)))
@@ -142,7 +128,7 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPPV3(backbone.out_channels, head_channels, atrous_rates, norm)
         self.decoder = Decoder(backbone.low_channels, head_channels, decoder_channels,
                                head_channels, norm)
-        self.classifier = classifier(head_channels, n_classes)
+        self.classifier = caffe_filled(nn.Conv2d(head_channels, n_classes, 1))
 
     def forward(self, x):
         low, high = self.backbone.forward_features(x)

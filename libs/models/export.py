@@ -9,9 +9,9 @@ MSC sizes are exact integer arithmetic: docs/inference.md, "Exact MSC sizes in t
 import copy
 import time
 import warnings
+from collections import namedtuple
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -48,13 +48,8 @@ class ParityError(ExportError):
     """ONNX Runtime's logits differ from PyTorch's beyond the tolerance."""
 
 
-class ExportInfo(NamedTuple):
-    exporter: str
-    opset: int
-    seconds: float
-    n_bytes: int
-    n_folded: int
-    errors: dict  # {(height, width): relative error} of the parity check, if one ran
+# errors: {(height, width): relative error} of the parity check, if one ran
+ExportInfo = namedtuple("ExportInfo", "exporter opset seconds n_bytes n_folded errors")
 
 
 def dyadic_scale(scale):
@@ -105,8 +100,7 @@ def exportable_network(model):
         net = net.net
     net = copy.deepcopy(net).float().cpu().eval()
     n_folded = fold_batchnorm(net)
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
+    net.requires_grad_(False)
     if isinstance(net, MSC):
         n_classes, msc = net.base.n_classes, "1"
         meta = {META_GEOMETRY: net.geometry, META_SCALES: ",".join(repr(s) for s in net.scales)}
@@ -116,7 +110,7 @@ def exportable_network(model):
     if n_classes is None:
         raise ExportError(f"cannot export a {type(net).__name__}: expected a DeepLab network "
                           "or its MSC")
-    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc,
+    meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc, META_EXPORTER: EXPORTER,
                  META_OUTPUT_STRIDE: str(int(getattr(net, "output_stride", 8)))})
     return net, meta, n_folded
 
@@ -154,7 +148,6 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
         proto = onnx.load(str(tmp))
         if not input_is_dynamic(proto):
             raise ExportError(f"{EXPORTER} exporter froze the input size into the graph")
-        meta[META_EXPORTER] = EXPORTER
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
         try:

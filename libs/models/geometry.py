@@ -82,9 +82,7 @@ def cell_pixels(cells, input_side, label_side):
 def cells_on_pixels(input_side, label_side):
     """Whether every cell of that branch lands exactly on a label pixel (an integer stride): true
     for Caffe's 0.5x branch of a 321 crop, false for its 0.75x one (supervised after upsampling)."""
-    if input_side <= 1:
-        return True
-    return (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0
+    return input_side <= 1 or (OUTPUT_STRIDE * (label_side - 1)) % (input_side - 1) == 0
 
 
 def padded_size(size, output_stride=OUTPUT_STRIDE):

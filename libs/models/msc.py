@@ -22,16 +22,8 @@ class MSC(nn.Module):
         self.base = base
         self.scales = [float(s) for s in scales]
         self.geometry = check_geometry(geometry)
-
-    @property
-    def output_stride(self):
-        """The stride the base network's inputs are padded to (``geometry.model_output_stride``)."""
-        return self.base.output_stride
-
-    @property
-    def label_rule(self):
-        """How the loss pairs the base network's logits with labels (``libs/training/loss.py``)."""
-        return self.base.label_rule
+        # The base network's input grid (geometry.model_output_stride) and label pairing (loss.py).
+        self.output_stride, self.label_rule = base.output_stride, base.label_rule
 
     def resize_input(self, x, index):
         """``x`` resized to the extra scale ``scales[index]`` (the export writes it otherwise)."""

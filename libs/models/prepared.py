@@ -1,12 +1,10 @@
 """An inference-only copy of a model: frozen BatchNorm folded away, channels_last, a precision.
 
-Training keeps every BatchNorm as its own pass because the converter fills BatchNorm and
-convolution separately and the tests compare them to Caffe layer by layer. At inference a frozen
-BatchNorm is an affine map per channel, so it is multiplied into the convolution before it
-(``W' = W * gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``),
-which saves a read and write of every feature map; channels_last (NHWC) is the layout oneDNN's
-and cuDNN's convolutions are fastest in. Both change only float rounding. Lower precisions cast
-the weights; logits come back as float32, so everything downstream stays the same code.
+Training keeps every BatchNorm as its own pass (the converter fills it and the convolution apart,
+and the tests compare both to Caffe). At inference a frozen BatchNorm is an affine map, folded into
+the convolution before it to save a pass over every feature map; channels_last (NHWC) is the layout
+oneDNN's and cuDNN's convolutions are fastest in. Both change only float rounding; lower precisions
+cast the weights and the logits come back as float32, so everything downstream is the same code.
 """
 
 import copy
@@ -46,18 +44,14 @@ def fold_batchnorm(module):
     """
     count = 0
     for child in module.modules():
-        if _foldable(getattr(child, "conv", None), getattr(child, "bn", None)):
-            child.conv = fold_conv_bn(child.conv, child.bn)
-            child.bn = nn.Identity()
-            count += 1
-        if isinstance(child, nn.Sequential):
-            names = list(child._modules)
-            for first, second in zip(names, names[1:]):
-                if _foldable(child._modules[first], child._modules[second]):
-                    child._modules[first] = fold_conv_bn(child._modules[first],
-                                                         child._modules[second])
-                    child._modules[second] = nn.Identity()
-                    count += 1
+        children = child._modules
+        names = list(children)
+        pairs = zip(names, names[1:]) if isinstance(child, nn.Sequential) else [("conv", "bn")]
+        for first, second in pairs:
+            if _foldable(children.get(first), children.get(second)):
+                children[first] = fold_conv_bn(children[first], children[second])
+                children[second] = nn.Identity()
+                count += 1
     return count
 
 
@@ -97,8 +91,7 @@ def prepare_for_inference(model, precision="fp32", channels_last=True):
     require_precision(precision, device)
     net = copy.deepcopy(net).eval()
     fold_batchnorm(net)
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net.requires_grad_(False)
     dtype = PRECISIONS[precision]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(dtype=dtype, memory_format=memory_format)

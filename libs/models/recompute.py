@@ -7,7 +7,6 @@ statistics, so running a segment twice changes nothing. Why ``sqrt`` is the defa
 measurements: docs/model.md, "Activation checkpointing".
 """
 
-import functools
 import math
 
 import torch
@@ -18,7 +17,6 @@ from ..utils.errors import DeepLabError
 from .resnet import ResNetBackbone
 
 GRANULARITIES = ("sqrt", "block", "stage")
-STAGES = ("res2", "res3", "res4", "res5")
 
 
 class CheckpointingError(DeepLabError, ValueError):
@@ -36,19 +34,13 @@ def check_granularity(granularity):
 def stage_segments(backbone, granularity):
     """``[(stage name, segment)]`` in forward order; the stem (``"stem"``) is one segment."""
     plan = [("stem", (backbone.conv1, backbone.pool1))]
-    for name in STAGES:
+    for name in ("res2", "res3", "res4", "res5"):
         blocks = tuple(getattr(backbone, name).children())
         n = len(blocks)
         step = {"block": 1, "stage": n, "sqrt": math.ceil(n / math.ceil(math.sqrt(n)))}.get(
             granularity, granularity)
         plan.extend((name, blocks[i:i + step]) for i in range(0, n, step))
     return plan
-
-
-def run_segment(modules, x):
-    for module in modules:
-        x = module(x)
-    return x
 
 
 class CheckpointedBackbone(ResNetBackbone):
@@ -64,9 +56,8 @@ class CheckpointedBackbone(ResNetBackbone):
             return super().forward_features(x)
         low = None
         for stage, segment in stage_segments(self, self.checkpoint_granularity):
-            x = torch_checkpoint.checkpoint(
-                functools.partial(run_segment, segment), x, use_reentrant=False,
-                preserve_rng_state=self.checkpoint_preserve_rng)
+            x = torch_checkpoint.checkpoint(nn.Sequential(*segment), x, use_reentrant=False,
+                                            preserve_rng_state=self.checkpoint_preserve_rng)
             if stage == "res2":
                 low = x  # after res2's last segment: what DeepLab v3+'s decoder reads
         return low, x

@@ -144,7 +144,6 @@ class ResNetBackbone(nn.Module):
         self.low_channels = 4 * w
         self.conv1 = ConvBnReLU(3, w, 7, 2, norm=norm)
         self.pool1 = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
-        # Block i of res5 is dilated by dilation5 * multi_grid[i % len(multi_grid)] (DeepLab v3).
         grid = [dilation5 * multi_grid[i % len(multi_grid)] for i in range(n_blocks[3])]
         self.res2 = ResStage(w, 4 * w, 1, [1] * n_blocks[0], norm)
         self.res3 = ResStage(4 * w, 8 * w, 2, [1] * n_blocks[1], norm)

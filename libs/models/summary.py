@@ -8,20 +8,6 @@ import torch
 from .resnet import ConvBnReLU, FrozenBatchNorm2d
 
 
-def summary_layers(model):
-    """``[(name, module)]`` to list: each conv-BN-ReLU unit (one Caffe layer), every other leaf."""
-    layers, inside_unit = [], ()
-    for name, module in model.named_modules():
-        if inside_unit and name.startswith(inside_unit):
-            continue
-        if isinstance(module, ConvBnReLU):
-            layers.append((name, module))
-            inside_unit = name + "."
-        elif not any(True for _ in module.children()):
-            layers.append((name, module))
-    return layers
-
-
 def layer_summary(model, image_size):
     """``(rows, output shape)``, a row ``(name, type, output shape, parameters, calls)`` per layer
     from one eval-mode forward; the shape is the first call's (MSC's full-scale pass)."""
@@ -33,7 +19,15 @@ def layer_summary(model, image_size):
             shapes.setdefault(name, tuple(output.shape) if torch.is_tensor(output) else None)
         return record
 
-    layers = summary_layers(model)
+    layers, inside_unit = [], ()  # each conv-BN-ReLU unit (one Caffe layer), every other leaf
+    for name, module in model.named_modules():
+        if inside_unit and name.startswith(inside_unit):
+            continue
+        if isinstance(module, ConvBnReLU):
+            layers.append((name, module))
+            inside_unit = name + "."
+        elif not any(True for _ in module.children()):
+            layers.append((name, module))
     handles = [module.register_forward_hook(hook(name)) for name, module in layers]
     try:
         with torch.inference_mode():
@@ -85,4 +79,3 @@ def write_graph(model, image_size, log_dir):
         graph_def, _ = graph(model.eval(), torch.zeros(1, 3, image_size, image_size))
     with SummaryWriter(str(log_dir)) as writer:
         writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))
-    return log_dir

@@ -7,16 +7,14 @@ checkpoints of kazuto1011/deeplab-pytorch, from a file or by name (``zoo.py``), 
 ``released.py``. Everything is read with ``weights_only=True``, so a weight file never runs code.
 """
 
+from collections import namedtuple
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from ..utils.errors import DeepLabError, first_line
 from . import released, zoo
 
-TRAINING_CHECKPOINT = "training checkpoint"
-STATE_DICT = "state dict"
 RELEASED_CHECKPOINT = "released checkpoint"
 UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert.py), "
               "deeplab-pytorch's released checkpoints (keys base.layerN.blockK...; "
@@ -49,19 +47,15 @@ def load_file(path):
                               f"corrupt?): {reason}") from None
 
 
-class Weights(NamedTuple):
-    """A state dict in this repository's key layout, what it was read as, and from where."""
-
-    state_dict: dict
-    kind: str
-    source: str
+# A state dict in this repository's key layout, what it was read as, and from where.
+Weights = namedtuple("Weights", "state_dict kind source")
 
 
 def classify(obj, source):
     """:class:`Weights` of a loaded object, in our key layout; an error for anything else."""
-    kind = STATE_DICT
+    kind = "state dict"
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj, kind = obj["model"], TRAINING_CHECKPOINT
+        obj, kind = obj["model"], "training checkpoint"
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"{source}: holds no model state dict; {UNDERSTOOD}")
     if released.is_released(obj):
@@ -78,13 +72,14 @@ def classify(obj, source):
 
 def read_weights(path_or_name):
     """:class:`Weights` from a weight file or a released weights' name (``zoo.ZOO``) that is not
-    also an existing file (downloaded once into the torch hub cache)."""
+    also an existing file (downloaded once into the torch hub cache, ``$TORCH_HOME/hub``)."""
     if zoo.is_zoo_name(path_or_name) and not Path(path_or_name).exists():
+        url = zoo.ZOO[path_or_name].url
         try:
-            obj = zoo.fetch(path_or_name)
+            obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
         except Exception as e:  # network, HTTP and unpickling errors all end here
-            raise CheckpointError(f"{path_or_name}: download of {zoo.ZOO[path_or_name].url} "
-                                  f"failed: {first_line(e)}") from None
+            raise CheckpointError(f"{path_or_name}: download of {url} failed: "
+                                  f"{first_line(e)}") from None
         return classify(obj, path_or_name)
     return classify(load_file(path_or_name), path_or_name)
 
@@ -108,10 +103,16 @@ def head_prefixes(model):
 
 def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
                        adopt_geometry=True):
-    """Load a model's weights from ``path`` (a file or a name); see :func:`apply_weights`.
+    """Load a model's weights from ``path`` (a file or a name, :func:`read_weights`) with
+    :func:`load_state_dict_checked`; returns the absent keys.
 
     A released name is checked before its download: DeepLab v2 only, and its class count unless
-    the classifier may be dropped (``optional_prefix``).
+    the classifier may be dropped (``optional_prefix``). Released checkpoints were trained with
+    their repository's MSC resize, not Caffe's; with ``adopt_geometry`` the model's MSC takes it
+    (``"pytorch"``), so that it computes what its authors' code computed. Training from them
+    passes False: the config decides a new run. With ``optional_prefix`` (a prefix or a tuple,
+    :func:`head_prefixes`), weights for another class count, or whose head is another model's,
+    lose that part: only the backbone loads.
     """
     if zoo.is_zoo_name(path) and not Path(path).exists():
         if not any(key in model.state_dict() for key in CLASSIFIER_KEYS[:2]):
@@ -123,18 +124,7 @@ def load_model_weights(model, path, n_classes, optional_prefix=None, log=print,
             raise CheckpointError(f"{path}: the released weights are for {found} classes "
                                   f"({zoo.ZOO[path].dataset}) but {n_classes} were asked for; "
                                   f"use n_classes={found} or a config with {found} classes")
-    return apply_weights(model, read_weights(path), n_classes, optional_prefix, log, adopt_geometry)
-
-
-def apply_weights(model, weights, n_classes, optional_prefix=None, log=print, adopt_geometry=True):
-    """Load :class:`Weights` into ``model`` (:func:`load_state_dict_checked`); returns absent keys.
-
-    Released checkpoints were trained with their repository's MSC resize, not Caffe's; with
-    ``adopt_geometry`` the model's MSC takes it (``"pytorch"``), so that it computes what its
-    authors' code computed. Training from them passes False: the config decides a new run.
-    With ``optional_prefix`` (a prefix or a tuple, :func:`head_prefixes`), weights for another
-    class count, or whose head is another model's, lose that part: only the backbone loads.
-    """
+    weights = read_weights(path)
     state_dict = weights.state_dict
     if optional_prefix is not None:
         found, why, expected = n_classes_of(state_dict), None, model.state_dict()

@@ -6,19 +6,11 @@ records the file's URL and its class count (checked before a download, so a wron
 ``n_classes`` fails at once instead of after 170 MB); ``released.py`` maps its keys to ours.
 """
 
+from collections import namedtuple
 from pathlib import Path
-from typing import NamedTuple
-
-import torch
 
 RELEASE_URL = "https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/"
-
-
-class ZooEntry(NamedTuple):
-    url: str
-    n_classes: int
-    dataset: str
-
+ZooEntry = namedtuple("ZooEntry", "url n_classes dataset")
 
 # Every file is in the released key layout (MSC(DeepLabV2) keys base.layerN.blockK...).
 ZOO = {
@@ -43,9 +35,3 @@ def results_stem(model_path, released_dir):
         return Path(released_dir) / f"{model_path}.pth"
     return Path(model_path)
 
-
-def fetch(name, progress=True):
-    """The state dict of the released weights ``name``, downloaded once into the torch hub cache
-    (``$TORCH_HOME/hub/checkpoints``) and read with ``weights_only=True``."""
-    return torch.hub.load_state_dict_from_url(ZOO[name].url, map_location="cpu",
-                                              weights_only=True, progress=progress)

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from addict import Dict
 
-from libs.models import ASPP, DeepLabV2_ResNet101_MSC, FrozenBatchNorm2d, ModelError, build_model
-from libs.models.resnet import block_names
+from libs.models import DeepLabV2_ResNet101_MSC, ModelError, build_model
+from libs.models.deeplabv2 import ASPP
+from libs.models.resnet import FrozenBatchNorm2d, block_names
 from libs.utils.config import load_config
 
 TINY = (1, 1, 1, 1)

@@ -15,13 +15,13 @@ from tests.support_training import train_step
 
 from libs.inference.predict import dense_logits, predict_probs
 from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101,
-                         FrozenBatchNorm2d, ModelError, build_model)
+                         ModelError, build_model)
 from libs.models.export import META_OUTPUT_STRIDE, export_onnx
 from libs.models.geometry import model_output_stride, n_cells
 from libs.models.prepared import prepare_for_inference
 from libs.models.recompute import enable_activation_checkpointing
-from libs.models.weights import (CheckpointError, Weights, apply_weights, head_prefixes,
-                                 load_model_weights)
+from libs.models.resnet import FrozenBatchNorm2d
+from libs.models.weights import CheckpointError, head_prefixes, load_model_weights
 from libs.training.distributed import sync_batchnorm
 from libs.training.loss import loss_pairs, msc_loss_terms
 from libs.training.optim import build_optimizer
@@ -270,7 +270,7 @@ def test_onnx_export_of_the_new_models(kind, tmp_path):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_backbone_init_loads_into_v3_and_its_head_keeps_its_initialisation():
+def test_backbone_init_loads_into_v3_and_its_head_keeps_its_initialisation(tmp_path):
     donor = DeepLabV2_ResNet101_MSC(7, **{k: TINY[k] for k in ("n_blocks", "base_width")})
     model = tiny("v3plus", n_classes=5, seed=1)
     head = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(
@@ -278,8 +278,8 @@ def test_backbone_init_loads_into_v3_and_its_head_keeps_its_initialisation():
     assert head_prefixes(model) == ("base.aspp.", "base.decoder.", "base.classifier.")
     lines = []
     # A whole v2 checkpoint (another head, another class count): only the backbone loads.
-    weights = Weights(donor.state_dict(), "state dict", "v2.pth")
-    absent = apply_weights(model, weights, 5, head_prefixes(model), lines.append)
+    torch.save(donor.state_dict(), tmp_path / "v2.pth")
+    absent = load_model_weights(model, tmp_path / "v2.pth", 5, head_prefixes(model), lines.append)
     assert set(absent) == set(head) and len(lines) == 1 and "dropped" in lines[0]
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in donor.state_dict().items()
