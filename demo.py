@@ -4,10 +4,8 @@
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
     python demo.py --config config/cocostuff.yaml --onnx model.onnx --image-path IMAGE
 
-With ``--onnx`` the network is an ONNX file written by export.py, run by ONNX Runtime
-(``libs/inference/onnx_model.py``) instead of PyTorch; everything else is the same code.
-The figure (``libs/inference/figure.py``) is saved and shown when a display exists; nothing
-here ever needs one. Neither output file may be an input.
+With ``--onnx`` ONNX Runtime runs an export.py file instead of PyTorch; all else is the same.
+The figure (``libs/inference/figure.py``) is saved, and shown when a display exists.
 """
 
 import sys
