@@ -104,11 +104,9 @@ class DenseCRF:
     def kept_labels(self, probmap):
         """Indices of the labels inference runs over (all of them when pruning is off), as a
         NumPy array; the same rule for both backends."""
-        probs = torch.as_tensor(probmap)
-        n_labels = probs.shape[0]
         if self.prune_threshold is None:
-            return np.arange(n_labels)
-        flat = probs.reshape(n_labels, -1)
+            return np.arange(len(probmap))
+        flat = torch.as_tensor(probmap).flatten(1)
         above = flat.amax(1) > self.prune_threshold
         # Every pixel's winner is kept, so the CRF's starting point (the argmax) is representable;
         # only pixels with a flat distribution (an untrained net) need the slow strided argmax.

@@ -74,8 +74,7 @@ def evaluate(cfg, model, device, options=EvalOptions()):
     dataset = build_dataset(cfg, options.split, augment=False)
     if options.limit is not None:
         dataset = Subset(dataset, range(min(options.limit, len(dataset))))
-    # Images of their own size cannot be stacked into a batch. predict_probs pads each
-    # to 8k+1 sides and crops its output back to the (unpadded) label size.
+    # Images of their own size cannot be stacked into a batch (predict_probs pads each one).
     batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=cfg.DATALOADER.NUM_WORKERS)
