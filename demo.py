@@ -118,8 +118,7 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
         model = load_network(cfg, model_path, onnx_path, device, precision)
         label_map = segment_image(cfg, model, device, image_bgr, crf)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
-        height, width = label_map.shape
-        click.echo(f"{image_path} ({size_text(height, width)}{', CRF' if crf else ''}): "
+        click.echo(f"{image_path} ({size_text(*label_map.shape)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
         figure = None  # build_figure makes a bare one, which needs no display

@@ -64,10 +64,9 @@ class OnnxModel:
     ``n_classes`` another class count is refused. ``eval()`` and ``to()``: the graph is fixed."""
 
     def __init__(self, path, device="cpu", threads=None, n_classes=None):
-        path = Path(path)
+        self.path = path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"{path}: ONNX model not found")
-        self.path = path
         self.session = _session(path, device, threads)
         # output_stride: the grid predict.py pads inputs to (16 for v3 and v3+, 8 for v2)
         self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)

@@ -99,9 +99,7 @@ def crf_image(image, mean, legacy_mean_subtracted):
     """The HxWx3 uint8 RGB picture the CRF compares colours on, from a 3xHxW network input:
     exact, or with ``legacy_mean_subtracted`` the original's mean-subtracted uint8 cast."""
     if legacy_mean_subtracted:
-        if isinstance(image, torch.Tensor):
-            image = image.detach().cpu().numpy()
-        return legacy_crf_image(image)
+        return legacy_crf_image(torch.as_tensor(image).detach().cpu().numpy())
     return to_rgb_uint8(image, mean)
 
 
