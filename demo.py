@@ -4,10 +4,8 @@
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
     python demo.py --config config/cocostuff.yaml --onnx model.onnx --image-path IMAGE
 
-With ``--onnx`` the network is an ONNX file written by export.py, run by ONNX Runtime
-(``libs/inference/onnx_model.py``) instead of PyTorch; everything else is the same code.
-The figure (``libs/inference/figure.py``) is saved and shown when a display exists; nothing
-here ever needs one. Neither output file may be an input.
+With ``--onnx`` ONNX Runtime runs an export.py file instead of PyTorch; all else is the same.
+The figure (``libs/inference/figure.py``) is saved, and shown when a display exists.
 """
 
 import sys
@@ -120,8 +118,7 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
         model = load_network(cfg, model_path, onnx_path, device, precision)
         label_map = segment_image(cfg, model, device, image_bgr, crf)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
-        height, width = label_map.shape
-        click.echo(f"{image_path} ({size_text(height, width)}{', CRF' if crf else ''}): "
+        click.echo(f"{image_path} ({size_text(*label_map.shape)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")
         click.echo(format_shares(shares, class_names))
         figure = None  # build_figure makes a bare one, which needs no display

@@ -3,10 +3,8 @@
 
     python eval.py --config config/cocostuff.yaml --model-path PATH [--crf [--crf-prune T]]
 
-The probabilities (averaged over test-time scales and flips when asked), optionally refined
-by the dense CRF, give one confusion matrix over all labelled pixels; the scores go to a JSON
-file next to the model (or ``--output``) and to the terminal. The work is done in
-``libs/inference/evaluation.py``; this script parses, wires and reports.
+The scores go to a JSON file next to the model (or ``--output``) and to the terminal; the work
+is done in ``libs/inference/evaluation.py``, this script parses, wires and reports.
 """
 
 import sys
@@ -24,8 +22,7 @@ from libs.utils.atomic import remove_stale_temporaries
 from libs.utils.device import choose_device
 from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
-# What ``--crf-prune`` holds when it is not given: the config's CRF.PRUNE_THRESHOLD applies.
-FROM_CONFIG = object()
+FROM_CONFIG = object()  # --crf-prune not given: the config's CRF.PRUNE_THRESHOLD applies
 EXACT_WORDS = ("none", "off", "exact")
 
 

@@ -5,8 +5,7 @@
     python uvcdemo.py --config ... --model-path PATH --video FILE --output blended.mp4
 
 A camera (or a file with ``--realtime``) is read in a background thread and the newest frame
-is segmented, so frames the network cannot keep up with are dropped and counted. The frame
-loop is ``libs/inference/frame_loop.py``, sources and outputs ``libs/inference/video.py``.
+segmented, so frames the network cannot keep up with are dropped and counted.
 """
 
 import contextlib
@@ -29,7 +28,7 @@ from libs.utils.files import check_writable_dir, refuse_overwriting_inputs
 
 
 def choose_window(show, output):
-    """Whether a window is open; a one-line error when ``--show`` or a missing ``--output`` needs one."""
+    """Whether a window is open; one line of error when ``--show`` or no ``--output`` needs one."""
     window = open_window() if show is not False else False
     if show and not window:
         raise click.ClickException(f"--show: {no_window_reason()}; use --output FILE instead")

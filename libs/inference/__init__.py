@@ -1,1 +1,1 @@
-"""From a trained model to predictions and scores: probabilities, test-time augmentation, CRF, metrics, evaluation."""
+"""From a trained model to predictions and scores: probabilities, TTA, CRF, metrics, evaluation."""

@@ -1,13 +1,9 @@
 """Fully connected CRF post-processing (DeepLab v2): one interface, two backends.
 
-Mean-field inference in a dense CRF refines the network's blurry 1/8-resolution output along
-colour edges, and is by far the slowest step of evaluation (timings in ``docs/eval.md``). The
-``pydensecrf`` backend is Krähenbühl's C++ code, run by :func:`map_crf` in parallel worker
-processes; the ``torch`` backend (``crf_torch.py``) is the same algorithm in tensor operations,
-run in this process on the evaluation's device, where a GPU makes it fast. Either way
-``prune_threshold`` (an explicit speed option, off in the benchmark configs) restricts
-inference to the labels whose probability exceeds it somewhere: its cost is linear in the
-number of labels and a trained network gives almost every pixel to a handful of them.
+Mean-field inference refines the network's blurry 1/8-resolution output along colour edges and
+is the slowest step of evaluation (``docs/eval.md``). ``pydensecrf`` (Krähenbühl's C++ code) runs
+in worker processes, ``torch`` (``crf_torch.py``) in this process on the evaluation's device.
+``prune_threshold`` (a speed option) keeps only the labels whose probability exceeds it somewhere.
 """
 
 import multiprocessing
@@ -23,8 +19,7 @@ from .crf_torch import torch_crf_posterior
 
 BACKENDS = ("pydensecrf", "torch")
 
-# Probabilities are clipped here before taking -log, as pydensecrf's
-# ``unary_from_softmax`` does, so that a zero probability gives a finite unary.
+# Clipped before -log, as pydensecrf's ``unary_from_softmax`` does: a finite unary for 0.
 UNARY_CLIP = 1e-5
 
 
@@ -32,9 +27,8 @@ UNARY_CLIP = 1e-5
 class DenseCRF:
     """Dense CRF with a Gaussian (smoothness) and a bilateral (appearance) Potts kernel.
 
-    ``crf(image, probmap)`` takes an HxWx3 uint8 RGB image and a CxHxW float32 probability
-    map and returns the CxHxW float32 posterior; labels pruned away get exactly 0. Frozen,
-    because the object travels to worker processes and into the results JSON.
+    ``crf(HxWx3 uint8 RGB image, CxHxW probabilities)`` is the CxHxW posterior, 0 for labels
+    pruned away. Frozen: the object travels to worker processes and into the results JSON.
     """
 
     iter_max: int
@@ -48,8 +42,7 @@ class DenseCRF:
     device: str = field(default="cpu", repr=False)  # where the torch backend computes
 
     def __post_init__(self):
-        # YAML gives 3 where 3.0 is meant; store each number as its field's type
-        # so that the repr and the results JSON read the same either way.
+        # YAML gives 3 where 3.0 is meant: each number as its field's type, for the results JSON.
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None and f.type in (int, float, float | None):
@@ -106,22 +99,17 @@ class DenseCRF:
         if self.backend == "torch":
             kept = torch.as_tensor(kept, device=probmap.device)
             return torch.from_numpy(image).to(self.device), probmap[kept], kept, len(probmap)
-        reduced = probmap if len(kept) == probmap.shape[0] else probmap[kept]
-        return image, np.ascontiguousarray(reduced), kept, probmap.shape[0]
+        return image, np.ascontiguousarray(probmap[kept]), kept, probmap.shape[0]
 
     def kept_labels(self, probmap):
         """Indices of the labels inference runs over (all of them when pruning is off), as a
         NumPy array; the same rule for both backends."""
-        probs = torch.as_tensor(probmap)
-        n_labels = probs.shape[0]
         if self.prune_threshold is None:
-            return np.arange(n_labels)
-        flat = probs.reshape(n_labels, -1)
+            return np.arange(len(probmap))
+        flat = torch.as_tensor(probmap).flatten(1)
         above = flat.amax(1) > self.prune_threshold
-        # A pixel's winner may be below the threshold when its distribution is
-        # flat (an untrained net, say); keeping every winner keeps the CRF's
-        # starting point, the plain argmax, representable. Only such pixels
-        # need the (slow, strided) argmax.
+        # Every pixel's winner is kept, so the CRF's starting point (the argmax) is representable;
+        # only pixels with a flat distribution (an untrained net) need the slow strided argmax.
         flat_pixels = flat.amax(0) <= self.prune_threshold
         if flat_pixels.any():
             above[flat[:, flat_pixels].argmax(0).unique()] = True
@@ -147,12 +135,8 @@ class DenseCRF:
 
 
 def legacy_crf_image(image_chw):
-    """The image the original implementation fed its CRF, for reproducing its CRF numbers.
-
-    It cast the mean-subtracted BGR network input straight to uint8; that cast of a negative
-    float is undefined in C, and this does what x86 does (truncate towards zero, keep the low
-    8 bits). Channel order does not matter to the CRF.
-    """
+    """The image the original implementation fed its CRF, for reproducing its CRF numbers: the
+    mean-subtracted network input cast to uint8 as x86 does (truncate, keep the low 8 bits)."""
     values = np.trunc(np.asarray(image_chw, dtype=np.float64)).astype(np.int64)
     return np.ascontiguousarray((values % 256).astype(np.uint8).transpose(1, 2, 0))
 
@@ -164,9 +148,7 @@ def _crf_result(crf, image, reduced, kept, n_labels, argmax):
         labels = kept[posterior.argmax(0)]
         return labels.cpu().numpy() if crf.backend == "torch" else labels.astype(np.int64)
     if crf.backend == "torch":
-        full = posterior.new_zeros((n_labels, *posterior.shape[1:]))
-        full[kept] = posterior
-        return full.cpu().numpy()
+        posterior, kept = posterior.cpu().numpy(), kept.cpu().numpy()
     if len(kept) == n_labels:
         return posterior
     full = np.zeros((n_labels,) + posterior.shape[1:], dtype=np.float32)
@@ -185,9 +167,8 @@ def default_n_jobs():
 def map_crf(crf, items, n_jobs=None, argmax=False):
     """Run ``crf`` on ``(key, image, probmap)`` items; yield ``(key, result)`` in input order.
 
-    ``result`` is the posterior (CxHxW), or with ``argmax=True`` the HxW int64 label map (all
-    evaluation needs, and much cheaper to send back), computed in ``n_jobs`` worker processes
-    (default: all cores). At most ``2 * n_jobs`` items are in flight, so memory stays bounded.
+    ``result`` is the posterior, or with ``argmax=True`` the HxW int64 label map (cheaper to
+    send back), from ``n_jobs`` workers (default: all cores), at most ``2 * n_jobs`` in flight.
     """
     n_jobs = default_n_jobs() if n_jobs is None else int(n_jobs)
     if n_jobs < 1:
@@ -198,10 +179,8 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
             yield key, _crf_result(crf, *prepared_item, argmax)
         return
 
-    # fork where available: a spawned worker re-imports the parent's main
-    # script (eval.py and with it PyTorch), which costs seconds per worker. The
-    # workers only run NumPy and pydensecrf, never PyTorch's thread pools, so
-    # forking a process that has them is safe (PyTorch's DataLoader does it too).
+    # fork where available: a spawned worker re-imports eval.py and PyTorch (seconds each); the
+    # workers never run PyTorch's thread pools, so forking is safe (as in PyTorch's DataLoader).
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(n_jobs) as pool:
@@ -211,6 +190,5 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
             if len(pending) >= 2 * n_jobs:
                 key_done, job = pending.popleft()
                 yield key_done, job.get()
-        while pending:
-            key_done, job = pending.popleft()
+        for key_done, job in pending:
             yield key_done, job.get()

@@ -1,8 +1,5 @@
-"""Scoring a model on a dataset split: one confusion matrix over every labelled pixel.
-
-Shared by eval.py and train.py (which scores the final model), so both write the same results
-JSON under the same name pattern and print the same score table.
-"""
+"""Scoring a model on a dataset split: one confusion matrix over every labelled pixel. Shared
+by eval.py and train.py, so both write the same results JSON and print the same score table."""
 
 import math
 import time
@@ -53,45 +50,38 @@ def default_output_path(model_path, options=EvalOptions(), released_dir="."):
     return model_path.with_name(model_path.stem + suffix + ".json")
 
 
-def _model_outputs(model, loader, device, options, crf_picture, on_device=False):
-    """Yield ``(label, probs or prediction, crf image or None)`` per image, in dataset order:
-    with ``crf_picture`` (``image -> HxWx3 uint8 RGB``) the probabilities (``on_device``: left
-    where the model made them, for the torch CRF), else the argmax."""
+def _model_outputs(cfg, model, loader, device, options):
+    """Yield ``(label, prediction)`` per image in dataset order, or with a CRF ``(label, CRF
+    picture, probabilities)``, the probabilities left on the model's device for the torch CRF."""
+    crf, legacy = options.crf, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE
     for _, images, labels in loader:
         # Grad mode is switched off per batch, never across a yield: a suspended
         # generator would otherwise leave it off in the caller's code.
         with torch.inference_mode():
             probs = predict_probs(model, images.to(device), tuple(labels.shape[-2:]),
                                   options.tta_scales, options.flip)
-            outputs = probs.argmax(dim=1).cpu().numpy() if crf_picture is None else probs.float()
-            if crf_picture is not None and not on_device:
-                outputs = outputs.cpu().numpy()
-        for image, label, output in zip(images, labels.numpy(), outputs):
-            yield label, output, (None if crf_picture is None else crf_picture(image))
+        if crf is None:
+            yield from zip(labels.numpy(), probs.argmax(dim=1).cpu().numpy())
+            continue
+        probs = probs.float() if crf.backend == "torch" else probs.float().cpu().numpy()
+        for image, label, output in zip(images, labels.numpy(), probs):
+            yield label, crf_image(image, cfg.IMAGE.MEAN, legacy), output
 
 
 def evaluate(cfg, model, device, options=EvalOptions()):
-    """The confusion matrix of ``model`` (in eval mode) over ``options.split``, and the image count.
-
-    Raises :class:`DatasetError` for a missing or unreadable dataset.
-    """
+    """The confusion matrix of ``model`` (in eval mode) over ``options.split``, and the image
+    count; :class:`DatasetError` for a missing or unreadable dataset."""
     dataset = build_dataset(cfg, options.split, augment=False)
     if options.limit is not None:
         dataset = Subset(dataset, range(min(options.limit, len(dataset))))
-    # Images of their own size cannot be stacked into a batch. predict_probs pads each
-    # to 8k+1 sides and crops its output back to the (unpadded) label size.
+    # Images of their own size cannot be stacked into a batch (predict_probs pads each one).
     batch_size = 1 if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.SOLVER.BATCH_SIZE.TEST
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=cfg.DATALOADER.NUM_WORKERS)
     crf = options.crf
-    if crf is None:
-        outputs = _model_outputs(model, loader, device, options, None)
-        predictions = ((label, prediction) for label, prediction, _ in outputs)
-    else:
-        outputs = _model_outputs(model, loader, device, options, lambda image: crf_image(
-            image, cfg.IMAGE.MEAN, cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE), crf.backend == "torch")
-        items = ((label, image, probs) for label, probs, image in outputs)
-        predictions = map_crf(crf, items, n_jobs=options.n_jobs, argmax=True)
+    predictions = _model_outputs(cfg, model, loader, device, options)
+    if crf is not None:
+        predictions = map_crf(crf, predictions, n_jobs=options.n_jobs, argmax=True)
     matrix = ConfusionMatrix(cfg.DATASET.N_CLASSES)
     with tqdm(total=len(dataset), desc="eval" + (" + CRF" if crf else ""), unit="img",
               dynamic_ncols=True, disable=not options.progress) as bar:
@@ -107,11 +97,8 @@ def _json_number(value):
 
 
 def score(cfg, model, device, options=EvalOptions(), extra=None):
-    """Evaluate and return the results dict (settings, scores, per-class IoU); nothing printed.
-
-    ``extra`` entries lead the dict. Raises :class:`DatasetError` for dataset problems and for
-    a split without a labelled pixel.
-    """
+    """Evaluate and return the results dict (``extra`` first, then settings, scores, per-class
+    IoU); :class:`DatasetError` for dataset problems and for a split without a labelled pixel."""
     class_names = load_class_names(cfg.DATASET.LABELS)
     start = time.perf_counter()
     matrix, n_images = evaluate(cfg, model, device, options)
@@ -119,12 +106,9 @@ def score(cfg, model, device, options=EvalOptions(), extra=None):
     scores = matrix.scores()
     results = {
         **(extra or {}),
-        "split": options.split,
-        "n_images": n_images,
-        "n_pixels": int(matrix.hist.sum()),
+        "split": options.split, "n_images": n_images, "n_pixels": int(matrix.hist.sum()),
         "image_size": None if cfg.IMAGE.EVAL_ORIGINAL_SIZE else cfg.IMAGE.SIZE.TEST,
-        "scales": list(options.tta_scales),
-        "flip": bool(options.flip),
+        "scales": list(options.tta_scales), "flip": bool(options.flip),
         "crf": None if options.crf is None else {
             **options.crf.settings(),
             "legacy_mean_subtracted_image": cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE},
@@ -132,9 +116,8 @@ def score(cfg, model, device, options=EvalOptions(), extra=None):
         "images_per_second": round(n_images / elapsed, 4) if elapsed > 0 else None,
         **{name: _json_number(scores[name]) for name in SCORE_NAMES},
         "n_classes_in_ground_truth": int((matrix.hist.sum(axis=1) > 0).sum()),
-        "class_iou": [{"id": i, "name": class_names[i],
-                       "iou": _json_number(scores["class_iou"][i])}
-                      for i in range(matrix.n_class)],
+        "class_iou": [{"id": i, "name": class_names[i], "iou": _json_number(iou)}
+                      for i, iou in scores["class_iou"].items()],
         "confusion_matrix": matrix.hist.tolist(),
     }
     if any(results[name] is None for name in SCORE_NAMES):
@@ -155,10 +138,8 @@ def format_table(results):
 
 
 def evaluate_and_report(cfg, model, device, output_path, options=EvalOptions(), extra=None):
-    """Evaluate, print the score table and the throughput, write the results JSON; return it.
-
-    ``extra`` entries lead the JSON; after a :class:`DatasetError` nothing is written.
-    """
+    """Evaluate, print the score table and the throughput, write the results JSON (``extra``
+    first) and return it; after a :class:`DatasetError` nothing is written."""
     results = score(cfg, model, device, options, extra)
     n_images, elapsed = results["n_images"], results["seconds"]
     tqdm.write(format_table(results))

@@ -1,11 +1,8 @@
 """The one-image demo's figure, the classes a label map holds, and the raw label map file.
 
-Presentation only: nothing here changes a segmentation. The figure is a bare matplotlib
-:class:`~matplotlib.figure.Figure` unless the caller passes a pyplot one, so drawing and saving
-never need a display. Every size is in inches, so the pixel size is bounded whatever the class
-count, and a class has exactly :func:`~libs.utils.visualize.palette`'s colour everywhere (legend,
-label map, its panel, where a contrasting outline keeps dark classes and tiny regions visible).
-``PANEL_INCHES`` and ``FIGURE_DPI`` are shared with the docs figures.
+The figure is a bare matplotlib :class:`~matplotlib.figure.Figure` unless the caller passes a
+pyplot one, so drawing and saving never need a display. Sizes are in inches, so the pixel size is
+bounded whatever the class count; a class has its ``palette`` colour everywhere.
 """
 
 import math
@@ -19,7 +16,7 @@ from matplotlib.patches import Patch
 from ..utils.atomic import atomic_path
 from ..utils.errors import OutputError
 from ..utils.files import same_file
-from ..utils.visualize import colorize, palette
+from ..utils.visualize import colorize, contrasting, palette
 
 PANEL_INCHES = 3.2  # side of one panel in the docs figures
 FIGURE_DPI = 120
@@ -60,12 +57,6 @@ def panel_classes(shares, top_k=TOP_K, min_share=MIN_SHARE):
     return [(i, share) for i, share in shares if share >= min_share][:max(0, top_k)]
 
 
-def contrasting_colour(colour):
-    """White for a dark colour, black for a light one (by Rec. 601 luma)."""
-    r, g, b = (float(c) for c in colour)
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b >= 128 else (255, 255, 255)
-
-
 def class_panel_picture(image_rgb, mask, colour):
     """The image in dimmed grey; ``mask`` in ``colour``, ringed by a contrasting outline."""
     image = np.asarray(image_rgb, np.float32)
@@ -75,7 +66,7 @@ def class_panel_picture(image_rgb, mask, colour):
     width = max(1, round(max(mask.shape) * OUTLINE_PIXELS_PER_SIDE))
     kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
     ring = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
-    out[ring] = contrasting_colour(colour)
+    out[ring] = contrasting(colour)
     out[mask] = colour
     return out
 

@@ -25,10 +25,7 @@ LABEL_ALPHA = 0.5  # weight of the colour label map in the blend
 
 
 class Profile(NamedTuple):
-    """Which network sees the frames and at what size (exactly one side is set); no CRF.
-
-    The default runs the multi-scale model, ``fast`` its single-scale network.
-    """
+    """Which network sees the frames and at what size (exactly one side is set); no CRF."""
 
     name: str  # "fast" or "default"
     single_scale: bool  # the MSC's single-scale ``.base`` network instead of the MSC
@@ -65,21 +62,16 @@ def draw_rate(frame_bgr, frames_per_second, style=None):
 
 
 def draw_frame_legend(frame_bgr, label_map, class_names, colours_bgr, style=None):
-    """The legend of the classes in ``label_map`` (largest first) in the top-right corner.
-
-    Each swatch is exactly the class's overlay colour (``colours_bgr``: the palette in BGR).
-    Returns the legend's box ``(x0, y0, x1, y1)``, or None on a frame too small for one.
-    """
+    """The legend of the classes in ``label_map`` (largest first, swatches in ``colours_bgr``) in
+    the top-right corner; its box ``(x0, y0, x1, y1)``, or None on a frame too small for one."""
     style = text_style(*frame_bgr.shape[:2]) if style is None else style
-    entries = legend_entries(label_map, class_names, colours_bgr)
-    return draw_legend(frame_bgr, entries, style, right=True)
+    return draw_legend(frame_bgr, legend_entries(label_map, class_names, colours_bgr), style,
+                       right=True)
 
 
 def segment_frame(model, frame_bgr, longer_side, mean, device, shorter_side=None):
     """The frame's label map (HxW int64) at its own size, the network seeing it resized to
     ``longer_side``, or to ``shorter_side`` when that is given instead (``longer_side`` None)."""
-    if (longer_side is None) == (shorter_side is None):
-        raise ValueError("give exactly one of longer_side and shorter_side")
     small = (resize_longer_side(frame_bgr, longer_side) if shorter_side is None
              else resize_shorter_side(frame_bgr, shorter_side))
     # The argmax of the logits equals that of segment()'s softmax, without a softmax over every
@@ -137,10 +129,8 @@ class Playback:
 
 
 def run(model, device, capture, first_frame, playback, stats=None):
-    """Segment, blend and emit frames until the source ends or ``q``/Esc; return :class:`RunStats`.
-
-    Pass ``stats`` to keep the counts when an exception (Ctrl-C) ends the run.
-    """
+    """Segment, blend and emit frames until the source ends or ``q``/Esc; return :class:`RunStats`
+    (pass ``stats`` to keep the counts when an exception, Ctrl-C, ends the run)."""
     stats = RunStats() if stats is None else stats
     start = time.perf_counter()
     step = _FrameStep(model, device, playback)

@@ -1,9 +1,7 @@
 """Segmentation scores from one confusion matrix (rows: ground truth, columns: prediction).
 
-Evaluation accumulates it over every labelled pixel, so memory does not grow with the number
-of images. ``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the ground
-truth only, so stray predictions of classes the benchmark never labels (11 of COCO-Stuff
-10k's 182 indices) do not move the mean; ``docs/eval.md`` compares this with the original.
+``Mean Accuracy`` and ``Mean IoU`` average over the classes present in the ground truth only,
+so stray predictions of classes the benchmark never labels do not move the mean (docs/eval.md).
 """
 
 import numpy as np
@@ -15,15 +13,12 @@ SCORE_NAMES = tuple(SCORE_LABELS)
 
 def confusion_matrix(label_true, label_pred, n_class):
     """Confusion matrix of one label map; true labels outside 0..n_class-1 are ignored."""
-    label_true, label_pred = np.asarray(label_true), np.asarray(label_pred)
+    label_true, label_pred = np.asarray(label_true, np.int64), np.asarray(label_pred, np.int64)
     if label_true.shape != label_pred.shape:
         raise ValueError(f"label map shapes differ: ground truth {label_true.shape}, "
                          f"prediction {label_pred.shape}")
-    label_true = label_true.ravel().astype(np.int64, copy=False)
-    label_pred = label_pred.ravel().astype(np.int64, copy=False)
     labelled = (label_true >= 0) & (label_true < n_class)
-    label_true = label_true[labelled]
-    label_pred = label_pred[labelled]
+    label_true, label_pred = label_true[labelled], label_pred[labelled]
     if label_pred.size and (label_pred.min() < 0 or label_pred.max() >= n_class):
         bad = label_pred[(label_pred < 0) | (label_pred >= n_class)][0]
         raise ValueError(f"predicted label {bad} is outside 0..{n_class - 1}")
@@ -60,11 +55,7 @@ class ConfusionMatrix:
             mean_acc = float(class_acc[present].mean())
             mean_iou = float(iou[present].mean())
             fw_iou = float((gt_count[present] / total * iou[present]).sum())
-        return {
-            "pixel_accuracy": pixel_acc,
-            "mean_accuracy": mean_acc,
-            "mean_iou": mean_iou,
-            "frequency_weighted_iou": fw_iou,
-            "class_iou": {i: float(iou[i]) for i in range(self.n_class)},
-        }
+        return {"pixel_accuracy": pixel_acc, "mean_accuracy": mean_acc, "mean_iou": mean_iou,
+                "frequency_weighted_iou": fw_iou,
+                "class_iou": {i: float(iou[i]) for i in range(self.n_class)}}
 

@@ -1,9 +1,5 @@
-"""An exported ONNX model run by ONNX Runtime, in place of the PyTorch module.
-
-:class:`OnnxModel` is called like the network and has the attributes the inference code reads
-(``geometry`` for an MSC, ``n_classes``, ``output_stride``), from the metadata
-:func:`~libs.models.export.export_onnx` wrote, so ``predict.py`` runs it unchanged.
-"""
+"""An exported ONNX model run by ONNX Runtime, in place of the PyTorch module: called like the
+network, with the attributes ``predict.py`` reads, from the metadata ``export_onnx`` wrote."""
 
 from pathlib import Path
 
@@ -20,9 +16,13 @@ class OnnxModelError(DeepLabError, ValueError):
     """An ONNX file that is missing, unreadable, or not a DeepLab export."""
 
 
-def _session(path, providers, threads):
+def _session(path, device, threads):
+    """An ONNX Runtime session with CUDA first for a CUDA device (where the build has it)."""
     import onnxruntime
 
+    wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in wanted if p in available] + ["CPUExecutionProvider"]
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -35,15 +35,6 @@ def _session(path, providers, threads):
     except Exception as e:  # ONNX Runtime raises its own exception types for a bad file
         reason = first_line(e, LINE_LIMIT).replace(f"Load model from {path} failed:", "")
         raise OnnxModelError(f"{path}: not a usable ONNX model ({reason})") from None
-
-
-def _providers(device):
-    """CUDA first for a CUDA device when this ONNX Runtime build has it, always the CPU."""
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
-    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
 def _read_metadata(path, session):
@@ -68,20 +59,15 @@ def _read_metadata(path, session):
 
 
 class OnnxModel:
-    """An exported DeepLab (MSC or single-scale) as a callable on torch tensors.
-
-    ``device`` chooses ONNX Runtime's CUDA provider where the build has it, else the CPU;
-    logits return to the input's device. ``threads``: ONNX Runtime's intra-op threads (None:
-    its default). With ``n_classes``, another class count is refused. ``eval()`` and ``to()``
-    change nothing: the graph is fixed.
-    """
+    """An exported DeepLab (MSC or single-scale) as a callable on torch tensors, logits on the
+    input's device. ``threads``: ONNX Runtime's intra-op threads (None: its default); with
+    ``n_classes`` another class count is refused. ``eval()`` and ``to()``: the graph is fixed."""
 
     def __init__(self, path, device="cpu", threads=None, n_classes=None):
-        path = Path(path)
+        self.path = path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"{path}: ONNX model not found")
-        self.path = path
-        self.session = _session(path, _providers(device), threads)
+        self.session = _session(path, device, threads)
         # output_stride: the grid predict.py pads inputs to (16 for v3 and v3+, 8 for v2)
         self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)
         if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)

@@ -16,14 +16,9 @@ from .crf import legacy_crf_image
 
 
 def load_model(cfg, model_path, device, log=print, precision=None, single_scale=False):
-    """The config's model with the weights of ``model_path``, in eval mode on ``device``.
-
-    ``model_path`` is a weight file or a released checkpoint's name (see
-    :func:`load_model_weights`; ``log`` reports the geometry a released one sets). With
-    ``precision`` the model comes back prepared for inference (:func:`prepare_for_inference`);
-    ``None`` returns the plain module. ``single_scale`` takes out the MSC's ``.base`` network
-    (one pass per input), which keeps the MSC's ``geometry``: it decides the padding.
-    """
+    """The config's model with the weights of ``model_path`` (a file or a released name), in eval
+    mode on ``device``; prepared for inference with ``precision`` (None: the plain module).
+    ``single_scale`` takes out the MSC's ``.base`` network, keeping the MSC's padding geometry."""
     model = build_model(cfg.MODEL, cfg.DATASET.N_CLASSES)
     load_model_weights(model, model_path, cfg.DATASET.N_CLASSES, log=log)
     model = model.eval().to(device)
@@ -36,11 +31,8 @@ def load_model(cfg, model_path, device, log=print, precision=None, single_scale=
 def dense_logits(model, x, size, geometry="caffe"):
     """Logits of the batch ``x`` at ``size``, whose corners are ``x``'s corners.
 
-    Caffe geometry (``geometry.py``): an input whose sides are not ``s k + 1`` (``s``: the
-    model's output stride) is padded at the bottom and right, its logits upsampled
-    corner-aligned to the padded size, cropped back and only then brought to ``size``. An
-    ``s k + 1`` input (the eval default 513) and the legacy ``"pytorch"`` geometry get
-    ``upsample_logits(model(x), size)`` directly.
+    Caffe geometry (``geometry.py``): an input whose sides are not ``stride k + 1`` is padded at
+    the bottom and right, its logits upsampled to the padded size, cropped, then resized.
     """
     height, width = x.shape[-2:]
     caffe = check_geometry(geometry) == "caffe"
@@ -54,12 +46,8 @@ def dense_logits(model, x, size, geometry="caffe"):
 
 
 def tta_view(images, scale, geometry="caffe"):
-    """The test-time view of ``images`` at ``scale`` (scale 1.0: ``images`` itself).
-
-    Caffe geometry: ``caffe_scaled_side`` pixels per axis, resized corner-aligned, so that
-    :func:`dense_logits` can bring it back corner-aligned. Legacy ``"pytorch"`` geometry: the
-    half-pixel resize to ``round(side * scale)`` this repository used before.
-    """
+    """The test-time view of ``images`` at ``scale``: Caffe geometry resizes corner-aligned to
+    ``caffe_scaled_side``, so :func:`dense_logits` can bring it back; ``"pytorch"``: half-pixel."""
     if scale == 1.0:
         return images
     if check_geometry(geometry) == "caffe":
@@ -70,24 +58,18 @@ def tta_view(images, scale, geometry="caffe"):
 
 
 def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=None):
-    """Class probabilities at ``size``, averaged over input scales and horizontal flips.
-
-    Each view (:func:`tta_view`, mirrored for ``flip``) goes through :func:`dense_logits`;
-    softmax comes after the upsampling. ``geometry`` defaults to the model's own.
-    """
+    """Class probabilities at ``size``, averaged over input scales and horizontal flips (softmax
+    after the upsampling); ``geometry`` defaults to the model's own."""
     geometry = model_geometry(model) if geometry is None else geometry
+    flips = (False, True) if flip else (False,)
     total = None
-    n_views = 0
     for scale in tta_scales:
         scaled = tta_view(images, scale, geometry)
-        for flipped in ([False, True] if flip else [False]):
-            x = scaled.flip(-1) if flipped else scaled
-            logits = dense_logits(model, x, size, geometry)
-            if flipped:
-                logits = logits.flip(-1)
-            probs = F.softmax(logits, dim=1)
+        for flipped in flips:
+            logits = dense_logits(model, scaled.flip(-1) if flipped else scaled, size, geometry)
+            probs = F.softmax(logits.flip(-1) if flipped else logits, dim=1)
             total = probs if total is None else total + probs
-            n_views += 1
+    n_views = len(tta_scales) * len(flips)
     return total if n_views == 1 else total / n_views
 
 
@@ -114,26 +96,17 @@ def network_input(image_bgr, mean):
 
 
 def crf_image(image, mean, legacy_mean_subtracted):
-    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a 3xHxW network input.
-
-    Recovered exactly, unless ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``)
-    asks for the original implementation's mean-subtracted uint8 cast.
-    """
+    """The HxWx3 uint8 RGB picture the CRF compares colours on, from a 3xHxW network input:
+    exact, or with ``legacy_mean_subtracted`` the original's mean-subtracted uint8 cast."""
     if legacy_mean_subtracted:
-        if isinstance(image, torch.Tensor):
-            image = image.detach().cpu().numpy()
-        return legacy_crf_image(image)
+        return legacy_crf_image(torch.as_tensor(image).detach().cpu().numpy())
     return to_rgb_uint8(image, mean)
 
 
 def segment(model, image_bgr, mean, device, crf=None, legacy_mean_subtracted=None):
-    """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image.
-
-    The network sees ``image_bgr`` as given (resize it first) with the BGR ``mean``
-    subtracted (:func:`predict_probs`). ``crf`` is a :class:`DenseCRF` or None; it needs
-    ``legacy_mean_subtracted`` (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it
-    compares colours on (see :func:`crf_image`).
-    """
+    """Class probabilities (CxHxW float32) and label map (HxW int64) of one BGR image, seen as
+    given (resize it first). ``crf`` (a :class:`DenseCRF` or None) needs ``legacy_mean_subtracted``
+    (``CRF.LEGACY_MEAN_SUBTRACTED_IMAGE``) to say which picture it compares colours on."""
     if crf is not None and legacy_mean_subtracted is None:
         raise ValueError("a CRF needs legacy_mean_subtracted (CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)")
     with torch.inference_mode():

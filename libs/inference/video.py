@@ -28,7 +28,7 @@ class SourceError(DeepLabError, ValueError):
 
 
 class VideoWriteError(OutputError):
-    """A frame that did not reach the output video (disk full, writer failed); nothing is published."""
+    """A frame that did not reach the output video (disk full, writer failed): nothing published."""
 
 
 @contextlib.contextmanager
@@ -44,11 +44,8 @@ def quiet_opencv():
 
 
 def open_source(camera_id=0, video=None):
-    """An opened ``cv2.VideoCapture`` and its first frame, or :class:`SourceError`.
-
-    Reading the first frame here turns a file OpenCV "opens" but cannot decode into the
-    same one-line error as a file it refuses outright.
-    """
+    """An opened ``cv2.VideoCapture`` and its first frame, or :class:`SourceError`: reading it
+    here gives a file OpenCV "opens" but cannot decode the one-line error of a refused one."""
     if video is None:
         source = int(camera_id)
         cannot_open = (f"camera {camera_id}: no such camera or it cannot be opened "
@@ -88,11 +85,8 @@ def frames(capture, first_frame):
 
 class LatestFrame:
     """A one-slot frame buffer filled by a background reader thread, so a slow network skips
-    frames (counted in :attr:`n_dropped`) instead of falling behind a live source.
-
-    ``fps`` paces the reader (a file read as if it were a camera). An error in the reader is
-    raised in the consumer; leaving the ``with`` block stops the reader.
-    """
+    frames (:attr:`n_dropped`) instead of falling behind a live source. ``fps`` paces the reader;
+    its error is raised in the consumer; leaving the ``with`` block stops it."""
 
     def __init__(self, capture, first_frame, fps=None):
         self.capture = capture
@@ -112,10 +106,6 @@ class LatestFrame:
 
     def __exit__(self, *exc_info):
         self.stop()
-
-    @property
-    def running(self):
-        return self._thread.is_alive()
 
     def _read_all(self):
         start = time.monotonic()
@@ -188,12 +178,9 @@ def no_window_reason():
 
 
 class CheckedVideoWriter:
-    """A ``cv2.VideoWriter`` whose every write is checked; :attr:`n_frames` counts the frames.
-
-    Each write needs the writer open and room on the disk for a raw frame, and :meth:`finish`
-    reads the file back. A failure is a :class:`VideoWriteError` naming ``path`` (the user's
-    file; the data goes to ``tmp``).
-    """
+    """A ``cv2.VideoWriter`` whose every write is checked (writer open, room for a raw frame)
+    and whose file :meth:`finish` reads back; a failure is a :class:`VideoWriteError` naming
+    ``path`` (the user's file; the data goes to ``tmp``)."""
 
     def __init__(self, tmp, path, fps, frame_size):
         self.tmp, self.path = Path(tmp), Path(path)
@@ -245,10 +232,8 @@ def frames_in_file(path):
 def video_output(path, fps, frame_size):
     """Yield a :class:`CheckedVideoWriter` on a temporary file, published as ``path`` at the end.
 
-    An error that is not the writer's (Ctrl-C, a camera unplugged) still publishes the frames
-    written so far, then goes on; a :class:`VideoWriteError`, or an error before any frame,
-    publishes nothing. The file gets the user's umask (``utils.atomic.atomic_path``).
-    """
+    Another error (Ctrl-C, a camera unplugged) still publishes the frames written, then goes on;
+    a :class:`VideoWriteError`, or an error before any frame, publishes nothing."""
     error = None
     with atomic_path(path) as tmp:
         writer = CheckedVideoWriter(tmp, path, fps, frame_size)

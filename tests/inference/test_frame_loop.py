@@ -160,10 +160,10 @@ def test_a_reader_error_reaches_the_consumer_after_the_frames_read():
             seen.append(int(frame[0, 0, 0]))
             first_taken.set()
             deadline = time.perf_counter() + EVENT_TIMEOUT_S
-            while reader.running and time.perf_counter() < deadline:
+            while reader._thread.is_alive() and time.perf_counter() < deadline:
                 time.sleep(0.001)  # frame 0 is slow: frames 1 and 2 arrive, then the error
     assert seen == [0, 2] and reader.n_dropped == 1  # frame 2 still shown, then the error
-    assert not reader.running
+    assert not reader._thread.is_alive()
 
 
 def test_q_in_the_window_stops_a_live_source(monkeypatch):
