@@ -30,14 +30,13 @@ class Precision:
     scaler: torch.amp.GradScaler = field(default_factory=disabled_scaler)
     amp: str = None
 
-    @property
-    def scaling(self):
-        return self.scaler.is_enabled()
 
-
-def check_amp(amp, device):
-    """Refuse, with one line, an ``amp`` that ``device`` cannot train with fast: on a CPU that
-    emulates bf16 (no AMX or AVX512-BF16) it is about 100x slower than fp32."""
+def precision_for(amp, device, log=print):
+    """The :class:`Precision` of ``SOLVER.AMP`` on ``device``. An ``amp`` that ``device`` cannot
+    train with fast is refused with one line: on a CPU that emulates bf16 (no AMX or AVX512-BF16) it
+    is about 100x slower than fp32."""
+    if amp is None:
+        return Precision()
     if device.type == "cuda":
         if amp == "bf16" and not torch.cuda.is_bf16_supported():
             raise TrainingConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
@@ -50,13 +49,6 @@ def check_amp(amp, device):
         supported, reason = cpu_native_bf16()
         if not supported:
             raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
-
-
-def precision_for(amp, device, log=print):
-    """The :class:`Precision` of ``SOLVER.AMP`` on ``device`` (checked by :func:`check_amp`)."""
-    if amp is None:
-        return Precision()
-    check_amp(amp, device)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     autocast = functools.partial(torch.autocast, device.type, dtype=dtype)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()

@@ -1,7 +1,6 @@
-"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. The order of the
-steps is part of the result: every random draw (weight initialisation, DataLoader seeds) happens in
-the same order on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact. The
-learning rate is a pure function of the iteration for the same reason."""
+"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. Every random
+draw happens in the same order on a fresh and a resumed run, and the learning rate is a pure
+function of the iteration: that is what makes ``--resume`` bit-exact."""
 
 import contextlib
 import functools
@@ -73,13 +72,10 @@ def set_learning_rates(optimizer, solver, iteration):
 
 
 def update(run, iteration, sub_batches, began):
-    """One weight update from ``sub_batches``; returns its loss and the last fused logits. The loss
-    is Caffe's (``loss.py``): per-image terms summed over the outputs and divided by the images of
-    the whole update (all sub-batches, all processes), which gives the gradient of one big batch
-    however it is split; DDP averages gradients over processes, hence ``* world_size``. Only the
-    forward pass runs under autocast. A non-finite loss stops the run before the step, so the
-    weights stay those of the last good iteration. ``began`` is when the update started fetching its
-    data (for images/s)."""
+    """One weight update from ``sub_batches`` (fetched from ``began``); returns its loss and the
+    last fused logits. Caffe's per-image terms (``loss.py``) are divided by the images of the whole
+    update (all sub-batches, all processes): one big batch's gradient however it is split (DDP
+    averages over processes, hence ``* world_size``). A non-finite loss stops before the step."""
     cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
     solver = cfg.SOLVER
     base_lr = set_learning_rates(optimizer, solver, iteration)
@@ -134,10 +130,8 @@ def snapshot(run, iteration):
 
 
 def evaluate_in_between(evaluator, model, device):
-    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened. The
-    model goes back to training mode (BatchNorm layers that train must not keep eval mode), and the
-    global generators are restored: the evaluation's DataLoader advances torch's, and a run with
-    periodic evaluation must stay bit-identical to one without."""
+    """``evaluator(model)`` in eval mode, leaving the run as if it had not happened: training mode
+    back, and the global generators (which the evaluation's DataLoader advances) restored."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -206,10 +200,8 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
     run = Run(cfg, model, net, optimizer, precision, device, world_size,
               evaluator=evaluator if solver.ITER_EVAL else None)
     if rank == 0:
-        start_log(cfg, log, dict(device=device, world_size=world_size, model=model, start=start,
-                                 data_parallel=launch.data_parallel, sources=launch.sources,
-                                 n_train=len(dataset)))
-        run.monitor = Monitor(cfg, run, start)
+        start_log(run, launch, start, len(dataset), log)
+        run.monitor = Monitor(run, start)
     stream = batch_stream(cfg, dataset, start * solver.ITER_SIZE, rank, world_size,
                           pin_memory=device.type == "cuda")
     run.bar = progress_bar(start, solver.ITER_MAX, progress and rank == 0)
@@ -241,10 +233,8 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
 
 
 def stop_on_signal(run, signum, iteration):
-    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
-    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of this very iteration
-    did, and every process waits for it (a barrier) before leaving, so torchrun sees no process end
-    while the checkpoint is written."""
+    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, once rank 0 has written
+    its checkpoint (unless the periodic snapshot did): a barrier, so that no process ends first."""
     path = None
     if run.monitor is not None:
         path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"

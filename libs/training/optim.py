@@ -2,8 +2,6 @@
 
 import torch
 
-GROUP_NAMES = ("backbone", "head_weights", "head_biases")
-
 
 def parameter_groups(model, solver):
     """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule). The
@@ -12,20 +10,16 @@ def parameter_groups(model, solver):
     with the biases). Frozen parameters belong to no group. Head biases get no weight decay, as in
     the Caffe solver. Within a group the parameters keep the model's order."""
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
-    in_backbone = {id(p) for p in model.base.backbone.parameters()}
-    groups = {name: [] for name in GROUP_NAMES}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if id(param) in in_backbone:
-            groups["backbone"].append(param)
-        else:
-            groups["head_biases" if name.endswith(".bias") else "head_weights"].append(param)
     settings = {"backbone": (mult.BACKBONE, decay), "head_weights": (mult.ASPP_WEIGHT, decay),
-                "head_biases": (mult.ASPP_BIAS, 0.0)}
-    return [{"name": name, "params": groups[name], "lr": solver.LR * settings[name][0],
-             "lr_mult": settings[name][0], "weight_decay": settings[name][1]}
-            for name in GROUP_NAMES]
+                "head_biases": (mult.ASPP_BIAS, 0.0)}  # (lr_mult, weight_decay)
+    in_backbone = {id(p) for p in model.base.backbone.parameters()}
+    groups = {name: [] for name in settings}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            head = "head_biases" if name.endswith(".bias") else "head_weights"
+            groups["backbone" if id(param) in in_backbone else head].append(param)
+    return [{"name": name, "params": groups[name], "lr": solver.LR * lr_mult, "lr_mult": lr_mult,
+             "weight_decay": weight_decay} for name, (lr_mult, weight_decay) in settings.items()]
 
 
 def build_optimizer(model, solver):
