@@ -1,7 +1,6 @@
 """The ``SOLVER`` options that change how fast a run computes, not what it learns (docs/scale.md):
-``AMP`` (autocast of the forward pass only; fp16 with a checkpointed loss scaler),
-``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING``, ``COMPILE``, which falls back to the eager model
-with a one-line notice where it fails: a run should not die for want of a speed-up."""
+``AMP``, ``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING`` and ``COMPILE``, which falls back to the
+eager model with a one-line notice where it fails: a run should not die for want of a speed-up."""
 
 import contextlib
 import functools
@@ -77,9 +76,8 @@ def one_line(error):
 
 class EagerFallback:
     """Calls the compiled model; if that fails, says so once and runs ``eager`` from then on.
-    Compilation happens at the first call (where an unsupported operator or a missing compiler
-    shows) and may happen at the first backward pass, which :meth:`guard_first_step` covers. Every
-    other attribute (``module``, ``no_sync``, ``scales``) is the eager module's."""
+    Compilation happens at the first call and may happen at the first backward pass, which
+    :meth:`guard_first_step` covers. Other attributes (``module``, ``no_sync``) are the eager's."""
 
     def __init__(self, eager, compiled, log=print):
         self.eager, self.compiled, self.log = eager, compiled, log

@@ -68,10 +68,9 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
 
 
 def load_initial_weights(model, path, log=print):
-    """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
-    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's MSC
-    geometry. The COCO init model carries only the backbone, so the head keeps its own
-    initialisation; anything else missing is an error: a half-loaded model trains to nonsense."""
+    """Start from converted Caffe weights, a checkpoint or released weights (through
+    ``libs.models.weights``, keeping the config's MSC geometry), or from scratch. Only the head may
+    be missing (the COCO init model has none): a half-loaded model trains to nonsense."""
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")

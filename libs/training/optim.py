@@ -4,11 +4,9 @@ import torch
 
 
 def parameter_groups(model, solver):
-    """SGD groups: backbone 1x, head weights 10x, head biases 20x (the DeepLab v2 rule). The
-    backbone is ``model.base.backbone``; every other trainable parameter is head (v2's ASPP, v3's
-    ASPP and classifier, v3+'s decoder; a trainable BatchNorm's scale with the weights, its shift
-    with the biases). Frozen parameters belong to no group. Head biases get no weight decay, as in
-    the Caffe solver. Within a group the parameters keep the model's order."""
+    """SGD groups, the DeepLab v2 rule: backbone (``model.base.backbone``) 1x, head weights 10x,
+    head biases 20x without weight decay (as the Caffe solver). A trainable BatchNorm's scale is a
+    weight, its shift a bias; frozen parameters join no group; groups keep the model's order."""
     mult, decay = solver.LR_MULT, solver.WEIGHT_DECAY
     settings = {"backbone": (mult.BACKBONE, decay), "head_weights": (mult.ASPP_WEIGHT, decay),
                 "head_biases": (mult.ASPP_BIAS, 0.0)}  # (lr_mult, weight_decay)

@@ -1,8 +1,7 @@
-"""A run's folders before it starts: never train over another run by accident. A new run with the ID
-of an existing one would overwrite its checkpoints and mix two runs in one TensorBoard folder, so
-``train.py``'s :func:`prepare_run_folders` refuses it unless told to resume or to start over.
-:func:`~.loop.train`, which library callers may point at any folder, runs only
-:func:`check_output_folders`."""
+"""A run's folders before it starts: a new run with the ID of an existing one would overwrite its
+checkpoints and mix two runs in one TensorBoard folder, so ``train.py``'s
+:func:`prepare_run_folders` refuses it unless told to resume or to start over (library callers of
+:func:`~.loop.train` may point it at any folder)."""
 
 import re
 from pathlib import Path

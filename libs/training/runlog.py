@@ -1,6 +1,5 @@
 """What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
-``train.log`` (beside the TensorBoard events) is a log: every write appends, and each launch adds a
-separator line, the summary, the loss every ``SOLVER.ITER_TB`` iterations and the scores.
+``train.log`` (beside the TensorBoard events) is only appended to, so a resumed run continues it.
 :func:`record_scores` takes a plain dict: this package never needs to know how evaluation works."""
 
 import datetime
