@@ -1,7 +1,6 @@
-"""Training checkpoints: where they go, what they hold, and how a run starts from one. A checkpoint
-is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler`` with
-``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
-uninterrupted run would have, given the same torch thread count (reductions split differently)."""
+"""Training checkpoints: where they go, what they hold, and how a run starts from one. With every
+generator's state (and fp16's ``grad_scaler``), ``--resume`` continues exactly as the uninterrupted
+run would have, given the same torch thread count (reductions split differently)."""
 
 import random
 from pathlib import Path

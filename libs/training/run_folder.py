@@ -47,10 +47,9 @@ def latest_checkpoint(exp):
 
 
 def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print):
-    """The checkpoint to resume (``latest`` resolved), after refusing or clearing an old run.
-    Without ``resume``, an ``EXP.ID`` whose folders hold checkpoints or logs is an error naming the
-    ways on, unless ``overwrite`` deletes those files (other files stay). ``check`` false
-    (torchrun's ranks above 0, which write nothing) only resolves ``resume``."""
+    """The checkpoint to resume (``latest`` resolved), after refusing or clearing an old run: an
+    ``EXP.ID`` whose folders hold checkpoints or logs is an error unless ``overwrite`` deletes those
+    files. ``check`` false (torchrun's ranks above 0 write nothing) only resolves ``resume``."""
     if resume is not None and overwrite:
         raise RunFolderError("--overwrite starts a new run and --resume continues one; "
                              "give one of them")

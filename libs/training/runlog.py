@@ -120,8 +120,7 @@ class Throughput:
 
 def postfix(average_loss, base_lr, images_per_s, peak_gib):
     """The progress bar's ``loss``, ``lr``, ``img/s`` and ``mem`` fields."""
-    fields = {"loss": f"{average_loss:.4f}", "lr": f"{base_lr:.3g}",
-              "img/s": f"{images_per_s:.3g}"}
+    fields = {"loss": f"{average_loss:.4f}", "lr": f"{base_lr:.3g}", "img/s": f"{images_per_s:.3g}"}
     if peak_gib is not None:
         fields["mem"] = f"{peak_gib:.2f}GiB"
     return fields

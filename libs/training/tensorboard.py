@@ -9,8 +9,7 @@ import numpy as np
 from ..datasets import to_rgb_uint8
 from ..models.geometry import upsample_logits
 from ..utils.meters import SCORE_LABELS
-from ..utils.visualize import (PANEL_LEGEND_ROWS, colorize, legend_entries, palette,
-                               side_by_side)
+from ..utils.visualize import PANEL_LEGEND_ROWS, colorize, legend_entries, palette, side_by_side
 
 
 def log_dir(exp):
