@@ -59,8 +59,7 @@ def main(config_path, cuda, resume, overwrite, allow_changes, evaluate_after):
                                                     allow_changes)
         if evaluate_after and rank == 0:
             final = checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
-            results = evaluate_and_report(cfg, model.eval(), device,
-                                          default_output_path(final))
+            results = evaluate_and_report(cfg, model.eval(), device, default_output_path(final))
             record_scores(cfg, results)  # train.log and TensorBoard (eval/*)
 
 

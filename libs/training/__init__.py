@@ -4,5 +4,3 @@
 from .errors import TrainingError
 from .loop import Launch, train
 from .runlog import record_scores
-
-__all__ = ["Launch", "TrainingError", "record_scores", "train"]

@@ -1,7 +1,6 @@
 """The ``SOLVER`` options that change how fast a run computes, not what it learns (docs/scale.md):
-``AMP`` (autocast of the forward pass only; fp16 with a checkpointed loss scaler),
-``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING``, ``COMPILE``, which falls back to the eager model
-with a one-line notice where it fails: a run should not die for want of a speed-up."""
+``AMP``, ``CHANNELS_LAST``, ``ACTIVATION_CHECKPOINTING`` and ``COMPILE``, which falls back to the
+eager model with a one-line notice where it fails: a run should not die for want of a speed-up."""
 
 import contextlib
 import functools
@@ -30,14 +29,13 @@ class Precision:
     scaler: torch.amp.GradScaler = field(default_factory=disabled_scaler)
     amp: str = None
 
-    @property
-    def scaling(self):
-        return self.scaler.is_enabled()
 
-
-def check_amp(amp, device):
-    """Refuse, with one line, an ``amp`` that ``device`` cannot train with fast: on a CPU that
-    emulates bf16 (no AMX or AVX512-BF16) it is about 100x slower than fp32."""
+def precision_for(amp, device, log=print):
+    """The :class:`Precision` of ``SOLVER.AMP`` on ``device``. An ``amp`` that ``device`` cannot
+    train with fast is refused with one line: on a CPU that emulates bf16 (no AMX or AVX512-BF16) it
+    is about 100x slower than fp32."""
+    if amp is None:
+        return Precision()
     if device.type == "cuda":
         if amp == "bf16" and not torch.cuda.is_bf16_supported():
             raise TrainingConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
@@ -50,13 +48,6 @@ def check_amp(amp, device):
         supported, reason = cpu_native_bf16()
         if not supported:
             raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
-
-
-def precision_for(amp, device, log=print):
-    """The :class:`Precision` of ``SOLVER.AMP`` on ``device`` (checked by :func:`check_amp`)."""
-    if amp is None:
-        return Precision()
-    check_amp(amp, device)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     autocast = functools.partial(torch.autocast, device.type, dtype=dtype)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()
@@ -85,9 +76,8 @@ def one_line(error):
 
 class EagerFallback:
     """Calls the compiled model; if that fails, says so once and runs ``eager`` from then on.
-    Compilation happens at the first call (where an unsupported operator or a missing compiler
-    shows) and may happen at the first backward pass, which :meth:`guard_first_step` covers. Every
-    other attribute (``module``, ``no_sync``, ``scales``) is the eager module's."""
+    Compilation happens at the first call and may happen at the first backward pass, which
+    :meth:`guard_first_step` covers. Other attributes (``module``, ``no_sync``) are the eager's."""
 
     def __init__(self, eager, compiled, log=print):
         self.eager, self.compiled, self.log = eager, compiled, log

@@ -1,7 +1,6 @@
-"""Training checkpoints: where they go, what they hold, and how a run starts from one. A checkpoint
-is ``{model, optimizer, iteration, rng, config, num_threads}`` (and ``grad_scaler`` with
-``SOLVER.AMP: fp16``): with every generator's state, ``--resume`` continues exactly as the
-uninterrupted run would have, given the same torch thread count (reductions split differently)."""
+"""Training checkpoints: where they go, what they hold, and how a run starts from one. With every
+generator's state (and fp16's ``grad_scaler``), ``--resume`` continues exactly as the uninterrupted
+run would have, given the same torch thread count (reductions split differently)."""
 
 import random
 from pathlib import Path
@@ -68,10 +67,9 @@ def restore_training_state(checkpoint, optimizer, scaler=None, log=print):
 
 
 def load_initial_weights(model, path, log=print):
-    """Start from converted Caffe weights, a checkpoint or released weights, or from scratch.
-    ``path`` goes through the one weights loader (``libs.models.weights``), keeping the config's MSC
-    geometry. The COCO init model carries only the backbone, so the head keeps its own
-    initialisation; anything else missing is an error: a half-loaded model trains to nonsense."""
+    """Start from converted Caffe weights, a checkpoint or released weights (through
+    ``libs.models.weights``, keeping the config's MSC geometry), or from scratch. Only the head may
+    be missing (the COCO init model has none): a half-loaded model trains to nonsense."""
     if path is None:
         log("Warning: MODEL.INIT_MODEL is null, so training starts from random weights "
             "(the published numbers start from the converted COCO init model).")

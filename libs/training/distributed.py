@@ -48,9 +48,8 @@ def wants_data_parallel(use_cuda, world_size):
 
 
 def sync_batchnorm(model, device):
-    """Turn each training BatchNorm of ``model`` into ``SyncBatchNorm`` in place; returns the count.
-    Only modules of exactly ``nn.BatchNorm2d``: the frozen ones, a subclass, keep their stored
-    statistics. The tensors stay the same, so an optimizer built before keeps them. CUDA only: on
+    """Turn each training BatchNorm (exactly ``nn.BatchNorm2d``: the frozen ones are a subclass) of
+    ``model`` into ``SyncBatchNorm`` in place, keeping its tensors; returns the count. CUDA only: on
     CPUs (Gloo) each process keeps its own batch statistics (docs/model.md, "BatchNorm")."""
     if device.type != "cuda":
         return 0

@@ -1,9 +1,7 @@
-"""Stopping a run cleanly on SIGINT, SIGTERM or SIGHUP: finish the iteration, save, exit.
-:class:`StopSignals` turns those signals into a request that the loop reads between iterations; it
-then writes a checkpoint and raises :class:`TrainingInterrupted`, which the script turns into 128 +
-the signal (130, 143, 129). A second Ctrl-C raises :class:`StopNow` at once, an exception rather
-than ``os._exit`` so that a checkpoint being written is abandoned through ``atomic_path``'s cleanup,
-never published half-written (docs/scale.md)."""
+"""Stopping a run cleanly on SIGINT, SIGTERM or SIGHUP: finish the iteration, save, exit 128 + the
+signal. A second Ctrl-C raises :class:`StopNow` at once, an exception rather than ``os._exit`` so
+that a checkpoint being written is abandoned through ``atomic_path``'s cleanup, never published
+half-written (docs/scale.md)."""
 
 import signal
 import threading

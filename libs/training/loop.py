@@ -1,7 +1,6 @@
-"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. The order of the
-steps is part of the result: every random draw (weight initialisation, DataLoader seeds) happens in
-the same order on a fresh run and on a resumed one, which is what makes ``--resume`` bit-exact. The
-learning rate is a pure function of the iteration for the same reason."""
+"""The training loop: seed, build, (resume,) then one :func:`update` per iteration. Every random
+draw happens in the same order on a fresh and a resumed run, and the learning rate is a pure
+function of the iteration: that is what makes ``--resume`` bit-exact."""
 
 import contextlib
 import functools
@@ -73,13 +72,10 @@ def set_learning_rates(optimizer, solver, iteration):
 
 
 def update(run, iteration, sub_batches, began):
-    """One weight update from ``sub_batches``; returns its loss and the last fused logits. The loss
-    is Caffe's (``loss.py``): per-image terms summed over the outputs and divided by the images of
-    the whole update (all sub-batches, all processes), which gives the gradient of one big batch
-    however it is split; DDP averages gradients over processes, hence ``* world_size``. Only the
-    forward pass runs under autocast. A non-finite loss stops the run before the step, so the
-    weights stay those of the last good iteration. ``began`` is when the update started fetching its
-    data (for images/s)."""
+    """One weight update from ``sub_batches`` (fetched from ``began``); returns its loss and the
+    last fused logits. Caffe's per-image terms (``loss.py``) are divided by the images of the whole
+    update (all sub-batches, all processes): one big batch's gradient however it is split (DDP
+    averages over processes, hence ``* world_size``). A non-finite loss stops before the step."""
     cfg, optimizer, device, scaler = run.cfg, run.optimizer, run.device, run.precision.scaler
     solver = cfg.SOLVER
     base_lr = set_learning_rates(optimizer, solver, iteration)
@@ -115,16 +111,12 @@ def update(run, iteration, sub_batches, began):
         seconds = time.perf_counter() - began
         run.bar.set_postfix(run.monitor.update(iteration, loss, base_lr, seconds,
                                                sub_batches[-1], fused))
-        if snapshot_due(iteration, solver):
+        if iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX:
             snapshot(run, iteration)
         if run.evaluator and iteration % solver.ITER_EVAL == 0 and iteration < solver.ITER_MAX:
             scores = evaluate_in_between(run.evaluator, run.model, device)
             tqdm.write("\n".join(run.monitor.record_scores(iteration, scores)))
     return loss, fused
-
-
-def snapshot_due(iteration, solver):
-    return iteration % solver.ITER_SNAP == 0 or iteration == solver.ITER_MAX
 
 
 def snapshot(run, iteration):
@@ -134,10 +126,8 @@ def snapshot(run, iteration):
 
 
 def evaluate_in_between(evaluator, model, device):
-    """``evaluator(model)`` in eval mode, leaving the run exactly as if it had not happened. The
-    model goes back to training mode (BatchNorm layers that train must not keep eval mode), and the
-    global generators are restored: the evaluation's DataLoader advances torch's, and a run with
-    periodic evaluation must stay bit-identical to one without."""
+    """``evaluator(model)`` in eval mode, leaving the run as if it had not happened: training mode
+    back, and the global generators (which the evaluation's DataLoader advances) restored."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -150,10 +140,9 @@ def evaluate_in_between(evaluator, model, device):
 
 
 def batch_stream(cfg, dataset, start, rank, world_size, pin_memory=False):
-    """Endless training sub-batches, epoch after epoch, beginning ``start`` sub-batches in. A new
-    DataLoader per epoch hands the epoch number to the workers, so every augmentation is drawn from
-    ``(seed, epoch, index)`` whatever the worker count. Closing the generator shuts the loader's
-    workers down before it returns: a stopped run leaves no worker behind."""
+    """Endless training sub-batches, epoch after epoch, ``start`` sub-batches in. A DataLoader per
+    epoch hands the epoch to the workers, so every augmentation is drawn from ``(seed, epoch,
+    index)``; closing the generator joins the workers: a stopped run leaves none behind."""
     batch_size = cfg.SOLVER.BATCH_SIZE.TRAIN
     per_epoch = EpochBatchSampler.batches_per_epoch(len(dataset), batch_size, world_size)
     if per_epoch < 1:
@@ -184,10 +173,9 @@ def progress_bar(start, iter_max, enabled):
 
 
 def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
-    """Run (or resume) the training that ``cfg`` describes; return the trained model. Under torchrun
-    only rank 0 logs, writes checkpoints and runs ``evaluator`` (``model -> results dict``, every
-    ``SOLVER.ITER_EVAL`` iterations). A stop signal ends the run with a checkpoint and
-    :class:`~.interrupt.TrainingInterrupted`."""
+    """Run (or resume) the training that ``cfg`` describes; return the trained model. Only rank 0
+    logs, writes checkpoints and runs ``evaluator`` (``model -> results dict``, every
+    ``SOLVER.ITER_EVAL``). A stop signal ends the run with a checkpoint and TrainingInterrupted."""
     launch = launch or Launch()
     rank, world_size = distributed.rank_and_world_size()
     log = tqdm.write if rank == 0 else (lambda *_: None)
@@ -206,14 +194,12 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
     run = Run(cfg, model, net, optimizer, precision, device, world_size,
               evaluator=evaluator if solver.ITER_EVAL else None)
     if rank == 0:
-        start_log(cfg, log, dict(device=device, world_size=world_size, model=model, start=start,
-                                 data_parallel=launch.data_parallel, sources=launch.sources,
-                                 n_train=len(dataset)))
-        run.monitor = Monitor(cfg, run, start)
+        start_log(run, launch, start, len(dataset), log)
+        run.monitor = Monitor(run, start)
     stream = batch_stream(cfg, dataset, start * solver.ITER_SIZE, rank, world_size,
                           pin_memory=device.type == "cuda")
     run.bar = progress_bar(start, solver.ITER_MAX, progress and rank == 0)
-    signum = 0
+    signum, final = 0, checkpoint_dir(cfg.EXP) / "checkpoint_final.pth"
     try:
         with StopSignals() as stop:
             for iteration in run.bar:
@@ -227,41 +213,31 @@ def train(cfg, device, resume=None, progress=True, evaluator=None, launch=None):
                 signum = agreed_stop(stop.signum, world_size, device)
                 if signum and iteration < solver.ITER_MAX:
                     stop_on_signal(run, signum, iteration)
-        if rank == 0:
-            finish(cfg, log)
+        if rank == 0:  # checkpoint_final.pth: a link to the last snapshot
+            publish_link(final.with_name(f"checkpoint_{solver.ITER_MAX}.pth"), final)
+            done = f"Checkpoints in {final.parent}; TensorBoard logs in {log_dir(cfg.EXP)}"
+            append_to_log(cfg.EXP, done)
+            log(done)
     finally:
         stream.close()  # joins the loader's workers
         run.bar.close()
         if run.monitor is not None:
             run.monitor.writer.close()
     if signum:  # in the last iteration: the run is complete, the script stops before scoring
-        raise TrainingInterrupted(signum, solver.ITER_MAX,
-                                  checkpoint_dir(cfg.EXP) / "checkpoint_final.pth", complete=True)
+        raise TrainingInterrupted(signum, solver.ITER_MAX, final, complete=True)
     return model
 
 
 def stop_on_signal(run, signum, iteration):
-    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, its checkpoint written.
-    Rank 0 writes ``checkpoint_<iteration>.pth`` unless the periodic snapshot of this very iteration
-    did, and every process waits for it (a barrier) before leaving, so torchrun sees no process end
-    while the checkpoint is written."""
+    """Raise :class:`~.interrupt.TrainingInterrupted` after ``iteration``, once rank 0 has written
+    its checkpoint (unless the periodic snapshot did): a barrier, so that no process ends first."""
     path = None
     if run.monitor is not None:
         path = checkpoint_dir(run.cfg.EXP) / f"checkpoint_{iteration}.pth"
-        if not snapshot_due(iteration, run.cfg.SOLVER):
+        if iteration % run.cfg.SOLVER.ITER_SNAP:  # update's snapshot did not (< ITER_MAX)
             snapshot(run, iteration)
         append_to_log(run.cfg.EXP, f"Stopped by {signal_name(signum)} after iteration "
                                    f"{iteration}; saved {path}")
     if run.world_size > 1:
         torch.distributed.barrier()
     raise TrainingInterrupted(signum, iteration, path)
-
-
-def finish(cfg, log):
-    """Publish ``checkpoint_final.pth`` (a link to the last snapshot) and say where things are."""
-    out_dir = checkpoint_dir(cfg.EXP)
-    publish_link(out_dir / f"checkpoint_{cfg.SOLVER.ITER_MAX}.pth",
-                 out_dir / "checkpoint_final.pth")
-    done = f"Checkpoints in {out_dir}; TensorBoard logs in {log_dir(cfg.EXP)}"
-    append_to_log(cfg.EXP, done)
-    log(done)

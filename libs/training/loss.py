@@ -1,10 +1,7 @@
 """The training loss over the outputs of the multi-scale (MSC) model: DeepLab v2's, v3's, v3+'s. The
 network's ``label_rule`` picks the targets: ``"cells"`` (v2) compares each logit cell with the label
-of the pixel it sits on, as Caffe's training net does (``label_shrink``, and the ``Interp`` of a
-branch whose cells fall between pixels); ``"dense"`` (v3, v3+) upsamples every output to the crop,
-as the papers do (docs/model.md, "Loss"). Each image's cross-entropy is averaged over its own valid
-pixels, so that the caller, dividing the sum by the update's image count, gets a gradient that does
-not depend on how the update is split into sub-batches and processes."""
+of the pixel it sits on, as Caffe's training net does; ``"dense"`` (v3, v3+) upsamples every output
+to the crop, as the papers do (docs/model.md, "Loss")."""
 
 import torch
 import torch.nn.functional as F
@@ -73,16 +70,14 @@ def loss_pairs(outputs, labels, scales, geometry, label_rule="cells"):
     return caffe_pairs(outputs, labels, scales)
 
 
-def per_image_cross_entropy(logits, target, ignore_label):
-    """Each image's cross-entropy averaged over its own valid pixels (0 without any): shape (N,)."""
-    pixels = F.cross_entropy(logits.float(), target, ignore_index=ignore_label, reduction="none")
-    valid = (target != ignore_label).sum(dim=(-2, -1))
-    return pixels.sum(dim=(-2, -1)) / valid.clamp(min=1)
-
-
 def msc_loss_terms(outputs, labels, ignore_label, scales, geometry, label_rule="cells"):
-    """Per-output, per-image mean cross-entropy (outputs x images): their sum divided by the
-    update's image count is the loss."""
-    pairs = loss_pairs(outputs, labels, scales, geometry, label_rule)
-    return torch.stack([per_image_cross_entropy(logits, target, ignore_label)
-                        for logits, target in pairs])
+    """Per-output, per-image cross-entropy (outputs x images), each averaged over the image's own
+    valid pixels (0 without any): their sum divided by the update's image count is a loss whose
+    gradient does not depend on how the update is split into sub-batches and processes."""
+    terms = []
+    for logits, target in loss_pairs(outputs, labels, scales, geometry, label_rule):
+        pixels = F.cross_entropy(logits.float(), target, ignore_index=ignore_label,
+                                 reduction="none")
+        valid = (target != ignore_label).sum(dim=(-2, -1))
+        terms.append(pixels.sum(dim=(-2, -1)) / valid.clamp(min=1))
+    return torch.stack(terms)

@@ -1,8 +1,7 @@
 """What ``--resume`` checks before it continues a run: same meaning, iterations left, same threads.
-Resuming a checkpoint with another model, data, batch or schedule would silently train a run that is
-neither the old one nor a new one, so the keys in :data:`MEANING_KEYS` must match the checkpoint's
-``config``, or be named as deliberate changes (``--allow-config-change KEY``). Logging and output
-keys (``ITER_SNAP``, ``ITER_TB``, ``EXP.OUTPUT_DIR``, ...) may change freely."""
+Resuming with another model, data, batch or schedule would silently train a run that is neither the
+old one nor a new one, so the :data:`MEANING_KEYS` must match the checkpoint's ``config`` or be
+allowed (``--allow-config-change KEY``); logging and output keys may change freely."""
 
 import torch
 

@@ -1,8 +1,7 @@
-"""A run's folders before it starts: never train over another run by accident. A new run with the ID
-of an existing one would overwrite its checkpoints and mix two runs in one TensorBoard folder, so
-``train.py``'s :func:`prepare_run_folders` refuses it unless told to resume or to start over.
-:func:`~.loop.train`, which library callers may point at any folder, runs only
-:func:`check_output_folders`."""
+"""A run's folders before it starts: a new run with the ID of an existing one would overwrite its
+checkpoints and mix two runs in one TensorBoard folder, so ``train.py``'s
+:func:`prepare_run_folders` refuses it unless told to resume or to start over (library callers of
+:func:`~.loop.train` may point it at any folder)."""
 
 import re
 from pathlib import Path
@@ -48,10 +47,9 @@ def latest_checkpoint(exp):
 
 
 def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print):
-    """The checkpoint to resume (``latest`` resolved), after refusing or clearing an old run.
-    Without ``resume``, an ``EXP.ID`` whose folders hold checkpoints or logs is an error naming the
-    ways on, unless ``overwrite`` deletes those files (other files stay). ``check`` false
-    (torchrun's ranks above 0, which write nothing) only resolves ``resume``."""
+    """The checkpoint to resume (``latest`` resolved), after refusing or clearing an old run: an
+    ``EXP.ID`` whose folders hold checkpoints or logs is an error unless ``overwrite`` deletes those
+    files. ``check`` false (torchrun's ranks above 0 write nothing) only resolves ``resume``."""
     if resume is not None and overwrite:
         raise RunFolderError("--overwrite starts a new run and --resume continues one; "
                              "give one of them")

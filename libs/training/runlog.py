@@ -1,6 +1,5 @@
 """What a run tells its user: the start summary, ``train.log``, the bar, the scalars, the scores.
-``train.log`` (beside the TensorBoard events) is a log: every write appends, and each launch adds a
-separator line, the summary, the loss every ``SOLVER.ITER_TB`` iterations and the scores.
+``train.log`` (beside the TensorBoard events) is only appended to, so a resumed run continues it.
 :func:`record_scores` takes a plain dict: this package never needs to know how evaluation works."""
 
 import datetime
@@ -19,14 +18,9 @@ from .tensorboard import add_score_scalars, log_dir, log_images, open_writer
 LOG_NAME = "train.log"
 
 
-def log_path(exp):
-    """``EXP.LOG_DIR/EXP.ID/train.log``."""
-    return log_dir(exp) / LOG_NAME
-
-
 def append_to_log(exp, text):
     """Append ``text`` to the run's ``train.log``, one line per line (trailing spaces dropped)."""
-    path = log_path(exp)
+    path = log_dir(exp) / LOG_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as file:  # a log: appended, never replaced
         file.writelines(line.rstrip() + "\n" for line in str(text).splitlines())
@@ -43,17 +37,15 @@ def device_text(device, world_size, data_parallel):
     return f"{text}; world size {world_size}" + (" (torchrun)" if world_size > 1 else "")
 
 
-def start_log(cfg, log, run):
-    """Print the start-of-training summary and append it to ``train.log`` after a separator line
-    (each launch adds one). ``run`` holds the plain facts the loop knows: ``device``,
-    ``world_size``, ``data_parallel``, ``sources`` (``{"config": path, "overrides": [...]}`` or
-    None), ``n_train``, ``model`` and ``start``. The test split is counted where it can be read
-    (training needs none)."""
-    solver, sources = cfg.SOLVER, run.get("sources") or {}
-    parameters = list(run["model"].parameters())
+def start_log(run, launch, start, n_train, log):
+    """Print the start-of-training summary of the loop's :class:`~.loop.Run` and ``Launch`` and
+    append it to ``train.log`` after a separator line (each launch adds one). The test split is
+    counted where it can be read (training needs none)."""
+    cfg, solver, sources = run.cfg, run.cfg.SOLVER, launch.sources or {}
+    parameters = list(run.model.parameters())
     total = sum(p.numel() for p in parameters)
     trainable = sum(p.numel() for p in parameters if p.requires_grad)
-    batch, iter_size, world = solver.BATCH_SIZE.TRAIN, solver.ITER_SIZE, run["world_size"]
+    batch, iter_size, world = solver.BATCH_SIZE.TRAIN, solver.ITER_SIZE, run.world_size
     overrides = list(sources.get("overrides") or [])
     try:
         n_test = len(build_dataset(cfg, "test", augment=False))
@@ -64,17 +56,17 @@ def start_log(cfg, log, run):
         "Training summary",
         f"  config:       {sources.get('config', '(given as an object)')}",
         f"  overrides:    {' '.join('--set ' + o for o in overrides) if overrides else 'none'}",
-        f"  device:       {device_text(run['device'], world, run['data_parallel'])}",
-        f"  data:         {run['n_train']} train samples (split {split.TRAIN!r}), "
+        f"  device:       {device_text(run.device, world, launch.data_parallel)}",
+        f"  data:         {n_train} train samples (split {split.TRAIN!r}), "
         f"{n_test} test samples (split {split.TEST!r})",
         f"  model:        {cfg.MODEL.NAME}, {total:,} parameters ({trainable:,} trainable)",
         f"  batch:        {batch * iter_size * world} images per update = {batch} "
         f"(BATCH_SIZE.TRAIN) x {iter_size} (ITER_SIZE) x {world} (world size)",
-        f"  iterations:   {run['start'] + 1}..{solver.ITER_MAX}"
-        + (f" (resumed at {run['start']})" if run["start"] else ""),
+        f"  iterations:   {start + 1}..{solver.ITER_MAX}"
+        + (f" (resumed at {start})" if start else ""),
         f"  checkpoints:  {checkpoint_dir(cfg.EXP)}",
         f"  TensorBoard:  {log_dir(cfg.EXP)} (this summary and the losses: "
-        f"{log_path(cfg.EXP)})",
+        f"{log_dir(cfg.EXP) / LOG_NAME})",
     ])
     log(lines)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
@@ -128,8 +120,7 @@ class Throughput:
 
 def postfix(average_loss, base_lr, images_per_s, peak_gib):
     """The progress bar's ``loss``, ``lr``, ``img/s`` and ``mem`` fields."""
-    fields = {"loss": f"{average_loss:.4f}", "lr": f"{base_lr:.3g}",
-              "img/s": f"{images_per_s:.3g}"}
+    fields = {"loss": f"{average_loss:.4f}", "lr": f"{base_lr:.3g}", "img/s": f"{images_per_s:.3g}"}
     if peak_gib is not None:
         fields["mem"] = f"{peak_gib:.2f}GiB"
     return fields
@@ -140,20 +131,20 @@ class Monitor:
     ``run`` is the loop's :class:`~.loop.Run`. The merged config goes to TensorBoard as text
     ``config`` at step ``start``; a resumed run (``start`` > 0) purges the steps after it."""
 
-    def __init__(self, cfg, run, start=0):
+    def __init__(self, run, start=0):
+        cfg, solver = run.cfg, run.cfg.SOLVER
         self.writer = open_writer(log_dir(cfg.EXP), purge_step=start + 1 if start else None)
         config = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
         self.writer.add_text("config", f"```yaml\n{config}```", start)  # Markdown: the text tab
-        self.cfg, self.run, solver = cfg, run, cfg.SOLVER
+        self.run, self.start = run, start
         self.average = MovingAverage(solver.AVERAGE_LOSS)
         self.speed = Throughput(solver.AVERAGE_LOSS)
         self.images_per_update = solver.BATCH_SIZE.TRAIN * solver.ITER_SIZE * run.world_size
         self.class_names = load_class_names(cfg.DATASET.LABELS)  # the image panel's legend
-        self.start = start
 
     def update(self, iteration, loss, base_lr, seconds, last_batch, fused):
         """Log one update; returns the postfix for the progress bar."""
-        cfg, device, writer = self.cfg, self.run.device, self.writer
+        cfg, device, writer = self.run.cfg, self.run.device, self.writer
         self.average.add(loss)
         images_per_s = self.speed.add(self.images_per_update, seconds)
         peak = peak_memory_gib(device)
@@ -166,7 +157,7 @@ class Monitor:
         writer.add_scalar("speed/images_per_s", images_per_s, iteration)
         if peak is not None:
             writer.add_scalar("memory/peak_gib", peak, iteration)
-        if self.run.precision.scaling:
+        if self.run.precision.scaler.is_enabled():
             writer.add_scalar("amp/loss_scale", self.run.precision.scaler.get_scale(), iteration)
         if iteration % cfg.SOLVER.ITER_TB == 0:
             append_to_log(cfg.EXP, f"iter {iteration}/{cfg.SOLVER.ITER_MAX}  loss {loss:.4f}  "
@@ -182,5 +173,5 @@ class Monitor:
         """Scores of a periodic evaluation (``SOLVER.ITER_EVAL``): ``train.log`` and ``eval/*``."""
         add_score_scalars(self.writer, scores, iteration)
         lines = score_lines(scores, heading=f"Scores at iteration {iteration}")
-        append_to_log(self.cfg.EXP, "\n".join(lines))
+        append_to_log(self.run.cfg.EXP, "\n".join(lines))
         return lines

@@ -9,8 +9,7 @@ import numpy as np
 from ..datasets import to_rgb_uint8
 from ..models.geometry import upsample_logits
 from ..utils.meters import SCORE_LABELS
-from ..utils.visualize import (PANEL_LEGEND_ROWS, colorize, legend_entries, palette,
-                               side_by_side)
+from ..utils.visualize import PANEL_LEGEND_ROWS, colorize, legend_entries, palette, side_by_side
 
 
 def log_dir(exp):
@@ -36,10 +35,8 @@ def add_score_scalars(writer, scores, step):
 
 def log_images(writer, batch, fused, cfg, step, class_names=None):
     """``train/panel``: the first image of ``batch`` (ids, images, labels), its ground truth and the
-    prediction of the ``fused`` logits, side by side. A 97-px crop would be a thumbnail, so the
-    three are enlarged by a whole factor to at least 256 px (label maps by nearest neighbour), with
-    a legend of the classes in either label map (``class_names``, default the numbers);
-    ``IMAGE.MEAN`` is added back to show a photo."""
+    prediction of the ``fused`` logits side by side, enlarged by a whole factor to at least 256 px
+    (a 97-px crop would be a thumbnail), with a legend of the classes in either label map."""
     _, images, labels = batch
     n_classes, ignore_label = cfg.DATASET.N_CLASSES, cfg.DATASET.IGNORE_LABEL
     prediction = upsample_logits(fused[:1].float(), labels.shape[-2:]).argmax(1)[0].cpu().numpy()

@@ -65,12 +65,12 @@ def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
                             "AVX512-BF16 (bf16 would be emulated, ~100x slower); use null")
     simulate_cpu(monkeypatch, NATIVE_BF16)
     precision = precision_for("bf16", CPU, log=lambda *_: None)
-    assert precision.amp == "bf16" and not precision.scaling
+    assert precision.amp == "bf16" and not precision.scaler.is_enabled()
 
 
 def test_no_amp_is_plain_fp32():
     precision = precision_for(None, CPU)
-    assert precision.autocast is contextlib.nullcontext and not precision.scaling
+    assert precision.autocast is contextlib.nullcontext and not precision.scaler.is_enabled()
 
 
 def test_the_script_refuses_cpu_amp_with_one_line_naming_the_config(toy_cfg, tmp_path, monkeypatch):
@@ -330,10 +330,10 @@ def test_a_run_logs_images_per_second_and_peak_memory(toy_cfg, monkeypatch, caps
 def test_cuda_precision_settings():
     cuda = torch.device("cuda")
     fp16 = precision_for("fp16", cuda, log=lambda *_: None)
-    assert fp16.scaling and fp16.scaler.get_scale() == 2.0**16
+    assert fp16.scaler.is_enabled() and fp16.scaler.get_scale() == 2.0**16
     with fp16.autocast():
         assert torch.get_autocast_dtype("cuda") == torch.float16 and torch.is_autocast_enabled("cuda")
     bf16 = precision_for("bf16", cuda, log=lambda *_: None)
-    assert not bf16.scaling
+    assert not bf16.scaler.is_enabled()
     with bf16.autocast():
         assert torch.get_autocast_dtype("cuda") == torch.bfloat16
