@@ -46,6 +46,7 @@ class SplitReport:
 
     @property
     def ok(self):
+        """No bad file and a readable list (every split ok: exit code 0)."""
         return self.error is None and not self.bad
 
 
@@ -74,22 +75,16 @@ def check_config(cfg, splits=DEFAULT_SPLITS, progress=True):
     split scanned once. One that cannot be listed gets a report with ``error`` set, so the others
     are still checked; a bad ``DATASET.LABELS`` stops everything."""
     class_names = load_checked_class_names(cfg)
-    reports, seen = [], set()
+    names = {}  # split -> the first name asking for it
     for name in splits:
-        split = resolve_split(cfg, name)
-        if split in seen:
-            continue
-        seen.add(split)
+        names.setdefault(resolve_split(cfg, name), name)
+    reports = []
+    for split, name in names.items():
         try:
             reports.append(scan_dataset(build_dataset(cfg, name, augment=False), name, progress))
         except DatasetError as e:  # the split could not be listed (scanning raises none)
             reports.append(SplitReport(name, split, cfg.DATASET.N_CLASSES, error=str(e)))
     return class_names, reports
-
-
-def all_ok(reports):
-    """True when no split had a bad file or an unreadable list (exit code 0)."""
-    return all(report.ok for report in reports)
 
 
 def _share(part, whole):

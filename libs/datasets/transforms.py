@@ -25,8 +25,7 @@ def _centre_indices(src, dst):
 def resize_label(label, size):
     """Resize an HxW label map (any dtype) to ``size = (height, width)``, centre-aligned nearest."""
     label = np.asarray(label)
-    rows = _centre_indices(label.shape[0], size[0])
-    cols = _centre_indices(label.shape[1], size[1])
+    rows, cols = (_centre_indices(n, m) for n, m in zip(label.shape, size))
     # Two 1-D gathers are several times faster than one 2-D fancy index.
     return np.take(np.take(label, rows, axis=0), cols, axis=1)
 
@@ -44,22 +43,6 @@ def resize_image(image, size):
     if image.shape[:2] == tuple(size):
         return image
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def check_scales(scale_choices, scale_range):
-    """Refuse anything but exactly one scale source: positive choices, or ``(low, high)``.
-
-    Two keys, not one list whose length decides: ``[0.5, 1.5]`` as choices and as a range are
-    different augmentations, and guessing is how an old config would silently change meaning.
-    """
-    if (scale_choices is None) == (scale_range is None):
-        raise ValueError("give exactly one of scale_choices and scale_range")
-    values = scale_choices if scale_choices is not None else scale_range
-    if len(values) == 0 or not all(v > 0 for v in values):
-        raise ValueError(f"scales must be positive numbers, got {list(values)}")
-    if scale_range is not None and (len(scale_range) != 2 or scale_range[0] > scale_range[1]):
-        raise ValueError(
-            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}")
 
 
 def draw_scale(rng, scale_choices=None, scale_range=None):
@@ -89,13 +72,22 @@ class Transform:
     seed: int = 0
 
     def __post_init__(self):
+        """Exactly one scale source: ``[0.5, 1.5]`` as choices and as a range are different
+        augmentations, so there are two keys and never a guess from one list's length."""
         self.mean_bgr = tuple(float(v) for v in mean_bgr_array(self.mean_bgr))
-        self.scale_choices = None if self.scale_choices is None else tuple(self.scale_choices)
-        self.scale_range = None if self.scale_range is None else tuple(self.scale_range)
-        try:
-            check_scales(self.scale_choices, self.scale_range)
-        except ValueError as e:
-            raise DatasetError(f"augmentation scales: {e}") from None
+        choices, bounds = (None if v is None else tuple(v)
+                           for v in (self.scale_choices, self.scale_range))
+        self.scale_choices, self.scale_range = choices, bounds
+        values = choices if choices is not None else bounds
+        if (choices is None) == (bounds is None):
+            problem = "give exactly one of scale_choices and scale_range"
+        elif not values or not all(v > 0 for v in values):
+            problem = f"scales must be positive numbers, got {list(values)}"
+        elif bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+            problem = f"scale_range must be (low, high) with low <= high, got {list(bounds)}"
+        else:
+            return
+        raise DatasetError(f"augmentation scales: {problem}")
 
     def __call__(self, image, label, epoch, index):
         """``(float32 3xHxW image tensor, int64 HxW label tensor)`` of sample ``index``."""
