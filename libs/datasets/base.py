@@ -8,10 +8,8 @@ other than PNGs (``_read_raw_label``) and says what the raw values mean (``LABEL
 worker process or the order, so a resumed run (same seed, epoch and sampler order) reproduces
 every crop bit for bit.
 
-Bad files. A problem raises :class:`DatasetError` naming the file. With ``skip_bad_samples``
-the sample is replaced by the next readable one (index + 1, + 2, ... wrapping around), a
-warning names the file the first time and ``bad_samples`` maps its id to the reason; each
-DataLoader worker keeps its own record, and ``check_all()`` scans a split up front.
+A bad file raises :class:`DatasetError` naming it; with ``skip_bad_samples`` the next readable
+sample replaces it (each DataLoader worker keeps its own record; docs/data.md, "Bad files").
 """
 
 import warnings
