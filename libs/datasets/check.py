@@ -52,9 +52,8 @@ class SplitReport:
 
 def scan_dataset(dataset, name=None, progress=True):
     """The :class:`SplitReport` of reading every sample of ``dataset`` once (duplicate ids once)."""
-    report = SplitReport(name or dataset.split, dataset.split, dataset.n_classes)
     ids = list(dict.fromkeys(dataset.ids))
-    report.n_samples = len(ids)
+    report = SplitReport(name or dataset.split, dataset.split, dataset.n_classes, len(ids))
     for image_id in tqdm(ids, desc=f"check {report.name}", unit="img", dynamic_ncols=True,
                          disable=not progress, leave=False):
         try:

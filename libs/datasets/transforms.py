@@ -57,8 +57,9 @@ def draw_scale(rng, scale_choices=None, scale_range=None):
 @dataclass(kw_only=True)
 class Transform:
     """A read sample to network tensors: :func:`augment` drawn from ``(seed, epoch, index)``, or
-    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked when
-    built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
+    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Exactly one
+    scale source is accepted, checked when built so that it fails with the dataset, not in a
+    worker mid-epoch: ``[0.5, 1.5]`` as choices and as a range are different augmentations."""
 
     ignore_label: int  # the label padding's value
     crop_size: int
@@ -72,8 +73,6 @@ class Transform:
     seed: int = 0
 
     def __post_init__(self):
-        """Exactly one scale source: ``[0.5, 1.5]`` as choices and as a range are different
-        augmentations, so there are two keys and never a guess from one list's length."""
         self.mean_bgr = tuple(float(v) for v in mean_bgr_array(self.mean_bgr))
         choices, bounds = (None if v is None else tuple(v)
                            for v in (self.scale_choices, self.scale_range))
@@ -124,8 +123,7 @@ def augment(image, label, rng, transform):
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
     if rng.random() < 0.5 and transform.flip:  # drawn either way, so the stream is the same
-        image = image[:, ::-1]
-        label = label[:, ::-1]
+        image, label = image[:, ::-1], label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
