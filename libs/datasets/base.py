@@ -28,6 +28,7 @@ class SegmentationDataset(Dataset):
 
     LABEL_OFFSET = 0  # the file stores class c as c + LABEL_OFFSET
     UNLABELED = (255,)  # raw values that become the ignore label (None: the ignore label's own)
+    _read_raw_label = staticmethod(read_label_png)  # path -> the file's own values, int64 HxW
 
     def __init__(self, root, split, n_classes, transform, skip_bad_samples=False,
                  class_names=None):
@@ -44,10 +45,6 @@ class SegmentationDataset(Dataset):
         self._table = np.full(max([first + n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
         self._table[first : first + n_classes] = np.arange(n_classes)
         self._table[unlabeled] = self.ignore_label
-
-    def _read_raw_label(self, path):
-        """The label file's own values as int64 HxW (a PNG's, unless overridden)."""
-        return read_label_png(path)
 
     @property
     def n_skipped(self):
