@@ -95,12 +95,10 @@ def build_dataset(cfg, split, augment):
     ensure_synthetic(cfg.DATASET, cfg.EXP.SEED)
     class_names = load_checked_class_names(cfg)
     transform = Transform(
-        ignore_label=cfg.DATASET.IGNORE_LABEL, crop_size=cfg.IMAGE.SIZE.TRAIN,
+        ignore_label=cfg.DATASET.IGNORE_LABEL, crop_size=cfg.IMAGE.SIZE.TRAIN, seed=cfg.EXP.SEED,
         mean_bgr=cfg.IMAGE.MEAN, scale_choices=cfg.AUGMENTATION.SCALE_CHOICES,
         scale_range=cfg.AUGMENTATION.SCALE_RANGE, flip=cfg.AUGMENTATION.FLIP, augment=augment,
-        test_size=cfg.IMAGE.SIZE.TEST, eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
-        seed=cfg.EXP.SEED,
-    )
+        test_size=cfg.IMAGE.SIZE.TEST, eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE)
     return DATASETS[name](cfg.DATASET.ROOT, resolve_split(cfg, split), cfg.DATASET.N_CLASSES,
                           transform, cfg.DATASET.SKIP_BAD_SAMPLES, class_names)
 

@@ -46,7 +46,6 @@ class SplitReport:
 
     @property
     def ok(self):
-        """No bad file and a readable list (every split ok: exit code 0)."""
         return self.error is None and not self.bad
 
 

@@ -2,9 +2,8 @@
 
 Every reader returns a plain array or raises :class:`DatasetError` with one line naming the
 file, so the datasets, the demos and the converters report a bad file alike. Label PNGs are
-read by palette *index*, never by colour (red means nothing; index 3 is class 3). OpenCV always
-expands a palette to colours, so the palette is first replaced by the identity grey ramp: every
-decoded colour then equals its index, and libpng still does the decoding.
+read by palette *index*, never by colour: OpenCV expands a palette, so it is first swapped for
+the identity grey ramp, and libpng still does the decoding.
 """
 
 import struct
