@@ -18,8 +18,7 @@ from .errors import DatasetError
 
 def _centre_indices(src, dst):
     """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
-    d = np.arange(dst, dtype=np.int64)
-    return ((2 * d + 1) * src) // (2 * dst)
+    return ((2 * np.arange(dst, dtype=np.int64) + 1) * src) // (2 * dst)
 
 
 def resize_label(label, size):
