@@ -5,7 +5,7 @@ stopping the scan, so one run names them all (exit status 1).
 
 import click
 
-from ..datasets.check import DEFAULT_SPLITS, all_ok, check_config, format_report
+from ..datasets.check import DEFAULT_SPLITS, check_config, format_report
 from . import command, config_option, load_cli_config, one_line_errors
 
 
@@ -22,7 +22,7 @@ def main(config_path, splits, progress):
         cfg = load_cli_config(config_path)
         class_names, reports = check_config(cfg, splits or DEFAULT_SPLITS, progress)
     click.echo(format_report(class_names, reports))
-    if not all_ok(reports):
+    if not all(report.ok for report in reports):
         raise SystemExit(1)
 
 

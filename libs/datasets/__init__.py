@@ -4,13 +4,11 @@ import json
 from pathlib import Path
 
 from ..utils.files import read_input
-from .base import SegmentationDataset
 from .cocostuff import CocoStuff10k, CocoStuff164k
 from .errors import DatasetError
 from .folder import FolderDataset
-from .images import read_image_bgr, read_label_png
 from .synthetic import DEFAULT_LAYOUT, LAYOUTS, MARKER_FILE, Sizes, generate_synthetic
-from .transforms import Transform, resize_label, resize_labels_torch, to_rgb_uint8
+from .transforms import Transform, resize_labels_torch, to_rgb_uint8  # the last two: docs/data.md
 from .voc import VOC12
 
 # Every reader takes the same arguments (SegmentationDataset's); DATASET.NAME picks one.
@@ -97,19 +95,10 @@ def build_dataset(cfg, split, augment):
     ensure_synthetic(cfg.DATASET, cfg.EXP.SEED)
     class_names = load_checked_class_names(cfg)
     transform = Transform(
-        ignore_label=cfg.DATASET.IGNORE_LABEL, crop_size=cfg.IMAGE.SIZE.TRAIN,
+        ignore_label=cfg.DATASET.IGNORE_LABEL, crop_size=cfg.IMAGE.SIZE.TRAIN, seed=cfg.EXP.SEED,
         mean_bgr=cfg.IMAGE.MEAN, scale_choices=cfg.AUGMENTATION.SCALE_CHOICES,
         scale_range=cfg.AUGMENTATION.SCALE_RANGE, flip=cfg.AUGMENTATION.FLIP, augment=augment,
-        test_size=cfg.IMAGE.SIZE.TEST, eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE,
-        seed=cfg.EXP.SEED,
-    )
+        test_size=cfg.IMAGE.SIZE.TEST, eval_original_size=cfg.IMAGE.EVAL_ORIGINAL_SIZE)
     return DATASETS[name](cfg.DATASET.ROOT, resolve_split(cfg, split), cfg.DATASET.N_CLASSES,
                           transform, cfg.DATASET.SKIP_BAD_SAMPLES, class_names)
 
-
-__all__ = [
-    "CocoStuff10k", "CocoStuff164k", "DATASETS", "DatasetError", "FolderDataset",
-    "SegmentationDataset", "VOC12", "build_dataset", "ensure_synthetic", "generate_synthetic",
-    "load_checked_class_names", "load_class_names", "read_image_bgr", "read_label_png",
-    "resize_label", "resize_labels_torch", "to_rgb_uint8",
-]

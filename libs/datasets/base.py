@@ -2,15 +2,14 @@
 
 A dataset yields ``(image_id, image, label)``: a float32 3xHxW BGR tensor with the mean
 subtracted and an int64 HxW tensor of classes 0..n-1 and ``ignore_label``. A subclass lists its
-ids (``_list_ids``), names an id's two files (``_paths``), may read labels other than PNGs
-(``_read_raw_label``) and says what the raw values mean (``LABEL_OFFSET``, ``UNLABELED``). The
-augmentation draws from ``(seed, epoch, index)`` alone, never from the worker process or the
-order, so a resumed run (same seed, epoch and sampler order) reproduces every crop bit for bit.
+ids in order (``_list_ids``), names an id's image and label files (``_paths``), may read labels
+other than PNGs (``_read_raw_label``) and says what the raw values mean (``LABEL_OFFSET``,
+``UNLABELED``). The augmentation draws from ``(seed, epoch, index)`` alone, never from the
+worker process or the order, so a resumed run (same seed, epoch and sampler order) reproduces
+every crop bit for bit.
 
-Bad files. A problem raises :class:`DatasetError` naming the file. With ``skip_bad_samples``
-the sample is replaced by the next readable one (index + 1, + 2, ... wrapping around), a
-warning names the file the first time and ``bad_samples`` maps its id to the reason; each
-DataLoader worker keeps its own record, and ``check_all()`` scans a split up front.
+A bad file raises :class:`DatasetError` naming it; with ``skip_bad_samples`` the next readable
+sample replaces it (each DataLoader worker keeps its own record; docs/data.md, "Bad files").
 """
 
 import warnings
@@ -29,18 +28,14 @@ class SegmentationDataset(Dataset):
 
     LABEL_OFFSET = 0  # the file stores class c as c + LABEL_OFFSET
     UNLABELED = (255,)  # raw values that become the ignore label (None: the ignore label's own)
+    _read_raw_label = staticmethod(read_label_png)  # path -> the file's own values, int64 HxW
 
     def __init__(self, root, split, n_classes, transform, skip_bad_samples=False,
                  class_names=None):
-        self.root = Path(root)
-        self.split = split
-        self.n_classes = n_classes
-        self.transform = transform  # a transforms.Transform
-        self.ignore_label = transform.ignore_label
-        self.skip_bad_samples = skip_bad_samples
-        self.class_names = class_names
-        self.epoch = 0
-        self.bad_samples = {}  # image id -> error message, filled in skip mode
+        self.root, self.split, self.n_classes = Path(root), split, n_classes
+        self.transform, self.ignore_label = transform, transform.ignore_label  # a Transform
+        self.skip_bad_samples, self.class_names = skip_bad_samples, class_names
+        self.epoch, self.bad_samples = 0, {}  # bad_samples: image id -> error, in skip mode
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (DATASET.ROOT)")
         self.ids = self._list_ids()
@@ -50,18 +45,6 @@ class SegmentationDataset(Dataset):
         self._table = np.full(max([first + n_classes, *(v + 1 for v in unlabeled)]), -1, np.int64)
         self._table[first : first + n_classes] = np.arange(n_classes)
         self._table[unlabeled] = self.ignore_label
-
-    def _list_ids(self):
-        """The split's image ids, in order."""
-        raise NotImplementedError
-
-    def _paths(self, image_id):
-        """(image path, annotation path) of an id."""
-        raise NotImplementedError
-
-    def _read_raw_label(self, path):
-        """The label file's own values as int64 HxW (a PNG's, unless overridden)."""
-        return read_label_png(path)
 
     @property
     def n_skipped(self):

@@ -51,9 +51,8 @@ class SplitReport:
 
 def scan_dataset(dataset, name=None, progress=True):
     """The :class:`SplitReport` of reading every sample of ``dataset`` once (duplicate ids once)."""
-    report = SplitReport(name or dataset.split, dataset.split, dataset.n_classes)
     ids = list(dict.fromkeys(dataset.ids))
-    report.n_samples = len(ids)
+    report = SplitReport(name or dataset.split, dataset.split, dataset.n_classes, len(ids))
     for image_id in tqdm(ids, desc=f"check {report.name}", unit="img", dynamic_ncols=True,
                          disable=not progress, leave=False):
         try:
@@ -74,22 +73,16 @@ def check_config(cfg, splits=DEFAULT_SPLITS, progress=True):
     split scanned once. One that cannot be listed gets a report with ``error`` set, so the others
     are still checked; a bad ``DATASET.LABELS`` stops everything."""
     class_names = load_checked_class_names(cfg)
-    reports, seen = [], set()
+    names = {}  # split -> the first name asking for it
     for name in splits:
-        split = resolve_split(cfg, name)
-        if split in seen:
-            continue
-        seen.add(split)
+        names.setdefault(resolve_split(cfg, name), name)
+    reports = []
+    for split, name in names.items():
         try:
             reports.append(scan_dataset(build_dataset(cfg, name, augment=False), name, progress))
         except DatasetError as e:  # the split could not be listed (scanning raises none)
             reports.append(SplitReport(name, split, cfg.DATASET.N_CLASSES, error=str(e)))
     return class_names, reports
-
-
-def all_ok(reports):
-    """True when no split had a bad file or an unreadable list (exit code 0)."""
-    return all(report.ok for report in reports)
 
 
 def _share(part, whole):

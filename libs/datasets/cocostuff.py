@@ -10,6 +10,7 @@ class CocoStuff10k(SegmentationDataset):
 
     LABEL_OFFSET = 1  # S stores class c as c + 1
     UNLABELED = (0,)
+    _read_raw_label = staticmethod(read_mat_label)  # key S
 
     def _list_ids(self):
         return read_id_list(self.root / "imageLists" / f"{self.split}.txt")
@@ -17,9 +18,6 @@ class CocoStuff10k(SegmentationDataset):
     def _paths(self, image_id):
         return (self.root / "images" / f"{image_id}.jpg",
                 self.root / "annotations" / f"{image_id}.mat")
-
-    def _read_raw_label(self, path):
-        return read_mat_label(path, "S")
 
 
 class CocoStuff164k(SegmentationDataset):

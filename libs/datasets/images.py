@@ -2,9 +2,8 @@
 
 Every reader returns a plain array or raises :class:`DatasetError` with one line naming the
 file, so the datasets, the demos and the converters report a bad file alike. Label PNGs are
-read by palette *index*, never by colour (red means nothing; index 3 is class 3). OpenCV always
-expands a palette to colours, so the palette is first replaced by the identity grey ramp: every
-decoded colour then equals its index, and libpng still does the decoding.
+read by palette *index*, never by colour: OpenCV expands a palette, so it is first swapped for
+the identity grey ramp, and libpng still does the decoding.
 """
 
 import struct
@@ -150,13 +149,11 @@ def grey_png_bytes(indices):
 
 
 def voc_colour_map(n=256):
-    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        for j in range(8):
-            for k in range(3):
-                palette[i, k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
-    return palette
+    """VOC's palette (``bitget`` construction of its devkit): entry i is class i's RGB, bit
+    3j + k of i becoming bit 7 - j of channel k."""
+    j = np.arange(8)[:, None, None]
+    bits = np.arange(n)[:, None] >> (3 * j + np.arange(3)) & 1  # [j, i, k]
+    return (bits << (7 - j)).sum(axis=0).astype(np.uint8)
 
 
 def palette_png_bytes(indices, palette):

@@ -100,13 +100,6 @@ def plan_train_aug(sbd_root, voc_root):
     return train_aug, sources
 
 
-def _write(data, path):
-    try:
-        write_bytes(data, path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
-
-
 def write_label_png(label, path, overwrite=False):
     """Write ``label`` as a grey PNG unless ``path`` holds the same labels; True if written. An
     existing file with other labels (or an unreadable one) is refused unless ``overwrite``."""
@@ -123,7 +116,7 @@ def write_label_png(label, path, overwrite=False):
         if not overwrite:
             raise OutputError(f"{path}: exists with different labels; delete it or overwrite "
                               f"it (--overwrite)")
-    _write(data, path)
+    write_bytes(data, path)  # an OSError becomes a one-line OutputError
     return True
 
 
@@ -151,7 +144,7 @@ def convert_sbd(sbd_root, voc_root, overwrite=False, progress=False):
         label = _check_values(read_label_png(source), source) if is_voc else read_sbd_label(source)
         n_written += write_label_png(label, label_dir / f"{image_id}.png", overwrite)
     if not list_current:
-        _write("".join(f"{line}\n" for line in lines).encode(), list_path)
+        write_bytes("".join(f"{line}\n" for line in lines).encode(), list_path)
     return SBDConversion(
         label_dir=label_dir, list_path=list_path, n_train_aug=len(train_aug),
         n_labels=len(sources), n_from_voc=sum(is_voc for _, is_voc in sources.values()),

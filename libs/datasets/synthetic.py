@@ -57,8 +57,7 @@ DEFAULT_LAYOUT = "cocostuff10k"
 Sizes = namedtuple("Sizes", "n_train n_test height width")
 
 # scipy writes the wall-clock time into the MAT header; a fixed one keeps the bytes the same.
-_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(
-    116, b" ")
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, written by libs.datasets.synthetic".ljust(116)
 
 
 def _texture(class_id, height, width, rng):

@@ -18,15 +18,13 @@ from .errors import DatasetError
 
 def _centre_indices(src, dst):
     """floor((d + 0.5) * src / dst) for d in 0..dst-1, computed exactly in integers."""
-    d = np.arange(dst, dtype=np.int64)
-    return ((2 * d + 1) * src) // (2 * dst)
+    return ((2 * np.arange(dst, dtype=np.int64) + 1) * src) // (2 * dst)
 
 
 def resize_label(label, size):
     """Resize an HxW label map (any dtype) to ``size = (height, width)``, centre-aligned nearest."""
     label = np.asarray(label)
-    rows = _centre_indices(label.shape[0], size[0])
-    cols = _centre_indices(label.shape[1], size[1])
+    rows, cols = (_centre_indices(n, m) for n, m in zip(label.shape, size))
     # Two 1-D gathers are several times faster than one 2-D fancy index.
     return np.take(np.take(label, rows, axis=0), cols, axis=1)
 
@@ -46,22 +44,6 @@ def resize_image(image, size):
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def check_scales(scale_choices, scale_range):
-    """Refuse anything but exactly one scale source: positive choices, or ``(low, high)``.
-
-    Two keys, not one list whose length decides: ``[0.5, 1.5]`` as choices and as a range are
-    different augmentations, and guessing is how an old config would silently change meaning.
-    """
-    if (scale_choices is None) == (scale_range is None):
-        raise ValueError("give exactly one of scale_choices and scale_range")
-    values = scale_choices if scale_choices is not None else scale_range
-    if len(values) == 0 or not all(v > 0 for v in values):
-        raise ValueError(f"scales must be positive numbers, got {list(values)}")
-    if scale_range is not None and (len(scale_range) != 2 or scale_range[0] > scale_range[1]):
-        raise ValueError(
-            f"scale_range must be (low, high) with low <= high, got {list(scale_range)}")
-
-
 def draw_scale(rng, scale_choices=None, scale_range=None):
     """One rescale factor: one of ``scale_choices`` (Caffe's protocol) or uniform in
     ``scale_range``; one draw either way, so the crop and flip draws that follow sit at the
@@ -74,8 +56,9 @@ def draw_scale(rng, scale_choices=None, scale_range=None):
 @dataclass(kw_only=True)
 class Transform:
     """A read sample to network tensors: :func:`augment` drawn from ``(seed, epoch, index)``, or
-    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Checked when
-    built, so a bad scale pair fails with the dataset, not in a worker mid-epoch."""
+    the evaluation warp to ``test_size`` squares (none with ``eval_original_size``). Exactly one
+    scale source is accepted, checked when built so that it fails with the dataset, not in a
+    worker mid-epoch: ``[0.5, 1.5]`` as choices and as a range are different augmentations."""
 
     ignore_label: int  # the label padding's value
     crop_size: int
@@ -90,12 +73,19 @@ class Transform:
 
     def __post_init__(self):
         self.mean_bgr = tuple(float(v) for v in mean_bgr_array(self.mean_bgr))
-        self.scale_choices = None if self.scale_choices is None else tuple(self.scale_choices)
-        self.scale_range = None if self.scale_range is None else tuple(self.scale_range)
-        try:
-            check_scales(self.scale_choices, self.scale_range)
-        except ValueError as e:
-            raise DatasetError(f"augmentation scales: {e}") from None
+        choices, bounds = (None if v is None else tuple(v)
+                           for v in (self.scale_choices, self.scale_range))
+        self.scale_choices, self.scale_range = choices, bounds
+        values = choices if choices is not None else bounds
+        if (choices is None) == (bounds is None):
+            problem = "give exactly one of scale_choices and scale_range"
+        elif not values or not all(v > 0 for v in values):
+            problem = f"scales must be positive numbers, got {list(values)}"
+        elif bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+            problem = f"scale_range must be (low, high) with low <= high, got {list(bounds)}"
+        else:
+            return
+        raise DatasetError(f"augmentation scales: {problem}")
 
     def __call__(self, image, label, epoch, index):
         """``(float32 3xHxW image tensor, int64 HxW label tensor)`` of sample ``index``."""
@@ -132,8 +122,7 @@ def augment(image, label, rng, transform):
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=0)
         label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=transform.ignore_label)
     if rng.random() < 0.5 and transform.flip:  # drawn either way, so the stream is the same
-        image = image[:, ::-1]
-        label = label[:, ::-1]
+        image, label = image[:, ::-1], label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

@@ -1,16 +1,15 @@
 """PASCAL VOC 2012 with the SBD augmented set (``DATASET.NAME: voc12``), DeepLab v2's protocol.
 
-``DATASET.ROOT`` is the ``VOC2012`` folder (layout in docs/data.md). A split name is looked up
-in ``ImageSets/Segmentation`` first (the official lists and labels), then in
-``ImageSets/SegmentationAug``: so ``val`` scores against the official annotations and
-``train_aug`` finds DeepLab's list. A line of either may be an id (labels from
-``SegmentationClass``) or an image/label pair of paths relative to ROOT, so a DeepLab-format
-list works wherever it is put. 255 (boundaries, "difficult" regions) becomes ``IGNORE_LABEL``.
+``DATASET.ROOT`` is the ``VOC2012`` folder (docs/data.md). A split is looked up in
+``ImageSets/Segmentation`` (official lists and labels) before ``ImageSets/SegmentationAug``, and
+a line may be an id or an image/label pair relative to ROOT, so ``val`` scores against the
+official labels and a DeepLab-format list works wherever it is put. 255 becomes the ignore label.
 """
 
 from ..utils.files import read_input
-from .errors import DatasetError
 from .base import SegmentationDataset
+from .errors import DatasetError
+
 
 class VOC12(SegmentationDataset):
     """VOC 2012 + SBD: ids or DeepLab pairs from ``ImageSets``, labels by palette index."""

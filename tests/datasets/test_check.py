@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from libs.cli import check as check_cli
 from libs.datasets import build_dataset
-from libs.datasets.check import SplitReport, all_ok, check_config, format_report, scan_dataset
+from libs.datasets.check import SplitReport, check_config, format_report, scan_dataset
 
 
 
@@ -69,7 +69,7 @@ def test_clean_dataset_statistics_match_the_files(synthetic_root, toy_cfg, sizes
     names, reports = check_config(toy_cfg, progress=False)
     assert names[0] == "grass" and len(names) == 8
     assert [r.name for r in reports] == ["train", "test"]
-    assert all_ok(reports)
+    assert all(report.ok for report in reports)
     for report, n in zip(reports, (n_train, n_test)):
         assert report.n_samples == n and not report.bad
         assert report.heights == [height] * n

@@ -24,13 +24,12 @@ from libs.datasets import (
     ensure_synthetic,
     generate_synthetic,
     load_class_names,
-    resize_label,
     resize_labels_torch,
     to_rgb_uint8,
 )
 from libs.cli import synthetic as synthetic_cli
 from libs.datasets.synthetic import Sizes
-from libs.datasets.transforms import Transform, augment, check_scales, draw_scale
+from libs.datasets.transforms import Transform, augment, draw_scale, resize_label
 from libs.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -342,7 +341,7 @@ def test_scale_range_still_draws_a_continuous_scale():
 )
 def test_scale_sources_other_than_exactly_one_valid_are_refused(choices, value_range, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        check_scales(choices, value_range)
+        Transform(crop_size=4, ignore_label=IGNORE, scale_choices=choices, scale_range=value_range)
     image, label = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64)
     with pytest.raises(ValueError, match=re.escape(message)):
         augment(image, label, np.random.default_rng(0), Transform(

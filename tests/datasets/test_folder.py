@@ -5,8 +5,8 @@ import pytest
 import torch
 from addict import Dict
 
-from libs.datasets import DatasetError, build_dataset, read_label_png
-from libs.datasets.images import palette_png_bytes
+from libs.datasets import DatasetError, build_dataset
+from libs.datasets.images import palette_png_bytes, read_label_png
 from libs.datasets.synthetic import UNLABELED, generate_synthetic
 
 N_TRAIN, N_TEST, HEIGHT, WIDTH = 5, 2, 40, 56

@@ -11,8 +11,8 @@ import pytest
 import torch
 from addict import Dict
 
-from libs.datasets import DatasetError, build_dataset, read_label_png
-from libs.datasets.images import grey_png_bytes, palette_png_bytes, voc_colour_map
+from libs.datasets import DatasetError, build_dataset
+from libs.datasets.images import grey_png_bytes, palette_png_bytes, read_label_png, voc_colour_map
 from libs.datasets.synthetic import UNLABELED, Sizes, generate_synthetic
 
 N_TRAIN, N_TEST, HEIGHT, WIDTH = 6, 3, 48, 64
