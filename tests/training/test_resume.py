@@ -1,6 +1,7 @@
 """What --resume checks (libs/training/resume.py, run_folder.py): the checkpoint's config
 against the current one, iterations left, TensorBoard steps purged, the torch thread count."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,10 @@ def test_resuming_at_or_past_iter_max_is_refused(toy_cfg, tmp_path, one_torch_th
 def test_a_resumed_run_purges_the_tensorboard_steps_after_its_checkpoint(
         toy_cfg, tmp_path, one_torch_thread):
     cfg, config, out = first_run(toy_cfg, tmp_path)
+    # TensorBoard reads a run's event files in name order, and a name holds the second it was
+    # opened and a per-process counter: two runs of one process within a second could sort
+    # either way (".10" < ".9"), which separate train.py processes never do.
+    time.sleep(max(0.0, 1.05 - time.time() % 1))
     result = invoke(config, "--resume", str(out / "checkpoint_2.pth"))
     assert result.exit_code == 0, result.output
     events = EventAccumulator(str(Path(cfg.EXP.LOG_DIR) / cfg.EXP.ID),
