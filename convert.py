@@ -13,8 +13,7 @@ import click
 
 from libs.caffe import CAFFE_PRESETS, check_loads, convert_caffemodel, preset_paths, target_model
 from libs.cli import command, load_cli_config, one_line_errors
-from libs.utils.atomic import save_torch
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs
+from libs.utils.atomic import check_writable_output, refuse_overwriting_inputs, save_torch
 
 
 @command()

@@ -8,7 +8,7 @@ in ``ImageSets/Segmentation`` first (the official lists and labels), then in
 list works wherever it is put. 255 (boundaries, "difficult" regions) becomes ``IGNORE_LABEL``.
 """
 
-from ..utils.files import read_input
+from ..utils.atomic import read_input
 from .errors import DatasetError
 from .base import SegmentationDataset
 

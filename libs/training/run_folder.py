@@ -7,9 +7,8 @@ of an existing one would overwrite its checkpoints and mix two runs in one Tenso
 import re
 from pathlib import Path
 
-from ..utils.atomic import remove_stale_temporaries
+from ..utils.atomic import check_writable_dir, remove_stale_temporaries
 from ..utils.errors import DeepLabError
-from ..utils.files import check_writable_dir
 from .checkpoint import checkpoint_dir
 from .runlog import LOG_NAME
 from .tensorboard import log_dir

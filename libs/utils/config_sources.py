@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .errors import DeepLabError
-from .files import read_input
+from .atomic import read_input
 
 BASE_KEY = "_BASE_"
 # Keys of older configs and what they became (issue 22: one MODEL section per model).
