@@ -71,11 +71,10 @@ def _setting(param, name, hw_prefix, default):
     return _pair([values] if isinstance(values, int) else values, name, default)
 
 
-def _geometry(param, with_dilation):
-    """(kernel, stride, pad[, dilation]) of a Convolution- or PoolingParameter as (h, w) pairs."""
-    geometry = (_setting(param, "kernel_size", "kernel", 0),
-                _setting(param, "stride", "stride", 1), _setting(param, "pad", "pad", 0))
-    return geometry + ((_pair(param.dilation, "dilation", 1),) if with_dilation else ())
+def _geometry(param):
+    """(kernel, stride, pad) of a Convolution- or PoolingParameter as (h, w) pairs."""
+    return (_setting(param, "kernel_size", "kernel", 0), _setting(param, "stride", "stride", 1),
+            _setting(param, "pad", "pad", 0))
 
 
 def _as_pair(value):
@@ -148,7 +147,7 @@ class _Converter:
         conv = self.module(layer, path, nn.Conv2d)
         param = layer.proto.convolution_param
         try:
-            geometry = _geometry(param, with_dilation=True)
+            geometry = _geometry(param) + (_pair(param.dilation, "dilation", 1),)
         except ValueError as e:
             self.fail(layer, str(e))
         self.check_geometry(layer, path, geometry,
@@ -198,7 +197,7 @@ class _Converter:
         param = layer.proto.pooling_param
         if param.pool != POOL_MAX or param.global_pooling:
             self.fail(layer, f"is not a windowed MAX pooling, but {path} is")
-        kernel, stride, pad = _geometry(param, with_dilation=False)
+        kernel, stride, pad = _geometry(param)
         self.check_geometry(layer, path, (kernel, stride, pad),
                             (pool.kernel_size, pool.stride, pool.padding))
         if (param.round_mode == ROUND_CEIL) != bool(pool.ceil_mode):
@@ -237,7 +236,7 @@ class _Converter:
         for key, value in self.target.items():
             if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:
                 self.out[key] = torch.zeros(value.shape, dtype=value.dtype, device="cpu")
-                self.summary.counters_zeroed += 1
+                summary.counters_zeroed += 1
         missing = [k for k in self.target if k not in self.out]
         if missing:
             last = self.layers[-1].name if self.layers else "none"

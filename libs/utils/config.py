@@ -13,8 +13,6 @@ from addict import Dict
 from .config_ranges import check_ranges
 from .config_sources import RENAMED_KEYS, ConfigError, apply_overrides, read_with_bases
 
-__all__ = ["ConfigError", "ConfigValueError", "MODEL_KEYS", "SCHEMA", "load_config"]
-
 
 class ConfigValueError(ConfigError):
     """A config value that passed the schema but that a stage cannot use (an unknown model name,
