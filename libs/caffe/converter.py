@@ -89,10 +89,8 @@ def _strip_leading_ones(shape):
 
 class _Converter:
     def __init__(self, layers, model, classifier, backbone_only, source):
-        self.layers = layers
-        self.classifier = classifier
-        self.backbone_only = backbone_only
-        self.source = source
+        self.layers, self.classifier = layers, classifier
+        self.backbone_only, self.source = backbone_only, source
         self.modules = dict(model.named_modules())
         prefix = "base.backbone." if backbone_only else ""
         self.target = OrderedDict((k, v) for k, v in model.state_dict().items()

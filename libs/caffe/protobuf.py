@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from ..utils.atomic import read_input
 from ..utils.errors import DeepLabError
 
 # Enum values of caffe.proto that the converter compares against. Enum fields
@@ -124,8 +125,7 @@ class CaffeLayer:
         return len(self.proto.blobs)
 
     def blob_shape(self, index):
-        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/height/
-        width."""
+        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/..."""
         blob = self.proto.blobs[index]
         if blob.HasField("shape"):
             return tuple(int(d) for d in blob.shape.dim)
@@ -157,12 +157,9 @@ def read_caffemodel(path):
     :class:`CaffeModelError` for a missing, unreadable, truncated or corrupt file, one without
     layers, or the legacy V1 ``layers`` format (which the DeepLab v2 ResNet models never used)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():  # a folder too: "not found", not read_input's "found a directory"
         raise CaffeModelError(f"{path}: caffemodel not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CaffeModelError(f"{path}: cannot read caffemodel ({e.strerror})") from None
+    raw = read_input(path, "caffemodel", CaffeModelError, binary=True)
     net = NetParameter()
     try:
         net.ParseFromString(raw)

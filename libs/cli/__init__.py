@@ -101,12 +101,9 @@ def original_message(error):
 
 @contextlib.contextmanager
 def one_line_errors(config_path=None):
-    """Turn the project's errors raised inside the block into one-line click errors.
-
-    A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF threshold) comes
-    from the config file, so its line starts with ``config_path`` when one is given. A torch
-    serialisation error that escapes ``libs.models.weights.load_file`` still becomes one line.
-    """
+    """Turn the project's errors raised inside the block into one-line click errors. A
+    :class:`ConfigValueError` comes from the config file, so its line starts with ``config_path``;
+    a torch serialisation error that escapes ``libs.models.weights.load_file`` is one line too."""
     try:
         yield
     except ConfigValueError as e:

@@ -58,9 +58,8 @@ def umask_mode(directory=False):
 
 
 def read_input(path, what, error_type, binary=False):
-    """The bytes (or text) of ``path``, or an ``error_type`` naming the file and ``what`` it is to
-    the user: "<path>: image file not found", "<path>: cannot read config file (Permission denied)".
-    """
+    """The bytes (or text) of ``path``, or an ``error_type`` naming the file and ``what`` it is:
+    "<path>: image file not found", "<path>: cannot read config file (Permission denied)"."""
     path = Path(path)
     try:
         return path.read_bytes() if binary else path.read_text()
@@ -84,18 +83,16 @@ def same_file(a, b):
 
 
 def refuse_overwriting_inputs(output, inputs, option="--output"):
-    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` (``{what: path}``); every
-    script calls this before it computes anything, so ``demo.py -o photo.jpg --image-path
-    photo.jpg`` stops with one line instead of replacing the photo."""
+    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` ({what: path}), before any
+    work: ``demo.py -o photo.jpg --image-path photo.jpg`` stops instead of replacing the photo."""
     for what, path in inputs.items():
         if path is not None and same_file(output, path):
             raise OutputError(f"{output}: this is the input {what}; choose another {option}")
 
 
 def os_reason(error):
-    """The words for an ``OSError`` in a one-line message ("Permission denied"). ``mkdir`` over a
-    regular file says "File exists", as if the folder were there; the user reads "Not a directory".
-    """
+    """The words for an ``OSError`` in a one-line message. ``mkdir`` over a regular file says
+    "File exists", as if the folder were there; the user reads "Not a directory"."""
     if isinstance(error, FileExistsError):
         return os.strerror(errno.ENOTDIR)
     return error.strerror or type(error).__name__
@@ -118,7 +115,7 @@ def check_writable_dir(folder, what):
 
 def check_writable_output(path):
     """Like :func:`check_writable_dir` for the folder of the file ``path``, with the line the
-    writers give (``libs.utils.atomic.write_error``): "<path>: cannot write (Not a directory)"."""
+    writers give (:func:`write_error`): "<path>: cannot write (Not a directory)"."""
     _check_can_create_in(Path(path).parent, f"{Path(path)}: cannot write")
 
 

@@ -12,10 +12,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-# Ignored pixels (unlabeled, padding). White: class colours have channels in multiples of 32 up
-# to 224, so 255 is a colour no class gets (below 2**24 - 2 classes), and white is the farthest
-# from all of them (at least 76 in RGB up to 255 classes). Black, used before, is 32 from class
-# 63's (32, 0, 0) and hard to tell from the toy set's "tile" (64, 0, 0).
+# Ignored pixels (unlabeled, padding): white. Class channels are multiples of 32 up to 224, so no
+# class gets it, and it is the farthest from all (black, used before, is 32 from class 63's).
 IGNORE_COLOUR = (255, 255, 255)
 IGNORE_NAME = "ignored"
 
