@@ -1,11 +1,9 @@
 """Turn the layers of a DeepLab v2 ``.caffemodel`` into a state dict for our model.
 
-The conversion is strict both ways, because a silently half-loaded network trains and evaluates
-without any error, only worse: every parameter-carrying Caffe layer maps to a module (or is
-skipped on purpose and reported), every target tensor is filled exactly once with its exact
-shape, and the file's layer geometry must equal the module's, so weights only land in a network
-that computes what Caffe computed. docs/convert.md ("Mapping rules") says how each kind of layer
-is read (BatchNorm's blobs are moving-average sums and their normaliser).
+Strict both ways, because a silently half-loaded network trains and evaluates without any error,
+only worse: every parameter-carrying Caffe layer maps to a module (or is skipped on purpose and
+reported), every target tensor is filled exactly once with its exact shape, and the file's layer
+geometry must equal the module's. docs/convert.md ("Mapping rules") says how each layer is read.
 """
 
 from collections import OrderedDict, defaultdict

@@ -1,12 +1,10 @@
 """Read Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
 
-A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead of a generated
-``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the few messages and fields
-conversion needs are declared here with the numbers, types and defaults of Caffe's public
-``caffe.proto`` (the DeepLab v2 fork uses the same numbers) and built into classes at import.
-Undeclared fields (data and loss layers, learning-rate settings, ...) are kept by the parser as
-unknown bytes and ignored, so a real file reads fine. The test fixtures write files with these
-classes plus the fields only they need (``tests/caffe_reference.py``).
+Instead of a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the
+few ``caffe.NetParameter`` messages and fields conversion needs are declared here with the numbers,
+types and defaults of Caffe's public ``caffe.proto`` (the DeepLab v2 fork uses the same numbers).
+Undeclared fields are kept by the parser as unknown bytes and ignored, so a real file reads fine;
+the test fixtures add the fields only they need (``tests/caffe_reference.py``).
 """
 
 from dataclasses import dataclass

@@ -44,8 +44,7 @@ def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or
 
 def load_cli_config(config_path):
     """The config at ``config_path`` with this command's ``--set`` overrides applied."""
-    ctx = click.get_current_context(silent=True)
-    overrides = ctx.meta.get(OVERRIDES_KEY, ()) if ctx is not None else ()
+    overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
     return load_config(config_path, overrides=overrides)
 
 

@@ -1,10 +1,8 @@
 """The rules of a config that its schema cannot state: ranges of values and relations between keys.
 
-They run on the mapping that has passed the schema, so each rule only judges the value. Each
-failure is one :class:`ConfigError` line naming the file and the dotted key ("<file>: key
-SOLVER.ITER_SNAP: expected a positive integer, got 0"): a zero or negative count would otherwise
-surface hours later as a ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing
-an untrained "final" model).
+They run after the schema, so each rule only judges the value. Each failure is one line naming
+the file and the dotted key: a zero or negative count would otherwise surface hours later as a
+ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing an untrained model).
 """
 
 import math
