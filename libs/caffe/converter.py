@@ -233,8 +233,7 @@ class _Converter:
             if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:
                 self.out[key] = torch.zeros(value.shape, dtype=value.dtype, device="cpu")
                 summary.counters_zeroed += 1
-        missing = [k for k in self.target if k not in self.out]
-        if missing:
+        if missing := [k for k in self.target if k not in self.out]:
             last = self.layers[-1].name if self.layers else "none"
             raise ConversionError(
                 f"{self.source}: {len(missing)} tensors of the model got no weights from the "

@@ -44,9 +44,7 @@ def palette(n_classes):
 def colorize(label, n_classes, ignore_label=255):
     """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in IGNORE_COLOUR."""
     label = np.asarray(label)
-    table = np.empty((n_classes + 1, 3), np.uint8)  # one lookup per pixel; the last row: ignored
-    table[:n_classes] = palette(n_classes)
-    table[n_classes] = IGNORE_COLOUR
+    table = np.vstack([palette(n_classes), IGNORE_COLOUR]).astype(np.uint8)  # last row: ignored
     if 0 <= ignore_label < n_classes:
         table[ignore_label] = IGNORE_COLOUR
     index = np.where((label >= 0) & (label < n_classes), label, n_classes)
