@@ -56,6 +56,7 @@ RULES = {
     "CRF.POS_XY_STD": POSITIVE, "CRF.BI_W": NON_NEGATIVE,
     **_keys("CRF", "BI_XY_STD BI_RGB_STD", POSITIVE),
     "CRF.PRUNE_THRESHOLD": _finite(lambda v: 0 <= v < 1, "a number in [0, 1) or null"),
+    **_keys("AUGMENTATION", "SCALE_CHOICES SCALE_RANGE", ((lambda v: v > 0), "a positive number")),
 }
 
 
@@ -71,8 +72,8 @@ def check_ranges(checked, path):
             if item is not None and (isinstance(item, bool) or not rule(item)):
                 where = key if i is None else f"{key}[{i}]"
                 raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
-    # Exactly one scale key, positive scales, min <= max: a discrete list and a continuous range
-    # are different augmentations, so neither is guessed from the other's shape.
+    # Exactly one scale key, min <= max: a discrete list and a continuous range are different
+    # augmentations, so neither is guessed from the other's shape.
     augmentation = checked["AUGMENTATION"]
     choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
     keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
@@ -81,11 +82,6 @@ def check_ranges(checked, path):
                           "(Caffe's protocol: SCALE_CHOICES: [0.5, 0.75, 1.0, 1.25, 1.5])")
     if choices is not None and value_range is not None:
         raise ConfigError(f"{path}: {keys} are both set; set exactly one, the other null")
-    name = "SCALE_CHOICES" if choices is not None else "SCALE_RANGE"
-    for i, v in enumerate(augmentation[name]):
-        if not v > 0:  # also refuses nan
-            raise ConfigError(f"{path}: key AUGMENTATION.{name}[{i}]: "
-                              f"expected a positive number, got {v!r}")
     if value_range is not None and value_range[0] > value_range[1]:
         raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
                           f"min <= max, got {value_range}")
