@@ -49,8 +49,7 @@ CAFFE_PRESETS["init"] = CAFFE_PRESETS["coco_init"]
 def preset_paths(preset, caffemodel=None, output=None):
     """``(caffemodel, output)`` as paths, each the preset's own unless given; an
     :class:`OutputError` when both name one file (the rename would replace the input)."""
-    caffemodel = Path(caffemodel or preset.caffemodel)
-    output = Path(output or preset.output)
+    caffemodel, output = Path(caffemodel or preset.caffemodel), Path(output or preset.output)
     if caffemodel.resolve() == output.resolve():
         raise OutputError(f"{output}: output would overwrite the input caffemodel")
     return caffemodel, output

@@ -105,11 +105,9 @@ def one_line_errors(config_path=None):
     a torch serialisation error that escapes ``libs.models.weights.load_file`` is one line too."""
     try:
         yield
-    except ConfigValueError as e:
-        prefix = f"{config_path}: " if config_path is not None else ""
-        raise click.ClickException(f"{prefix}{original_message(e)}") from None
     except DeepLabError as e:
-        raise click.ClickException(original_message(e)) from None
+        prefix = f"{config_path}: " if config_path and isinstance(e, ConfigValueError) else ""
+        raise click.ClickException(prefix + original_message(e)) from None
     except RuntimeError as e:
         if not any(mark in str(e) for mark in TORCH_FILE_ERRORS):
             raise
