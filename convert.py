@@ -13,8 +13,7 @@ import click
 
 from libs.caffe import CAFFE_PRESETS, check_loads, convert_caffemodel, preset_paths, target_model
 from libs.cli import command, load_cli_config, one_line_errors
-from libs.utils.atomic import save_torch
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs
+from libs.utils.atomic import check_writable_output, refuse_overwriting_inputs, save_torch
 
 
 @command()
@@ -28,7 +27,6 @@ from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .pth (default: the preset's name, next to the default input).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None,
               help="Build the target model from this config (MODEL.* and DATASET.N_CLASSES) "
                    "instead of ResNet-101 with the caffemodel's own class count; voc12 then fails "
                    "unless the config has 21 classes.")

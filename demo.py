@@ -24,10 +24,10 @@ from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, c
                                    panel_classes, refuse_overwrite, save_label_png)
 from libs.inference.onnx_model import OnnxModel
 from libs.inference.predict import load_model, resize_longer_side, segment
-from libs.utils.atomic import figure_format, save_figure
+from libs.utils.atomic import (check_writable_output, figure_format, refuse_overwriting_inputs,
+                               same_file, save_figure)
 from libs.utils.device import choose_device
 from libs.utils.errors import OutputError
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs, same_file
 from libs.utils.sizes import size_text
 from libs.utils.visualize import display_available
 

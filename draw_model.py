@@ -17,8 +17,7 @@ import click
 from libs.cli import command, config_option, load_cli_config, one_line_errors
 from libs.models import build_model
 from libs.models.summary import format_summary, layer_summary, write_graph
-from libs.utils.atomic import write_error
-from libs.utils.files import check_writable_dir
+from libs.utils.atomic import check_writable_dir, write_error
 
 
 @command()

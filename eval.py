@@ -18,9 +18,9 @@ from libs.cli import (command, config_option, cuda_option, load_cli_config, mode
 from libs.inference.crf import DenseCRF, default_n_jobs
 from libs.inference.evaluation import EvalOptions, default_output_path, evaluate_and_report
 from libs.inference.predict import load_model
-from libs.utils.atomic import remove_stale_temporaries
+from libs.utils.atomic import (check_writable_output, refuse_overwriting_inputs,
+                               remove_stale_temporaries)
 from libs.utils.device import choose_device
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 
 FROM_CONFIG = object()  # --crf-prune not given: the config's CRF.PRUNE_THRESHOLD applies
 EXACT_WORDS = ("none", "off", "exact")

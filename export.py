@@ -19,8 +19,8 @@ import torch
 from libs.cli import command, config_option, load_cli_config, model_path_option, one_line_errors
 from libs.inference.predict import load_model
 from libs.models.export import default_onnx_path, export_onnx
+from libs.utils.atomic import check_writable_output, refuse_overwriting_inputs
 from libs.utils.errors import OutputError
-from libs.utils.files import check_writable_output, refuse_overwriting_inputs
 from libs.utils.sizes import size_text
 
 

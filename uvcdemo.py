@@ -22,9 +22,8 @@ from libs.inference.frame_loop import Playback, Profile, RunStats, run
 from libs.inference.predict import load_model
 from libs.inference.video import (no_window_reason, open_source, open_window, source_fps,
                                   video_output)
-from libs.utils.atomic import video_codec
+from libs.utils.atomic import check_writable_dir, refuse_overwriting_inputs, video_codec
 from libs.utils.device import choose_device
-from libs.utils.files import check_writable_dir, refuse_overwriting_inputs
 
 
 def choose_window(show, output):

@@ -9,7 +9,3 @@ from ..utils.errors import OutputError
 from .converter import ConversionError, convert_caffe_layers
 from .presets import CAFFE_PRESETS, check_loads, convert_caffemodel, preset_paths, target_model
 from .protobuf import CaffeModelError, read_caffemodel
-
-__all__ = ["CAFFE_PRESETS", "CaffeModelError", "ConversionError", "OutputError", "check_loads",
-           "convert_caffe_layers", "convert_caffemodel", "preset_paths", "read_caffemodel",
-           "target_model"]

@@ -1,11 +1,9 @@
 """Turn the layers of a DeepLab v2 ``.caffemodel`` into a state dict for our model.
 
-The conversion is strict both ways, because a silently half-loaded network trains and evaluates
-without any error, only worse: every parameter-carrying Caffe layer maps to a module (or is
-skipped on purpose and reported), every target tensor is filled exactly once with its exact
-shape, and the file's layer geometry must equal the module's, so weights only land in a network
-that computes what Caffe computed. docs/convert.md ("Mapping rules") says how each kind of layer
-is read (BatchNorm's blobs are moving-average sums and their normaliser).
+Strict both ways, because a silently half-loaded network trains and evaluates without any error,
+only worse: every parameter-carrying Caffe layer maps to a module (or is skipped on purpose and
+reported), every target tensor is filled exactly once with its exact shape, and the file's layer
+geometry must equal the module's. docs/convert.md ("Mapping rules") says how each layer is read.
 """
 
 from collections import OrderedDict, defaultdict
@@ -71,11 +69,10 @@ def _setting(param, name, hw_prefix, default):
     return _pair([values] if isinstance(values, int) else values, name, default)
 
 
-def _geometry(param, with_dilation):
-    """(kernel, stride, pad[, dilation]) of a Convolution- or PoolingParameter as (h, w) pairs."""
-    geometry = (_setting(param, "kernel_size", "kernel", 0),
-                _setting(param, "stride", "stride", 1), _setting(param, "pad", "pad", 0))
-    return geometry + ((_pair(param.dilation, "dilation", 1),) if with_dilation else ())
+def _geometry(param):
+    """(kernel, stride, pad) of a Convolution- or PoolingParameter as (h, w) pairs."""
+    return (_setting(param, "kernel_size", "kernel", 0), _setting(param, "stride", "stride", 1),
+            _setting(param, "pad", "pad", 0))
 
 
 def _as_pair(value):
@@ -90,10 +87,8 @@ def _strip_leading_ones(shape):
 
 class _Converter:
     def __init__(self, layers, model, classifier, backbone_only, source):
-        self.layers = layers
-        self.classifier = classifier
-        self.backbone_only = backbone_only
-        self.source = source
+        self.layers, self.classifier = layers, classifier
+        self.backbone_only, self.source = backbone_only, source
         self.modules = dict(model.named_modules())
         prefix = "base.backbone." if backbone_only else ""
         self.target = OrderedDict((k, v) for k, v in model.state_dict().items()
@@ -148,7 +143,7 @@ class _Converter:
         conv = self.module(layer, path, nn.Conv2d)
         param = layer.proto.convolution_param
         try:
-            geometry = _geometry(param, with_dilation=True)
+            geometry = _geometry(param) + (_pair(param.dilation, "dilation", 1),)
         except ValueError as e:
             self.fail(layer, str(e))
         self.check_geometry(layer, path, geometry,
@@ -198,7 +193,7 @@ class _Converter:
         param = layer.proto.pooling_param
         if param.pool != POOL_MAX or param.global_pooling:
             self.fail(layer, f"is not a windowed MAX pooling, but {path} is")
-        kernel, stride, pad = _geometry(param, with_dilation=False)
+        kernel, stride, pad = _geometry(param)
         self.check_geometry(layer, path, (kernel, stride, pad),
                             (pool.kernel_size, pool.stride, pool.padding))
         if (param.round_mode == ROUND_CEIL) != bool(pool.ceil_mode):
@@ -237,9 +232,8 @@ class _Converter:
         for key, value in self.target.items():
             if key.endswith("." + BN_BUFFER_COUNTER) and key not in self.out:
                 self.out[key] = torch.zeros(value.shape, dtype=value.dtype, device="cpu")
-                self.summary.counters_zeroed += 1
-        missing = [k for k in self.target if k not in self.out]
-        if missing:
+                summary.counters_zeroed += 1
+        if missing := [k for k in self.target if k not in self.out]:
             last = self.layers[-1].name if self.layers else "none"
             raise ConversionError(
                 f"{self.source}: {len(missing)} tensors of the model got no weights from the "

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models import DeepLabV2_ResNet101_MSC, build_model
-from ..utils.errors import OutputError
+from ..utils.errors import OutputError, first_line
 from .converter import ConversionError, convert_caffe_layers
 from .protobuf import read_caffemodel
-
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,7 @@ CAFFE_PRESETS["init"] = CAFFE_PRESETS["coco_init"]
 def preset_paths(preset, caffemodel=None, output=None):
     """``(caffemodel, output)`` as paths, each the preset's own unless given; an
     :class:`OutputError` when both name one file (the rename would replace the input)."""
-    caffemodel = Path(caffemodel or preset.caffemodel)
-    output = Path(output or preset.output)
+    caffemodel, output = Path(caffemodel or preset.caffemodel), Path(output or preset.output)
     if caffemodel.resolve() == output.resolve():
         raise OutputError(f"{output}: output would overwrite the input caffemodel")
     return caffemodel, output
@@ -80,9 +78,8 @@ def check_loads(state_dict, model, backbone_only, output):
     try:
         result = model.load_state_dict(state_dict, strict=not backbone_only, assign=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
         raise ConversionError(f"{output}: internal error, converted weights do not load "
-                              f"({first})") from None
+                              f"({first_line(e)})") from None
     stray = [k for k in result.missing_keys if not k.startswith("base.aspp.")]  # left to init
     if backbone_only and (stray or result.unexpected_keys):
         raise ConversionError(f"{output}: internal error, backbone state dict does not fit the "

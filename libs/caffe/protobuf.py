@@ -1,12 +1,10 @@
 """Read Caffe's binary ``.caffemodel`` files without Caffe or ``protoc``.
 
-A ``.caffemodel`` is a serialised ``caffe.NetParameter`` protocol buffer. Instead of a generated
-``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the few messages and fields
-conversion needs are declared here with the numbers, types and defaults of Caffe's public
-``caffe.proto`` (the DeepLab v2 fork uses the same numbers) and built into classes at import.
-Undeclared fields (data and loss layers, learning-rate settings, ...) are kept by the parser as
-unknown bytes and ignored, so a real file reads fine. The test fixtures write files with these
-classes plus the fields only they need (``tests/caffe_reference.py``).
+Instead of a generated ``caffe_pb2.py`` (which needs ``protoc`` and pins a protobuf version), the
+few ``caffe.NetParameter`` messages and fields conversion needs are declared here with the numbers,
+types and defaults of Caffe's public ``caffe.proto`` (the DeepLab v2 fork uses the same numbers).
+Undeclared fields are kept by the parser as unknown bytes and ignored, so a real file reads fine;
+the test fixtures add the fields only they need (``tests/caffe_reference.py``).
 """
 
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from ..utils.atomic import read_input
 from ..utils.errors import DeepLabError
 
 # Enum values of caffe.proto that the converter compares against. Enum fields
@@ -46,43 +45,34 @@ def field(name, number, kind, default=None, repeated=False, packed=False):
 SCHEMA = {
     "BlobShape": [field("dim", 1, "int64", packed=True)],
     "BlobProto": [
-        field("shape", 7, "BlobShape"),
-        field("data", 5, "float", packed=True),
+        field("shape", 7, "BlobShape"), field("data", 5, "float", packed=True),
         field("double_data", 8, "double", packed=True),
         # 4-D dimensions of files written before BlobShape existed.
         field("num", 1, "int32", "0"), field("channels", 2, "int32", "0"),
         field("height", 3, "int32", "0"), field("width", 4, "int32", "0"),
     ],
     "ConvolutionParameter": [
-        field("num_output", 1, "uint32"),
-        field("bias_term", 2, "bool", "true"),
-        field("pad", 3, "uint32", repeated=True),
-        field("kernel_size", 4, "uint32", repeated=True),
-        field("group", 5, "uint32", "1"),
-        field("stride", 6, "uint32", repeated=True),
+        field("num_output", 1, "uint32"), field("bias_term", 2, "bool", "true"),
+        field("pad", 3, "uint32", repeated=True), field("kernel_size", 4, "uint32", repeated=True),
+        field("group", 5, "uint32", "1"), field("stride", 6, "uint32", repeated=True),
         field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
         field("kernel_h", 11, "uint32"), field("kernel_w", 12, "uint32"),
         field("stride_h", 13, "uint32"), field("stride_w", 14, "uint32"),
-        field("axis", 16, "int32", "1"),
-        field("dilation", 18, "uint32", repeated=True),
+        field("axis", 16, "int32", "1"), field("dilation", 18, "uint32", repeated=True),
     ],
     "BatchNormParameter": [field("eps", 3, "float", "1e-05")],
     "PoolingParameter": [
-        field("pool", 1, "int32", "0"),
-        field("kernel_size", 2, "uint32"),
-        field("stride", 3, "uint32", "1"),
-        field("pad", 4, "uint32", "0"),
+        field("pool", 1, "int32", "0"), field("kernel_size", 2, "uint32"),
+        field("stride", 3, "uint32", "1"), field("pad", 4, "uint32", "0"),
         field("kernel_h", 5, "uint32"), field("kernel_w", 6, "uint32"),
         field("stride_h", 7, "uint32"), field("stride_w", 8, "uint32"),
         field("pad_h", 9, "uint32", "0"), field("pad_w", 10, "uint32", "0"),
-        field("global_pooling", 12, "bool", "false"),
-        field("round_mode", 13, "int32", "0"),
+        field("global_pooling", 12, "bool", "false"), field("round_mode", 13, "int32", "0"),
     ],
     "ScaleParameter": [field("axis", 1, "int32", "1"), field("num_axes", 2, "int32", "1"),
                        field("bias_term", 4, "bool", "false")],
     "LayerParameter": [
-        field("name", 1, "string"),
-        field("type", 2, "string"),
+        field("name", 1, "string"), field("type", 2, "string"),
         field("blobs", 7, "BlobProto", repeated=True),
         field("convolution_param", 106, "ConvolutionParameter"),
         field("pooling_param", 121, "PoolingParameter"),
@@ -133,8 +123,7 @@ class CaffeLayer:
         return len(self.proto.blobs)
 
     def blob_shape(self, index):
-        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/height/
-        width."""
+        """Blob ``index``'s shape: ``shape.dim`` if present, else the legacy num/channels/..."""
         blob = self.proto.blobs[index]
         if blob.HasField("shape"):
             return tuple(int(d) for d in blob.shape.dim)
@@ -166,12 +155,9 @@ def read_caffemodel(path):
     :class:`CaffeModelError` for a missing, unreadable, truncated or corrupt file, one without
     layers, or the legacy V1 ``layers`` format (which the DeepLab v2 ResNet models never used)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():  # a folder too: "not found", not read_input's "found a directory"
         raise CaffeModelError(f"{path}: caffemodel not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CaffeModelError(f"{path}: cannot read caffemodel ({e.strerror})") from None
+    raw = read_input(path, "caffemodel", CaffeModelError, binary=True)
     net = NetParameter()
     try:
         net.ParseFromString(raw)

@@ -44,8 +44,7 @@ def config_option(default=None, help="YAML config, e.g. config/cocostuff.yaml or
 
 def load_cli_config(config_path):
     """The config at ``config_path`` with this command's ``--set`` overrides applied."""
-    ctx = click.get_current_context(silent=True)
-    overrides = ctx.meta.get(OVERRIDES_KEY, ()) if ctx is not None else ()
+    overrides = click.get_current_context().meta.get(OVERRIDES_KEY, ())
     return load_config(config_path, overrides=overrides)
 
 
@@ -101,19 +100,14 @@ def original_message(error):
 
 @contextlib.contextmanager
 def one_line_errors(config_path=None):
-    """Turn the project's errors raised inside the block into one-line click errors.
-
-    A :class:`ConfigValueError` (an unknown ``MODEL.NAME``, an out-of-range CRF threshold) comes
-    from the config file, so its line starts with ``config_path`` when one is given. A torch
-    serialisation error that escapes ``libs.models.weights.load_file`` still becomes one line.
-    """
+    """Turn the project's errors raised inside the block into one-line click errors. A
+    :class:`ConfigValueError` comes from the config file, so its line starts with ``config_path``;
+    a torch serialisation error that escapes ``libs.models.weights.load_file`` is one line too."""
     try:
         yield
-    except ConfigValueError as e:
-        prefix = f"{config_path}: " if config_path is not None else ""
-        raise click.ClickException(f"{prefix}{original_message(e)}") from None
     except DeepLabError as e:
-        raise click.ClickException(original_message(e)) from None
+        prefix = f"{config_path}: " if config_path and isinstance(e, ConfigValueError) else ""
+        raise click.ClickException(prefix + original_message(e)) from None
     except RuntimeError as e:
         if not any(mark in str(e) for mark in TORCH_FILE_ERRORS):
             raise

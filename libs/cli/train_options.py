@@ -36,7 +36,6 @@ def interrupted_lines(error, config_path, overrides):
     name = signal_name(error.signum)
     if error.complete:
         return [f"{name}: training is complete ({error.checkpoint}); stopped before scoring."]
-    # The command line that continues from the checkpoint with the same config and overrides.
     words = ["python", "train.py", "--config", str(config_path)]
     words += [word for override in overrides for word in ("--set", override)]
     words += ["--resume", str(error.checkpoint)]

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from ..utils.files import read_input
+from ..utils.atomic import read_input
 from .cocostuff import CocoStuff10k, CocoStuff164k
 from .errors import DatasetError
 from .folder import FolderDataset

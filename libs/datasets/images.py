@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from ..utils.files import read_input
+from ..utils.atomic import read_input
 from .errors import DatasetError
 from .transforms import mean_bgr_array
 

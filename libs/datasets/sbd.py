@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..utils.atomic import write_bytes
+from ..utils.atomic import read_input, write_bytes
 from ..utils.errors import OutputError
-from ..utils.files import read_input
 from .errors import DatasetError
 from .images import grey_png_bytes, integer_map, load_mat, read_id_list, read_label_png
 

@@ -6,7 +6,7 @@ a line may be an id or an image/label pair relative to ROOT, so ``val`` scores a
 official labels and a DeepLab-format list works wherever it is put. 255 becomes the ignore label.
 """
 
-from ..utils.files import read_input
+from ..utils.atomic import read_input
 from .base import SegmentationDataset
 from .errors import DatasetError
 

@@ -13,9 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_path, same_file
 from ..utils.errors import OutputError
-from ..utils.files import same_file
 from ..utils.visualize import colorize, contrasting, palette
 
 PANEL_INCHES = 3.2  # side of one panel in the docs figures

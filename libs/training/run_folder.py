@@ -6,9 +6,8 @@ checkpoints and mix two runs in one TensorBoard folder, so ``train.py``'s
 import re
 from pathlib import Path
 
-from ..utils.atomic import remove_stale_temporaries
+from ..utils.atomic import check_writable_dir, remove_stale_temporaries
 from ..utils.errors import DeepLabError
-from ..utils.files import check_writable_dir
 from .checkpoint import checkpoint_dir
 from .runlog import LOG_NAME
 from .tensorboard import log_dir

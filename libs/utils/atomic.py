@@ -5,10 +5,12 @@ data goes to a temporary file beside the target, renamed onto it only when writi
 the folder is then fsynced so a power loss cannot lose the published name. On any error the
 temporary is removed and an existing target is untouched; an ``OSError`` (a full disk, a read-only
 folder) becomes one :class:`OutputError` line naming the target. The temporaries of a process
-killed mid-write are removed later by :func:`remove_stale_temporaries`.
+killed mid-write are removed later by :func:`remove_stale_temporaries`. Input files are read
+with one clear error (:func:`read_input`), and output locations are checked before any work starts.
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -18,7 +20,6 @@ import time
 from pathlib import Path
 
 from .errors import OutputError, first_line
-from .files import os_reason
 
 # How torch reports a weight file it cannot read or write (RuntimeErrors of its zip code; a full
 # disk: "[enforce fail at inline_container.cc:...] unexpected pos 4416 vs 4310").
@@ -54,6 +55,68 @@ def umask_mode(directory=False):
     ``tempfile.mkstemp``/``mkdtemp`` create 0o600/0o700 and the rename keeps that, so without
     this every result on a shared server would be readable by its writer only."""
     return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def read_input(path, what, error_type, binary=False):
+    """The bytes (or text) of ``path``, or an ``error_type`` naming the file and ``what`` it is:
+    "<path>: image file not found", "<path>: cannot read config file (Permission denied)"."""
+    path = Path(path)
+    try:
+        return path.read_bytes() if binary else path.read_text()
+    except FileNotFoundError:
+        raise error_type(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error_type(f"{path}: {what} expected, found a directory") from None
+    except OSError as e:
+        raise error_type(f"{path}: cannot read {what} ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise error_type(f"{path}: cannot read {what} (not UTF-8 text)") from None
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file: the same existing file (through links, hard
+    links and ``..``), or, where one does not exist yet, the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is missing: two names of one file about to be written are still one
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting_inputs(output, inputs, option="--output"):
+    """Raise :class:`OutputError` when ``output`` is one of ``inputs`` ({what: path}), before any
+    work: ``demo.py -o photo.jpg --image-path photo.jpg`` stops instead of replacing the photo."""
+    for what, path in inputs.items():
+        if path is not None and same_file(output, path):
+            raise OutputError(f"{output}: this is the input {what}; choose another {option}")
+
+
+def os_reason(error):
+    """The words for an ``OSError`` in a one-line message. ``mkdir`` over a regular file says
+    "File exists", as if the folder were there; the user reads "Not a directory"."""
+    if isinstance(error, FileExistsError):
+        return os.strerror(errno.ENOTDIR)
+    return error.strerror or type(error).__name__
+
+
+def _check_can_create_in(folder, message):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{message} ({os_reason(e)})") from None
+
+
+def check_writable_dir(folder, what):
+    """Create ``folder`` if needed and check that a file can be created in it, at start: a run that
+    would fail hours later at its first checkpoint fails now with one line."""
+    _check_can_create_in(Path(folder), f"{Path(folder)}: cannot write {what} there")
+
+
+def check_writable_output(path):
+    """Like :func:`check_writable_dir` for the folder of the file ``path``, with the line the
+    writers give (:func:`write_error`): "<path>: cannot write (Not a directory)"."""
+    _check_can_create_in(Path(path).parent, f"{Path(path)}: cannot write")
 
 
 def write_error(path, error):

@@ -13,8 +13,6 @@ from addict import Dict
 from .config_ranges import check_ranges
 from .config_sources import RENAMED_KEYS, ConfigError, apply_overrides, read_with_bases
 
-__all__ = ["ConfigError", "ConfigValueError", "MODEL_KEYS", "SCHEMA", "load_config"]
-
 
 class ConfigValueError(ConfigError):
     """A config value that passed the schema but that a stage cannot use (an unknown model name,
@@ -195,9 +193,8 @@ def _check(value, spec, key, path):
                 raise ConfigError(f"{path}: {problem}")
         prefix = f"{key}." if key else ""
         unknown = [prefix + name for name in sorted(set(value) - set(spec))]
-        for dotted in unknown:
-            if dotted in RETIRED_KEYS:
-                raise ConfigError(f"{path}: {RETIRED_KEYS[dotted]}")
+        if retired := [dotted for dotted in unknown if dotted in RETIRED_KEYS]:
+            raise ConfigError(f"{path}: {RETIRED_KEYS[retired[0]]}")
         if unknown:
             raise ConfigError(f"{path}: unknown key {unknown[0]}")
         out = {}

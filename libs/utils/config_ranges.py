@@ -1,10 +1,8 @@
 """The rules of a config that its schema cannot state: ranges of values and relations between keys.
 
-They run on the mapping that has passed the schema, so each rule only judges the value. Each
-failure is one :class:`ConfigError` line naming the file and the dotted key ("<file>: key
-SOLVER.ITER_SNAP: expected a positive integer, got 0"): a zero or negative count would otherwise
-surface hours later as a ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing
-an untrained "final" model).
+They run after the schema, so each rule only judges the value. Each failure is one line naming
+the file and the dotted key: a zero or negative count would otherwise surface hours later as a
+ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing an untrained model).
 """
 
 import math
@@ -49,18 +47,16 @@ RULES = {
     **_keys("MODEL", "MULTI_GRID HEAD_CHANNELS DECODER_CHANNELS", POSITIVE_INT),
     **_keys("SOLVER", "BATCH_SIZE.TRAIN BATCH_SIZE.TEST ITER_SIZE ITER_MAX ITER_SNAP ITER_TB "
                       "ITER_EVAL", POSITIVE_INT),
-    "SOLVER.LR": POSITIVE,
-    "SOLVER.LR_DECAY": POSITIVE_INT,
+    "SOLVER.LR": POSITIVE, "SOLVER.LR_DECAY": POSITIVE_INT,
     **_keys("SOLVER.LR_MULT", "BACKBONE ASPP_WEIGHT ASPP_BIAS", NON_NEGATIVE),
     "SOLVER.MOMENTUM": _finite(lambda v: 0 <= v < 1, "a number in [0, 1)"),
     **_keys("SOLVER", "WEIGHT_DECAY POLY_POWER", NON_NEGATIVE),
     "SOLVER.AVERAGE_LOSS": POSITIVE_INT,
-    "CRF.ITER_MAX": POSITIVE_INT,
-    "CRF.POS_W": NON_NEGATIVE,
-    "CRF.POS_XY_STD": POSITIVE,
-    "CRF.BI_W": NON_NEGATIVE,
+    "CRF.ITER_MAX": POSITIVE_INT, "CRF.POS_W": NON_NEGATIVE,
+    "CRF.POS_XY_STD": POSITIVE, "CRF.BI_W": NON_NEGATIVE,
     **_keys("CRF", "BI_XY_STD BI_RGB_STD", POSITIVE),
     "CRF.PRUNE_THRESHOLD": _finite(lambda v: 0 <= v < 1, "a number in [0, 1) or null"),
+    **_keys("AUGMENTATION", "SCALE_CHOICES SCALE_RANGE", ((lambda v: v > 0), "a positive number")),
 }
 
 
@@ -76,8 +72,8 @@ def check_ranges(checked, path):
             if item is not None and (isinstance(item, bool) or not rule(item)):
                 where = key if i is None else f"{key}[{i}]"
                 raise ConfigError(f"{path}: key {where}: expected {expected}, got {item!r}")
-    # Exactly one scale key, positive scales, min <= max: a discrete list and a continuous range
-    # are different augmentations, so neither is guessed from the other's shape.
+    # Exactly one scale key, min <= max: a discrete list and a continuous range are different
+    # augmentations, so neither is guessed from the other's shape.
     augmentation = checked["AUGMENTATION"]
     choices, value_range = augmentation["SCALE_CHOICES"], augmentation["SCALE_RANGE"]
     keys = "AUGMENTATION.SCALE_CHOICES and AUGMENTATION.SCALE_RANGE"
@@ -86,11 +82,6 @@ def check_ranges(checked, path):
                           "(Caffe's protocol: SCALE_CHOICES: [0.5, 0.75, 1.0, 1.25, 1.5])")
     if choices is not None and value_range is not None:
         raise ConfigError(f"{path}: {keys} are both set; set exactly one, the other null")
-    name = "SCALE_CHOICES" if choices is not None else "SCALE_RANGE"
-    for i, v in enumerate(augmentation[name]):
-        if not v > 0:  # also refuses nan
-            raise ConfigError(f"{path}: key AUGMENTATION.{name}[{i}]: "
-                              f"expected a positive number, got {v!r}")
     if value_range is not None and value_range[0] > value_range[1]:
         raise ConfigError(f"{path}: key AUGMENTATION.SCALE_RANGE: expected [min, max] with "
                           f"min <= max, got {value_range}")

@@ -14,15 +14,13 @@ from pathlib import Path
 import yaml
 
 from .errors import DeepLabError
-from .files import read_input
+from .atomic import read_input
 
 BASE_KEY = "_BASE_"
 # Keys of older configs and what they became (issue 22: one MODEL section per model).
 RENAMED_KEYS = {
-    "MODEL.N_BLOCKS": "MODEL.BACKBONE.N_BLOCKS",
-    "MODEL.BASE_WIDTH": "MODEL.BACKBONE.BASE_WIDTH",
-    "MODEL.BACKBONE_BN": "MODEL.BACKBONE.BN",
-    "MODEL.MSC_SCALES": "MODEL.MSC.SCALES",
+    "MODEL.N_BLOCKS": "MODEL.BACKBONE.N_BLOCKS", "MODEL.BASE_WIDTH": "MODEL.BACKBONE.BASE_WIDTH",
+    "MODEL.BACKBONE_BN": "MODEL.BACKBONE.BN", "MODEL.MSC_SCALES": "MODEL.MSC.SCALES",
     "MODEL.MSC_GEOMETRY": "MODEL.MSC.GEOMETRY",
 }
 

@@ -32,8 +32,7 @@ def cpu_native_bf16():
     """``(supported, reason)``: whether this CPU computes bf16 natively (AMX or AVX512-BF16; else
     PyTorch emulates bf16 matrix products, ~100x slower than fp32). Without /proc/cpuinfo,
     oneDNN's own check decides."""
-    flags = cpu_flags()
-    if flags:
+    if flags := cpu_flags():
         found = [f for f in BF16_CPU_FLAGS if f in flags]
         if found:
             return True, f"the CPU has {found[0]}"

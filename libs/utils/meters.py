@@ -4,12 +4,8 @@ from collections import deque
 
 # The headline segmentation scores: results-JSON key -> printed name, in the order of the
 # README's tables. Evaluation computes them; training logs them (train.log, eval/<key> scalars).
-SCORE_LABELS = {
-    "pixel_accuracy": "Pixel Accuracy",
-    "mean_accuracy": "Mean Accuracy",
-    "mean_iou": "Mean IoU",
-    "frequency_weighted_iou": "Frequency Weighted IoU",
-}
+SCORE_LABELS = {"pixel_accuracy": "Pixel Accuracy", "mean_accuracy": "Mean Accuracy",
+                "mean_iou": "Mean IoU", "frequency_weighted_iou": "Frequency Weighted IoU"}
 
 
 class MovingAverage:

@@ -12,8 +12,7 @@ integer (Python's ``round``: ties to even), never below one pixel.
 def scaled_size(size, scale):
     """``(height, width)`` times ``scale``, each side rounded to the nearest integer (ties to
     even) and at least 1."""
-    height, width = size
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return tuple(max(1, int(round(side * scale))) for side in size)
 
 
 def longer_side_size(height, width, longer_side):

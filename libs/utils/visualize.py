@@ -12,10 +12,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-# Ignored pixels (unlabeled, padding). White: class colours have channels in multiples of 32 up
-# to 224, so 255 is a colour no class gets (below 2**24 - 2 classes), and white is the farthest
-# from all of them (at least 76 in RGB up to 255 classes). Black, used before, is 32 from class
-# 63's (32, 0, 0) and hard to tell from the toy set's "tile" (64, 0, 0).
+# Ignored pixels (unlabeled, padding): white. Class channels are multiples of 32 up to 224, so no
+# class gets it, and it is the farthest from all (black, used before, is 32 from class 63's).
 IGNORE_COLOUR = (255, 255, 255)
 IGNORE_NAME = "ignored"
 
@@ -46,9 +44,7 @@ def palette(n_classes):
 def colorize(label, n_classes, ignore_label=255):
     """HxW integer label map -> HxWx3 uint8 RGB image; ignored/unknown pixels in IGNORE_COLOUR."""
     label = np.asarray(label)
-    table = np.empty((n_classes + 1, 3), np.uint8)  # one lookup per pixel; the last row: ignored
-    table[:n_classes] = palette(n_classes)
-    table[n_classes] = IGNORE_COLOUR
+    table = np.vstack([palette(n_classes), IGNORE_COLOUR]).astype(np.uint8)  # last row: ignored
     if 0 <= ignore_label < n_classes:
         table[ignore_label] = IGNORE_COLOUR
     index = np.where((label >= 0) & (label < n_classes), label, n_classes)
