@@ -131,8 +131,6 @@ def realistic_sample(rng, n_classes=182, size=513):
     return image, prob.astype(np.float32), truth
 
 
-
-
 def describe(prob, truth, threshold):
     top1 = prob.max(axis=0)
     peak = prob.reshape(prob.shape[0], -1).max(axis=1)

@@ -13,16 +13,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..utils.errors import DeepLabError
 from .names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target, is_multiscale_copy
-from .protobuf import POOL_MAX, ROUND_CEIL, CaffeModelError
+from .protobuf import POOL_MAX, ROUND_CEIL
+from ..utils.errors import CheckpointError
+from ..utils.errors import ConversionError
 
 BATCHNORM_EPS_RTOL = 1e-5  # float32 storage of 1e-5 differs from it by ~3e-8 (relative)
 BN_BUFFER_COUNTER = "num_batches_tracked"
-
-
-class ConversionError(DeepLabError, ValueError):
-    """The caffemodel does not fit the model; the message names the file and the layer."""
 
 
 @dataclass
@@ -226,7 +223,7 @@ class _Converter:
                 continue
             try:
                 self.handlers[target.kind](layer, target.module)
-            except CaffeModelError as e:  # a blob that cannot be read: the file does not fit
+            except CheckpointError as e:  # a blob that cannot be read: the file does not fit
                 raise ConversionError(str(e)) from None
             summary.layers_mapped += target.kind != POOL
         for key, value in self.target.items():

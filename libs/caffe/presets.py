@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..models import DeepLabV2_ResNet101_MSC, build_model
 from ..utils.errors import OutputError, first_line
-from .converter import ConversionError, convert_caffe_layers
+from .converter import convert_caffe_layers
+from ..utils.errors import ConversionError
 from .protobuf import read_caffemodel
 
 
@@ -58,7 +59,7 @@ def preset_paths(preset, caffemodel=None, output=None):
 def target_model(preset, model_cfg=None, n_classes=None):
     """The model the weights must fit (only its structure and tensor shapes are used): the paper's
     network with the preset's class count, or the one ``model_cfg`` (a config's ``MODEL``)
-    describes with ``n_classes`` classes (an unknown ``MODEL.NAME`` raises ``ModelError``)."""
+    describes with ``n_classes`` classes (an unknown ``MODEL.NAME`` raises ``ConfigError``)."""
     if model_cfg is None:
         return DeepLabV2_ResNet101_MSC(preset.n_classes)
     return build_model(model_cfg, n_classes)
@@ -66,7 +67,7 @@ def target_model(preset, model_cfg=None, n_classes=None):
 
 def convert_caffemodel(caffemodel, model, preset):
     """Read ``caffemodel`` and map it onto ``model`` as ``preset`` says: ``(state_dict, summary)``
-    (``CaffeModelError``: unreadable file; ``ConversionError``: it does not fit the model)."""
+    (``CheckpointError``: unreadable file; ``ConversionError``: it does not fit the model)."""
     return convert_caffe_layers(read_caffemodel(caffemodel), model, preset.classifier,
                                 preset.backbone_only, source=caffemodel)
 

@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from ..utils.atomic import read_input
-from ..utils.errors import DeepLabError
+from ..utils.errors import CheckpointError
 
 # Enum values of caffe.proto that the converter compares against. Enum fields
 # are declared as int32 (same varint encoding) so unknown values never vanish.
@@ -104,10 +104,6 @@ def build_classes(schema):
 NetParameter = build_classes(SCHEMA)["NetParameter"]
 
 
-class CaffeModelError(DeepLabError, ValueError):
-    """A .caffemodel that cannot be read; the message names the file (and layer)."""
-
-
 @dataclass
 class CaffeLayer:
     """One layer of a .caffemodel. Blobs stay protobuf messages until :meth:`blob` turns one into
@@ -138,10 +134,10 @@ class CaffeLayer:
         values = np.array(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
         expected = int(np.prod(shape, dtype=np.int64)) if shape else values.size
         if values.size != expected:
-            raise CaffeModelError(f"{where}: holds {values.size} values but its shape "
+            raise CheckpointError(f"{where}: holds {values.size} values but its shape "
                                   f"{list(shape)} needs {expected} (truncated or corrupt file)")
         if not np.isfinite(values).all():
-            raise CaffeModelError(f"{where}: contains NaN or infinite values (corrupt file?)")
+            raise CheckpointError(f"{where}: contains NaN or infinite values (corrupt file?)")
         return values.reshape(shape if shape else (values.size,))
 
 
@@ -152,28 +148,28 @@ def _text(value):
 
 def read_caffemodel(path):
     """The layers of ``path`` as :class:`CaffeLayer` objects, in file order; a
-    :class:`CaffeModelError` for a missing, unreadable, truncated or corrupt file, one without
+    :class:`CheckpointError` for a missing, unreadable, truncated or corrupt file, one without
     layers, or the legacy V1 ``layers`` format (which the DeepLab v2 ResNet models never used)."""
     path = Path(path)
     if not path.is_file():  # a folder too: "not found", not read_input's "found a directory"
-        raise CaffeModelError(f"{path}: caffemodel not found")
-    raw = read_input(path, "caffemodel", CaffeModelError, binary=True)
+        raise CheckpointError(f"{path}: caffemodel not found")
+    raw = read_input(path, "caffemodel", CheckpointError, binary=True)
     net = NetParameter()
     try:
         net.ParseFromString(raw)
     except DecodeError:
-        raise CaffeModelError(f"{path}: not a valid caffemodel, its protobuf data "
+        raise CheckpointError(f"{path}: not a valid caffemodel, its protobuf data "
                               f"({len(raw):,} bytes) is truncated or corrupt") from None
     if len(net.layers):
         first = net.layers[0].name or "<unnamed>"
-        raise CaffeModelError(
+        raise CheckpointError(
             f"{path}: uses the legacy V1 'layers' format ({len(net.layers)} layers, first "
             f"{first!r}), which is not supported; upgrade it with Caffe's "
             "upgrade_net_proto_binary tool first")
     if not len(net.layer):
-        raise CaffeModelError(f"{path}: contains no layers (empty or not a caffemodel)")
+        raise CheckpointError(f"{path}: contains no layers (empty or not a caffemodel)")
     for index, layer in enumerate(net.layer):
         if not layer.name:
-            raise CaffeModelError(f"{path}: layer #{index} has no name (corrupt file?)")
+            raise CheckpointError(f"{path}: layer #{index} has no name (corrupt file?)")
     return [CaffeLayer(_text(layer.name), _text(layer.type), layer, str(path))
             for layer in net.layer]

@@ -12,7 +12,8 @@ import re
 import click
 
 from ..utils.atomic import TORCH_FILE_ERRORS
-from ..utils.config import ConfigValueError, load_config
+from ..utils.config import load_config
+from ..utils.errors import ConfigError
 from ..utils.errors import DeepLabError, first_line
 
 OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
@@ -101,12 +102,14 @@ def original_message(error):
 @contextlib.contextmanager
 def one_line_errors(config_path=None):
     """Turn the project's errors raised inside the block into one-line click errors. A
-    :class:`ConfigValueError` comes from the config file, so its line starts with ``config_path``;
-    a torch serialisation error that escapes ``libs.models.weights.load_file`` is one line too."""
+    :class:`ConfigError` about a value of the loaded config (``loaded``) names the key, so its
+    line starts with ``config_path``; a torch serialisation error that escapes
+    ``libs.models.weights.load_file`` is one line too."""
     try:
         yield
     except DeepLabError as e:
-        prefix = f"{config_path}: " if config_path and isinstance(e, ConfigValueError) else ""
+        loaded = config_path and isinstance(e, ConfigError) and e.loaded
+        prefix = f"{config_path}: " if loaded else ""
         raise click.ClickException(prefix + original_message(e)) from None
     except RuntimeError as e:
         if not any(mark in str(e) for mark in TORCH_FILE_ERRORS):

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ..training.interrupt import StopNow, TrainingInterrupted, signal_name
+from ..training.interrupt import TrainingInterrupted, signal_name
 
 
 def run_options(function):
@@ -53,10 +53,9 @@ def exit_on_interrupt(config_path, overrides):
     try:
         yield
     except TrainingInterrupted as error:
-        if error.checkpoint is not None:  # the process that wrote it (rank 0)
+        if error.iteration is None:  # a second Ctrl-C
+            click.echo(f"Second {signal_name(error.signum)}: stopped at once, without a "
+                       "checkpoint of this iteration (the last saved one is intact).", err=True)
+        elif error.checkpoint is not None:  # the process that wrote it (rank 0)
             click.echo("\n".join(interrupted_lines(error, config_path, overrides)), err=True)
-        sys.exit(error.exit_code)
-    except StopNow as error:
-        click.echo(f"Second {signal_name(error.signum)}: stopped at once, without a checkpoint "
-                   "of this iteration (the last saved one is intact).", err=True)
         sys.exit(error.exit_code)

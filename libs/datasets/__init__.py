@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..utils.atomic import read_input
 from .cocostuff import CocoStuff10k, CocoStuff164k
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 from .folder import FolderDataset
 from .synthetic import DEFAULT_LAYOUT, LAYOUTS, MARKER_FILE, Sizes, generate_synthetic
 from .transforms import Transform, resize_labels_torch, to_rgb_uint8  # the last two: docs/data.md

@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..utils.sizes import size_text
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 from .images import read_image_bgr, read_label_png
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import build_dataset, load_checked_class_names, resolve_split
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 
 DEFAULT_SPLITS = ("train", "test")
 

@@ -1,7 +1,7 @@
 """COCO-Stuff 10k and 164k readers for the DeepLab v2 protocol (classes 0..181)."""
 
 from .base import SegmentationDataset
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 from .images import read_id_list, read_mat_label
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.io
 
 from ..utils.atomic import read_input
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 from .transforms import mean_bgr_array
 
 JPEG_SOI, JPEG_SOS, JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.io
 
 from ..utils.atomic import remove_stale_temporaries, umask_mode
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 from .images import grey_png_bytes, palette_png_bytes, voc_colour_map
 
 # Class ids after COCO-Stuff's "-1" offset; names are in data/synthetic-labels.txt.

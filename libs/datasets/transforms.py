@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..utils.sizes import scaled_size
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 
 
 def _centre_indices(src, dst):

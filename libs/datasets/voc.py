@@ -8,7 +8,7 @@ official labels and a DeepLab-format list works wherever it is put. 255 becomes 
 
 from ..utils.atomic import read_input
 from .base import SegmentationDataset
-from .errors import DatasetError
+from ..utils.errors import DatasetError
 
 
 class VOC12(SegmentationDataset):

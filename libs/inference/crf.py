@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 import torch
 
-from ..utils.config import ConfigValueError
+from ..utils.errors import ConfigError
 from .crf_torch import torch_crf_posterior
 
 BACKENDS = ("pydensecrf", "torch")
@@ -59,8 +59,8 @@ class DenseCRF:
         ``auto`` is ``torch`` on CUDA and ``pydensecrf`` elsewhere (faster on a CPU's cores)."""
         threshold = crf_section.PRUNE_THRESHOLD
         if threshold is not None and not 0.0 <= threshold < 1.0:
-            raise ConfigValueError(
-                f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}")
+            raise ConfigError(
+                f"CRF.PRUNE_THRESHOLD: must be in [0, 1) or null, got {threshold}", loaded=True)
         backend = backend or crf_section.BACKEND
         if backend == "auto":
             backend = "torch" if torch.device(device).type == "cuda" else "pydensecrf"

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..datasets import DatasetError, build_dataset, load_class_names
+from ..datasets import build_dataset, load_class_names
+from ..utils.errors import DatasetError
 from ..models.zoo import results_stem
 from ..utils.atomic import write_json
 from ..utils.meters import SCORE_LABELS

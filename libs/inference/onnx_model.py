@@ -9,11 +9,8 @@ import torch
 from ..models.export import (INPUT_NAME, LINE_LIMIT, META_GEOMETRY, META_MSC, META_N_CLASSES,
                              META_OUTPUT_STRIDE, OUTPUT_NAME)
 from ..models.geometry import MSC_GEOMETRIES
-from ..utils.errors import DeepLabError, first_line
-
-
-class OnnxModelError(DeepLabError, ValueError):
-    """An ONNX file that is missing, unreadable, or not a DeepLab export."""
+from ..utils.errors import first_line
+from ..utils.errors import CheckpointError
 
 
 def _session(path, device, threads):
@@ -34,12 +31,12 @@ def _session(path, device, threads):
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ONNX Runtime raises its own exception types for a bad file
         reason = first_line(e, LINE_LIMIT).replace(f"Load model from {path} failed:", "")
-        raise OnnxModelError(f"{path}: not a usable ONNX model ({reason})") from None
+        raise CheckpointError(f"{path}: not a usable ONNX model ({reason})") from None
 
 
 def _read_metadata(path, session):
     """``(n_classes, geometry or None, output stride)`` from the file's metadata, or
-    OnnxModelError. Files exported before v3 existed carry no stride: DeepLab v2's 8."""
+    CheckpointError. Files exported before v3 existed carry no stride: DeepLab v2's 8."""
     meta = session.get_modelmeta().custom_metadata_map
     try:
         n_classes = int(meta[META_N_CLASSES])
@@ -47,13 +44,13 @@ def _read_metadata(path, session):
         geometry = meta[META_GEOMETRY] if msc else None
         output_stride = int(meta.get(META_OUTPUT_STRIDE, 8))
     except (KeyError, ValueError):
-        raise OnnxModelError(f"{path}: no DeepLab metadata ({META_N_CLASSES}, {META_MSC}); "
+        raise CheckpointError(f"{path}: no DeepLab metadata ({META_N_CLASSES}, {META_MSC}); "
                              f"export the model with export.py") from None
     if geometry is not None and geometry not in MSC_GEOMETRIES:
-        raise OnnxModelError(f"{path}: unknown MSC geometry {geometry!r} in its metadata")
+        raise CheckpointError(f"{path}: unknown MSC geometry {geometry!r} in its metadata")
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
-        raise OnnxModelError(f"{path}: expected input {INPUT_NAME!r} and output "
+        raise CheckpointError(f"{path}: expected input {INPUT_NAME!r} and output "
                              f"{OUTPUT_NAME!r}, got {names[0]} and {names[1]}")
     return n_classes, geometry, output_stride
 
@@ -66,14 +63,14 @@ class OnnxModel:
     def __init__(self, path, device="cpu", threads=None, n_classes=None):
         self.path = path = Path(path)
         if not path.is_file():
-            raise OnnxModelError(f"{path}: ONNX model not found")
+            raise CheckpointError(f"{path}: ONNX model not found")
         self.session = _session(path, device, threads)
         # output_stride: the grid predict.py pads inputs to (16 for v3 and v3+, 8 for v2)
         self.n_classes, geometry, self.output_stride = _read_metadata(path, self.session)
         if geometry is not None:  # only an MSC has a geometry (libs.models.geometry.model_geometry)
             self.geometry = geometry
         if n_classes is not None and self.n_classes != n_classes:
-            raise OnnxModelError(f"{path}: the ONNX model has {self.n_classes} classes, the "
+            raise CheckpointError(f"{path}: the ONNX model has {self.n_classes} classes, the "
                                  f"config asks for {n_classes} (DATASET.N_CLASSES)")
 
     def __call__(self, x):

@@ -14,21 +14,14 @@ from pathlib import Path
 import cv2
 
 from ..utils.atomic import atomic_path, video_codec
-from ..utils.errors import DeepLabError, OutputError
+from ..utils.errors import OutputError
 from ..utils.visualize import display_available
+from ..utils.errors import DatasetError
 
 WINDOW_NAME = "DeepLab v2 (q or Esc quits)"
 FALLBACK_FPS = 30.0  # frame rate of the written video when the source does not report one
 READER_POLL_S = 0.1  # how often a consumer waiting for a frame checks for a stop
 READER_JOIN_S = 2.0  # how long stopping waits for a reader blocked in capture.read()
-
-
-class SourceError(DeepLabError, ValueError):
-    """A camera or video that cannot be read; the message names it."""
-
-
-class VideoWriteError(OutputError):
-    """A frame that did not reach the output video (disk full, writer failed): nothing published."""
 
 
 @contextlib.contextmanager
@@ -44,7 +37,7 @@ def quiet_opencv():
 
 
 def open_source(camera_id=0, video=None):
-    """An opened ``cv2.VideoCapture`` and its first frame, or :class:`SourceError`: reading it
+    """An opened ``cv2.VideoCapture`` and its first frame, or :class:`DatasetError`: reading it
     here gives a file OpenCV "opens" but cannot decode the one-line error of a refused one."""
     if video is None:
         source = int(camera_id)
@@ -54,18 +47,18 @@ def open_source(camera_id=0, video=None):
     else:
         path = Path(video)
         if not path.is_file():
-            raise SourceError(f"{path}: video file not found")
+            raise DatasetError(f"{path}: video file not found")
         source = str(path)
         cannot_open = f"{path}: cannot open video (unsupported format or corrupt file)"
         no_frame = f"{path}: no readable frame in the video (corrupt or empty file)"
     with quiet_opencv():
         capture = cv2.VideoCapture(source)
         if not capture.isOpened():
-            raise SourceError(cannot_open)
+            raise DatasetError(cannot_open)
         ok, frame = capture.read()
     if not ok or frame is None:
         capture.release()
-        raise SourceError(no_frame)
+        raise DatasetError(no_frame)
     return capture, frame
 
 
@@ -179,7 +172,7 @@ def no_window_reason():
 
 class CheckedVideoWriter:
     """A ``cv2.VideoWriter`` whose every write is checked (writer open, room for a raw frame)
-    and whose file :meth:`finish` reads back; a failure is a :class:`VideoWriteError` naming
+    and whose file :meth:`finish` reads back; a failure is a :class:`OutputError` naming
     ``path`` (the user's file; the data goes to ``tmp``)."""
 
     def __init__(self, tmp, path, fps, frame_size):
@@ -188,7 +181,7 @@ class CheckedVideoWriter:
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*codec), float(fps),
                                       tuple(int(side) for side in frame_size))
         if not self.writer.isOpened():
-            raise VideoWriteError(f"{self.path}: OpenCV cannot write this video (codec {codec})")
+            raise OutputError(f"{self.path}: OpenCV cannot write this video (codec {codec})")
         self.n_frames = 0
 
     def write(self, frame):
@@ -202,7 +195,7 @@ class CheckedVideoWriter:
         self.n_frames += 1
 
     def fail(self, reason):
-        raise VideoWriteError(f"{self.path}: {reason} after {self.n_frames} frames; "
+        raise OutputError(f"{self.path}: {reason} after {self.n_frames} frames; "
                               "the partial video is not kept")
 
     def release(self):
@@ -214,7 +207,7 @@ class CheckedVideoWriter:
         self.release()
         held = frames_in_file(self.tmp)
         if held != self.n_frames:
-            raise VideoWriteError(f"{self.path}: {self.n_frames} frames written but the file "
+            raise OutputError(f"{self.path}: {self.n_frames} frames written but the file "
                                   f"holds {held} (disk full or write error); "
                                   "the partial video is not kept")
 
@@ -233,7 +226,7 @@ def video_output(path, fps, frame_size):
     """Yield a :class:`CheckedVideoWriter` on a temporary file, published as ``path`` at the end.
 
     Another error (Ctrl-C, a camera unplugged) still publishes the frames written, then goes on;
-    a :class:`VideoWriteError`, or an error before any frame, publishes nothing."""
+    a :class:`OutputError`, or an error before any frame, publishes nothing."""
     error = None
     with atomic_path(path) as tmp:
         writer = CheckedVideoWriter(tmp, path, fps, frame_size)
@@ -241,7 +234,7 @@ def video_output(path, fps, frame_size):
             yield writer
         except (Exception, KeyboardInterrupt) as e:
             error = e
-        if isinstance(error, VideoWriteError) or (error is not None and writer.n_frames == 0):
+        if isinstance(error, OutputError) or (error is not None and writer.n_frames == 0):
             writer.release()
             raise error  # inside atomic_path: the temporary file is removed
         writer.finish()

@@ -5,17 +5,14 @@ every architectural number comes from the YAML; only the builders named after th
 (as torchvision's) have defaults, :data:`PAPERS`. The classes under them take required arguments.
 """
 
-from ..utils.config import MODEL_KEYS, ConfigValueError, foreign_model_key
+from ..utils.config import MODEL_KEYS, foreign_model_key
+from ..utils.errors import ConfigError
 from .backbone import BACKBONES
 from .deeplabv2 import DeepLabV2
 from .deeplabv3 import DeepLabV3, DeepLabV3Plus
 from .geometry import MSC_GEOMETRIES
 from .msc import MSC
 from .resnet import batchnorm_class
-
-
-class ModelError(ConfigValueError):
-    """A model the config asks for that does not exist or cannot be built (``MODEL.*``)."""
 
 
 HEADS = {"DeepLabV2_ResNet101_MSC": DeepLabV2, "DeepLabV3_ResNet101": DeepLabV3,
@@ -38,14 +35,14 @@ def assemble(name, n_classes, options):
     """The :class:`MSC` model ``name`` from ``options`` (keys as in :data:`PAPERS`).
 
     The backbone is built first, at the head's output stride; a value it or the head cannot
-    take is one :class:`ModelError` line.
+    take is one :class:`ConfigError` line.
     """
     if options["backbone"] not in BACKBONES:
-        raise ModelError(f"unknown MODEL.BACKBONE.NAME {options['backbone']!r}; "
-                         f"choose one of {sorted(BACKBONES)}")
+        raise ConfigError(f"unknown MODEL.BACKBONE.NAME {options['backbone']!r}; "
+                         f"choose one of {sorted(BACKBONES)}", loaded=True)
     if options["msc_geometry"] not in MSC_GEOMETRIES:
-        raise ModelError(f"MODEL.MSC.GEOMETRY: unknown geometry {options['msc_geometry']!r}; "
-                         f"choose one of {list(MSC_GEOMETRIES)}")
+        raise ConfigError(f"MODEL.MSC.GEOMETRY: unknown geometry {options['msc_geometry']!r}; "
+                         f"choose one of {list(MSC_GEOMETRIES)}", loaded=True)
     try:
         backbone = BACKBONES[options["backbone"]](
             n_blocks=tuple(options["n_blocks"]), base_width=options["base_width"],
@@ -55,7 +52,7 @@ def assemble(name, n_classes, options):
         head = {key: options[key] for key in HEAD_OPTIONS if key in options}
         base = HEADS[name](backbone, n_classes, tuple(options["atrous_rates"]), **head)
     except ValueError as e:
-        raise ModelError(f"MODEL ({name}): {e}") from None
+        raise ConfigError(f"MODEL ({name}): {e}", loaded=True) from None
     return MSC(base, options["msc_scales"], options["msc_geometry"])
 
 
@@ -102,10 +99,11 @@ def build_model(model_cfg, n_classes):
     keys (``MODEL_KEYS``) are its arguments of the same name, lower-cased.
     """
     if model_cfg.NAME not in HEADS:
-        raise ModelError(f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(HEADS)}")
+        raise ConfigError(f"unknown MODEL.NAME {model_cfg.NAME!r}; choose one of {sorted(HEADS)}",
+                          loaded=True)
     foreign = foreign_model_key(model_cfg)
     if foreign:
-        raise ModelError(foreign)
+        raise ConfigError(foreign, loaded=True)
     backbone, msc = model_cfg.BACKBONE, model_cfg.MSC
     options = dict(backbone=backbone.NAME, n_blocks=backbone.N_BLOCKS, backbone_bn=backbone.BN,
                    base_width=backbone.BASE_WIDTH, atrous_rates=model_cfg.ATROUS_RATES,

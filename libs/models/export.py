@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.atomic import atomic_path
-from ..utils.errors import DeepLabError, first_line
+from ..utils.errors import first_line
 from ..utils.sizes import size_text
 from .msc import MSC
 from .prepared import InferenceModel, fold_batchnorm
 from .zoo import results_stem
+from ..utils.errors import ConversionError
 
 LINE_LIMIT = 200  # characters of a torch/ONNX error message quoted in a one-line report
 
@@ -40,23 +41,16 @@ META_EXPORTER = "deeplab.exporter"
 META_OUTPUT_STRIDE = "deeplab.output_stride"  # inputs padded to s k + 1 (geometry.py)
 
 
-class ExportError(DeepLabError, ValueError):
-    """A model or an output that cannot be exported to ONNX as asked."""
-
-
-class ParityError(ExportError):
-    """ONNX Runtime's logits differ from PyTorch's beyond the tolerance."""
-
-
 # errors: {(height, width): relative error} of the parity check, if one ran
 ExportInfo = namedtuple("ExportInfo", "exporter opset seconds n_bytes n_folded errors")
 
 
 def dyadic_scale(scale):
-    """``(p, q)``: ``scale == p / q`` exactly, ``q`` a power of two up to 2**16, or ExportError."""
+    """``(p, q)``: ``scale == p / q`` exactly, ``q`` a power of two up to 2**16 (or a
+    ConversionError)."""
     fraction = Fraction(float(scale))
     if not 0 < fraction < 64 or fraction.denominator > MAX_SCALE_DENOMINATOR:
-        raise ExportError(f"MSC scale {scale!r} cannot be exported exactly: its caffe-geometry "
+        raise ConversionError(f"MSC scale {scale!r} cannot be exported exactly: its caffe-geometry "
                           f"size needs a scale k / 2**m below 64 with 2**m <= "
                           f"{MAX_SCALE_DENOMINATOR}")
     return fraction.numerator, fraction.denominator
@@ -108,7 +102,7 @@ def exportable_network(model):
     else:
         n_classes, msc, meta = getattr(net, "n_classes", None), "0", {}
     if n_classes is None:
-        raise ExportError(f"cannot export a {type(net).__name__}: expected a DeepLab network "
+        raise ConversionError(f"cannot export a {type(net).__name__}: expected a DeepLab network "
                           "or its MSC")
     meta.update({META_N_CLASSES: str(int(n_classes)), META_MSC: msc, META_EXPORTER: EXPORTER,
                  META_OUTPUT_STRIDE: str(int(getattr(net, "output_stride", 8)))})
@@ -127,7 +121,7 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
     Batch, height and width stay dynamic (``example_size`` is only the size traced); the file
     carries the class count and the MSC geometry and passes ``onnx.checker``, and with
     ``check_sizes`` ONNX Runtime must match ``model`` there (:func:`check_onnx_parity`) before it
-    takes its place. On :class:`ExportError` or :class:`ParityError` nothing is written.
+    takes its place. On :class:`ConversionError` or :class:`ConversionError` nothing is written.
     """
     start = time.perf_counter()
     net, meta, n_folded = exportable_network(model)
@@ -143,17 +137,17 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
                               dynamic_axes=axes, opset_version=opset)
         frozen = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         if frozen:
-            raise ExportError(f"the TorchScript exporter froze a value into the graph: "
+            raise ConversionError(f"the TorchScript exporter froze a value into the graph: "
                               f"{first_line(frozen[0].message, LINE_LIMIT)}")
         proto = onnx.load(str(tmp))
         if not input_is_dynamic(proto):
-            raise ExportError(f"{EXPORTER} exporter froze the input size into the graph")
+            raise ConversionError(f"{EXPORTER} exporter froze the input size into the graph")
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
         try:
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as e:
-            raise ExportError(f"{path}: the exported graph fails onnx.checker: "
+            raise ConversionError(f"{path}: the exported graph fails onnx.checker: "
                               f"{first_line(e, LINE_LIMIT)}") from None
         onnx.save(proto, str(tmp))
         seconds = time.perf_counter() - start
@@ -165,7 +159,7 @@ def export_onnx(model, path, example_size=(321, 321), opset=None, check_sizes=()
 def check_onnx_parity(model, path, sizes, rtol=1e-4, name=None):
     """``{(h, w): max|ort - torch| / max|torch|}`` for random inputs at each of ``sizes``.
 
-    ONNX Runtime runs on the CPU, ``model`` on its own device. :class:`ParityError` (one line
+    ONNX Runtime runs on the CPU, ``model`` on its own device. :class:`ConversionError` (one line
     naming ``name``, default ``path``) when an error exceeds ``rtol`` or the shapes differ.
     """
     import onnxruntime
@@ -182,12 +176,12 @@ def check_onnx_parity(model, path, sizes, rtol=1e-4, name=None):
         with torch.inference_mode():
             reference = model(x.to(device)).float().cpu().numpy()
         if ours.shape != reference.shape:
-            raise ParityError(f"{name}: ONNX Runtime gives logits of shape {ours.shape} at "
+            raise ConversionError(f"{name}: ONNX Runtime gives logits of shape {ours.shape} at "
                               f"{size_text(*size)}, PyTorch {reference.shape}")
         errors[size] = float(np.abs(ours - reference).max() / np.abs(reference).max())
     worst = max(errors, key=errors.get, default=None)
     if worst is not None and errors[worst] > rtol:
-        raise ParityError(f"{name}: ONNX Runtime differs from PyTorch by {errors[worst]:.1e} "
+        raise ConversionError(f"{name}: ONNX Runtime differs from PyTorch by {errors[worst]:.1e} "
                           f"(max|a-b|/max|b|) at {worst[0]}x{worst[1]}, tolerance {rtol:.0e}")
     return errors
 

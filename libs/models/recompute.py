@@ -13,21 +13,17 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as torch_checkpoint
 
-from ..utils.errors import DeepLabError
 from .resnet import ResNetBackbone
+from ..utils.errors import ConfigError
 
 GRANULARITIES = ("sqrt", "block", "stage")
-
-
-class CheckpointingError(DeepLabError, ValueError):
-    """A model or granularity that activation checkpointing cannot use."""
 
 
 def check_granularity(granularity):
     """``granularity`` if it is one of :data:`GRANULARITIES` or a positive int, else an error."""
     if granularity in GRANULARITIES or (type(granularity) is int and granularity > 0):
         return granularity
-    raise CheckpointingError(f"activation checkpointing: unknown granularity {granularity!r}; "
+    raise ConfigError(f"activation checkpointing: unknown granularity {granularity!r}; "
                              f"use one of {list(GRANULARITIES)} or a positive number of blocks")
 
 
@@ -67,7 +63,7 @@ def backbones(model):
     """Every ResNet backbone inside ``model`` (the MSC model, DeepLabV2, or a backbone)."""
     found = [m for m in model.modules() if isinstance(m, ResNetBackbone)]
     if not found:
-        raise CheckpointingError(f"activation checkpointing: {type(model).__name__} "
+        raise ConfigError(f"activation checkpointing: {type(model).__name__} "
                                  "contains no ResNetBackbone")
     return found
 
@@ -85,7 +81,7 @@ def enable_activation_checkpointing(model, granularity="sqrt", preserve_rng_stat
     dropouts = (nn.modules.dropout._DropoutNd, nn.AlphaDropout)
     for backbone in backbones(model):
         if type(backbone) not in (ResNetBackbone, CheckpointedBackbone):
-            raise CheckpointingError("activation checkpointing: the backbone is a "
+            raise ConfigError("activation checkpointing: the backbone is a "
                                      f"{type(backbone).__name__}, a subclass it cannot switch")
         preserve = preserve_rng_state
         if preserve is None:

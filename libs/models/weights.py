@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..utils.errors import DeepLabError, first_line
+from ..utils.errors import first_line
 from . import released, zoo
+from ..utils.errors import CheckpointError
 
 RELEASED_CHECKPOINT = "released checkpoint"
 UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert.py), "
@@ -23,10 +24,6 @@ OUR_PREFIXES = ("base.backbone.", "base.aspp.", "backbone.", "aspp.")
 # The classifier's weight, whose rows are the classes: v2's first ASPP branch, v3/v3+'s 1x1.
 CLASSIFIER_KEYS = ("base.aspp.c0.weight", "aspp.c0.weight", "base.classifier.weight",
                    "classifier.weight")
-
-
-class CheckpointError(DeepLabError, ValueError):
-    """A weight file that cannot be used; the message names the file."""
 
 
 def load_file(path):

@@ -11,7 +11,7 @@ import torch
 from ..models.recompute import enable_activation_checkpointing
 from ..utils.device import cpu_native_bf16
 from ..utils.errors import DeepLabError, first_line
-from .errors import TrainingConfigError
+from ..utils.errors import ConfigError
 
 SCALER_KEY = "grad_scaler"  # the checkpoint entry of the fp16 loss scaler
 
@@ -38,16 +38,17 @@ def precision_for(amp, device, log=print):
         return Precision()
     if device.type == "cuda":
         if amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise TrainingConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
-                                      "use fp16 or null")
+            raise ConfigError("SOLVER.AMP: bf16: this GPU has no bf16 support; "
+                                      "use fp16 or null", loaded=True)
     elif amp == "fp16":
-        raise TrainingConfigError(f"SOLVER.AMP: fp16 needs CUDA, and this run is on the "
+        raise ConfigError(f"SOLVER.AMP: fp16 needs CUDA, and this run is on the "
                                   f"{device.type}; use null (or bf16 on a CPU with AMX or "
-                                  "AVX512-BF16)")
+                                  "AVX512-BF16)", loaded=True)
     elif amp == "bf16":
         supported, reason = cpu_native_bf16()
         if not supported:
-            raise TrainingConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null")
+            raise ConfigError(f"SOLVER.AMP: bf16 on the {device.type}: {reason}; use null",
+                              loaded=True)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     autocast = functools.partial(torch.autocast, device.type, dtype=dtype)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else disabled_scaler()

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ..models import build_model
-from ..models.weights import (CheckpointError, head_prefixes, load_file, load_model_weights,
-                              load_state_dict_checked)
+from ..models.weights import head_prefixes, load_file, load_model_weights, load_state_dict_checked
+from ..utils.errors import CheckpointError
 from ..models.zoo import is_zoo_name
 from ..utils.atomic import save_torch
 from .acceleration import SCALER_KEY, apply_model_options

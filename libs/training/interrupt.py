@@ -1,7 +1,7 @@
 """Stopping a run cleanly on SIGINT, SIGTERM or SIGHUP: finish the iteration, save, exit 128 + the
-signal. A second Ctrl-C raises :class:`StopNow` at once, an exception rather than ``os._exit`` so
-that a checkpoint being written is abandoned through ``atomic_path``'s cleanup, never published
-half-written (docs/scale.md)."""
+signal. A second Ctrl-C raises :class:`TrainingInterrupted` at once, an exception rather than
+``os._exit`` so that a checkpoint being written is abandoned through ``atomic_path``'s cleanup,
+never published half-written (docs/scale.md)."""
 
 import signal
 import threading
@@ -23,21 +23,15 @@ def signal_name(signum):
 class TrainingInterrupted(BaseException):
     """A stop signal ended the run after a finished iteration; the checkpoint holds it. A
     ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` on the way
-    mistakes it for a failure. ``checkpoint`` is None on the processes that do not write."""
+    mistakes it for a failure. ``checkpoint`` is None on the processes that do not write;
+    ``iteration`` is None for a second Ctrl-C, which stops at once, mid-iteration."""
 
-    def __init__(self, signum, iteration, checkpoint=None, complete=False):
-        super().__init__(f"{signal_name(signum)} at iteration {iteration}")
+    def __init__(self, signum, iteration=None, checkpoint=None, complete=False):
+        at = f"at iteration {iteration}" if iteration is not None else "at once"
+        super().__init__(f"{signal_name(signum)} {at}")
         self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
         self.complete = complete  # the signal came in the last iteration: nothing to resume
         self.exit_code = 128 + signum
-
-
-class StopNow(BaseException):
-    """A second Ctrl-C: stop at once, without a checkpoint of the current iteration."""
-
-    def __init__(self, signum):
-        super().__init__(f"second {signal_name(signum)}")
-        self.signum, self.exit_code = signum, 128 + signum
 
 
 class StopSignals:
@@ -65,7 +59,7 @@ class StopSignals:
             self.signum, self.first_at = signum, now
         elif signum == signal.SIGINT and now - self.first_at > REPEAT_GRACE_S:
             self.__exit__()  # a third Ctrl-C gets Python's KeyboardInterrupt
-            raise StopNow(signum)
+            raise TrainingInterrupted(signum)
 
 
 def agreed_stop(signum, world_size, device):

@@ -14,13 +14,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..datasets import DatasetError, build_dataset
+from ..datasets import build_dataset
+from ..utils.errors import DatasetError
 from ..datasets.sampler import EpochBatchSampler
 from ..utils.atomic import publish_link
 from . import distributed
 from .acceleration import EagerFallback, compile_model, precision_for
 from .checkpoint import checkpoint_dir, prepare_model, save_checkpoint
-from .errors import TrainingError
+from ..utils.errors import TrainingError
 from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, ignore_stop_signals,
                         signal_name)
 from .loss import msc_loss_terms

@@ -5,7 +5,7 @@ allowed (``--allow-config-change KEY``); logging and output keys may change free
 
 import torch
 
-from ..utils.errors import DeepLabError
+from ..utils.errors import CheckpointError
 
 # Exact keys, or sections ending in "." (every key below them).
 MEANING_KEYS = ("MODEL.", "DATASET.N_CLASSES", "DATASET.NAME", "DATASET.ROOT",
@@ -15,10 +15,6 @@ MEANING_KEYS = ("MODEL.", "DATASET.N_CLASSES", "DATASET.NAME", "DATASET.ROOT",
                 "EXP.SEED", "AUGMENTATION.", "IMAGE.SIZE.TRAIN", "IMAGE.MEAN.")
 IGNORED_KEYS = ("MODEL.INIT_MODEL",)  # a resumed run takes its weights from the checkpoint
 ALL = "ALL"
-
-
-class ResumeError(DeepLabError, ValueError):
-    """A checkpoint that cannot continue this config: nothing left to train, or another run."""
 
 
 def flatten(tree, prefix=""):
@@ -54,12 +50,12 @@ def refused_changes(changes, allowed):
 
 
 def check_resume(checkpoint, cfg, path, allowed=(), log=print):
-    """Raise :class:`ResumeError` unless ``checkpoint`` (read from ``path``) can continue ``cfg``:
-    iterations left, no refused change in the meaning keys (allowed ones are logged). Another
-    torch thread count is a warning: the run continues, but not bit-identically."""
+    """Raise :class:`CheckpointError` unless ``checkpoint`` (read from ``path``) can continue
+    ``cfg``: iterations left, no refused change in the meaning keys (allowed ones are logged).
+    Another torch thread count is a warning: the run continues, but not bit-identically."""
     iteration, iter_max = int(checkpoint["iteration"]), cfg.SOLVER.ITER_MAX
     if iteration >= iter_max:
-        raise ResumeError(f"{path}: holds iteration {iteration}, and SOLVER.ITER_MAX is "
+        raise CheckpointError(f"{path}: holds iteration {iteration}, and SOLVER.ITER_MAX is "
                           f"{iter_max}: nothing left to train (raise SOLVER.ITER_MAX to go on)")
     saved = checkpoint.get("config")
     if isinstance(saved, dict):
@@ -67,7 +63,7 @@ def check_resume(checkpoint, cfg, path, allowed=(), log=print):
         refused = refused_changes(changes, allowed)
         if refused:
             listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
-            raise ResumeError(f"{path}: the config differs from the checkpoint's: {listed} "
+            raise CheckpointError(f"{path}: the config differs from the checkpoint's: {listed} "
                               "(resume with the checkpoint's values, or allow a deliberate change "
                               "with --allow-config-change KEY)")
         for key, old, new in changes:

@@ -7,19 +7,15 @@ import re
 from pathlib import Path
 
 from ..utils.atomic import check_writable_dir, remove_stale_temporaries
-from ..utils.errors import DeepLabError
 from .checkpoint import checkpoint_dir
 from .runlog import LOG_NAME
 from .tensorboard import log_dir
+from ..utils.errors import OutputError
 
 LATEST = "latest"
 NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
 CHECKPOINT_FILES = ("checkpoint_*.pth", "checkpoint_*.json")  # and the results named after them
 LOG_FILES = ("events.out.tfevents.*", LOG_NAME)
-
-
-class RunFolderError(DeepLabError, ValueError):
-    """The run's folders hold another run, or no checkpoint to resume."""
 
 
 def run_files(exp):
@@ -40,7 +36,7 @@ def latest_checkpoint(exp):
         numbered = [(int(m.group(1)), p) for p in folder.iterdir()
                     if (m := NUMBERED.match(p.name)) and p.is_file()]
     if not numbered:
-        raise RunFolderError(f"{folder}: no checkpoint_<iteration>.pth to resume "
+        raise OutputError(f"{folder}: no checkpoint_<iteration>.pth to resume "
                              f"(--resume latest); start a new run without --resume")
     return max(numbered)[1]
 
@@ -50,7 +46,7 @@ def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print
     ``EXP.ID`` whose folders hold checkpoints or logs is an error unless ``overwrite`` deletes those
     files. ``check`` false (torchrun's ranks above 0 write nothing) only resolves ``resume``."""
     if resume is not None and overwrite:
-        raise RunFolderError("--overwrite starts a new run and --resume continues one; "
+        raise OutputError("--overwrite starts a new run and --resume continues one; "
                              "give one of them")
     if resume is not None:
         return latest_checkpoint(exp) if str(resume) == LATEST else Path(resume)
@@ -58,7 +54,7 @@ def prepare_run_folders(exp, resume=None, overwrite=False, check=True, log=print
         return None
     existing = run_files(exp)
     if existing and not overwrite:
-        raise RunFolderError(
+        raise OutputError(
             f"{existing[0].parent}: EXP.ID {exp.ID!r} already holds a run ({len(existing)} "
             "checkpoint/log file(s)); continue it with --resume PATH or --resume latest, or "
             "start anew with another EXP.ID (--set EXP.ID=...) or --overwrite (deletes them)")

@@ -11,13 +11,8 @@ from pathlib import Path
 from addict import Dict
 
 from .config_ranges import check_ranges
-from .config_sources import RENAMED_KEYS, ConfigError, apply_overrides, read_with_bases
-
-
-class ConfigValueError(ConfigError):
-    """A config value that passed the schema but that a stage cannot use (an unknown model name,
-    an out-of-range CRF threshold). Raised after loading, so the message names the key and the
-    command-line layer adds the file."""
+from .config_sources import RENAMED_KEYS, apply_overrides, read_with_bases
+from .errors import ConfigError
 
 
 @dataclass

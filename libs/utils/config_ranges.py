@@ -7,7 +7,7 @@ ZeroDivisionError deep in training, or silently (``ITER_MAX: 0`` writing an untr
 
 import math
 
-from .config_sources import ConfigError
+from .errors import ConfigError
 
 
 def _finite(test, expected):

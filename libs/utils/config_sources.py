@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import DeepLabError
 from .atomic import read_input
+from .errors import ConfigError
 
 BASE_KEY = "_BASE_"
 # Keys of older configs and what they became (issue 22: one MODEL section per model).
@@ -33,10 +33,6 @@ class ConfigLoader(yaml.SafeLoader):
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
-
-
-class ConfigError(DeepLabError, ValueError):
-    """A config file that cannot be used; the message names the file and key."""
 
 
 def refuse_duplicate_keys(node, path, prefix=""):

@@ -2,14 +2,14 @@
 
 import torch
 
-from .errors import DeviceError
+from .errors import ConfigError
 
 
 def choose_device(cuda):
     """``cuda`` None means "CUDA when available"; an explicit ``True`` without CUDA is an error."""
     available = torch.cuda.is_available()
     if cuda and not available:
-        raise DeviceError("--cuda: CUDA is not available on this machine (use --no-cuda)")
+        raise ConfigError("--cuda: CUDA is not available on this machine (use --no-cuda)")
     return torch.device("cuda" if (available if cuda is None else cuda) else "cpu")
 
 
@@ -46,10 +46,10 @@ def require_precision(precision, device):
     """Refuse a precision ``device`` cannot run fast, with one line saying why."""
     device = torch.device(device)
     if precision == "fp16" and device.type != "cuda":
-        raise DeviceError("--precision fp16: float16 inference needs CUDA; use fp32 on the CPU")
+        raise ConfigError("--precision fp16: float16 inference needs CUDA; use fp32 on the CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError("--precision bf16: this GPU has no bf16 support; use fp16")
+        raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16")
     if precision == "bf16" and device.type != "cuda":
         supported, reason = cpu_native_bf16()
         if not supported:
-            raise DeviceError(f"--precision bf16: {reason}; use fp32")
+            raise ConfigError(f"--precision bf16: {reason}; use fp32")

@@ -15,19 +15,11 @@ import torch
 from click.testing import CliRunner
 
 import convert
-from libs.caffe import (
-    CAFFE_PRESETS,
-    CaffeModelError,
-    ConversionError,
-    OutputError,
-    check_loads,
-    convert_caffe_layers,
-    preset_paths,
-    read_caffemodel,
-    target_model,
-)
+from libs.caffe import CAFFE_PRESETS, check_loads, convert_caffe_layers, preset_paths, read_caffemodel, target_model
+from libs.utils.errors import CheckpointError, ConversionError, OutputError
 from libs.caffe.names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target
-from libs.models import DeepLabV2_ResNet101_MSC, ModelError
+from libs.models import DeepLabV2_ResNet101_MSC
+from libs.utils.errors import ConfigError
 from libs.training.checkpoint import load_initial_weights
 from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
@@ -435,7 +427,7 @@ def test_legacy_v1_layers_field_is_rejected(tmp_path):
     array_to_blob(np.zeros((64, 3, 7, 7), np.float32), old.blobs.add())
     path = tmp_path / "v1.caffemodel"
     path.write_bytes(net.SerializeToString())
-    with pytest.raises(CaffeModelError, match="legacy V1 'layers' format.*'conv1'"):
+    with pytest.raises(CheckpointError, match="legacy V1 'layers' format.*'conv1'"):
         read_caffemodel(path)
 
 
@@ -444,7 +436,7 @@ def test_truncated_file_is_one_clear_error(tmp_path, keep):
     path, _ = tiny_voc(tmp_path)
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)])
-    with pytest.raises(CaffeModelError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_caffemodel(path)
 
 
@@ -458,7 +450,7 @@ def test_file_cut_at_a_layer_boundary_is_an_error(tmp_path):
 def test_corrupt_or_foreign_bytes_are_one_clear_error(tmp_path, content):
     path = tmp_path / "bad.caffemodel"
     path.write_bytes(content)
-    with pytest.raises(CaffeModelError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         read_caffemodel(path)
 
 
@@ -555,7 +547,7 @@ def test_target_model_comes_from_the_config_section():
     cfg = load_config("config/toy.yaml")
     model = target_model(CAFFE_PRESETS["voc12"], cfg.MODEL, cfg.DATASET.N_CLASSES)
     assert model.base.aspp["c0"].out_channels == cfg.DATASET.N_CLASSES
-    with pytest.raises(ModelError, match="unknown MODEL.NAME 'NoSuchNet'"):
+    with pytest.raises(ConfigError, match="unknown MODEL.NAME 'NoSuchNet'"):
         target_model(CAFFE_PRESETS["voc12"], SimpleNamespace(NAME="NoSuchNet"), 8)
 
 

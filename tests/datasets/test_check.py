@@ -18,7 +18,6 @@ from libs.datasets import build_dataset
 from libs.datasets.check import SplitReport, check_config, format_report, scan_dataset
 
 
-
 @pytest.fixture
 def sizes(toy_cfg):
     """(n_train, n_test, height, width) of the shared synthetic set, before a test edits the config."""

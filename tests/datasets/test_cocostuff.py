@@ -16,17 +16,8 @@ from addict import Dict
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
-from libs.datasets import (
-    CocoStuff10k,
-    CocoStuff164k,
-    DatasetError,
-    build_dataset,
-    ensure_synthetic,
-    generate_synthetic,
-    load_class_names,
-    resize_labels_torch,
-    to_rgb_uint8,
-)
+from libs.datasets import CocoStuff10k, CocoStuff164k, build_dataset, ensure_synthetic, generate_synthetic, load_class_names, resize_labels_torch, to_rgb_uint8
+from libs.utils.errors import DatasetError
 from libs.cli import synthetic as synthetic_cli
 from libs.datasets.synthetic import Sizes
 from libs.datasets.transforms import Transform, augment, draw_scale, resize_label

@@ -5,9 +5,10 @@ import pytest
 import torch
 from addict import Dict
 
-from libs.datasets import DatasetError, build_dataset
+from libs.datasets import build_dataset
+from libs.utils.errors import DatasetError
 from libs.datasets.images import palette_png_bytes, read_label_png
-from libs.datasets.synthetic import UNLABELED, generate_synthetic
+from libs.datasets.synthetic import UNLABELED
 
 N_TRAIN, N_TEST, HEIGHT, WIDTH = 5, 2, 40, 56
 

@@ -18,7 +18,8 @@ from addict import Dict
 from click.testing import CliRunner
 
 from libs.cli import sbd as sbd_cli
-from libs.datasets import DatasetError, build_dataset
+from libs.datasets import build_dataset
+from libs.utils.errors import DatasetError
 from libs.datasets.images import read_label_png
 from libs.datasets.sbd import convert_sbd, read_sbd_label
 from libs.datasets.synthetic import Sizes, generate_synthetic

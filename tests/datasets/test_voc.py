@@ -11,7 +11,8 @@ import pytest
 import torch
 from addict import Dict
 
-from libs.datasets import DatasetError, build_dataset
+from libs.datasets import build_dataset
+from libs.utils.errors import DatasetError
 from libs.datasets.images import grey_png_bytes, palette_png_bytes, read_label_png, voc_colour_map
 from libs.datasets.synthetic import UNLABELED, Sizes, generate_synthetic
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from addict import Dict
 
-from libs.models import DeepLabV2_ResNet101_MSC, ModelError, build_model
+from libs.models import DeepLabV2_ResNet101_MSC, build_model
+from libs.utils.errors import ConfigError
 from libs.models.deeplabv2 import ASPP
 from libs.models.resnet import FrozenBatchNorm2d, block_names
 from libs.utils.config import load_config
@@ -149,7 +150,7 @@ def test_msc_geometry_comes_from_the_config_and_is_checked():
     assert build_model(cfg.MODEL, 8).geometry == "caffe"
     legacy = cfg.MODEL.to_dict() | {"MSC": {"SCALES": [0.5, 0.75], "GEOMETRY": "pytorch"}}
     assert build_model(Dict(legacy), 8).geometry == "pytorch"
-    with pytest.raises(ModelError, match="MODEL.MSC.GEOMETRY: unknown geometry 'tf'"):
+    with pytest.raises(ConfigError, match="MODEL.MSC.GEOMETRY: unknown geometry 'tf'"):
         build_model(Dict(legacy | {"MSC": {"SCALES": [0.5], "GEOMETRY": "tf"}}), 8)
 
 

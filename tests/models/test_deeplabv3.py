@@ -14,14 +14,15 @@ from addict import Dict
 from tests.support_training import train_step
 
 from libs.inference.predict import dense_logits, predict_probs
-from libs.models import (DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101,
-                         ModelError, build_model)
+from libs.models import DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101, build_model
+from libs.utils.errors import ConfigError
 from libs.models.export import META_OUTPUT_STRIDE, export_onnx
 from libs.models.geometry import model_output_stride, n_cells
 from libs.models.prepared import prepare_for_inference
 from libs.models.recompute import enable_activation_checkpointing
 from libs.models.resnet import FrozenBatchNorm2d
-from libs.models.weights import CheckpointError, head_prefixes, load_model_weights
+from libs.models.weights import head_prefixes, load_model_weights
+from libs.utils.errors import CheckpointError
 from libs.training.distributed import sync_batchnorm
 from libs.training.loss import loss_pairs, msc_loss_terms
 from libs.training.optim import build_optimizer
@@ -154,10 +155,10 @@ def test_batchnorm_switches_and_batch_of_one():
     assert torch.equal(pool.running_mean, mean)
     assert int(model.base.aspp.project.bn.num_batches_tracked) == 1
     cfg.MODEL.OUTPUT_STRIDE = 32
-    with pytest.raises(ModelError, match="output_stride must be one of"):
+    with pytest.raises(ConfigError, match="output_stride must be one of"):
         build_model(cfg.MODEL, 5)
     cfg.MODEL.NAME, cfg.MODEL.OUTPUT_STRIDE = "DeepLabV2_ResNet101_MSC", 16
-    with pytest.raises(ModelError, match="MODEL.OUTPUT_STRIDE: DeepLabV2_ResNet101_MSC has"):
+    with pytest.raises(ConfigError, match="MODEL.OUTPUT_STRIDE: DeepLabV2_ResNet101_MSC has"):
         build_model(cfg.MODEL, 5)
 
 

@@ -15,12 +15,12 @@ import demo
 import export as export_script
 from libs.datasets import load_class_names
 from libs.inference.figure import class_shares, format_shares
-from libs.inference.onnx_model import OnnxModel, OnnxModelError
+from libs.inference.onnx_model import OnnxModel
+from libs.utils.errors import CheckpointError
 from libs.inference.predict import load_model, segment
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.models.export import (ExportableMSC, ExportError, ParityError, caffe_scaled_side_exact,
-                                check_onnx_parity, default_onnx_path, dyadic_scale, export_onnx,
-                                input_is_dynamic)
+from libs.models.export import ExportableMSC, caffe_scaled_side_exact, check_onnx_parity, default_onnx_path, dyadic_scale, export_onnx, input_is_dynamic
+from libs.utils.errors import ConversionError
 from libs.models.geometry import caffe_scaled_side, msc_resize_input, n_cells
 from libs.utils.config import load_config
 
@@ -60,10 +60,10 @@ def test_integer_caffe_size_is_pythons_round_for_every_side(scale):
 
 
 def test_a_scale_that_cannot_be_exported_exactly_is_refused(tmp_path):
-    with pytest.raises(ExportError, match=r"MSC scale 0.3 cannot be exported exactly"):
+    with pytest.raises(ConversionError, match=r"MSC scale 0.3 cannot be exported exactly"):
         dyadic_scale(0.3)
     model = DeepLabV2_ResNet101_MSC(3, n_blocks=(1, 1, 1, 1), base_width=8, msc_scales=(0.3,))
-    with pytest.raises(ExportError) as error:
+    with pytest.raises(ConversionError) as error:
         export_onnx(model.eval(), tmp_path / "m.onnx", example_size=EXAMPLE)
     assert len(str(error.value).splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
@@ -116,7 +116,7 @@ def test_parity_catches_a_size_frozen_into_the_graph(tmp_path):
     assert input_is_dynamic(onnx.load(str(path)))  # the input alone does not tell
     errors = check_onnx_parity(model, path, [EXAMPLE])
     assert errors[EXAMPLE] < 1e-4  # right at the traced size only
-    with pytest.raises(ParityError, match=r"frozen.onnx: ONNX Runtime differs from PyTorch by "
+    with pytest.raises(ConversionError, match=r"frozen.onnx: ONNX Runtime differs from PyTorch by "
                                           r"\S+ \(max\|a-b\|/max\|b\|\) at 97x129, tolerance"):
         check_onnx_parity(model, path, [(97, 129)])
     static = tmp_path / "static.onnx"
@@ -128,7 +128,7 @@ def test_a_frozen_value_stops_the_export(tmp_path, monkeypatch):
     """The caffe sizes written with int(), as the MSC computes them, are refused at export."""
     monkeypatch.setattr(ExportableMSC, "resize_input",
                         lambda self, x, i: msc_resize_input(x, self.scales[i], self.geometry))
-    with pytest.raises(ExportError) as error:
+    with pytest.raises(ConversionError) as error:
         export_onnx(randomised_model("caffe"), tmp_path / "m.onnx", example_size=EXAMPLE)
     assert str(error.value).startswith("the TorchScript exporter froze a value into the "
                                        "graph: Converting a tensor to a Python integer")
@@ -157,7 +157,7 @@ def test_bad_onnx_files_are_one_line(tmp_path):
              garbage: "garbage.onnx: not a usable ONNX model",
              foreign: "foreign.onnx: no DeepLab metadata"}
     for path, expected in cases.items():
-        with pytest.raises(OnnxModelError) as error:
+        with pytest.raises(CheckpointError) as error:
             OnnxModel(path, CPU)
         assert len(str(error.value).splitlines()) == 1 and expected in str(error.value)
 
@@ -165,7 +165,7 @@ def test_bad_onnx_files_are_one_line(tmp_path):
 def test_wrong_class_count_is_one_line(exported):
     path = exported["single"][1]
     assert OnnxModel(path, CPU, n_classes=5).n_classes == 5
-    with pytest.raises(OnnxModelError, match=r"single.onnx: the ONNX model has 5 classes, the "
+    with pytest.raises(CheckpointError, match=r"single.onnx: the ONNX model has 5 classes, the "
                                              r"config asks for 8 \(DATASET.N_CLASSES\)$"):
         OnnxModel(path, CPU, n_classes=8)
 

@@ -10,10 +10,9 @@ from click.testing import CliRunner
 import eval as eval_script
 from libs.models.prepared import InferenceModel, fold_batchnorm, prepare_for_inference
 from libs.utils import device as device_utils
-from libs.utils.errors import DeviceError
+from libs.utils.errors import ConfigError
 from libs.utils.device import require_precision
 from tests.tiny_model import randomised_model, tiny_setup
-
 
 
 def relative_error(out, ref):
@@ -81,10 +80,10 @@ def test_unknown_precision_and_unsupported_devices(monkeypatch):
     model = randomised_model()
     with pytest.raises(ValueError, match="precision must be one of"):
         prepare_for_inference(model, "int8")
-    with pytest.raises(DeviceError, match="fp16: float16 inference needs CUDA"):
+    with pytest.raises(ConfigError, match="fp16: float16 inference needs CUDA"):
         prepare_for_inference(model, "fp16")
     monkeypatch.setattr(device_utils, "cpu_flags", lambda: {"avx2", "fma"})
-    with pytest.raises(DeviceError, match="bf16: the CPU has neither AMX nor AVX512-BF16"):
+    with pytest.raises(ConfigError, match="bf16: the CPU has neither AMX nor AVX512-BF16"):
         require_precision("bf16", "cpu")
 
 

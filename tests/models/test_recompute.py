@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.models.recompute import (CheckpointedBackbone, CheckpointingError, backbones,
-                                   enable_activation_checkpointing, stage_segments)
+from libs.models.recompute import CheckpointedBackbone, backbones, enable_activation_checkpointing, stage_segments
+from libs.utils.errors import ConfigError
 from libs.models.resnet import ResNetBackbone
 from libs.training.loss import msc_loss_terms
 from libs.utils.errors import DeepLabError
@@ -229,11 +229,11 @@ def test_rng_state_is_restored_where_the_backbone_draws_random_numbers(one_torch
 
 @pytest.mark.parametrize("granularity", ["blocks", 0, -1, True, 1.5, None])
 def test_an_unknown_granularity_is_one_line(granularity):
-    with pytest.raises(CheckpointingError, match="unknown granularity") as error:
+    with pytest.raises(ConfigError, match="unknown granularity") as error:
         enable_activation_checkpointing(tiny_model(), granularity=granularity)
     assert isinstance(error.value, DeepLabError) and "\n" not in str(error.value)
 
 
 def test_a_model_without_a_resnet_backbone_is_refused():
-    with pytest.raises(CheckpointingError, match="Conv2d contains no ResNetBackbone"):
+    with pytest.raises(ConfigError, match="Conv2d contains no ResNetBackbone"):
         enable_activation_checkpointing(nn.Conv2d(3, 3, 1))

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from libs.inference.predict import load_model
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.released import our_key, stage_depths
-from libs.models.weights import CheckpointError, load_model_weights, read_weights
+from libs.models.weights import load_model_weights, read_weights
+from libs.utils.errors import CheckpointError
 from libs.training.checkpoint import load_initial_weights
 from libs.utils.atomic import atomic_path, save_torch
 

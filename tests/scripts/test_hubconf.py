@@ -14,7 +14,8 @@ import torch
 from tests.models.test_weights import released_reference, save_released
 
 from libs.models import DeepLabV2_ResNet101_MSC, zoo
-from libs.models.weights import CheckpointError, load_model_weights, read_weights
+from libs.models.weights import load_model_weights, read_weights
+from libs.utils.errors import CheckpointError
 from libs.utils.atomic import save_torch
 
 REPO = Path(__file__).resolve().parents[2]

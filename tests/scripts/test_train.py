@@ -16,8 +16,8 @@ from tests.tiny_model import narrow
 
 import train
 from libs.models import build_model
-from libs.models.weights import CheckpointError
-from libs.training import TrainingError
+from libs.utils.errors import CheckpointError
+from libs.utils.errors import TrainingError
 from libs.training.checkpoint import load_initial_weights
 from libs.training.loop import train as run_training
 from libs.training.loop import poly_lr, set_learning_rates
@@ -261,7 +261,6 @@ def test_cli_errors_are_one_line(toy_cfg, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {foreign}: does not match the model: ")
     assert "wrong shape" in result.output and len(result.output.strip().splitlines()) == 1
-
 
 
 def test_unknown_model_and_dataset_too_small_are_one_line(toy_cfg, tmp_path):

@@ -13,7 +13,8 @@ from tests.tiny_model import narrow
 
 import train
 from libs.training.loop import train as run_training
-from libs.training.resume import ResumeError, check_resume, config_changes, refused_changes
+from libs.training.resume import check_resume, config_changes, refused_changes
+from libs.utils.errors import CheckpointError
 from libs.utils.atomic import save_torch
 
 CPU = torch.device("cpu")
@@ -136,5 +137,5 @@ def test_config_comparison_rules(toy_cfg):
     assert refused_changes(changes, ("ALL",)) == []
     shorter = config_changes(saved, dict(saved, SOLVER=dict(saved["SOLVER"], ITER_MAX=3)))
     assert refused_changes(shorter, ()) == [("SOLVER.ITER_MAX", 4, 3)]
-    with pytest.raises(ResumeError, match="holds iteration 4, and SOLVER.ITER_MAX is 4"):
+    with pytest.raises(CheckpointError, match="holds iteration 4, and SOLVER.ITER_MAX is 4"):
         check_resume({"iteration": 4, "config": saved}, toy_cfg, "c.pth")

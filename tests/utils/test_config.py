@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from libs.utils.config import ConfigError, load_config
+from libs.utils.config import load_config
+from libs.utils.errors import ConfigError
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import yaml
 from click.testing import CliRunner
 
 from libs.cli import check as check_cli
-from libs.utils.config import ConfigError, load_config
+from libs.utils.config import load_config
+from libs.utils.errors import ConfigError
 
 
 def write(path, mapping):
