@@ -192,3 +192,20 @@ def test_no_module_is_too_long():
 def test_the_parameter_rule_counts_what_a_caller_passes():
     tree = ast.parse("def f(self, a, b=1, *args, c, **kw): pass")
     assert parameters(tree.body[0]) == ["a", "b", "c"]
+
+
+def test_errors_are_few_kinds_in_one_module():
+    """Every exception class the library defines: the kinds of libs/utils/errors.py, and the stop
+    signal of training (not an error)."""
+    import importlib
+    import inspect
+
+    defined = set()
+    for path in library_files():
+        module = importlib.import_module(module_name(path))
+        defined |= {f"{obj.__module__}.{name}" for name, obj in vars(module).items()
+                    if inspect.isclass(obj) and issubclass(obj, BaseException)
+                    and obj.__module__.startswith("libs")}
+    assert len(defined) <= 8, sorted(defined)
+    assert {name for name in defined if not name.startswith("libs.utils.errors.")} == {
+        "libs.training.interrupt.TrainingInterrupted"}
