@@ -8,7 +8,8 @@ reason. Part 2, only where CUDA is available, times one training iteration of
 the full ResNet-101 MSC at the protocol's sub-batch (5 x 321x321) for fp32 and
 bf16 x activation checkpointing off/on x channels_last off/on
 (benchmarks/bench_train.py, each variant in its own process), with
-images/s and peak memory. Everything skipped says why. The results also go to
+images/s and peak memory; then, on CUDA, benchmarks/bench_crf_backends.py (the dense CRF's two
+backends). Everything skipped says why. The results also go to
 the JSON file, written atomically. Exit code 1 if a test failed.
 """
 
@@ -121,6 +122,9 @@ def main(json_path, config, skip_benchmark):
     bench = ([{"variant": "CUDA benchmark", "skipped": "--skip-benchmark"}] if skip_benchmark
              else run_benchmark(config))
     print_table(tests, bench, device)
+    if torch.cuda.is_available() and not skip_benchmark:  # pydensecrf vs the torch CRF on CUDA
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_crf_backends", "--device", "cuda",
+                        "--n-images", "2"], cwd=REPO)
     write_json({"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
                 "visible_gpus": torch.cuda.device_count(), "cpu_count": os.cpu_count(),
                 "tests": tests, "pytest_exit_code": code, "benchmark": bench}, json_path)

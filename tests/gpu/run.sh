@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: the CUDA tests (pytest -m cuda) and the CUDA training benchmark, one table;
+# The GPU check: the CUDA tests (pytest -m cuda), the CUDA training benchmark in one table,
 # then the dense CRF's two backends side by side.
 #
 #   pip install -r requirements.txt      # with the CUDA build of torch (see README)
@@ -13,10 +13,4 @@ results="${1:?usage: bash tests/gpu/run.sh RESULTS.json [--skip-benchmark]}"
 shift
 python -c "import torch; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, ' \
 f'{torch.cuda.device_count()} GPU(s) visible')"
-status=0
-python -m tests.gpu.report --json "$results" "$@" || status=$?
-# The exact dense CRF: pydensecrf (one CPU process) against the torch backend on the GPU.
-if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  python -m benchmarks.bench_crf_backends --device cuda --n-images 2
-fi
-exit $status
+exec python -m tests.gpu.report --json "$results" "$@"

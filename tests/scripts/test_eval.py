@@ -126,6 +126,21 @@ def test_eval_with_crf_matches_direct_crf(setup, tmp_path):
     assert any((a != b).any() for a, b in zip(preds, plain_preds))  # the CRF changed something
 
 
+def test_eval_scores_the_same_with_either_crf_backend(setup, tmp_path, one_torch_thread):
+    cfg, cfg_path, ckpt, _ = setup
+    results = {}
+    for backend in ("pydensecrf", "torch"):
+        out = tmp_path / f"crf_{backend}.json"
+        result = _run("-c", cfg_path, "-m", ckpt, "--crf", "--crf-backend", backend, "-o", out,
+                      "--no-cuda")
+        assert result.exit_code == 0, result.output
+        results[backend] = json.loads(out.read_text())
+        assert results[backend]["crf"]["backend"] == backend
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
+        assert round(results["torch"][key], 4) == round(results["pydensecrf"][key], 4), key
+    assert "torch" in _run("-h").output  # --crf-backend is offered
+
+
 def test_legacy_switch_feeds_the_crf_the_mean_subtracted_image(toy_cfg):
     image = torch.from_numpy(np.random.default_rng(0).normal(0, 60, (3, 5, 7)).astype(np.float32))
     toy_cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE = False
