@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..utils.errors import ConfigError
-from .crf_torch import torch_crf_posterior
+from .crf_torch import torch_crf_posterior, torch_crf_posteriors
 
 BACKENDS = ("pydensecrf", "torch")
 
@@ -40,6 +40,7 @@ class DenseCRF:
     prune_threshold: float | None = None
     backend: str = "pydensecrf"
     device: str = field(default="cpu", repr=False)  # where the torch backend computes
+    torch_memory_mb: int = field(default=4096, repr=False)  # its batches' memory budget
 
     def __post_init__(self):
         # YAML gives 3 where 3.0 is meant: each number as its field's type, for the results JSON.
@@ -76,7 +77,7 @@ class DenseCRF:
     def settings(self):
         """The parameters and the backend as a plain dict, in field order (for the results JSON);
         both backends are the exact CRF, so the results file name does not tell them apart."""
-        return {k: v for k, v in asdict(self).items() if k != "device"}
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "torch_memory_mb")}
 
     def __call__(self, image, probmap):
         return _crf_result(self, *self._prepare(image, probmap), argmax=False)
@@ -141,9 +142,35 @@ def legacy_crf_image(image_chw):
     return np.ascontiguousarray((values % 256).astype(np.uint8).transpose(1, 2, 0))
 
 
+def _torch_batches(crf, prepared, argmax):
+    """The torch backend's results, in input order, consecutive images of one size (and one
+    count of kept labels) sharing a batch while it fits ``crf.torch_memory_mb``."""
+    batch = []
+    for item in prepared:
+        shape = item[2].shape
+        # The peak is about 45 bytes per pixel and label (docs/eval.md): 48 leaves some room.
+        fits = max(1, crf.torch_memory_mb * 2**20 // (48 * shape.numel()))
+        if batch and (batch[0][2].shape != shape or len(batch) == fits):
+            yield from _finish_batch(crf, batch, argmax)
+            batch = []
+        batch.append(item)
+    if batch:
+        yield from _finish_batch(crf, batch, argmax)
+
+
+def _finish_batch(crf, batch, argmax):
+    posteriors = torch_crf_posteriors(crf, [item[1] for item in batch], [item[2] for item in batch])
+    for (key, _, _, kept, n_labels), posterior in zip(batch, posteriors):
+        yield key, _complete(crf, posterior, kept, n_labels, argmax)
+
+
 def _crf_result(crf, image, reduced, kept, n_labels, argmax):
+    """Inference on one prepared image (in a worker process, for pydensecrf), completed."""
+    return _complete(crf, crf.infer(image, reduced), kept, n_labels, argmax)
+
+
+def _complete(crf, posterior, kept, n_labels, argmax):
     """The posterior over all ``n_labels`` (0 for the labels pruned away), or its argmax."""
-    posterior = crf.infer(image, reduced)
     if argmax:  # NumPy or torch alike; a label map comes back as NumPy
         labels = kept[posterior.argmax(0)]
         return labels.cpu().numpy() if crf.backend == "torch" else labels.astype(np.int64)
@@ -174,7 +201,10 @@ def map_crf(crf, items, n_jobs=None, argmax=False):
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     prepared = ((key, *crf._prepare(image, probmap)) for key, image, probmap in items)
-    if n_jobs == 1 or crf.backend == "torch":  # torch: in this process, on its device
+    if crf.backend == "torch":  # in this process, on its device
+        yield from _torch_batches(crf, prepared, argmax)
+        return
+    if n_jobs == 1:
         for key, *prepared_item in prepared:
             yield key, _crf_result(crf, *prepared_item, argmax)
         return

@@ -35,18 +35,24 @@ SIMD_LANES = 4  # pydensecrf pads the pixel count to a multiple of 4 (its SSE bl
 
 
 class Lattice:
-    """The permutohedral lattice of ``features`` (N x d): where each pixel splats, and the blur.
+    """The permutohedral lattices of a batch of images, one per image, side by side in one table.
 
-    ``vertices`` (N x d+1) index the lattice points of each pixel's simplex,
-    ``weights`` (N x d+1) are its barycentric weights, and ``neighbours``
-    ((d+1) x 2 x M) the two blur neighbours of every point along every axis,
-    shifted by one so that 0 is the "missing" row of zeros.
+    ``features`` is a list of per-image N_i x d tensors. ``vertices`` (sum N_i x d+1) index the
+    lattice points of each pixel's simplex, ``weights`` are its barycentric weights, and
+    ``neighbours`` ((d+1) x 2 x M) the two blur neighbours of every point along every axis,
+    shifted by one so that 0 is the "missing" row of zeros. The image is the most significant
+    digit of a point's key, so images never share a point and each image's points keep the order
+    (and the sums) they have alone.
     """
 
     def __init__(self, features):
-        n, d = features.shape
-        f = torch.cat([features.float(), features.new_zeros((-n) % SIMD_LANES, d)])
+        d = features[0].shape[1]
+        padded = [torch.cat([f.float(), f.new_zeros((-len(f)) % SIMD_LANES, d)]) for f in features]
+        f = torch.cat(padded)
         device = f.device
+        image = torch.cat([torch.full((len(x),), i, device=device) for i, x in enumerate(padded)])
+        real = torch.cat([torch.arange(len(x), device=device) < len(g)
+                          for x, g in zip(padded, features)])
         # The scale of each coordinate, rounded to float32 as the C++ does (a double product).
         inv_std = float(torch.tensor(math.sqrt(2.0 / 3.0) * (d + 1), dtype=torch.float32))
         scale = torch.tensor([inv_std / math.sqrt((i + 2) * (i + 1)) for i in range(d)],
@@ -81,19 +87,22 @@ class Lattice:
         k = torch.arange(d + 1, device=device)
         keys = (rem0[:, None, :d] + k[None, :, None]
                 - (d + 1) * (rank[:, None, :d] > d - k[None, :, None]).float()).long()
-        low = keys.reshape(-1, d).amin(0) - d  # room for the blur neighbours' coordinates
-        span = keys.reshape(-1, d).amax(0) + d - low + 1
+        keys = torch.cat([keys, image[:, None, None].expand(-1, d + 1, 1)], 2).reshape(-1, d + 1)
+        low = torch.cat([keys[:, :d].amin(0) - d, keys.new_zeros(1)])  # room for the neighbours
+        top = torch.cat([keys[:, :d].amax(0) + d, keys.new_full((1,), len(features) - 1)])
+        span = top - low + 1
         self.span = span
         self.radix = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
         if float(span.double().prod()) >= 2 ** 62:
             raise ValueError("CRF features span too large a lattice for 64-bit keys")
         self.low = low
-        points, index = torch.unique(self._pack(keys.reshape(-1, d)), return_inverse=True)
-        self.vertices = index.reshape(-1, d + 1)[:n] + 1
-        self.weights = bary[:n, : d + 1]
+        points, index = torch.unique(self._pack(keys), return_inverse=True)
+        self.vertices = index.reshape(-1, d + 1)[real] + 1
+        self.weights = bary[real, : d + 1]
         coords = self._unpack(points)
-        shifts = torch.full((d + 1, d), -1, dtype=torch.long, device=device)
+        shifts = torch.full((d + 1, d + 1), -1, dtype=torch.long, device=device)
         shifts[torch.arange(d), torch.arange(d)] = d
+        shifts[:, d] = 0  # a neighbour is in the same image
         self.neighbours = torch.stack([torch.stack([self._find(points, coords + s),
                                                     self._find(points, coords - s)])
                                        for s in shifts])
@@ -140,7 +149,7 @@ class NormalisedKernel:
 
     def __init__(self, features):
         self.lattice = Lattice(features)
-        ones = features.new_ones(len(features), 1, dtype=torch.float32)
+        ones = features[0].new_ones(sum(len(f) for f in features), 1, dtype=torch.float32)
         self.norm = 1.0 / torch.sqrt(self.lattice.filter(ones) + 1e-20)
 
     def __call__(self, q):
@@ -162,18 +171,27 @@ def crf_features(image, crf):
 
 
 @torch.inference_mode()
-def torch_crf_posterior(crf, image, probmap):
-    """Mean-field posterior (L x H x W) of ``probmap`` (L x H x W) on ``image`` (H x W x 3 uint8).
+def torch_crf_posteriors(crf, images, probmaps):
+    """Mean-field posteriors (each L x H x W) of ``probmaps`` on ``images`` (H x W x 3 uint8), all
+    with the same L, in one batch: one lattice per kernel over all images, one softmax per pixel.
 
-    ``crf`` holds the parameters (a :class:`~libs.inference.crf.DenseCRF`); the
-    tensors stay on their device, and the result is float32 on it too.
+    ``crf`` holds the parameters (a :class:`~libs.inference.crf.DenseCRF`); the tensors stay on
+    their device, and the results are float32 on it too.
     """
-    n_labels, height, width = probmap.shape
+    n_labels = probmaps[0].shape[0]
     if n_labels == 1:
-        return torch.ones_like(probmap, dtype=torch.float32)
-    smooth, appearance = (NormalisedKernel(f) for f in crf_features(image, crf))
-    unary = -torch.log(probmap.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T.contiguous()
+        return [torch.ones_like(p, dtype=torch.float32) for p in probmaps]
+    features = [crf_features(image, crf) for image in images]
+    smooth, appearance = (NormalisedKernel([f[k] for f in features]) for k in (0, 1))
+    unary = torch.cat([-torch.log(p.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T
+                       for p in probmaps]).contiguous()
     q = torch.softmax(-unary, dim=1)
     for _ in range(crf.iter_max):
         q = torch.softmax(-unary + crf.pos_w * smooth(q) + crf.bi_w * appearance(q), dim=1)
-    return q.T.reshape(n_labels, height, width)
+    pieces = q.split([p[0].numel() for p in probmaps])
+    return [piece.T.reshape(p.shape) for piece, p in zip(pieces, probmaps)]
+
+
+def torch_crf_posterior(crf, image, probmap):
+    """:func:`torch_crf_posteriors` of one image."""
+    return torch_crf_posteriors(crf, [image], [probmap])[0]

@@ -107,6 +107,7 @@ SCHEMA = {
         "PRUNE_THRESHOLD": Optional(float),
         "LEGACY_MEAN_SUBTRACTED_IMAGE": bool,
         "BACKEND": OneOf("auto", "pydensecrf", "torch"),  # the same exact CRF; auto: torch on CUDA
+        "TORCH_MEMORY_MB": int,  # torch backend: images of one size share a batch within this
     },
 }
 

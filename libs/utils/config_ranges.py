@@ -56,6 +56,7 @@ RULES = {
     "CRF.POS_XY_STD": POSITIVE, "CRF.BI_W": NON_NEGATIVE,
     **_keys("CRF", "BI_XY_STD BI_RGB_STD", POSITIVE),
     "CRF.PRUNE_THRESHOLD": _finite(lambda v: 0 <= v < 1, "a number in [0, 1) or null"),
+    "CRF.TORCH_MEMORY_MB": POSITIVE_INT,
     **_keys("AUGMENTATION", "SCALE_CHOICES SCALE_RANGE", ((lambda v: v > 0), "a positive number")),
 }
 

@@ -1,5 +1,7 @@
 """The torch dense CRF (libs/inference/crf_torch.py) against a direct pydensecrf call."""
 
+from pathlib import Path
+
 import numpy as np
 import pydensecrf.densecrf as dcrf
 import pytest
@@ -7,7 +9,11 @@ import torch
 
 from benchmarks.bench_crf import realistic_sample
 from libs.inference.crf import DenseCRF, map_crf
-from libs.inference.crf_torch import Lattice, torch_crf_posterior
+from libs.inference.crf_torch import Lattice, torch_crf_posterior, torch_crf_posteriors
+from libs.utils.config import load_config
+from libs.utils.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The configs' CRF: 10 iterations, Gaussian w=3 sxy=1, bilateral w=4 sxy=67 srgb=3.
 CONFIG_CRF = dict(pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
@@ -53,15 +59,15 @@ def test_posteriors_match_pydensecrf(height, width, iterations, one_torch_thread
 def test_lattice_weights_and_locality():
     # A pixel's d+1 barycentric weights are a partition of one; a point 1000 standard
     # deviations away from another filters as if alone.
-    lattice = Lattice(torch.tensor([[0.3, -1.2]]))
+    lattice = Lattice([torch.tensor([[0.3, -1.2]])])
     assert lattice.vertices.shape == lattice.weights.shape == (1, 3)
     assert torch.allclose(lattice.weights.sum(1), torch.ones(1))
     assert (lattice.weights >= 0).all()
     # the padding lanes (three zero features) share the origin's simplex vertices
     assert lattice.n_points >= 3
-    far = Lattice(torch.tensor([[0.0, 0.0], [1000.0, 1000.0]]))
+    far = Lattice([torch.tensor([[0.0, 0.0], [1000.0, 1000.0]])])
     ones = torch.ones(2, 1)
-    assert torch.allclose(far.filter(ones)[1], Lattice(torch.tensor([[1000.0, 1000.0]])).filter(
+    assert torch.allclose(far.filter(ones)[1], Lattice([torch.tensor([[1000.0, 1000.0]])]).filter(
         torch.ones(1, 1))[0])
 
 
@@ -113,3 +119,32 @@ def test_realistic_maps_get_the_labels_pydensecrf_gives(n_labels, size):
     got = torch_crf_posterior(crf, torch.from_numpy(image), torch.from_numpy(probs)).numpy()
     assert (got.argmax(0) == expected.argmax(0)).mean() >= 0.9999
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_a_batch_gives_each_image_its_own_posterior(one_torch_thread):
+    crf = DenseCRF(iter_max=3, **CONFIG_CRF)
+    inputs = [blocky_inputs(40, 56, 4, seed=s) for s in (1, 2)] + [blocky_inputs(33, 21, 4, seed=3)]
+    images, probs = ([torch.from_numpy(x[i]) for x in inputs] for i in (0, 1))
+    batched = torch_crf_posteriors(crf, images, probs)
+    for image, prob, posterior in zip(images, probs, batched):
+        assert torch.equal(posterior, torch_crf_posterior(crf, image, prob))  # bit for bit
+
+
+def test_the_memory_budget_sets_the_batches(monkeypatch):
+    sizes = []
+
+    def spy(crf, images, probmaps):
+        sizes.append(len(images))
+        return torch_crf_posteriors(crf, images, probmaps)
+
+    monkeypatch.setattr("libs.inference.crf.torch_crf_posteriors", spy)
+    items = [(i, *blocky_inputs(64, 64, 4, seed=i)) for i in range(5)]
+    items.insert(3, (9, *blocky_inputs(48, 64, 4, seed=9)))  # another size ends a batch
+    # 48 bytes per pixel and label: 0.75 MiB an image of 64x64 with 4 labels
+    for budget, expected in ((1, [1] * 6), (2, [2, 1, 1, 2]), (8, [3, 1, 2])):
+        sizes.clear()
+        crf = DenseCRF(iter_max=2, backend="torch", torch_memory_mb=budget, **CONFIG_CRF)
+        keys = [key for key, _ in map_crf(crf, items, argmax=True)]
+        assert keys == [0, 1, 2, 9, 3, 4] and sizes == expected
+    with pytest.raises(ConfigError, match="CRF.TORCH_MEMORY_MB: expected a positive integer"):
+        load_config(REPO_ROOT / "config" / "toy.yaml", overrides=["CRF.TORCH_MEMORY_MB=0"])
