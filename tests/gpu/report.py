@@ -33,11 +33,15 @@ BENCH_ITERS = 5
 
 
 def run_cuda_tests():
-    """``pytest -m cuda``: a list of {test, outcome, detail}, and pytest's exit code."""
+    """``pytest -m cuda`` over the test files that mark tests ``cuda`` (collecting only those
+    takes seconds, not the whole suite's imports): a list of {test, outcome, detail}, and
+    pytest's exit code."""
+    files = [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("test_*.py"))
+             if "mark.cuda" in p.read_text()]
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "cuda.xml"
         command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-                   f"--junitxml={xml}", "tests"]
+                   f"--junitxml={xml}", *files]
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         rows = parse_junit(xml) if xml.is_file() else []
     if not rows:
@@ -118,6 +122,8 @@ def print_table(tests, bench, device):
 def main(json_path, config, skip_benchmark):
     """Run the CUDA tests and the CUDA training benchmark; print one table; write JSON."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
+          f"{torch.cuda.device_count()} GPU(s) visible")
     tests, code = run_cuda_tests()
     bench = ([{"variant": "CUDA benchmark", "skipped": "--skip-benchmark"}] if skip_benchmark
              else run_benchmark(config))

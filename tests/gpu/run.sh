@@ -11,6 +11,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 results="${1:?usage: bash tests/gpu/run.sh RESULTS.json [--skip-benchmark]}"
 shift
-python -c "import torch; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, ' \
-f'{torch.cuda.device_count()} GPU(s) visible')"
 exec python -m tests.gpu.report --json "$results" "$@"
