@@ -47,16 +47,18 @@ def run_torch(crf, image, prob, device):
     return posterior.cpu().numpy(), seconds, peak
 
 
-def cpu_peak(function, *args):
-    """The growth of peak resident memory (MiB) of a forked process that runs ``function``."""
-    def child(queue):
-        before = rss_mib()
-        function(*args)
-        queue.put(rss_mib() - before)
+def _grow(queue, crf, image, prob):
+    before = rss_mib()
+    torch_crf_posterior(crf, torch.from_numpy(image), torch.from_numpy(prob))
+    queue.put(rss_mib() - before)
 
-    context = multiprocessing.get_context("fork")
+
+def cpu_peak(crf, image, prob):
+    """The growth of peak resident memory (MiB) of a fresh process while it runs one image
+    (spawned, not forked: a fork after torch's thread pool started may hang)."""
+    context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=child, args=(queue,))
+    process = context.Process(target=_grow, args=(queue, crf, image, prob))
     process.start()
     growth = queue.get()
     process.join()
@@ -90,9 +92,7 @@ def main(device_name, n_images, labels, size):
             times["torch"].append(seconds)
             diffs.append(float(np.abs(posterior - reference).max()))
             agree.append(float((posterior.argmax(0) == reference.argmax(0)).mean()))
-            peaks.append(peak if peak is not None else
-                         cpu_peak(torch_crf_posterior, crf, torch.from_numpy(image),
-                                  torch.from_numpy(prob)))
+            peaks.append(peak if peak is not None else cpu_peak(crf, image, prob))
         pdc, tch = np.mean(times["pydensecrf"]), np.mean(times["torch"])
         print(f"{n_labels:6d}  {pdc:16.2f}  {tch:11.3f}  {pdc / tch:7.2f}x  {max(diffs):8.1e}  "
               f"{100 * np.mean(agree):9.4f}%  {max(peaks):8.0f}")

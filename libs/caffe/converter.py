@@ -15,8 +15,7 @@ import torch.nn as nn
 
 from .names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target, is_multiscale_copy
 from .protobuf import POOL_MAX, ROUND_CEIL
-from ..utils.errors import CheckpointError
-from ..utils.errors import ConversionError
+from ..utils.errors import CheckpointError, ConversionError
 
 BATCHNORM_EPS_RTOL = 1e-5  # float32 storage of 1e-5 differs from it by ~3e-8 (relative)
 BN_BUFFER_COUNTER = "num_batches_tracked"

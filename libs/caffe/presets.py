@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models import DeepLabV2_ResNet101_MSC, build_model
-from ..utils.errors import OutputError, first_line
+from ..utils.errors import ConversionError, OutputError, first_line
 from .converter import convert_caffe_layers
-from ..utils.errors import ConversionError
 from .protobuf import read_caffemodel
 
 

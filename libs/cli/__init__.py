@@ -13,8 +13,7 @@ import click
 
 from ..utils.atomic import TORCH_FILE_ERRORS
 from ..utils.config import load_config
-from ..utils.errors import ConfigError
-from ..utils.errors import DeepLabError, first_line
+from ..utils.errors import ConfigError, DeepLabError, first_line
 
 OVERRIDES_KEY = "deeplab.config_overrides"  # where --set values wait in the click context
 # torch re-raises an error of a DataLoader worker as the same type with this text before

@@ -16,8 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..utils.atomic import read_input, write_bytes
-from ..utils.errors import OutputError
-from ..utils.errors import DatasetError
+from ..utils.errors import DatasetError, OutputError
 from .images import grey_png_bytes, integer_map, load_mat, read_id_list, read_label_png
 
 N_CLASSES = 21  # background + 20 VOC classes

@@ -9,8 +9,7 @@ import torch
 from ..models.export import (INPUT_NAME, LINE_LIMIT, META_GEOMETRY, META_MSC, META_N_CLASSES,
                              META_OUTPUT_STRIDE, OUTPUT_NAME)
 from ..models.geometry import MSC_GEOMETRIES
-from ..utils.errors import first_line
-from ..utils.errors import CheckpointError
+from ..utils.errors import CheckpointError, first_line
 
 
 def _session(path, device, threads):

@@ -14,9 +14,8 @@ from pathlib import Path
 import cv2
 
 from ..utils.atomic import atomic_path, video_codec
-from ..utils.errors import OutputError
+from ..utils.errors import DatasetError, OutputError
 from ..utils.visualize import display_available
-from ..utils.errors import DatasetError
 
 WINDOW_NAME = "DeepLab v2 (q or Esc quits)"
 FALLBACK_FPS = 30.0  # frame rate of the written video when the source does not report one

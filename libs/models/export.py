@@ -19,12 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.atomic import atomic_path
-from ..utils.errors import first_line
+from ..utils.errors import ConversionError, first_line
 from ..utils.sizes import size_text
 from .msc import MSC
 from .prepared import InferenceModel, fold_batchnorm
 from .zoo import results_stem
-from ..utils.errors import ConversionError
 
 LINE_LIMIT = 200  # characters of a torch/ONNX error message quoted in a one-line report
 

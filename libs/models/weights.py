@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..utils.errors import first_line
+from ..utils.errors import CheckpointError, first_line
 from . import released, zoo
-from ..utils.errors import CheckpointError
 
 RELEASED_CHECKPOINT = "released checkpoint"
 UNDERSTOOD = ("understood: training checkpoints (train.py), state dicts (convert.py), "

@@ -10,8 +10,7 @@ import torch
 
 from ..models.recompute import enable_activation_checkpointing
 from ..utils.device import cpu_native_bf16
-from ..utils.errors import DeepLabError, first_line
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, DeepLabError, first_line
 
 SCALER_KEY = "grad_scaler"  # the checkpoint entry of the fp16 loss scaler
 

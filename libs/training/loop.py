@@ -15,13 +15,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..datasets import build_dataset
-from ..utils.errors import DatasetError
+from ..utils.errors import DatasetError, TrainingError
 from ..datasets.sampler import EpochBatchSampler
 from ..utils.atomic import publish_link
 from . import distributed
 from .acceleration import EagerFallback, compile_model, precision_for
 from .checkpoint import checkpoint_dir, prepare_model, save_checkpoint
-from ..utils.errors import TrainingError
 from .interrupt import (StopSignals, TrainingInterrupted, agreed_stop, ignore_stop_signals,
                         signal_name)
 from .loss import msc_loss_terms

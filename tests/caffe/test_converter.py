@@ -16,10 +16,9 @@ from click.testing import CliRunner
 
 import convert
 from libs.caffe import CAFFE_PRESETS, check_loads, convert_caffe_layers, preset_paths, read_caffemodel, target_model
-from libs.utils.errors import CheckpointError, ConversionError, OutputError
+from libs.utils.errors import CheckpointError, ConfigError, ConversionError, OutputError
 from libs.caffe.names import BATCHNORM, CONV, POOL, SCALE, SKIP, caffe_target
 from libs.models import DeepLabV2_ResNet101_MSC
-from libs.utils.errors import ConfigError
 from libs.training.checkpoint import load_initial_weights
 from libs.utils.atomic import save_torch
 from libs.utils.config import load_config

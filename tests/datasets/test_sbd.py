@@ -19,11 +19,10 @@ from click.testing import CliRunner
 
 from libs.cli import sbd as sbd_cli
 from libs.datasets import build_dataset
-from libs.utils.errors import DatasetError
+from libs.utils.errors import DatasetError, OutputError
 from libs.datasets.images import read_label_png
 from libs.datasets.sbd import convert_sbd, read_sbd_label
 from libs.datasets.synthetic import Sizes, generate_synthetic
-from libs.utils.errors import OutputError
 
 REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 24, 32

@@ -15,14 +15,13 @@ from tests.support_training import train_step
 
 from libs.inference.predict import dense_logits, predict_probs
 from libs.models import DeepLabV2_ResNet101_MSC, DeepLabV3_ResNet101, DeepLabV3Plus_ResNet101, build_model
-from libs.utils.errors import ConfigError
+from libs.utils.errors import CheckpointError, ConfigError
 from libs.models.export import META_OUTPUT_STRIDE, export_onnx
 from libs.models.geometry import model_output_stride, n_cells
 from libs.models.prepared import prepare_for_inference
 from libs.models.recompute import enable_activation_checkpointing
 from libs.models.resnet import FrozenBatchNorm2d
 from libs.models.weights import head_prefixes, load_model_weights
-from libs.utils.errors import CheckpointError
 from libs.training.distributed import sync_batchnorm
 from libs.training.loss import loss_pairs, msc_loss_terms
 from libs.training.optim import build_optimizer

@@ -16,11 +16,10 @@ import export as export_script
 from libs.datasets import load_class_names
 from libs.inference.figure import class_shares, format_shares
 from libs.inference.onnx_model import OnnxModel
-from libs.utils.errors import CheckpointError
+from libs.utils.errors import CheckpointError, ConversionError
 from libs.inference.predict import load_model, segment
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.export import ExportableMSC, caffe_scaled_side_exact, check_onnx_parity, default_onnx_path, dyadic_scale, export_onnx, input_is_dynamic
-from libs.utils.errors import ConversionError
 from libs.models.geometry import caffe_scaled_side, msc_resize_input, n_cells
 from libs.utils.config import load_config
 

@@ -10,10 +10,9 @@ import torch.utils.checkpoint
 
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.recompute import CheckpointedBackbone, backbones, enable_activation_checkpointing, stage_segments
-from libs.utils.errors import ConfigError
+from libs.utils.errors import ConfigError, DeepLabError
 from libs.models.resnet import ResNetBackbone
 from libs.training.loss import msc_loss_terms
-from libs.utils.errors import DeepLabError
 
 N_CLASSES = 5
 N_BLOCKS = (2, 2, 3, 2)  # res4 of three blocks: "sqrt" and 2-block segments differ from "block"

@@ -16,8 +16,7 @@ from tests.tiny_model import narrow
 
 import train
 from libs.models import build_model
-from libs.utils.errors import CheckpointError
-from libs.utils.errors import TrainingError
+from libs.utils.errors import CheckpointError, TrainingError
 from libs.training.checkpoint import load_initial_weights
 from libs.training.loop import train as run_training
 from libs.training.loop import poly_lr, set_learning_rates
