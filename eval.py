@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from libs.cli import (command, config_option, cuda_option, load_cli_config, model_path_option,
                       one_line_errors, parse_positive_floats, precision_option)
-from libs.inference.crf import DenseCRF, default_n_jobs
+from libs.inference.crf import DenseCRF
 from libs.inference.evaluation import EvalOptions, default_output_path, evaluate_and_report
 from libs.inference.predict import load_model
 from libs.utils.atomic import (check_writable_output, refuse_overwriting_inputs,
@@ -92,9 +92,7 @@ def main(config_path, model_path, crf, prune_threshold, crf_backend, n_jobs, tta
         check_writable_output(output)
         remove_stale_temporaries(Path(output).parent, suffixes=(Path(output).suffix,))
         if options.crf is not None:
-            where = (f"on {device}" if options.crf.backend == "torch"
-                     else f"on {n_jobs or default_n_jobs()} worker processes")
-            tqdm.write(f"{options.crf} {where}")
+            tqdm.write(options.crf.describe(n_jobs))
         evaluate_and_report(cfg, model, device, output, options, extra={
             "config": str(config_path), "model_path": str(model_path), "precision": precision})
 

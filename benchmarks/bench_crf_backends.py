@@ -47,18 +47,20 @@ def run_torch(crf, image, prob, device):
     return posterior.cpu().numpy(), seconds, peak
 
 
-def _grow(queue, crf, image, prob):
-    before = rss_mib()
+def _grow(queue, crf, seed, n_labels, size):
+    image, prob, _ = realistic_sample(np.random.default_rng(seed), n_classes=n_labels, size=size)
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
     torch_crf_posterior(crf, torch.from_numpy(image), torch.from_numpy(prob))
     queue.put(rss_mib() - before)
 
 
-def cpu_peak(crf, image, prob):
-    """The growth of peak resident memory (MiB) of a fresh process while it runs one image
-    (spawned, not forked: a fork after torch's thread pool started may hang)."""
+def cpu_peak(crf, seed, n_labels, size):
+    """How far a fresh process's peak resident memory (MiB) rises above its resident memory while
+    it runs one image (Linux; spawned, not forked: a fork after torch's thread pool started may
+    hang). The child makes its own sample, since unpickling one would set the peak itself."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_grow, args=(queue, crf, image, prob))
+    process = context.Process(target=_grow, args=(queue, crf, seed, n_labels, size))
     process.start()
     growth = queue.get()
     process.join()
@@ -92,7 +94,7 @@ def main(device_name, n_images, labels, size):
             times["torch"].append(seconds)
             diffs.append(float(np.abs(posterior - reference).max()))
             agree.append(float((posterior.argmax(0) == reference.argmax(0)).mean()))
-            peaks.append(peak if peak is not None else cpu_peak(crf, image, prob))
+            peaks.append(peak if peak is not None else cpu_peak(crf, n_labels, n_labels, size))
         pdc, tch = np.mean(times["pydensecrf"]), np.mean(times["torch"])
         print(f"{n_labels:6d}  {pdc:16.2f}  {tch:11.3f}  {pdc / tch:7.2f}x  {max(diffs):8.1e}  "
               f"{100 * np.mean(agree):9.4f}%  {max(peaks):8.0f}")

@@ -79,6 +79,11 @@ class DenseCRF:
         both backends are the exact CRF, so the results file name does not tell them apart."""
         return {k: v for k, v in asdict(self).items() if k not in ("device", "torch_memory_mb")}
 
+    def describe(self, n_jobs=None):
+        """The parameters and where they run, for a script's log line."""
+        return f"{self} on " + (self.device if self.backend == "torch"
+                                else f"{n_jobs or default_n_jobs()} worker processes")
+
     def __call__(self, image, probmap):
         return _crf_result(self, *self._prepare(image, probmap), argmax=False)
 
@@ -148,8 +153,8 @@ def _torch_batches(crf, prepared, argmax):
     batch = []
     for item in prepared:
         shape = item[2].shape
-        # The peak is about 45 bytes per pixel and label (docs/eval.md): 48 leaves some room.
-        fits = max(1, crf.torch_memory_mb * 2**20 // (48 * shape.numel()))
+        # The peak is about 800 + 44 L bytes per pixel (docs/eval.md); this leaves some room.
+        fits = max(1, crf.torch_memory_mb * 2**20 // ((1024 + 48 * shape[0]) * shape[1:].numel()))
         if batch and (batch[0][2].shape != shape or len(batch) == fits):
             yield from _finish_batch(crf, batch, argmax)
             batch = []

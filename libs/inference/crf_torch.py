@@ -120,40 +120,54 @@ class Lattice:
         at = torch.searchsorted(points, packed).clamp(max=len(points) - 1)
         return torch.where(points[at] == packed, at + 1, 0)
 
-    def filter(self, values):
+    def filter(self, values, work):
         """Splat ``values`` (N x L), blur along every axis, slice: the unnormalised ``K values``.
 
-        Written into preallocated buffers: at 513x513 and 182 labels each is ~190 MB, and
-        allocating them anew per vertex doubles the time on a CPU.
+        The result lives in ``work``, a dict of buffers that both kernels of an image reuse on
+        every iteration: at 513x513 and 182 labels each buffer is ~200 MB, and fresh ones cost
+        more in page faults than the arithmetic on a CPU.
         """
-        table = values.new_zeros(self.n_points + 1, values.shape[1])
-        scratch = torch.empty_like(values)
+        rows, width = self.n_points + 1, values.shape[1]
+        table, blurred = (_buffer(work, name, rows, width, values) for name in ("table", "blurred"))
+        left_right = _buffer(work, "pair", 2 * (rows - 1), width, values).view(2, rows - 1, width)
+        scratch, out = (_buffer(work, name, len(values), width, values) for name in ("scratch", "out"))
+        table.zero_()
+        blurred[0].zero_()
         for k in range(self.vertices.shape[1]):
             table.index_add_(0, self.vertices[:, k],
                              torch.mul(values, self.weights[:, k:k + 1], out=scratch))
-        blurred, pair = torch.zeros_like(table), table.new_empty(2, *table[1:].shape)
         for left, right in self.neighbours:  # double-buffered; row 0 stays the zeros
-            torch.index_select(table, 0, left, out=pair[0])
-            torch.index_select(table, 0, right, out=pair[1])
-            torch.add(table[1:], pair[0].add_(pair[1]), alpha=0.5, out=blurred[1:])
+            torch.index_select(table, 0, left, out=left_right[0])
+            torch.index_select(table, 0, right, out=left_right[1])
+            torch.add(table[1:], left_right[0].add_(left_right[1]), alpha=0.5, out=blurred[1:])
             table, blurred = blurred, table
-        out, weights = torch.zeros_like(values), self.weights * self.alpha
+        out.zero_()
+        weights = self.weights * self.alpha
         for k in range(self.vertices.shape[1]):
             out.addcmul_(torch.index_select(table, 0, self.vertices[:, k], out=scratch),
                          weights[:, k:k + 1])
         return out
 
 
+def _buffer(work, name, rows, cols, like):
+    """A rows x cols view of the buffer ``work[name]``, grown when it is too small."""
+    if name not in work or work[name].numel() < rows * cols:
+        work[name] = like.new_empty(rows * cols)
+    return work[name][: rows * cols].view(rows, cols)
+
+
 class NormalisedKernel:
     """A Gaussian kernel on ``features`` with pydensecrf's symmetric normalisation."""
 
-    def __init__(self, features):
-        self.lattice = Lattice(features)
+    def __init__(self, features, work):
+        self.lattice, self.work = Lattice(features), work
         ones = features[0].new_ones(sum(len(f) for f in features), 1, dtype=torch.float32)
-        self.norm = 1.0 / torch.sqrt(self.lattice.filter(ones) + 1e-20)
+        self.norm = 1.0 / torch.sqrt(self.lattice.filter(ones, work) + 1e-20)
 
     def __call__(self, q):
-        return self.lattice.filter(q * self.norm) * self.norm
+        """``n^-1/2 K(n^-1/2 q)``, in the work buffer ``out``: read it before the next call."""
+        scaled = torch.mul(q, self.norm, out=_buffer(self.work, "scaled", *q.shape, q))
+        return self.lattice.filter(scaled, self.work).mul_(self.norm)
 
 
 def crf_features(image, crf):
@@ -182,12 +196,16 @@ def torch_crf_posteriors(crf, images, probmaps):
     if n_labels == 1:
         return [torch.ones_like(p, dtype=torch.float32) for p in probmaps]
     features = [crf_features(image, crf) for image in images]
-    smooth, appearance = (NormalisedKernel([f[k] for f in features]) for k in (0, 1))
+    work = {}  # the filter's buffers, shared by both kernels
+    smooth, appearance = (NormalisedKernel([f[k] for f in features], work) for k in (0, 1))
     unary = torch.cat([-torch.log(p.float().clamp(1e-5, 1.0)).reshape(n_labels, -1).T
                        for p in probmaps]).contiguous()
-    q = torch.softmax(-unary, dim=1)
-    for _ in range(crf.iter_max):
-        q = torch.softmax(-unary + crf.pos_w * smooth(q) + crf.bi_w * appearance(q), dim=1)
+    neg_unary = unary.neg_()
+    q, energy = torch.softmax(neg_unary, dim=1), torch.empty_like(neg_unary)
+    for _ in range(crf.iter_max):  # in place: a fresh 200 MB tensor costs its page faults
+        torch.add(neg_unary, smooth(q), alpha=crf.pos_w, out=energy)
+        energy.add_(appearance(q), alpha=crf.bi_w)
+        torch.softmax(energy, dim=1, out=q)
     pieces = q.split([p[0].numel() for p in probmaps])
     return [piece.T.reshape(p.shape) for piece, p in zip(pieces, probmaps)]
 
