@@ -153,8 +153,8 @@ def _torch_batches(crf, prepared, argmax):
     batch = []
     for item in prepared:
         shape = item[2].shape
-        # The peak is about 800 + 44 L bytes per pixel (docs/eval.md); this leaves some room.
-        fits = max(1, crf.torch_memory_mb * 2**20 // ((1024 + 48 * shape[0]) * shape[1:].numel()))
+        # The peak is about 850 + 53 L bytes per pixel (docs/eval.md); this leaves some room.
+        fits = max(1, crf.torch_memory_mb * 2**20 // ((1024 + 56 * shape[0]) * shape[1:].numel()))
         if batch and (batch[0][2].shape != shape or len(batch) == fits):
             yield from _finish_batch(crf, batch, argmax)
             batch = []

@@ -139,7 +139,7 @@ def test_the_memory_budget_sets_the_batches(monkeypatch):
     monkeypatch.setattr("libs.inference.crf.torch_crf_posteriors", spy)
     items = [(i, *blocky_inputs(64, 64, 4, seed=i)) for i in range(5)]
     items.insert(3, (9, *blocky_inputs(48, 64, 4, seed=9)))  # another size ends a batch
-    # 1024 + 48 x 4 bytes per pixel: 4.75 MiB an image of 64x64 with 4 labels
+    # 1024 + 56 x 4 bytes per pixel: 4.9 MiB an image of 64x64 with 4 labels
     for budget, expected in ((1, [1] * 6), (10, [2, 1, 1, 2]), (15, [3, 1, 2])):
         sizes.clear()
         crf = DenseCRF(iter_max=2, backend="torch", torch_memory_mb=budget, **CONFIG_CRF)
