@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Segment one image and draw the result (see docs/demo.md).
+"""Segment one image and draw the result at its own resolution (see docs/demo.md).
 
     python demo.py --config config/cocostuff.yaml --model-path PATH --image-path IMAGE [--crf]
     python demo.py --config config/cocostuff.yaml --onnx model.onnx --image-path IMAGE
@@ -18,38 +18,16 @@ from libs.cli import (command, config_option, cuda_option, load_cli_config, mode
                       one_line_errors, precision_option)
 from libs.datasets import load_checked_class_names
 from libs.datasets.images import read_image_bgr
-from libs.inference.crf import DenseCRF
 from libs.inference.figure import (FIGURE_DPI, MIN_SHARE, TOP_K, build_figure, check_label_path,
                                    class_shares, default_output_path, format_shares,
                                    panel_classes, refuse_overwrite, save_label_png)
-from libs.inference.onnx_model import OnnxModel
-from libs.inference.predict import load_model, resize_longer_side, segment
+from libs.inference.segmenter import Segmenter
 from libs.utils.atomic import (check_writable_output, figure_format, refuse_overwriting_inputs,
                                same_file, save_figure)
 from libs.utils.device import choose_device
 from libs.utils.errors import OutputError
 from libs.utils.sizes import size_text
 from libs.utils.visualize import display_available
-
-
-def load_network(cfg, model_path, onnx_path, device, precision="fp32"):
-    """The ONNX file ``onnx_path`` run by ONNX Runtime when given, else ``model_path``'s weights."""
-    if onnx_path is not None:
-        return OnnxModel(onnx_path, device, n_classes=cfg.DATASET.N_CLASSES)
-    return load_model(cfg, model_path, device, precision=precision)
-
-
-def read_demo_image(cfg, image_path):
-    """The image as BGR uint8, resized so that its longer side is ``IMAGE.SIZE.DEMO``."""
-    return resize_longer_side(read_image_bgr(image_path, cfg.IMAGE.MEAN), cfg.IMAGE.SIZE.DEMO)
-
-
-def segment_image(cfg, model, device, image_bgr, crf):
-    """The label map of ``image_bgr``, refined by the config's CRF when ``crf``."""
-    dense_crf = DenseCRF.from_config(cfg.CRF, device) if crf else None
-    _, label_map = segment(model, image_bgr, cfg.IMAGE.MEAN, device, crf=dense_crf,
-                           legacy_mean_subtracted=cfg.CRF.LEGACY_MEAN_SUBTRACTED_IMAGE)
-    return label_map
 
 
 def check_outputs(output, label_path, image_path, inputs):
@@ -82,8 +60,8 @@ def check_outputs(output, label_path, image_path, inputs):
               help="Figure file (.png, .pdf, .svg, ...)  "
                    "[default: ./<image stem>_segmentation.png, in the current directory]")
 @click.option("--save-label", "label_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the label map here: a one-channel PNG of class indices "
-                   "(8-bit under 256 classes, else 16-bit).")
+              help="Also write the label map here, at the image's size: a one-channel PNG of class "
+                   "indices (8-bit under 256 classes, else 16-bit).")
 @click.option("--top-k", type=click.IntRange(min=0), default=TOP_K, show_default=True,
               help="Draw a mask panel for at most this many classes, the largest first.")
 @click.option("--min-share", type=click.FloatRange(0, 100), default=MIN_SHARE * 100,
@@ -113,10 +91,10 @@ def main(config_path, model_path, onnx_path, image_path, crf, output, label_path
                        "config file": config_path})
         cfg = load_cli_config(config_path)
         class_names = load_checked_class_names(cfg)
-        image_bgr = read_demo_image(cfg, image_path)
-        device = choose_device(cuda)
-        model = load_network(cfg, model_path, onnx_path, device, precision)
-        label_map = segment_image(cfg, model, device, image_bgr, crf)
+        image_bgr = read_image_bgr(image_path, cfg.IMAGE.MEAN)
+        segmenter = Segmenter.from_config(cfg, model_path, choose_device(cuda), crf, onnx_path,
+                                          precision)
+        label_map = segmenter(image_bgr)
         shares = class_shares(label_map, cfg.DATASET.N_CLASSES)
         click.echo(f"{image_path} ({size_text(*label_map.shape)}{', CRF' if crf else ''}): "
                    f"{len(shares)} classes found (id, name, share of pixels)")

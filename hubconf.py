@@ -50,3 +50,21 @@ def deeplabv3plus_resnet101(pretrained=None, n_classes=182, **kwargs):
     :func:`DeepLabV3Plus_ResNet101`.
     """
     return _build(DeepLabV3Plus_ResNet101, pretrained, n_classes, kwargs)
+
+
+def segmenter(config="config/cocostuff164k.yaml", pretrained="cocostuff164k", crf=False,
+              device="cpu"):
+    """Images in, label maps out: ``segmenter(image_bgr)`` is the HxW class indices at the
+    image's size (``rgb=True`` for RGB, ``probabilities=True`` for the CxHxW probabilities too).
+
+    ``config``: a YAML file, relative to this repository or absolute; ``pretrained``: weights as
+    for :func:`deeplabv2_resnet101`; ``crf``: refine with the config's dense CRF. It is
+    :class:`libs.inference.segmenter.Segmenter`, what demo.py and predict.py run.
+    """
+    from pathlib import Path
+
+    from libs.inference.segmenter import Segmenter
+    from libs.utils.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent / config)
+    return Segmenter.from_config(cfg, pretrained, device, crf)

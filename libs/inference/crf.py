@@ -93,8 +93,8 @@ class DenseCRF:
         image = np.asarray(image)
         if self.backend == "torch":
             probmap = torch.as_tensor(probmap, dtype=torch.float32, device=self.device)
-        else:
-            probmap = np.asarray(probmap, dtype=np.float32)
+        else:  # a tensor may come from a GPU
+            probmap = np.asarray(torch.as_tensor(probmap).detach().cpu(), dtype=np.float32)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
                 f"CRF image must be an HxWx3 uint8 array, got {image.dtype} {image.shape}")

@@ -57,19 +57,24 @@ def tta_view(images, scale, geometry="caffe"):
                          mode="bilinear", align_corners=False)
 
 
+def view_logits(model, images, size, tta_scales=(1.0,), flip=False, geometry="caffe"):
+    """The logits at ``size`` of each test-time view of ``images`` (every scale, and each also
+    flipped with ``flip``), flipped back: what :func:`predict_probs` averages after a softmax."""
+    for scale in tta_scales:
+        scaled = tta_view(images, scale, geometry)
+        for flipped in ((False, True) if flip else (False,)):
+            logits = dense_logits(model, scaled.flip(-1) if flipped else scaled, size, geometry)
+            yield logits.flip(-1) if flipped else logits
+
+
 def predict_probs(model, images, size, tta_scales=(1.0,), flip=False, geometry=None):
     """Class probabilities at ``size``, averaged over input scales and horizontal flips (softmax
     after the upsampling); ``geometry`` defaults to the model's own."""
     geometry = model_geometry(model) if geometry is None else geometry
-    flips = (False, True) if flip else (False,)
-    total = None
-    for scale in tta_scales:
-        scaled = tta_view(images, scale, geometry)
-        for flipped in flips:
-            logits = dense_logits(model, scaled.flip(-1) if flipped else scaled, size, geometry)
-            probs = F.softmax(logits.flip(-1) if flipped else logits, dim=1)
-            total = probs if total is None else total + probs
-    n_views = len(tta_scales) * len(flips)
+    total, n_views = None, 0
+    for logits in view_logits(model, images, size, tta_scales, flip, geometry):
+        probs = F.softmax(logits, dim=1)
+        total, n_views = (probs if total is None else total + probs), n_views + 1
     return total if n_views == 1 else total / n_views
 
 

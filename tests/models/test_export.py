@@ -17,7 +17,9 @@ from libs.datasets import load_class_names
 from libs.inference.figure import class_shares, format_shares
 from libs.inference.onnx_model import OnnxModel
 from libs.utils.errors import CheckpointError, ConversionError
+from libs.datasets.images import read_image_bgr
 from libs.inference.predict import load_model, segment
+from libs.inference.segmenter import Segmenter
 from libs.models import DeepLabV2_ResNet101_MSC
 from libs.models.export import ExportableMSC, caffe_scaled_side_exact, check_onnx_parity, default_onnx_path, dyadic_scale, export_onnx, input_is_dynamic
 from libs.models.geometry import caffe_scaled_side, msc_resize_input, n_cells
@@ -237,11 +239,9 @@ def test_demo_onnx_gives_the_torch_label_map(toy_cfg, synthetic_root, tmp_path,
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(load_model(cfg, checkpoint, CPU), onnx_path, example_size=EXAMPLE)
     image_path = sorted((Path(synthetic_root) / "images").glob("*.jpg"))[0]
-    image = demo.read_demo_image(cfg, image_path)
-    labels_torch = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
-                                      image, False)
-    labels_onnx = demo.segment_image(cfg, demo.load_network(cfg, None, onnx_path, CPU), CPU,
-                                     image, False)
+    image = read_image_bgr(image_path, cfg.IMAGE.MEAN)
+    labels_torch = Segmenter.from_config(cfg, checkpoint)(image)
+    labels_onnx = Segmenter.from_config(cfg, onnx=onnx_path)(image)
     np.testing.assert_array_equal(labels_onnx, labels_torch)
 
     output = tmp_path / "figure.png"

@@ -18,7 +18,8 @@ from libs.datasets import load_class_names
 from libs.datasets.images import read_image_bgr
 from libs.inference import figure as demo_figure
 from libs.inference.crf import DenseCRF
-from libs.inference.predict import load_model, resize_longer_side, segment
+from libs.inference.predict import load_model, segment
+from libs.inference.segmenter import Segmenter
 from libs.models import build_model
 from libs.utils.atomic import save_torch
 from libs.utils.config import load_config
@@ -76,8 +77,8 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
     result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "-o", output, "--no-show")
     assert result.exit_code == 0, result.output
 
-    # Printed: the resized size (64x80 image, longer side IMAGE.SIZE.DEMO = 65), then the classes.
-    assert f"{image_path} (65x52)" in result.output
+    # Printed: the image's own size (80x64; the network saw it at 65x52), then the classes.
+    assert f"{image_path} (80x64)" in result.output
     printed = [LINE.match(line).groups() for line in result.output.splitlines()
                if LINE.match(line)]
     assert len(printed) >= 2, "the seed should give a map with several classes"
@@ -92,9 +93,9 @@ def test_cli_prints_classes_and_figure_has_one_panel_per_class(toy_cfg, syntheti
 
     # The same pipeline in-process: the panels are exactly the printed classes, in order.
     cfg = load_config(config_path)
-    model = load_model(cfg, checkpoint, CPU)
-    image = resize_longer_side(read_image_bgr(image_path), cfg.IMAGE.SIZE.DEMO)
-    _, label_map = segment(model, image, cfg.IMAGE.MEAN, CPU)
+    image = read_image_bgr(image_path)
+    label_map = Segmenter.from_config(cfg, checkpoint)(image)
+    assert label_map.shape == image.shape[:2]
     shares = demo_figure.class_shares(label_map, cfg.DATASET.N_CLASSES)
     figure = demo_figure.build_figure(image[:, :, ::-1], label_map, names, shares)
     titles = [ax.get_title() for ax in figure.axes]
@@ -129,14 +130,14 @@ def test_cli_default_output_in_current_directory_and_label_png(toy_cfg, syntheti
     result = run("-c", config_path, "-m", checkpoint, "-i", image_path, "--crf", "--no-show",
                  "--save-label", "labels/picture.png")
     assert result.exit_code == 0, result.output
-    assert "(65x52, CRF)" in result.output
+    assert "(80x64, CRF)" in result.output
     assert cv2.imread(str(work / "picture_segmentation.png")) is not None
     assert sorted(p.name for p in data.iterdir()) == ["picture.jpg"]  # nothing beside the input
     saved = cv2.imread(str(work / "labels" / "picture.png"), cv2.IMREAD_UNCHANGED)
     assert saved.dtype == np.uint8 and saved.ndim == 2
     cfg = load_config(config_path)
-    label_map = demo.segment_image(cfg, demo.load_network(cfg, checkpoint, None, CPU), CPU,
-                                   demo.read_demo_image(cfg, image_path), True)
+    label_map = Segmenter.from_config(cfg, checkpoint, crf=True)(read_image_bgr(image_path))
+    assert saved.shape == (64, 80)  # the image's size
     np.testing.assert_array_equal(saved, label_map)
     assert "label map: labels/picture.png" in result.output
     assert not list(work.rglob("*.tmp*"))

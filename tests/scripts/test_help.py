@@ -8,12 +8,14 @@ import demo
 import draw_model
 import eval as eval_script
 import export
+import predict
 import train
 import uvcdemo
 from libs.cli import check, sbd, synthetic
 
 COMMANDS = {"convert.py": convert, "train.py": train, "eval.py": eval_script, "demo.py": demo,
             "uvcdemo.py": uvcdemo, "export.py": export, "draw_model.py": draw_model,
+            "predict.py": predict,
             "libs.cli.check": check, "libs.cli.sbd": sbd, "libs.cli.synthetic": synthetic}
 
 

@@ -9,6 +9,7 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tests.models.test_weights import released_reference, save_released
@@ -110,3 +111,19 @@ def test_named_weights_errors(release_server):
     with pytest.raises(CheckpointError, match=r"cocostuff10k: download of http://127.0.0.1:\d+/"
                                               r"absent.pth failed"):
         hub_model("cocostuff10k")
+
+
+def test_hub_segmenter_is_the_demos_segmenter(toy_cfg, tmp_path):
+    from tests.tiny_model import tiny_setup
+
+    from libs.inference.segmenter import Segmenter
+    from libs.utils.config import load_config
+
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    hub = torch.hub.load(str(REPO), "segmenter", source="local", config=str(config_path),
+                         pretrained=str(checkpoint))
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    labels = hub(image)
+    assert labels.shape == (50, 70)
+    np.testing.assert_array_equal(labels, Segmenter.from_config(load_config(config_path),
+                                                                checkpoint)(image))
