@@ -52,8 +52,9 @@ def check_outputs(output, label_path, image_path, inputs):
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
               help="Run this ONNX file (written by export.py) with ONNX Runtime instead of "
                    "--model-path.")
-@click.option("-i", "--image-path", required=True, type=click.Path(dir_okay=False),
-              help="Image to segment (any format OpenCV reads).")
+@click.option("-i", "--image-path", "image_paths", required=True, multiple=True,
+              type=click.Path(dir_okay=False),
+              help="Image to segment (any format OpenCV reads); for many, use predict.py.")
 @click.option("--crf/--no-crf", default=False, show_default=True,
               help="Refine with the dense CRF of the config's CRF section.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -72,9 +73,13 @@ def check_outputs(output, label_path, image_path, inputs):
 @precision_option()
 @click.option("--show/--no-show", default=None,
               help="Also open the figure in a window  [default: when a display exists]")
-def main(config_path, model_path, onnx_path, image_path, crf, output, label_path, top_k,
+def main(config_path, model_path, onnx_path, image_paths, crf, output, label_path, top_k,
          min_share, cuda, precision, show):
     """Segment one image: print the classes found and save (and show) a figure."""
+    if len(image_paths) > 1:
+        raise click.UsageError(f"--image-path given {len(image_paths)} times: demo.py segments "
+                               "one image; predict.py takes many (files, folders, globs)")
+    image_path = image_paths[0]
     if (model_path is None) == (onnx_path is None):
         raise click.UsageError("give either --model-path (PyTorch weights) or --onnx "
                                "(an export.py file), not " + ("both" if model_path else "neither"))

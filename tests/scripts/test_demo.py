@@ -280,3 +280,13 @@ def test_segment_with_crf_needs_the_crf_picture_choice(toy_cfg, tmp_path):
     image = np.zeros((8, 10, 3), np.uint8)
     with pytest.raises(ValueError, match="legacy_mean_subtracted"):
         segment(model, image, cfg.IMAGE.MEAN, CPU, crf=DenseCRF.from_config(cfg.CRF))
+
+
+def test_a_second_image_path_is_an_error_not_ignored(toy_cfg, synthetic_root, tmp_path):
+    config_path, checkpoint = tiny_setup(toy_cfg, tmp_path)
+    image = first_test_image(synthetic_root)
+    result = run("-c", config_path, "-m", checkpoint, "-i", image, "-i", image, "--no-show",
+                 "-o", tmp_path / "figure.png")
+    assert result.exit_code == 2
+    assert "--image-path given 2 times" in result.output and "predict.py" in result.output
+    assert not (tmp_path / "figure.png").exists()
